@@ -1,0 +1,1 @@
+//! kflow benchmarks: shared helpers for the criterion benches and the end-to-end runner.

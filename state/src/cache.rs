@@ -1,0 +1,338 @@
+//! The write-back cache of window partials in front of RocksDB.
+//!
+//! Partials are grouped by time (a window's or pane's end) and hashed by key
+//! with the caller's stable hash, so an update is one BTreeMap step to the
+//! time and one hash probe, with no RocksDB access. RocksDB is read only for
+//! times that were evicted ("spilled") earlier, so a job whose state fits in
+//! memory never reads the database. [`WindowCache::snapshot`] writes every
+//! dirty entry (and the removal of fired times) into a [`StateBatch`];
+//! [`WindowCache::evict`] then drops clean entries to honour the budget.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::hash_table::{Entry as TableEntry, HashTable};
+
+use crate::codec;
+use crate::store::{Family, StateBatch, StateStore};
+use crate::StateError;
+
+/// A value the cache can keep and persist.
+pub trait StateValue: Sized {
+    /// Appends the value's bytes.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Reads a value written by [`StateValue::encode`].
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] when the bytes are not a valid encoding.
+    fn decode(bytes: &[u8]) -> Result<Self, StateError>;
+    /// Heap bytes owned by the value (for the memory budget).
+    fn heap_bytes(&self) -> usize;
+}
+
+struct Entry<V> {
+    hash: u64,
+    key: Box<[u8]>,
+    value: V,
+    dirty: bool,
+}
+
+/// Fixed per-entry overhead: the entry itself plus hash-table control bytes.
+const ENTRY_OVERHEAD: usize = 24;
+
+impl<V: StateValue> Entry<V> {
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + ENTRY_OVERHEAD + self.key.len() + self.value.heap_bytes()
+    }
+}
+
+/// Keyed partials of one operator instance, by time.
+pub struct WindowCache<V> {
+    operator: u16,
+    times: BTreeMap<i64, HashTable<Entry<V>>>,
+    /// Times that have entries in RocksDB which may be missing from memory.
+    spilled: BTreeSet<i64>,
+    /// Times that have any entries in RocksDB (a superset of `spilled`).
+    on_disk: BTreeSet<i64>,
+    /// Times removed since the last snapshot whose RocksDB entries must go.
+    removed: Vec<i64>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl<V: StateValue> WindowCache<V> {
+    /// An empty cache for `operator` that wants to stay under `budget` bytes.
+    pub fn new(operator: u16, budget: usize) -> WindowCache<V> {
+        WindowCache {
+            operator,
+            times: BTreeMap::new(),
+            spilled: BTreeSet::new(),
+            on_disk: BTreeSet::new(),
+            removed: Vec::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// Marks times found in RocksDB at start-up (restored state) as spilled.
+    pub fn add_spilled(&mut self, times: impl IntoIterator<Item = i64>) {
+        for time in times {
+            self.spilled.insert(time);
+            self.on_disk.insert(time);
+        }
+    }
+
+    /// Estimated bytes held in memory.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether the cache holds more than its budget.
+    pub fn over_budget(&self) -> bool {
+        self.bytes > self.budget
+    }
+
+    /// Number of entries in memory.
+    pub fn len(&self) -> usize {
+        self.times.values().map(HashTable::len).sum()
+    }
+
+    /// Whether no entries are in memory and none are spilled.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty() && self.spilled.is_empty()
+    }
+
+    /// The smallest time with entries (in memory or spilled) that is `>= from`.
+    pub fn first_time_from(&self, from: i64) -> Option<i64> {
+        let mem = self.times.range(from..).next().map(|(t, _)| *t);
+        let disk = self.spilled.range(from..).next().copied();
+        match (mem, disk) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The partial for `(time, key)`, created with `init` when absent both
+    /// here and in RocksDB. The entry is marked dirty.
+    ///
+    /// # Errors
+    /// [`StateError`] when reading a spilled entry fails.
+    pub fn get_mut(
+        &mut self,
+        store: &StateStore,
+        time: i64,
+        hash: u64,
+        key: &[u8],
+        init: impl FnOnce() -> V,
+    ) -> Result<&mut V, StateError> {
+        let table = self.times.entry(time).or_default();
+        match table.entry(hash, |e| &*e.key == key, |e| e.hash) {
+            TableEntry::Occupied(entry) => {
+                let entry = entry.into_mut();
+                entry.dirty = true;
+                Ok(&mut entry.value)
+            }
+            TableEntry::Vacant(slot) => {
+                let value = if self.spilled.contains(&time) {
+                    let mut full = Vec::with_capacity(codec::PREFIX_LEN + key.len());
+                    codec::encode_key(self.operator, time, key, &mut full);
+                    match store.get(Family::Windows, &full)? {
+                        Some(bytes) => V::decode(&bytes)?,
+                        None => init(),
+                    }
+                } else {
+                    init()
+                };
+                let entry = Entry { hash, key: key.into(), value, dirty: true };
+                self.bytes += entry.bytes();
+                Ok(&mut slot.insert(entry).into_mut().value)
+            }
+        }
+    }
+
+    /// Re-estimates the memory of one entry after the caller grew its value
+    /// (e.g. a distinct set). Cheap enough to call after every update of a
+    /// value whose size can change.
+    pub fn account(&mut self, grown_by: usize) {
+        self.bytes += grown_by;
+    }
+
+    /// Brings every spilled entry of `time` back into memory, so that
+    /// [`WindowCache::entries`] sees all of them.
+    ///
+    /// # Errors
+    /// [`StateError`] when the scan or a decode fails.
+    pub fn load(&mut self, store: &StateStore, time: i64) -> Result<(), StateError> {
+        if !self.spilled.remove(&time) {
+            return Ok(());
+        }
+        let prefix = codec::prefix(self.operator, time);
+        let found = store.scan_prefix(Family::Windows, &prefix)?;
+        let table = self.times.entry(time).or_default();
+        for (full, bytes) in found {
+            let (_, _, key) = codec::decode_key(&full)?;
+            let hash = xxhash_rust::xxh3::xxh3_64(key);
+            if let TableEntry::Vacant(slot) = table.entry(hash, |e| &*e.key == key, |e| e.hash) {
+                let entry = Entry { hash, key: key.into(), value: V::decode(&bytes)?, dirty: false };
+                self.bytes += entry.bytes();
+                slot.insert(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// The in-memory entries of `time` as `(key, value)`.
+    pub fn entries(&self, time: i64) -> impl Iterator<Item = (&[u8], &V)> {
+        self.times
+            .get(&time)
+            .into_iter()
+            .flat_map(|t| t.iter().map(|e| (&*e.key, &e.value)))
+    }
+
+    /// Drops `time` (its windows fired); its RocksDB copies are deleted at
+    /// the next snapshot.
+    pub fn remove(&mut self, time: i64) {
+        if let Some(table) = self.times.remove(&time) {
+            let freed: usize = table.iter().map(Entry::bytes).sum();
+            self.bytes = self.bytes.saturating_sub(freed);
+        }
+        self.spilled.remove(&time);
+        if self.on_disk.remove(&time) {
+            self.removed.push(time);
+        }
+    }
+
+    /// Writes every dirty entry and every pending removal into `batch`;
+    /// afterwards all entries are clean.
+    pub fn snapshot(&mut self, batch: &mut StateBatch) {
+        for time in self.removed.drain(..) {
+            let from = codec::prefix(self.operator, time).to_vec();
+            let to = match time.checked_add(1) {
+                Some(next) => codec::prefix(self.operator, next).to_vec(),
+                None => codec::prefix(self.operator.saturating_add(1), i64::MIN).to_vec(),
+            };
+            batch.delete_range(Family::Windows, from, to);
+        }
+        for (time, table) in &mut self.times {
+            for entry in table.iter_mut().filter(|e| e.dirty) {
+                let mut key = Vec::with_capacity(codec::PREFIX_LEN + entry.key.len());
+                codec::encode_key(self.operator, *time, &entry.key, &mut key);
+                let mut value = Vec::new();
+                entry.value.encode(&mut value);
+                batch.put(Family::Windows, key, value);
+                entry.dirty = false;
+                self.on_disk.insert(*time);
+            }
+        }
+    }
+
+    /// Drops every clean entry from memory; their times become spilled.
+    /// Call after [`WindowCache::snapshot`] has been written.
+    pub fn evict(&mut self) {
+        let mut freed = 0;
+        for (time, table) in &mut self.times {
+            let before = table.len();
+            table.retain(|e| {
+                if e.dirty {
+                    true
+                } else {
+                    freed += e.bytes();
+                    false
+                }
+            });
+            if table.len() != before {
+                self.spilled.insert(*time);
+            }
+        }
+        self.times.retain(|_, t| !t.is_empty());
+        self.bytes = self.bytes.saturating_sub(freed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Count(u64);
+
+    impl StateValue for Count {
+        fn encode(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.0.to_le_bytes());
+        }
+        fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+            let arr: [u8; 8] = bytes.try_into().map_err(|_| StateError::Corrupt("len".into()))?;
+            Ok(Count(u64::from_le_bytes(arr)))
+        }
+        fn heap_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    fn bump(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, key: &str) {
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        cache.get_mut(store, time, hash, key.as_bytes(), || Count(0)).unwrap().0 += 1;
+    }
+
+    fn counts(cache: &WindowCache<Count>, time: i64) -> Vec<(String, u64)> {
+        let mut out: Vec<_> = cache
+            .entries(time)
+            .map(|(k, v)| (String::from_utf8(k.to_vec()).unwrap(), v.0))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut cache = WindowCache::new(7, 2_000);
+        for i in 0..100 {
+            bump(&mut cache, &store, 60_000, &format!("user{i}"));
+        }
+        assert!(cache.over_budget(), "100 entries should pass a 2 kB budget");
+        let mut batch = StateBatch::new();
+        cache.snapshot(&mut batch);
+        assert_eq!(batch.len(), 100);
+        store.write(batch, false).unwrap();
+        cache.evict();
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.bytes(), 0);
+        assert!(!cache.over_budget());
+        assert_eq!(cache.first_time_from(i64::MIN), Some(60_000));
+
+        // A miss on a spilled time reads the stored partial back.
+        bump(&mut cache, &store, 60_000, "user3");
+        assert_eq!(cache.len(), 1);
+        cache.load(&store, 60_000).unwrap();
+        let all = counts(&cache, 60_000);
+        assert_eq!(all.len(), 100);
+        assert!(all.contains(&("user3".to_string(), 2)));
+        assert!(all.contains(&("user4".to_string(), 1)));
+
+        // Removing the time deletes its stored copies at the next snapshot.
+        cache.remove(60_000);
+        assert!(cache.is_empty());
+        let mut batch = StateBatch::new();
+        cache.snapshot(&mut batch);
+        store.write(batch, false).unwrap();
+        assert!(store.scan_prefix(Family::Windows, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn times_are_found_in_order_across_memory_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut cache = WindowCache::new(1, usize::MAX);
+        bump(&mut cache, &store, -120_000, "a");
+        let mut batch = StateBatch::new();
+        cache.snapshot(&mut batch);
+        store.write(batch, false).unwrap();
+        cache.evict();
+        bump(&mut cache, &store, 60_000, "b");
+        assert_eq!(cache.first_time_from(i64::MIN), Some(-120_000));
+        assert_eq!(cache.first_time_from(-119_999), Some(60_000));
+        assert_eq!(cache.first_time_from(60_001), None);
+    }
+}

@@ -1,0 +1,86 @@
+//! Order-preserving byte layout of state keys.
+//!
+//! A window partial is stored under `operator (u16 BE) | time (i64, sign bit
+//! flipped, BE) | key bytes`. Flipping the sign bit makes the unsigned
+//! big-endian order of the bytes equal the signed order of the times, so a
+//! RocksDB range scan returns windows oldest first, negative times included.
+
+use crate::StateError;
+
+/// Length of the `operator | time` prefix.
+pub const PREFIX_LEN: usize = 10;
+
+/// Encodes a time so that byte order equals numeric order.
+pub fn encode_time(time: i64) -> [u8; 8] {
+    ((time as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Inverse of [`encode_time`].
+pub fn decode_time(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+/// The `operator | time` prefix of a state key.
+pub fn prefix(operator: u16, time: i64) -> [u8; PREFIX_LEN] {
+    let mut out = [0u8; PREFIX_LEN];
+    out[..2].copy_from_slice(&operator.to_be_bytes());
+    out[2..].copy_from_slice(&encode_time(time));
+    out
+}
+
+/// Appends the full state key for `(operator, time, key)` to `out`.
+pub fn encode_key(operator: u16, time: i64, key: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&prefix(operator, time));
+    out.extend_from_slice(key);
+}
+
+/// Splits a state key into `(operator, time, key)`.
+///
+/// # Errors
+/// [`StateError::Corrupt`] when the key is shorter than its prefix.
+pub fn decode_key(bytes: &[u8]) -> Result<(u16, i64, &[u8]), StateError> {
+    if bytes.len() < PREFIX_LEN {
+        return Err(StateError::Corrupt(format!(
+            "state key of {} bytes is shorter than its {PREFIX_LEN}-byte prefix",
+            bytes.len()
+        )));
+    }
+    let operator = u16::from_be_bytes([bytes[0], bytes[1]]);
+    let mut time = [0u8; 8];
+    time.copy_from_slice(&bytes[2..PREFIX_LEN]);
+    Ok((operator, decode_time(time), &bytes[PREFIX_LEN..]))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn time_order_is_byte_order(a in any::<i64>(), b in any::<i64>()) {
+            prop_assert_eq!(a.cmp(&b), encode_time(a).cmp(&encode_time(b)));
+            prop_assert_eq!(decode_time(encode_time(a)), a);
+        }
+
+        #[test]
+        fn key_order_is_operator_then_time_then_key(
+            op1 in 0u16..4, t1 in any::<i64>(), k1 in proptest::collection::vec(any::<u8>(), 0..8),
+            op2 in 0u16..4, t2 in any::<i64>(), k2 in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            encode_key(op1, t1, &k1, &mut a);
+            encode_key(op2, t2, &k2, &mut b);
+            let expected = (op1, t1, &k1).cmp(&(op2, t2, &k2));
+            prop_assert_eq!(a.cmp(&b), expected);
+            let (op, t, k) = decode_key(&a).unwrap();
+            prop_assert_eq!((op, t, k), (op1, t1, &k1[..]));
+        }
+    }
+
+    #[test]
+    fn short_key_is_corrupt() {
+        assert!(matches!(decode_key(&[1, 2, 3]), Err(StateError::Corrupt(_))));
+    }
+}

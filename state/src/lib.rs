@@ -1,0 +1,19 @@
+//! kflow keyed state: RocksDB is the one durable store of a job.
+//!
+//! - [`StateStore`] opens the job's RocksDB with one column family per kind of
+//!   data (window partials, dedup ids, checkpoint metadata) and applies
+//!   [`StateBatch`]es atomically.
+//! - [`codec`] lays keys out big-endian (`operator | time | key`) so that
+//!   firing windows in time order is a range scan.
+//! - [`WindowCache`] is the in-memory write-back cache in front of it: hot
+//!   window partials are updated in place and only written to RocksDB when a
+//!   snapshot is taken or the memory budget is exceeded.
+
+pub mod cache;
+pub mod codec;
+mod error;
+pub mod store;
+
+pub use cache::{StateValue, WindowCache};
+pub use error::StateError;
+pub use store::{Family, StateBatch, StateStore};

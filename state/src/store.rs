@@ -1,0 +1,337 @@
+//! The RocksDB database behind a job: opening it (and refusing directories
+//! that are not kflow state), atomic batches, point reads and prefix scans.
+//!
+//! Every write goes through a [`StateBatch`] applied in one RocksDB
+//! `WriteBatch`, so a reader never sees half of a snapshot.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use crate::StateError;
+
+/// The marker every kflow state directory carries in its meta family.
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT_VALUE: &[u8] = b"kflow-state 1";
+
+/// The column families of a kflow state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Window partial aggregates: `operator | window_end | key` -> partial.
+    Windows,
+    /// Seen dedup ids: `source | id` -> expiry.
+    Dedup,
+    /// Checkpoint metadata, the format marker and the job fingerprint.
+    Meta,
+}
+
+impl Family {
+    const ALL: [Family; 3] = [Family::Windows, Family::Dedup, Family::Meta];
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::Windows => "windows",
+            Family::Dedup => "dedup",
+            Family::Meta => "meta",
+        }
+    }
+}
+
+/// A set of writes applied atomically by [`StateStore::write`].
+#[derive(Debug, Default)]
+pub struct StateBatch {
+    ops: Vec<Op>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+enum Op {
+    Put(Family, Vec<u8>, Vec<u8>),
+    Delete(Family, Vec<u8>),
+    DeleteRange(Family, Vec<u8>, Vec<u8>),
+}
+
+impl StateBatch {
+    /// An empty batch.
+    pub fn new() -> StateBatch {
+        StateBatch::default()
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put(&mut self, family: Family, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes += key.len() + value.len();
+        self.ops.push(Op::Put(family, key, value));
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, family: Family, key: Vec<u8>) {
+        self.bytes += key.len();
+        self.ops.push(Op::Delete(family, key));
+    }
+
+    /// Removes every key in `[from, to)`.
+    pub fn delete_range(&mut self, family: Family, from: Vec<u8>, to: Vec<u8>) {
+        self.bytes += from.len() + to.len();
+        self.ops.push(Op::DeleteRange(family, from, to));
+    }
+
+    /// Appends all of `other`'s writes after this batch's.
+    pub fn append(&mut self, mut other: StateBatch) {
+        self.bytes += other.bytes;
+        self.ops.append(&mut other.ops);
+    }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Total bytes of keys and values.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// A job's RocksDB database.
+pub struct StateStore {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").field("path", &self.path).finish()
+    }
+}
+
+impl StateStore {
+    /// Opens (or creates) the state database in `dir`.
+    ///
+    /// # Errors
+    /// [`StateError::Foreign`] when `dir` holds files that are not a kflow
+    /// state database, [`StateError::Rocks`] when RocksDB cannot open it
+    /// (corruption, another process holding its lock), [`StateError::Io`]
+    /// when the directory cannot be created.
+    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+        let path = dir.to_path_buf();
+        let io = |source| StateError::Io { path: path.clone(), source };
+        let fresh = match std::fs::read_dir(dir) {
+            Ok(mut entries) => {
+                let non_empty = entries.next().is_some();
+                if non_empty && !dir.join("CURRENT").exists() {
+                    return Err(StateError::Foreign {
+                        path,
+                        reason: "it holds files but no RocksDB database".into(),
+                    });
+                }
+                !non_empty
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(io)?;
+                true
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let mut options = Options::default();
+        options.create_if_missing(fresh);
+        options.create_missing_column_families(fresh);
+        options.increase_parallelism(2);
+        let families = Family::ALL
+            .iter()
+            .map(|f| ColumnFamilyDescriptor::new(f.name(), Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| {
+            if fresh {
+                StateError::Rocks { path: path.clone(), source }
+            } else {
+                StateError::Foreign { path: path.clone(), reason: source.to_string() }
+            }
+        })?;
+        let store = StateStore { db, path };
+        match store.get(Family::Meta, FORMAT_KEY)? {
+            Some(v) if v == FORMAT_VALUE => {}
+            Some(v) => {
+                return Err(StateError::Foreign {
+                    path: store.path.clone(),
+                    reason: format!("unknown format {:?}", String::from_utf8_lossy(&v)),
+                })
+            }
+            None if fresh => {
+                let mut batch = StateBatch::new();
+                batch.put(Family::Meta, FORMAT_KEY.to_vec(), FORMAT_VALUE.to_vec());
+                store.write(batch, true)?;
+            }
+            None => {
+                return Err(StateError::Foreign {
+                    path: store.path.clone(),
+                    reason: "its database has no kflow format marker".into(),
+                })
+            }
+        }
+        Ok(store)
+    }
+
+    /// The directory this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, family: Family) -> Result<&rocksdb::ColumnFamily, StateError> {
+        self.db.cf_handle(family.name()).ok_or_else(|| {
+            StateError::Corrupt(format!("column family `{}` is missing", family.name()))
+        })
+    }
+
+    fn rocks(&self, source: rocksdb::Error) -> StateError {
+        StateError::Rocks { path: self.path.clone(), source }
+    }
+
+    /// Applies `batch` atomically; with `sync` the write is on disk when
+    /// this returns.
+    ///
+    /// # Errors
+    /// [`StateError::Rocks`] when RocksDB fails the write.
+    pub fn write(&self, batch: StateBatch, sync: bool) -> Result<(), StateError> {
+        let mut wb = WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                Op::Put(family, key, value) => wb.put_cf(self.cf(family)?, key, value),
+                Op::Delete(family, key) => wb.delete_cf(self.cf(family)?, key),
+                Op::DeleteRange(family, from, to) => {
+                    wb.delete_range_cf(self.cf(family)?, from, to)
+                }
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(wb, &options).map_err(|e| self.rocks(e))
+    }
+
+    /// Reads one value.
+    ///
+    /// # Errors
+    /// [`StateError::Rocks`] when RocksDB fails the read.
+    pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db.get_cf(self.cf(family)?, key).map_err(|e| self.rocks(e))
+    }
+
+    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// [`StateError::Rocks`] when RocksDB fails the scan.
+    pub fn scan_prefix(
+        &self,
+        family: Family,
+        prefix: &[u8],
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StateError> {
+        self.scan_range(family, prefix, |k| k.starts_with(prefix))
+    }
+
+    /// Every `(key, value)` from `start` on while `keep(key)` holds.
+    ///
+    /// # Errors
+    /// [`StateError::Rocks`] when RocksDB fails the scan.
+    pub fn scan_range(
+        &self,
+        family: Family,
+        start: &[u8],
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StateError> {
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(start, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(family)?, mode) {
+            let (key, value) = item.map_err(|e| self.rocks(e))?;
+            if !keep(&key) {
+                break;
+            }
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// Removes every entry of `family` (a fresh start for that data).
+    ///
+    /// # Errors
+    /// [`StateError::Rocks`] when RocksDB fails.
+    pub fn clear(&self, family: Family) -> Result<(), StateError> {
+        let keys: Vec<Box<[u8]>> = self
+            .scan_range(family, &[], |_| true)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !(family == Family::Meta && &k[..] == FORMAT_KEY))
+            .collect();
+        let mut batch = StateBatch::new();
+        for key in keys {
+            batch.delete(family, key.into_vec());
+        }
+        self.write(batch, true)
+    }
+
+    /// Bytes of SST and log files on disk, as RocksDB estimates them.
+    pub fn size_on_disk(&self) -> u64 {
+        Family::ALL
+            .iter()
+            .filter_map(|f| {
+                let cf = self.cf(*f).ok()?;
+                self.db
+                    .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn batches_are_applied_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            let mut batch = StateBatch::new();
+            batch.put(Family::Windows, b"a1".to_vec(), b"x".to_vec());
+            batch.put(Family::Windows, b"a2".to_vec(), b"y".to_vec());
+            batch.put(Family::Windows, b"b1".to_vec(), b"z".to_vec());
+            store.write(batch, true).unwrap();
+            let mut batch = StateBatch::new();
+            batch.delete(Family::Windows, b"a2".to_vec());
+            store.write(batch, true).unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        let found = store.scan_prefix(Family::Windows, b"a").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(&*found[0].0, b"a1");
+        assert_eq!(store.get(Family::Windows, b"b1").unwrap().unwrap(), b"z");
+        store.clear(Family::Windows).unwrap();
+        assert!(store.scan_prefix(Family::Windows, b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_folder_of_other_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Foreign { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_rocksdb_without_the_marker_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            let db = DB::open(&options, dir.path()).unwrap();
+            db.put(b"k", b"v").unwrap();
+        }
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Foreign { .. }), "{err}");
+    }
+}
