@@ -1,0 +1,86 @@
+//! Writing JSON output rows by hand, straight into a byte buffer.
+//!
+//! Output rows are flat objects of strings and numbers; writing them
+//! directly avoids building a `serde_json::Value` per row. Numbers that are
+//! integral (and exactly representable) are written without a fraction, so
+//! a key `123` in the input comes out as `123`, not `123.0`.
+
+use chrono::{DateTime, SecondsFormat};
+use kflow_jobs::Value;
+
+/// Writes an unsigned integer.
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(n.to_string().as_bytes());
+}
+
+/// Writes a number: integral values below 2^53 as integers, non-finite
+/// values as `null`, everything else in the shortest form that round-trips.
+pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    if !v.is_finite() {
+        out.extend_from_slice(b"null");
+    } else if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+        out.extend_from_slice((v as i64).to_string().as_bytes());
+    } else {
+        // serde_json formats f64 with ryu: shortest round-trip form.
+        let _ = serde_json::to_writer(&mut *out, &v);
+    }
+}
+
+/// Writes a JSON string literal with escapes.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Writes a decoded field value.
+pub fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
+    match v {
+        Value::Null | Value::Other => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Num(n) => write_f64(out, *n),
+        Value::Str(s) => write_str(out, s),
+    }
+}
+
+/// Formats epoch milliseconds as RFC 3339 UTC (`2026-11-25T10:00:00Z`, with
+/// `.250` only when the milliseconds are not zero).
+pub fn format_time(millis: i64) -> String {
+    match DateTime::from_timestamp_millis(millis) {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        None => millis.to_string(),
+    }
+}
+
+/// Writes epoch milliseconds as an RFC 3339 string literal.
+pub fn write_time(out: &mut Vec<u8>, millis: i64) {
+    out.push(b'"');
+    out.extend_from_slice(format_time(millis).as_bytes());
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(v: f64) -> String {
+        let mut out = Vec::new();
+        write_f64(&mut out, v);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(num(37.0), "37");
+        assert_eq!(num(-3.0), "-3");
+        assert_eq!(num(37.02), "37.02");
+        assert_eq!(num(f64::NAN), "null");
+        assert_eq!(num(1e300), "1e+300");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(-250), "1969-12-31T23:59:59.750Z");
+        assert_eq!(format_time(1_764_064_800_000), "2025-11-25T10:00:00Z");
+    }
+}

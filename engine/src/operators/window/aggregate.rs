@@ -1,0 +1,556 @@
+//! Mergeable partial aggregates.
+//!
+//! Every aggregate kflow offers is kept as a partial that can absorb one
+//! value ([`Partial::update`]) and merge another partial of the same window
+//! definition ([`Partial::merge`]): that is what lets sliding windows be
+//! computed from panes and state be spilled and reloaded. `avg` is kept as
+//! sum + count, `count_distinct` as the set of 64-bit hashes of the values,
+//! and `percentile` exactly while a group holds at most [`EXACT_LIMIT`]
+//! values, then as HdrHistograms (3 significant digits, values scaled to
+//! thousandths) so that big groups stay small.
+
+use hashbrown::HashSet;
+use hdrhistogram::Histogram;
+use kflow_jobs::{AggregateFunction, AggregatePlan, Value};
+use kflow_state::{StateError, StateValue};
+
+
+/// Largest group whose percentile is computed exactly.
+pub const EXACT_LIMIT: usize = 128;
+
+/// Percentile values are recorded in histograms as integers of 1/SCALE.
+const SCALE: f64 = 1000.0;
+
+/// One aggregate's input for one record, prepared by the source task.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arg {
+    /// No value: `count()`, or a null/missing field.
+    None,
+    /// A number.
+    Num(f64),
+    /// The stable hash of a value (for `count_distinct`).
+    Hash(u64),
+}
+
+/// The running state of one aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acc {
+    /// `count()`.
+    Count(u64),
+    /// `sum` and `avg`: the sum and how many numbers were added.
+    Sum {
+        /// Sum of the values.
+        sum: f64,
+        /// Number of values.
+        n: u64,
+    },
+    /// `min`.
+    Min(Option<f64>),
+    /// `max`.
+    Max(Option<f64>),
+    /// `count_distinct`: hashes of the values seen.
+    Distinct(HashSet<u64>),
+    /// `percentile`.
+    Percentile(Percentiles),
+}
+
+/// Values for a percentile: exact while small, histograms once large.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Percentiles {
+    /// All values, unsorted.
+    Exact(Vec<f64>),
+    /// Histograms of the magnitudes of positive and negative values.
+    Histograms(Box<SignedHistograms>),
+}
+
+/// Two histograms, for values `>= 0` and for the magnitudes of values `< 0`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedHistograms {
+    positive: Histogram<u64>,
+    negative: Histogram<u64>,
+}
+
+impl SignedHistograms {
+    fn new() -> SignedHistograms {
+        SignedHistograms { positive: new_histogram(), negative: new_histogram() }
+    }
+
+    fn record(&mut self, value: f64, count: u64) {
+        let scaled = (value.abs() * SCALE).round().min(u64::MAX as f64 / 4.0) as u64;
+        let hist = if value < 0.0 { &mut self.negative } else { &mut self.positive };
+        // An auto-resizing histogram accepts every value; the error case is
+        // unreachable, and losing a sample is better than failing the job.
+        let _ = hist.record_n(scaled, count);
+    }
+
+    fn merge(&mut self, other: &SignedHistograms) {
+        let _ = self.positive.add(&other.positive);
+        let _ = self.negative.add(&other.negative);
+    }
+
+    /// The `rank`-th smallest value (1-based).
+    fn value_at_rank(&self, rank: u64) -> f64 {
+        let neg = self.negative.len();
+        if rank <= neg {
+            // The rank-th smallest negative is the (neg - rank + 1)-th
+            // smallest magnitude.
+            -nth_recorded(&self.negative, neg - rank + 1)
+        } else {
+            nth_recorded(&self.positive, rank - neg)
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.positive.len() + self.negative.len()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        (self.positive.distinct_values() + self.negative.distinct_values()) * 8
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Three significant digits is a valid precision: construction cannot fail.
+    Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is in range"))
+}
+
+/// The `n`-th smallest recorded value of `hist` (1-based), unscaled.
+fn nth_recorded(hist: &Histogram<u64>, n: u64) -> f64 {
+    let mut seen = 0;
+    for v in hist.iter_recorded() {
+        seen += v.count_at_value();
+        if seen >= n {
+            return hist.median_equivalent(v.value_iterated_to()) as f64 / SCALE;
+        }
+    }
+    hist.max() as f64 / SCALE
+}
+
+impl Percentiles {
+    fn push(&mut self, value: f64) {
+        match self {
+            Percentiles::Exact(values) if values.len() < EXACT_LIMIT => values.push(value),
+            Percentiles::Exact(values) => {
+                let mut hist = SignedHistograms::new();
+                for v in values.iter() {
+                    hist.record(*v, 1);
+                }
+                hist.record(value, 1);
+                *self = Percentiles::Histograms(Box::new(hist));
+            }
+            Percentiles::Histograms(hist) => hist.record(value, 1),
+        }
+    }
+
+    fn merge(&mut self, other: &Percentiles) {
+        match other {
+            Percentiles::Exact(values) => {
+                for v in values {
+                    self.push(*v);
+                }
+            }
+            Percentiles::Histograms(theirs) => match self {
+                Percentiles::Histograms(ours) => ours.merge(theirs),
+                Percentiles::Exact(values) => {
+                    let mut hist = (**theirs).clone();
+                    for v in values.iter() {
+                        hist.record(*v, 1);
+                    }
+                    *self = Percentiles::Histograms(Box::new(hist));
+                }
+            },
+        }
+    }
+
+    /// Nearest-rank percentile: the value at rank `ceil(q * n)`.
+    fn value(&self, q: f64) -> Option<f64> {
+        let n = match self {
+            Percentiles::Exact(values) => values.len() as u64,
+            Percentiles::Histograms(hist) => hist.len(),
+        };
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+        Some(match self {
+            Percentiles::Exact(values) => {
+                let mut sorted = values.clone();
+                sorted.sort_by(f64::total_cmp);
+                sorted[(rank - 1) as usize]
+            }
+            Percentiles::Histograms(hist) => hist.value_at_rank(rank),
+        })
+    }
+}
+
+impl Acc {
+    /// The empty state for `function`.
+    pub fn new(function: AggregateFunction) -> Acc {
+        match function {
+            AggregateFunction::Count => Acc::Count(0),
+            AggregateFunction::Sum | AggregateFunction::Avg => Acc::Sum { sum: 0.0, n: 0 },
+            AggregateFunction::Min => Acc::Min(None),
+            AggregateFunction::Max => Acc::Max(None),
+            AggregateFunction::CountDistinct => Acc::Distinct(HashSet::new()),
+            AggregateFunction::Percentile(_) => Acc::Percentile(Percentiles::Exact(Vec::new())),
+        }
+    }
+
+    /// Absorbs one record's argument.
+    pub fn update(&mut self, arg: Arg) {
+        match (self, arg) {
+            (Acc::Count(n), _) => *n += 1,
+            (Acc::Sum { sum, n }, Arg::Num(v)) => {
+                *sum += v;
+                *n += 1;
+            }
+            (Acc::Min(m), Arg::Num(v)) => *m = Some(m.map_or(v, |m| m.min(v))),
+            (Acc::Max(m), Arg::Num(v)) => *m = Some(m.map_or(v, |m| m.max(v))),
+            (Acc::Distinct(set), Arg::Hash(h)) => {
+                set.insert(h);
+            }
+            (Acc::Percentile(p), Arg::Num(v)) => p.push(v),
+            _ => {}
+        }
+    }
+
+    /// Absorbs another partial of the same aggregate.
+    pub fn merge(&mut self, other: &Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum { sum, n }, Acc::Sum { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (Acc::Min(a), Acc::Min(b)) => *a = min_opt(*a, *b, f64::min),
+            (Acc::Max(a), Acc::Max(b)) => *a = min_opt(*a, *b, f64::max),
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b.iter().copied()),
+            (Acc::Percentile(a), Acc::Percentile(b)) => a.merge(b),
+            _ => {}
+        }
+    }
+
+    /// The final value: an integer count, a number, or null when a numeric
+    /// aggregate saw no numbers.
+    pub fn value(&self, function: AggregateFunction) -> Value<'static> {
+        let number = match (self, function) {
+            (Acc::Count(n), _) => Some(*n as f64),
+            (Acc::Distinct(set), _) => Some(set.len() as f64),
+            (Acc::Sum { sum, n }, AggregateFunction::Avg) => (*n > 0).then(|| sum / *n as f64),
+            (Acc::Sum { sum, n }, _) => (*n > 0).then_some(*sum),
+            (Acc::Min(v) | Acc::Max(v), _) => *v,
+            (Acc::Percentile(p), AggregateFunction::Percentile(q)) => p.value(q),
+            (Acc::Percentile(_), _) => None,
+        };
+        number.map_or(Value::Null, Value::Num)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Acc::Distinct(set) => set.capacity() * 9,
+            Acc::Percentile(Percentiles::Exact(v)) => v.capacity() * 8,
+            Acc::Percentile(Percentiles::Histograms(h)) => h.heap_bytes(),
+            _ => 0,
+        }
+    }
+}
+
+fn min_opt(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(pick(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The partial aggregates of one (window or pane, key): one [`Acc`] per
+/// aggregate of the window, in the job file's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial(pub Box<[Acc]>);
+
+impl Partial {
+    /// Empty partials for `aggregates`.
+    pub fn new(aggregates: &[AggregatePlan]) -> Partial {
+        Partial(aggregates.iter().map(|a| Acc::new(a.function)).collect())
+    }
+
+    /// Absorbs one record; `args[i]` belongs to aggregate `i`.
+    pub fn update(&mut self, args: &[Arg]) {
+        for (acc, arg) in self.0.iter_mut().zip(args) {
+            acc.update(*arg);
+        }
+    }
+
+    /// Absorbs another partial of the same window definition.
+    pub fn merge(&mut self, other: &Partial) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            a.merge(b);
+        }
+    }
+}
+
+impl StateValue for Partial {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.0.len() as u8);
+        for acc in self.0.iter() {
+            encode_acc(acc, out);
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Partial, StateError> {
+        let mut r = Reader { bytes, at: 0 };
+        let n = r.u8()? as usize;
+        let accs = (0..n).map(|_| decode_acc(&mut r)).collect::<Result<Box<[Acc]>, _>>()?;
+        if r.at != bytes.len() {
+            return Err(StateError::Corrupt("trailing bytes after a partial aggregate".into()));
+        }
+        Ok(Partial(accs))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.0.len() * std::mem::size_of::<Acc>() + self.0.iter().map(Acc::heap_bytes).sum::<usize>()
+    }
+}
+
+fn encode_acc(acc: &Acc, out: &mut Vec<u8>) {
+    match acc {
+        Acc::Count(n) => {
+            out.push(0);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Acc::Sum { sum, n } => {
+            out.push(1);
+            out.extend_from_slice(&sum.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Acc::Min(v) | Acc::Max(v) => {
+            out.push(if matches!(acc, Acc::Min(_)) { 2 } else { 3 });
+            match v {
+                Some(v) => {
+                    out.push(1);
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+        }
+        Acc::Distinct(set) => {
+            out.push(4);
+            out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+            for h in set {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        Acc::Percentile(Percentiles::Exact(values)) => {
+            out.push(5);
+            out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+            for v in values {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Acc::Percentile(Percentiles::Histograms(h)) => {
+            out.push(6);
+            for hist in [&h.positive, &h.negative] {
+                let recorded: Vec<(u64, u64)> = hist
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect();
+                out.extend_from_slice(&(recorded.len() as u32).to_le_bytes());
+                for (value, count) in recorded {
+                    out.extend_from_slice(&value.to_le_bytes());
+                    out.extend_from_slice(&count.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
+        let end = self.at + N;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or_else(|| StateError::Corrupt("partial aggregate is truncated".into()))?;
+        self.at = end;
+        let mut out = [0u8; N];
+        out.copy_from_slice(slice);
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, StateError> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, StateError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+    fn u64(&mut self) -> Result<u64, StateError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+    fn f64(&mut self) -> Result<f64, StateError> {
+        Ok(f64::from_le_bytes(self.take()?))
+    }
+    fn len(&mut self, item: usize) -> Result<usize, StateError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(item) > self.bytes.len() - self.at {
+            return Err(StateError::Corrupt("partial aggregate length is out of range".into()));
+        }
+        Ok(n)
+    }
+}
+
+fn decode_acc(r: &mut Reader<'_>) -> Result<Acc, StateError> {
+    Ok(match r.u8()? {
+        0 => Acc::Count(r.u64()?),
+        1 => Acc::Sum { sum: r.f64()?, n: r.u64()? },
+        tag @ (2 | 3) => {
+            let v = match r.u8()? {
+                0 => None,
+                _ => Some(r.f64()?),
+            };
+            if tag == 2 {
+                Acc::Min(v)
+            } else {
+                Acc::Max(v)
+            }
+        }
+        4 => {
+            let n = r.len(8)?;
+            let mut set = HashSet::with_capacity(n);
+            for _ in 0..n {
+                set.insert(r.u64()?);
+            }
+            Acc::Distinct(set)
+        }
+        5 => {
+            let n = r.len(8)?;
+            Acc::Percentile(Percentiles::Exact((0..n).map(|_| r.f64()).collect::<Result<_, _>>()?))
+        }
+        6 => {
+            let mut h = SignedHistograms::new();
+            for negative in [false, true] {
+                let n = r.len(16)?;
+                let hist = if negative { &mut h.negative } else { &mut h.positive };
+                for _ in 0..n {
+                    let (value, count) = (r.u64()?, r.u64()?);
+                    hist.record_n(value, count).map_err(|e| {
+                        StateError::Corrupt(format!("percentile histogram: {e:?}"))
+                    })?;
+                }
+            }
+            Acc::Percentile(Percentiles::Histograms(Box::new(h)))
+        }
+        tag => return Err(StateError::Corrupt(format!("unknown aggregate tag {tag}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    const FUNCTIONS: [AggregateFunction; 7] = [
+        AggregateFunction::Count,
+        AggregateFunction::Sum,
+        AggregateFunction::Min,
+        AggregateFunction::Max,
+        AggregateFunction::Avg,
+        AggregateFunction::CountDistinct,
+        AggregateFunction::Percentile(0.9),
+    ];
+
+    fn arg_for(f: AggregateFunction, v: Option<i32>) -> Arg {
+        match (f, v) {
+            (_, None) => Arg::None,
+            (AggregateFunction::Count, _) => Arg::None,
+            (AggregateFunction::CountDistinct, Some(v)) => Arg::Hash(v as u64),
+            (_, Some(v)) => Arg::Num(f64::from(v) / 4.0),
+        }
+    }
+
+    fn fold(f: AggregateFunction, values: &[Option<i32>]) -> Acc {
+        let mut acc = Acc::new(f);
+        for v in values {
+            acc.update(arg_for(f, *v));
+        }
+        acc
+    }
+
+    fn result(f: AggregateFunction, acc: &Acc) -> String {
+        let mut out = Vec::new();
+        crate::json::write_value(&mut out, &acc.value(f));
+        String::from_utf8(out).unwrap()
+    }
+
+    fn values() -> impl Strategy<Value = Vec<Option<i32>>> {
+        proptest::collection::vec(proptest::option::weighted(0.9, -500i32..500), 0..300)
+    }
+
+    proptest! {
+        // Merging partials of any split equals folding everything at once
+        // (sums are of quarters, so exact in f64 and order-independent).
+        #[test]
+        fn merge_of_split_equals_whole(a in values(), b in values(), c in values()) {
+            for f in FUNCTIONS {
+                let whole: Vec<_> = a.iter().chain(&b).chain(&c).copied().collect();
+                let mut left = fold(f, &a);
+                let mut bc = fold(f, &b);
+                bc.merge(&fold(f, &c));
+                left.merge(&bc);
+                let mut right = fold(f, &a);
+                right.merge(&fold(f, &b));
+                right.merge(&fold(f, &c));
+                prop_assert_eq!(result(f, &left), result(f, &fold(f, &whole)), "{:?} assoc", f);
+                prop_assert_eq!(result(f, &right), result(f, &fold(f, &whole)), "{:?}", f);
+                let mut ba = fold(f, &b);
+                ba.merge(&fold(f, &a));
+                let mut ab = fold(f, &a);
+                ab.merge(&fold(f, &b));
+                prop_assert_eq!(result(f, &ab), result(f, &ba), "{:?} commutes", f);
+            }
+        }
+
+        #[test]
+        fn encoding_round_trips(a in values()) {
+            for f in FUNCTIONS {
+                let p = Partial(vec![fold(f, &a)].into_boxed_slice());
+                let mut bytes = Vec::new();
+                p.encode(&mut bytes);
+                let back = Partial::decode(&bytes).unwrap();
+                prop_assert_eq!(result(f, &back.0[0]), result(f, &p.0[0]));
+            }
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Partial::decode(&bytes);
+        }
+
+        #[test]
+        fn large_percentiles_are_close(values in proptest::collection::vec(-100_000i32..100_000, 200..2000), q in 0.0f64..=1.0) {
+            let f = AggregateFunction::Percentile(q);
+            let acc = fold(f, &values.iter().map(|v| Some(*v)).collect::<Vec<_>>());
+            let mut sorted: Vec<f64> = values.iter().map(|v| f64::from(*v) / 4.0).collect();
+            sorted.sort_by(f64::total_cmp);
+            let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            let exact = sorted[rank - 1];
+            let Acc::Percentile(p) = &acc else { unreachable!() };
+            let got = p.value(q).unwrap();
+            prop_assert!((got - exact).abs() <= exact.abs() * 0.002 + 0.001, "{got} vs {exact}");
+        }
+    }
+
+    #[test]
+    fn small_groups_are_exact_and_empty_numeric_aggregates_are_null() {
+        let f = AggregateFunction::Percentile(0.5);
+        let acc = fold(f, &[Some(4), Some(8), Some(12), None]);
+        assert_eq!(result(f, &acc), "2"); // values are v/4: 1, 2, 3 -> median 2
+        let sum = fold(AggregateFunction::Sum, &[None, None]);
+        assert_eq!(result(AggregateFunction::Sum, &sum), "null");
+        let count = fold(AggregateFunction::Count, &[None, Some(1)]);
+        assert_eq!(result(AggregateFunction::Count, &count), "2");
+    }
+}

@@ -1,0 +1,86 @@
+//! What flows between tasks: batches of records with their watermarks, and
+//! the end-of-stream marker.
+//!
+//! Watermarks travel in-band. Every record in a [`WindowBatch`] carries the
+//! watermark its emitter had *before* that record, so a window operator
+//! decides lateness exactly as if watermarks were updated after every
+//! record, no matter how records were batched: replaying a source yields
+//! the same late records and the same results.
+
+use crate::operators::window::aggregate::Arg;
+
+/// Identifies one emitter instance (a source task or a window partition)
+/// among a consumer's inputs.
+pub type InputId = u32;
+
+/// A message to a window partition.
+#[derive(Debug)]
+pub enum WindowMsg {
+    /// Records (possibly none) and the emitter's watermark after them.
+    Batch(WindowBatch),
+    /// The emitter has had no records for its idle timeout: until its next
+    /// batch it does not hold the watermark back.
+    Idle(InputId),
+    /// The emitter will send nothing more.
+    End(InputId),
+}
+
+/// Records bound for one window partition, stored column-wise.
+#[derive(Debug, Default)]
+pub struct WindowBatch {
+    /// The emitter.
+    pub input: InputId,
+    /// Event time of each record (ms).
+    pub times: Vec<i64>,
+    /// Emitter watermark before each record.
+    pub watermarks: Vec<i64>,
+    /// Stable hash of each record's key.
+    pub hashes: Vec<u64>,
+    /// Encoded keys, concatenated; record `i` is `keys[key_ends[i-1]..key_ends[i]]`.
+    pub keys: Vec<u8>,
+    /// End offsets into `keys`.
+    pub key_ends: Vec<u32>,
+    /// Aggregate arguments, `n_aggregates` per record.
+    pub args: Vec<Arg>,
+    /// Original record text (only when the window's `.late` output is read),
+    /// concatenated like `keys`.
+    pub raw: Vec<u8>,
+    /// End offsets into `raw` (empty when raw text is not carried).
+    pub raw_ends: Vec<u32>,
+    /// Emitter watermark after the last record.
+    pub final_watermark: i64,
+}
+
+impl WindowBatch {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether the batch holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The encoded key of record `i`.
+    pub fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.key_ends[i - 1] as usize };
+        &self.keys[start..self.key_ends[i] as usize]
+    }
+
+    /// The original text of record `i`, when carried.
+    pub fn raw(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.raw_ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.raw_ends[i - 1] as usize };
+        Some(&self.raw[start..end])
+    }
+}
+
+/// A message to a sink.
+#[derive(Debug)]
+pub enum SinkMsg {
+    /// Complete JSON lines, each ending in `\n`.
+    Lines(InputId, Vec<u8>),
+    /// The emitter will send nothing more.
+    End(InputId),
+}

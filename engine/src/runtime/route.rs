@@ -1,0 +1,411 @@
+//! Routing an emitter's records through fused filters to its consumers.
+//!
+//! Sources and window partitions are *emitters*. Filters never run as tasks
+//! of their own: each emitter evaluates the filter chains between itself and
+//! every window or sink it feeds, memoising each filter once per record, and
+//! appends the record to per-destination batches. For windows the record is
+//! encoded right here (key bytes, key hash, aggregate arguments), so what
+//! crosses the channel is compact and already partitioned by key hash.
+
+use async_channel::Sender;
+use kflow_jobs::expr::CompiledExpr;
+use kflow_jobs::{AggregateFunction, FieldId, Row, Value};
+
+use crate::error::EngineError;
+use crate::json;
+use crate::metrics::LocalCounts;
+use crate::operators::window::aggregate::Arg;
+use crate::operators::window::key;
+use crate::runtime::message::{InputId, SinkMsg, WindowBatch, WindowMsg};
+
+/// Records per window batch before it is sent.
+const WINDOW_BATCH: usize = 1024;
+/// Bytes buffered per sink before they are sent.
+const SINK_BATCH: usize = 64 * 1024;
+
+/// Where a record came from, for error reports.
+#[derive(Debug, Clone, Copy)]
+pub enum Position<'a> {
+    /// Line `line` (1-based) of `file` (as the job names it).
+    File {
+        /// The path as written in the job file.
+        file: &'a str,
+        /// 1-based line number.
+        line: u64,
+    },
+    /// A result row of a window.
+    Window {
+        /// The window's name.
+        window: &'a str,
+    },
+}
+
+impl Position<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Position::File { file, line } => {
+                out.extend_from_slice(b"{\"file\":");
+                json::write_str(out, file);
+                out.extend_from_slice(b",\"line\":");
+                json::write_u64(out, *line);
+                out.push(b'}');
+            }
+            Position::Window { window } => {
+                out.extend_from_slice(b"{\"window\":");
+                json::write_str(out, window);
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// A sink destination: buffered JSON lines.
+#[derive(Debug)]
+pub struct SinkOut {
+    input: InputId,
+    sender: Sender<SinkMsg>,
+    buf: Vec<u8>,
+    name: String,
+}
+
+impl SinkOut {
+    /// A destination sending to `sender` as input `input`.
+    pub fn new(name: String, input: InputId, sender: Sender<SinkMsg>) -> SinkOut {
+        SinkOut { input, sender, buf: Vec::new(), name }
+    }
+
+    /// Appends one line (without its newline).
+    pub fn push_line(&mut self, line: &[u8]) -> Result<(), EngineError> {
+        self.buf.extend_from_slice(line);
+        self.buf.push(b'\n');
+        if self.buf.len() >= SINK_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered.
+    pub fn flush(&mut self) -> Result<(), EngineError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.buf);
+        self.sender
+            .send_blocking(SinkMsg::Lines(self.input, lines))
+            .map_err(|_| EngineError::Disconnected(self.name.clone()))
+    }
+
+    /// Flushes and says this input is done.
+    pub fn end(&mut self) -> Result<(), EngineError> {
+        self.flush()?;
+        self.sender
+            .send_blocking(SinkMsg::End(self.input))
+            .map_err(|_| EngineError::Disconnected(self.name.clone()))
+    }
+}
+
+/// How one aggregate's argument is read from a record.
+#[derive(Debug, Clone)]
+pub struct ArgSpec {
+    /// Aggregate name (for error messages).
+    pub name: String,
+    /// The function.
+    pub function: AggregateFunction,
+    /// The argument field and its dotted name.
+    pub field: Option<(FieldId, String)>,
+}
+
+/// A window destination: encodes records and batches them per partition.
+#[derive(Debug)]
+pub struct WindowOut {
+    name: String,
+    input: InputId,
+    key_fields: Vec<(FieldId, String)>,
+    args: Vec<ArgSpec>,
+    carry_raw: bool,
+    partitions: Vec<Sender<WindowMsg>>,
+    batches: Vec<WindowBatch>,
+    scratch: Vec<u8>,
+    arg_scratch: Vec<Arg>,
+}
+
+impl WindowOut {
+    /// A destination for window `name`'s partitions.
+    pub fn new(
+        name: String,
+        input: InputId,
+        key_fields: Vec<(FieldId, String)>,
+        args: Vec<ArgSpec>,
+        carry_raw: bool,
+        partitions: Vec<Sender<WindowMsg>>,
+    ) -> WindowOut {
+        let batches = partitions.iter().map(|_| WindowBatch { input, ..WindowBatch::default() }).collect();
+        WindowOut {
+            name,
+            input,
+            key_fields,
+            args,
+            carry_raw,
+            partitions,
+            batches,
+            scratch: Vec::new(),
+            arg_scratch: Vec::new(),
+        }
+    }
+
+    /// Encodes one record into its partition's batch. Returns the reason
+    /// when the record cannot be used by this window (wrong types).
+    fn push<R: Row + ?Sized>(
+        &mut self,
+        row: &R,
+        time: i64,
+        watermark: i64,
+        raw: &[u8],
+    ) -> Result<Result<(), String>, EngineError> {
+        self.scratch.clear();
+        for (field, dotted) in &self.key_fields {
+            if key::encode_value(row.field(*field), &mut self.scratch).is_none() {
+                return Ok(Err(format!(
+                    "key field `{dotted}` of window `{}` is an object or array",
+                    self.name
+                )));
+            }
+        }
+        self.arg_scratch.clear();
+        let mut distinct = Vec::new();
+        for spec in &self.args {
+            let arg = match (&spec.field, spec.function) {
+                (None, _) => Arg::None,
+                (Some((field, _)), AggregateFunction::CountDistinct) => {
+                    let value = row.field(*field);
+                    if value.is_null() {
+                        Arg::None
+                    } else {
+                        distinct.clear();
+                        if key::encode_value(value, &mut distinct).is_none() {
+                            distinct.extend_from_slice(b"\xffobject");
+                        }
+                        Arg::Hash(key::hash(&distinct))
+                    }
+                }
+                (Some((field, dotted)), _) => match row.field(*field) {
+                    Value::Null => Arg::None,
+                    Value::Num(n) => Arg::Num(*n),
+                    other => {
+                        return Ok(Err(format!(
+                            "aggregate `{}` of window `{}` needs a number in `{dotted}`, got {}",
+                            spec.name,
+                            self.name,
+                            other.type_name()
+                        )))
+                    }
+                },
+            };
+            self.arg_scratch.push(arg);
+        }
+        let hash = key::hash(&self.scratch);
+        let partition = ((hash >> 32) as usize) % self.partitions.len();
+        let batch = &mut self.batches[partition];
+        batch.times.push(time);
+        batch.watermarks.push(watermark);
+        batch.hashes.push(hash);
+        batch.keys.extend_from_slice(&self.scratch);
+        batch.key_ends.push(batch.keys.len() as u32);
+        batch.args.extend_from_slice(&self.arg_scratch);
+        if self.carry_raw {
+            batch.raw.extend_from_slice(raw);
+            batch.raw_ends.push(batch.raw.len() as u32);
+        }
+        if batch.len() >= WINDOW_BATCH {
+            self.send(partition, watermark)?;
+        }
+        Ok(Ok(()))
+    }
+
+    fn send(&mut self, partition: usize, watermark: i64) -> Result<(), EngineError> {
+        let fresh = WindowBatch { input: self.input, ..WindowBatch::default() };
+        let mut batch = std::mem::replace(&mut self.batches[partition], fresh);
+        batch.final_watermark = watermark;
+        self.partitions[partition]
+            .send_blocking(WindowMsg::Batch(batch))
+            .map_err(|_| EngineError::Disconnected(self.name.clone()))
+    }
+
+    /// Sends every partition its batch (possibly empty) with the emitter's
+    /// current watermark.
+    pub fn flush(&mut self, watermark: i64) -> Result<(), EngineError> {
+        for p in 0..self.partitions.len() {
+            self.send(p, watermark)?;
+        }
+        Ok(())
+    }
+
+    /// Tells every partition this emitter is idle.
+    pub fn idle(&mut self, watermark: i64) -> Result<(), EngineError> {
+        self.flush(watermark)?;
+        for sender in &self.partitions {
+            sender
+                .send_blocking(WindowMsg::Idle(self.input))
+                .map_err(|_| EngineError::Disconnected(self.name.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and tells every partition this emitter is done.
+    pub fn end(&mut self, watermark: i64) -> Result<(), EngineError> {
+        self.flush(watermark)?;
+        for sender in &self.partitions {
+            sender
+                .send_blocking(WindowMsg::End(self.input))
+                .map_err(|_| EngineError::Disconnected(self.name.clone()))?;
+        }
+        Ok(())
+    }
+}
+
+/// One path from the emitter through filters to a destination.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Indices into [`Router::filters`], all of which must pass.
+    pub chain: Vec<usize>,
+    /// The destination.
+    pub target: Target,
+}
+
+/// A route's destination.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// Index into [`Router::windows`].
+    Window(usize),
+    /// Index into [`Router::sinks`].
+    Sink(usize),
+}
+
+/// Everything one emitter sends, with its fused filters.
+#[derive(Debug, Default)]
+pub struct Router {
+    /// The emitter's node name (for error rows).
+    pub name: String,
+    /// Filters on the emitter's routes.
+    pub filters: Vec<CompiledExpr>,
+    /// Routes, in plan order.
+    pub routes: Vec<Route>,
+    /// Window destinations.
+    pub windows: Vec<WindowOut>,
+    /// Sink destinations.
+    pub sinks: Vec<SinkOut>,
+    /// Where this emitter's bad records go (`.errors` sinks, or the
+    /// dead-letter file).
+    pub errors: Vec<SinkOut>,
+    /// Whether `errors` is the dead-letter file.
+    pub errors_to_dead_letter: bool,
+    memo: Vec<Option<bool>>,
+    error_line: Vec<u8>,
+}
+
+impl Router {
+    /// An emitter with no destinations yet.
+    pub fn new(name: String) -> Router {
+        Router { name, ..Router::default() }
+    }
+
+    /// Whether anything consumes this emitter's main output.
+    pub fn has_routes(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    /// Sends one record down every route whose filters pass.
+    pub fn route<R: Row + ?Sized>(
+        &mut self,
+        row: &R,
+        time: i64,
+        watermark: i64,
+        raw: &[u8],
+        position: Position<'_>,
+        counts: &mut LocalCounts,
+    ) -> Result<(), EngineError> {
+        self.memo.clear();
+        self.memo.resize(self.filters.len(), None);
+        let mut delivered = false;
+        for r in 0..self.routes.len() {
+            let passes = self.routes[r].chain.iter().all(|&f| {
+                *self.memo[f].get_or_insert_with(|| self.filters[f].matches(row))
+            });
+            if !passes {
+                continue;
+            }
+            delivered = true;
+            match self.routes[r].target {
+                Target::Sink(s) => self.sinks[s].push_line(raw)?,
+                Target::Window(w) => {
+                    if let Err(reason) = self.windows[w].push(row, time, watermark, raw)? {
+                        self.error(&reason, position, raw, counts)?;
+                    }
+                }
+            }
+        }
+        if !delivered && !self.routes.is_empty() {
+            counts.filtered_out += 1;
+        }
+        Ok(())
+    }
+
+    /// Reports a record this emitter could not use.
+    pub fn error(
+        &mut self,
+        reason: &str,
+        position: Position<'_>,
+        raw: &[u8],
+        counts: &mut LocalCounts,
+    ) -> Result<(), EngineError> {
+        counts.errors += 1;
+        if self.errors_to_dead_letter {
+            counts.dead_letters += 1;
+        }
+        let line = &mut self.error_line;
+        line.clear();
+        line.extend_from_slice(b"{\"source\":");
+        json::write_str(line, &self.name);
+        line.extend_from_slice(b",\"reason\":");
+        json::write_str(line, reason);
+        line.extend_from_slice(b",\"position\":");
+        position.write_json(line);
+        line.extend_from_slice(b",\"record\":");
+        json::write_str(line, &String::from_utf8_lossy(raw));
+        line.push(b'}');
+        for sink in &mut self.errors {
+            sink.push_line(&self.error_line)?;
+        }
+        Ok(())
+    }
+
+    /// Sends all buffered records, with the emitter's watermark.
+    pub fn flush(&mut self, watermark: i64) -> Result<(), EngineError> {
+        for w in &mut self.windows {
+            w.flush(watermark)?;
+        }
+        for s in self.sinks.iter_mut().chain(self.errors.iter_mut()) {
+            s.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Marks the emitter idle for its window consumers.
+    pub fn idle(&mut self, watermark: i64) -> Result<(), EngineError> {
+        for w in &mut self.windows {
+            w.idle(watermark)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and ends every destination.
+    pub fn end(&mut self, watermark: i64) -> Result<(), EngineError> {
+        for w in &mut self.windows {
+            w.end(watermark)?;
+        }
+        for s in self.sinks.iter_mut().chain(self.errors.iter_mut()) {
+            s.end()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Sources: tasks that read records, decode the projected fields, stamp
+//! event time and watermarks, and route records to their consumers.
+
+pub mod decode;
+pub mod file;
+pub mod time;
