@@ -1,0 +1,322 @@
+//! The compiled job: a DAG of sources, filters, windows and sinks with every
+//! name resolved, durations typed and expressions compiled.
+//!
+//! A [`JobPlan`] holds only resolved data (node ids, field ids, milliseconds),
+//! so the runtime never looks anything up by name. Nodes are stored in
+//! topological order: every node's inputs come before it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::expr::CompiledExpr;
+use crate::value::{FieldId, FieldPath};
+
+/// Index of a node in [`JobPlan::nodes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The index as a `usize`, for slicing.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Which of a node's outputs a consumer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The node's records (source, filter) or results (window).
+    Main,
+    /// A window's side output of records that came after their window fired.
+    Late,
+    /// A source's side output of records it could not decode.
+    Errors,
+}
+
+/// A reference to one output of a node: `name`, `name.late`, `name.errors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamRef {
+    /// The producing node.
+    pub node: NodeId,
+    /// Which of its outputs.
+    pub port: Port,
+}
+
+/// A whole compiled job.
+#[derive(Debug)]
+pub struct JobPlan {
+    /// `[job] name`.
+    pub name: String,
+    /// The job file this plan came from.
+    pub job_path: PathBuf,
+    /// Where RocksDB state and the default dead-letter file live
+    /// (resolved against the job file's folder).
+    pub state_dir: PathBuf,
+    /// Where undecodable records go when no `.errors` consumer exists.
+    pub dead_letter_path: PathBuf,
+    /// `[job] checkpoint_interval` (default 10 s).
+    pub checkpoint_interval: Duration,
+    /// `[job] state_memory` (default 256 MiB): the write-back cache budget.
+    pub state_memory_bytes: u64,
+    /// Every field path any expression, key or aggregate references.
+    pub fields: Vec<FieldPath>,
+    /// All nodes, in topological order.
+    pub nodes: Vec<NodePlan>,
+}
+
+impl JobPlan {
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> &NodePlan {
+        &self.nodes[id.index()]
+    }
+
+    /// The consumers of one output of a node, in node order.
+    pub fn consumers(&self, stream: StreamRef) -> impl Iterator<Item = (NodeId, &NodePlan)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(move |(_, n)| n.inputs.contains(&stream))
+            .map(|(i, n)| (NodeId(i as u32), n))
+    }
+}
+
+/// One node of the DAG.
+#[derive(Debug)]
+pub struct NodePlan {
+    /// Its name in the job file.
+    pub name: String,
+    /// The streams it reads (empty for sources; several for a union).
+    pub inputs: Vec<StreamRef>,
+    /// What it does.
+    pub kind: NodeKind,
+}
+
+/// The closed set of node kinds.
+#[derive(Debug)]
+pub enum NodeKind {
+    /// `[sources.NAME]`.
+    Source(SourcePlan),
+    /// `[filters.NAME]`.
+    Filter(FilterPlan),
+    /// `[windows.NAME]`.
+    Window(WindowPlan),
+    /// `[sinks.NAME]`.
+    Sink(SinkPlan),
+}
+
+/// A source: where records come from and how their time is read.
+#[derive(Debug)]
+pub struct SourcePlan {
+    /// File or Kinesis specifics.
+    pub connector: ConnectorPlan,
+    /// The field holding event time (RFC 3339 string or epoch millis);
+    /// `None`: arrival time.
+    pub event_time: Option<FieldId>,
+    /// `watermark.max_out_of_orderness` in milliseconds (default 0).
+    pub max_out_of_orderness_ms: i64,
+    /// `watermark.idle_timeout` (default: none, an idle input holds the
+    /// watermark back).
+    pub idle_timeout: Option<Duration>,
+    /// `dedup = { field, within }`.
+    pub dedup: Option<DedupPlan>,
+    /// The fields this source must decode: every field referenced
+    /// downstream of it through filters and windows, plus its event-time
+    /// and dedup fields. Sorted, no duplicates.
+    pub projection: Vec<FieldId>,
+    /// Whether some consumer needs the record's original text (a sink
+    /// reading the source or a filter of it directly, or a window `.late`
+    /// output that a sink reads).
+    pub keep_raw: bool,
+}
+
+/// Source connector settings.
+#[derive(Debug)]
+pub enum ConnectorPlan {
+    /// `type = "file"`.
+    File(FileSourcePlan),
+    /// `type = "kinesis"`.
+    Kinesis(KinesisSourcePlan),
+}
+
+/// A JSON-lines file.
+#[derive(Debug)]
+pub struct FileSourcePlan {
+    /// Resolved against the job file's folder.
+    pub path: PathBuf,
+    /// Keep tailing at end of file instead of ending the source.
+    pub follow: bool,
+}
+
+/// A Kinesis data stream.
+#[derive(Debug)]
+pub struct KinesisSourcePlan {
+    /// Stream name (or ARN when `stream_arn` was given).
+    pub stream: String,
+    /// Whether `stream` is an ARN.
+    pub is_arn: bool,
+    /// `region`, if set.
+    pub region: Option<String>,
+    /// `endpoint`, if set.
+    pub endpoint: Option<String>,
+    /// Where to start without a checkpoint.
+    pub start_at: StartAt,
+    /// Where a bounded read stops.
+    pub stop_at: Option<StopAt>,
+    /// What to do when a checkpointed position has expired.
+    pub on_expired: OnExpired,
+}
+
+/// `start_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only records written after the start.
+    Latest,
+    /// The oldest record retained.
+    TrimHorizon,
+    /// Records at or after this time (epoch millis).
+    Timestamp(i64),
+}
+
+/// `stop_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAt {
+    /// The shards' tips as of the start.
+    Latest,
+    /// Records before this time (epoch millis).
+    Timestamp(i64),
+}
+
+/// `on_expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExpired {
+    /// Fail the run with a clear message (default).
+    Fail,
+    /// Restart the shard from its trim horizon.
+    TrimHorizon,
+}
+
+/// `dedup = { field, within }`.
+#[derive(Debug)]
+pub struct DedupPlan {
+    /// The id field.
+    pub field: FieldId,
+    /// How long an id is remembered, in milliseconds of event time.
+    pub within_ms: i64,
+}
+
+/// A filter: a compiled CEL expression.
+#[derive(Debug)]
+pub struct FilterPlan {
+    /// The compiled `where` expression.
+    pub expr: CompiledExpr,
+    /// The expression as written.
+    pub text: String,
+}
+
+/// A keyed event-time window with aggregates.
+#[derive(Debug)]
+pub struct WindowPlan {
+    /// Key fields (empty: one global group), in order.
+    pub key: Vec<FieldId>,
+    /// Key fields' names as written (the output row's key columns).
+    pub key_names: Vec<String>,
+    /// Tumbling or sliding.
+    pub kind: WindowKind,
+    /// `allowed_lateness` in milliseconds.
+    pub allowed_lateness_ms: i64,
+    /// The aggregates, in the order the job file lists them.
+    pub aggregates: Vec<AggregatePlan>,
+}
+
+/// The window's shape, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `tumbling = SIZE`.
+    Tumbling {
+        /// Window size.
+        size_ms: i64,
+    },
+    /// `sliding = { size, slide }`; `slide` divides `size`.
+    Sliding {
+        /// Window size.
+        size_ms: i64,
+        /// Distance between window starts.
+        slide_ms: i64,
+    },
+}
+
+impl WindowKind {
+    /// The window size in milliseconds.
+    pub fn size_ms(self) -> i64 {
+        match self {
+            WindowKind::Tumbling { size_ms } | WindowKind::Sliding { size_ms, .. } => size_ms,
+        }
+    }
+
+    /// The distance between window starts in milliseconds.
+    pub fn slide_ms(self) -> i64 {
+        match self {
+            WindowKind::Tumbling { size_ms } => size_ms,
+            WindowKind::Sliding { slide_ms, .. } => slide_ms,
+        }
+    }
+}
+
+/// One named aggregate of a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregatePlan {
+    /// The output column name.
+    pub name: String,
+    /// The function.
+    pub function: AggregateFunction,
+    /// The argument field (`None` only for `count()`).
+    pub field: Option<FieldId>,
+}
+
+/// The closed set of aggregate functions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AggregateFunction {
+    /// `count()`: number of records.
+    Count,
+    /// `sum(field)`.
+    Sum,
+    /// `min(field)`.
+    Min,
+    /// `max(field)`.
+    Max,
+    /// `avg(field)`.
+    Avg,
+    /// `count_distinct(field)`.
+    CountDistinct,
+    /// `percentile(field, q)` with `0 <= q <= 1`.
+    Percentile(f64),
+}
+
+impl AggregateFunction {
+    /// Whether the argument must be a number.
+    pub fn needs_number(self) -> bool {
+        !matches!(self, AggregateFunction::Count | AggregateFunction::CountDistinct)
+    }
+}
+
+/// A sink.
+#[derive(Debug)]
+pub enum SinkPlan {
+    /// `type = "stdout"`.
+    Stdout,
+    /// `type = "file"`: JSON lines at this path (resolved against the job
+    /// file's folder).
+    File {
+        /// Output file.
+        path: PathBuf,
+    },
+    /// `type = "kinesis"`.
+    Kinesis {
+        /// Stream name.
+        stream: String,
+        /// `region`, if set.
+        region: Option<String>,
+        /// `endpoint`, if set.
+        endpoint: Option<String>,
+    },
+}

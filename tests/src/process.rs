@@ -1,0 +1,132 @@
+//! Finding and running the `kflow` binary.
+//!
+//! The tests run the binary `cargo test --workspace` builds, the one a user
+//! runs, rather than calling the engine as a library: exit codes, argument
+//! parsing and file handling are part of what is tested.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Set to use another `kflow` binary (e.g. a release build) than the one
+/// next to the test executable.
+pub const KFLOW_BIN_ENV: &str = "KFLOW_BIN";
+
+/// The `kflow` binary built alongside the running test executable, or the
+/// one named by `$KFLOW_BIN`.
+///
+/// A test executable lives in `target/<profile>/deps/`; `cargo test
+/// --workspace` puts `kflow` in `target/<profile>/`.
+///
+/// # Panics
+///
+/// When the binary is missing: a missing binary is a broken build, never a
+/// reason to skip.
+pub fn kflow_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os(KFLOW_BIN_ENV) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "${KFLOW_BIN_ENV} = {} is not a file",
+            path.display()
+        );
+        return path;
+    }
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable is in target/<profile>/deps/");
+    let bin = profile_dir.join(format!("kflow{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the kflow binary is not at {}: run the end-to-end tests with \
+         `cargo test --workspace` (or `cargo build -p kflow` first), or set ${KFLOW_BIN_ENV}",
+        bin.display()
+    );
+    bin
+}
+
+/// What a finished run of a process left behind.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// How it exited.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Everything it wrote to stderr (lossy UTF-8).
+    pub stderr: String,
+}
+
+/// Runs a command to completion with stdout and stderr captured, killing it
+/// if it is still running after `timeout` (a hang is a failure, with the
+/// output so far).
+///
+/// # Errors
+///
+/// A message when the command cannot start or does not finish in time.
+pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<RunOutput, String> {
+    let described = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start {described}: {error}"))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let waited = wait_until(&mut child, Instant::now() + timeout);
+    let (stdout, stderr) = (join(stdout), join(stderr));
+    match waited {
+        Ok(status) => Ok(RunOutput {
+            status,
+            stdout,
+            stderr,
+        }),
+        Err(problem) => Err(format!(
+            "{described}: {problem}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        )),
+    }
+}
+
+/// Waits for the child, killing it at the deadline.
+fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, String> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                // Ignore a failed kill: it means the process just exited.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("still running at the deadline, killed".to_string());
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(error) => return Err(format!("cannot wait for it: {error}")),
+        }
+    }
+}
+
+/// Reads a pipe to its end on a thread, so a chatty child never blocks on a
+/// full pipe while we wait for it.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> Option<thread::JoinHandle<String>> {
+    pipe.map(|mut pipe| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            // A read error only truncates what we show.
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    })
+}
+
+fn join(reader: Option<thread::JoinHandle<String>>) -> String {
+    reader
+        .map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|_| "<reader panicked>".to_string())
+        })
+        .unwrap_or_default()
+}

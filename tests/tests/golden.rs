@@ -1,0 +1,50 @@
+//! Golden end-to-end cases: each runs `kflow run job.toml` on a copy of
+//! `tests/golden/<case>/` and compares every output with the files the
+//! independent reference (`tests/golden/reference.py`) computed. One test
+//! per case, so a failure names its case; `every_case_folder_has_a_test`
+//! keeps the list below and the folders in step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use kflow_tests::golden::{case_names, run_case, RunMode};
+
+macro_rules! golden_cases {
+    ($($case:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                if let Err(report) = run_case(stringify!($case), RunMode::Straight) {
+                    panic!("{report}");
+                }
+            }
+        )+
+
+        /// Every case with a test above.
+        const CASES: &[&str] = &[$(stringify!($case)),+];
+    };
+}
+
+golden_cases!(
+    tumbling_basic,
+    sliding,
+    filters,
+    missing_fields,
+    late_data,
+    out_of_order,
+    union,
+    malformed,
+    global_window,
+    percentile_distinct,
+    negative_time,
+    window_of_window,
+);
+
+#[test]
+fn every_case_folder_has_a_test() {
+    let mut listed: Vec<&str> = CASES.to_vec();
+    listed.sort_unstable();
+    assert_eq!(
+        case_names(),
+        listed,
+        "tests/golden and the golden_cases! list in tests/tests/golden.rs differ"
+    );
+}
