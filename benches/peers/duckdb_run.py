@@ -16,7 +16,9 @@ Output: one JSON object per (window, user) row, in kflow's format and any order:
 Stdout: one JSON line
     {"system":"duckdb","workload":"W1","events":N,"seconds":S,"rows":R,...}
 where seconds is the wall time of the query including reading the input and
-writing the output file (DuckDB's COPY ... TO). Counting the input's events
+writing the output file (DuckDB's COPY ... TO); cpu_seconds is the CPU time
+spent meanwhile (all threads); load_avg_1m_before is the machine's load
+before the run (another busy process skews the timing). Counting the input's events
 for the report is done afterwards and not timed.
 """
 
@@ -29,7 +31,9 @@ from peers_common import (
     UsageError,
     check_io,
     count_lines,
+    cpu_seconds_self,
     emit,
+    load_average,
     peak_rss_mb_self,
     run_main,
 )
@@ -115,6 +119,8 @@ def main() -> None:
     query = build_query(workload, os.path.abspath(args.input))
     out = os.path.abspath(args.output).replace("'", "''")
 
+    load = load_average()
+    cpu0 = cpu_seconds_self()
     start = time.perf_counter()
     con = duckdb.connect()  # in-memory database
     con.execute(f"SET threads = {int(args.threads)}")
@@ -123,6 +129,7 @@ def main() -> None:
     con.execute("SET preserve_insertion_order = false")
     rows = con.execute(f"COPY ({query}) TO '{out}' (FORMAT JSON)").fetchone()[0]
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds_self() - cpu0
     con.close()
 
     emit({
@@ -131,8 +138,10 @@ def main() -> None:
         "events": count_lines(args.input),
         "seconds": round(seconds, 3),
         "rows": int(rows),
+        "cpu_seconds": round(cpu, 3),
         "threads": args.threads,
         "peak_rss_mb": peak_rss_mb_self(),
+        "load_avg_1m_before": load,
         "version": duckdb.__version__,
     })
 

@@ -21,16 +21,25 @@ JVM:
 
 When the bounded source ends, Flink emits a final watermark that fires every
 window; in streaming mode the file sink commits its files with a final
-checkpoint, so the job's end waits for the next checkpoint tick.
+checkpoint, which Flink 2.2 triggers as soon as the sources have ended (measured:
+the job ends < 1 s after the source, even with a 10-minute interval), so the job's
+end does not wait for the next checkpoint tick.
 
 Stdout: one JSON line
     {"system":"flink-rocksdb"|"flink-heap","workload":"W1","events":N,"seconds":S,
      "job_seconds":J,"startup_seconds":U,"convert_seconds":C,"rows":R,...}
 - seconds: wall time from before starting the JVM to the job's end (results committed)
-- startup_seconds: JVM + mini-cluster + table environment start, within seconds
-- job_seconds: from submitting the INSERT job to its end, within seconds
+- startup_seconds: starting the gateway JVM, the table environment and the DDL
+  (within seconds)
+- job_seconds: from execute_sql(INSERT) to the job's end (within seconds); this
+  includes SQL planning and the lazy start of the mini-cluster, see phases
+- phases: job_seconds split by the timestamps in Flink's log: plan, cluster_start,
+  to_source_end (deploy + read/parse/aggregate), after_source_end (fire all
+  windows, write, final checkpoint), and checkpoints_completed
 - convert_seconds: concatenating the sink's part files into --output (not in seconds)
+- jvm_cpu_seconds: CPU time of the Flink JVM (all threads) from its start to the job's end
 - peak_rss_mb: peak resident memory of the Flink JVM (VmHWM)
+- load_avg_1m_before: the machine's load before the run (another busy process skews timings)
 """
 
 import argparse
@@ -38,6 +47,7 @@ import glob
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 
@@ -47,6 +57,7 @@ from peers_common import (
     check_io,
     count_lines,
     emit,
+    load_average,
     run_main,
 )
 
@@ -97,6 +108,14 @@ def sql_rfc3339(col: str) -> str:
     )
 
 
+def sql_interval(ms: int) -> str:
+    """A SQL interval literal; a leading precision wide enough for the value (default is 2 digits)."""
+    if ms % 1000 == 0:
+        n = ms // 1000
+        return f"INTERVAL '{n}' SECOND({max(2, len(str(n)))})"
+    return f"INTERVAL '{ms / 1000:.3f}' SECOND({max(2, len(str(ms // 1000)))}, 3)"
+
+
 def build_statements(workload, input_path: str, sink_dir: str):
     source = f"""
         CREATE TEMPORARY TABLE events (
@@ -126,12 +145,11 @@ def build_statements(workload, input_path: str, sink_dir: str):
             'path' = {sql_string('file://' + sink_dir)},
             'format' = 'json'
         )"""
-    size_s, slide_s = workload.size_ms // 1000, workload.slide_ms // 1000
+    size, slide = sql_interval(workload.size_ms), sql_interval(workload.slide_ms)
     if workload.tumbling:
-        tvf = f"TUMBLE(TABLE filtered, DESCRIPTOR(ts), INTERVAL '{size_s}' SECOND)"
+        tvf = f"TUMBLE(TABLE filtered, DESCRIPTOR(ts), {size})"
     else:
-        tvf = (f"HOP(TABLE filtered, DESCRIPTOR(ts), INTERVAL '{slide_s}' SECOND, "
-               f"INTERVAL '{size_s}' SECOND)")
+        tvf = f"HOP(TABLE filtered, DESCRIPTOR(ts), {slide}, {size})"
     insert = f"""
         INSERT INTO out_rows
         SELECT {sql_rfc3339('window_start')}, {sql_rfc3339('window_end')}, user_id,
@@ -165,6 +183,19 @@ def gateway_java_pid():
     return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (all its threads)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of stat, the 12th and 13th after the ')'.
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def peak_rss_mb(pid):
     if pid is None:
         return None
@@ -176,6 +207,57 @@ def peak_rss_mb(pid):
     except OSError:
         return None
     return None
+
+
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def job_phases(log_dir: str, submitted_wall: float):
+    """Split the job's time into phases, from the timestamps in Flink's own log.
+
+    - plan: from execute_sql(INSERT) to the mini-cluster's start (SQL planning,
+      optimisation and code generation, on a cold JVM)
+    - cluster_start: starting the local mini-cluster, up to the job's submission
+    - to_source_end: from submission to the source's "Finished reading split(s)"
+      (deployment, then reading, parsing, filtering, window aggregation)
+    - after_source_end: to the job's FINISHED state (the final watermark fires every
+      window, the sink writes them, the final checkpoint commits the files;
+      includes waiting for the next checkpoint tick)
+    - checkpoints_completed: checkpoints completed during the job
+    """
+    import datetime as dt
+
+    marks = {}
+    completed = 0
+    for path in glob.glob(os.path.join(log_dir, "*.log")):
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = LOG_TIME.match(line)
+                if not m:
+                    continue
+                if "Starting Flink Mini Cluster" in line and "cluster" not in marks:
+                    marks["cluster"] = m.group(1)
+                elif "Submitting job" in line and "submit" not in marks:
+                    marks["submit"] = m.group(1)
+                elif "Finished reading split(s)" in line:
+                    marks["source_end"] = m.group(1)  # the last one wins
+                elif "switched from state RUNNING to FINISHED" in line:
+                    marks["finished"] = m.group(1)
+                elif "Completed checkpoint" in line:
+                    completed += 1
+    if set(marks) != {"cluster", "submit", "source_end", "finished"}:
+        print(f"flink_run.py: warning: could not find the job's phases in Flink's log "
+              f"(found {sorted(marks)}); phases are null", file=sys.stderr)
+        return None
+    # Flink logs in the JVM's default time zone, which is this machine's.
+    t = {k: dt.datetime.strptime(v, "%Y-%m-%d %H:%M:%S,%f").timestamp() for k, v in marks.items()}
+    return {
+        "plan": round(t["cluster"] - submitted_wall, 3),
+        "cluster_start": round(t["submit"] - t["cluster"], 3),
+        "to_source_end": round(t["source_end"] - t["submit"], 3),
+        "after_source_end": round(t["finished"] - t["source_end"], 3),
+        "checkpoints_completed": completed,
+    }
 
 
 def concat_parts(sink_dir: str, output: str) -> int:
@@ -230,7 +312,10 @@ def main() -> None:
     ap.add_argument("--jvm-args", default=None,
                     help="extra JVM arguments for the Flink JVM, e.g. '-Xmx4g' (default: JVM defaults)")
     ap.add_argument("--work-dir", default=None,
-                    help="folder for checkpoints and sink files (default: a temporary folder next to --output)")
+                    help="where to make the run's temporary folder for checkpoints, sink files and "
+                         "Flink's log (default: next to --output); removed after a successful run")
+    ap.add_argument("--keep-work-dir", action="store_true",
+                    help="keep the run's temporary folder (Flink's log) after a successful run")
     ap.add_argument("--check", action="store_true",
                     help="only check that PyFlink and Java are installed and work; run no workload")
     args = ap.parse_args()
@@ -257,25 +342,38 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="flink-peer-", dir=args.work_dir or os.path.dirname(output))
     try:
-        ckpt_dir = os.path.join(work, "checkpoints")
+        result = run_job(args, workload, input_path, work, extra_conf)
         sink_dir = os.path.join(work, "sink")
-        result = run_job(args, workload, input_path, ckpt_dir, sink_dir, extra_conf)
         t0 = time.perf_counter()
         rows = concat_parts(sink_dir, output)
         result["convert_seconds"] = round(time.perf_counter() - t0, 3)
         result["rows"] = rows
         result["events"] = count_lines(input_path)
-    finally:
+    except BaseException:
+        # Keep checkpoints, sink files and Flink's log for a look at what went wrong.
+        print(f"flink_run.py: the run failed; Flink's log and files are kept in {work}", file=sys.stderr)
+        raise
+    if args.keep_work_dir:
+        print(f"flink_run.py: kept checkpoints, sink files and Flink's log in {work}", file=sys.stderr)
+    else:
         shutil.rmtree(work, ignore_errors=True)
     # Key order of the result line: the fields the runner reads first.
     head = {k: result.pop(k) for k in ("system", "workload", "events", "seconds", "job_seconds", "rows")}
     emit({**head, **result})
 
 
-def run_job(args, workload, input_path, ckpt_dir, sink_dir, extra_conf) -> dict:
+def run_job(args, workload, input_path, work, extra_conf) -> dict:
     from pyflink.common import Configuration
     from pyflink.table import EnvironmentSettings, TableEnvironment
     import importlib.metadata as md
+
+    ckpt_dir = os.path.join(work, "checkpoints")
+    sink_dir = os.path.join(work, "sink")
+    log_dir = os.path.join(work, "log")
+    tmp_dir = os.path.join(work, "tmp")  # RocksDB's working files, spilled buffers
+    os.makedirs(tmp_dir)
+    # PyFlink reads FLINK_LOG_DIR when it starts the JVM: keep this run's log with the run.
+    os.environ["FLINK_LOG_DIR"] = log_dir
 
     conf = Configuration()
     conf.set_string("parallelism.default", str(args.parallelism))
@@ -284,11 +382,13 @@ def run_job(args, workload, input_path, ckpt_dir, sink_dir, extra_conf) -> dict:
     conf.set_string("execution.checkpointing.interval", args.checkpoint_interval)
     conf.set_string("execution.checkpointing.dir", "file://" + ckpt_dir)
     conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
+    conf.set_string("io.tmp.dirs", tmp_dir)
     # No restarts: a failure must surface as an error, not a silently slower run.
     conf.set_string("restart-strategy.type", "none")
     for k, v in extra_conf:
         conf.set_string(k, v)
 
+    load = load_average()
     start = time.perf_counter()
     settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
     t_env = TableEnvironment.create(settings)
@@ -297,17 +397,14 @@ def run_job(args, workload, input_path, ckpt_dir, sink_dir, extra_conf) -> dict:
         t_env.execute_sql(stmt)
     jvm = gateway_java_pid()
     submitted = time.perf_counter()
+    submitted_wall = time.time()
     result = t_env.execute_sql(insert)
     result.wait()  # raises if the job failed
     end = time.perf_counter()
-
-    checkpoints = None
-    job_client = result.get_job_client()
-    if job_client is not None:
-        job_id = str(job_client.get_job_id())
-        chk = os.path.join(ckpt_dir, job_id)
-        if os.path.isdir(chk):
-            checkpoints = len([d for d in os.listdir(chk) if d.startswith("chk-")])
+    jvm_cpu, jvm_rss = cpu_seconds(jvm), peak_rss_mb(jvm)
+    if jvm_cpu is None or jvm_rss is None:
+        print("flink_run.py: warning: could not read the Flink JVM's /proc entry; "
+              "jvm_cpu_seconds and peak_rss_mb are null", file=sys.stderr)
 
     return {
         "system": f"flink-{args.state}",
@@ -318,9 +415,11 @@ def run_job(args, workload, input_path, ckpt_dir, sink_dir, extra_conf) -> dict:
         "mode": "streaming",
         "state_backend": STATE_BACKENDS[args.state],
         "checkpoint_interval": args.checkpoint_interval,
-        "checkpoints_retained": checkpoints,
+        "phases": job_phases(log_dir, submitted_wall),
         "parallelism": args.parallelism,
-        "peak_rss_mb": peak_rss_mb(jvm),
+        "jvm_cpu_seconds": jvm_cpu,
+        "peak_rss_mb": jvm_rss,
+        "load_avg_1m_before": load,
         "version": md.version("apache-flink"),
     }
 

@@ -70,6 +70,19 @@ def emit(result: dict) -> None:
     sys.stdout.flush()
 
 
+def load_average() -> float:
+    """1-minute load average: other work on the machine skews timings, so each result records it."""
+    return round(os.getloadavg()[0], 2)
+
+
+def cpu_seconds_self() -> float:
+    """User + system CPU time of this process so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return round(r.ru_utime + r.ru_stime, 3)
+
+
 def peak_rss_mb_self() -> float:
     """Peak resident set size of this process, MiB (Linux ru_maxrss is in KiB)."""
     import resource

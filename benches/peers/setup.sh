@@ -66,7 +66,7 @@ else
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     cons=()
     [ -f "$here/constraints.txt" ] && cons=(-c "$here/constraints.txt")
-    log "installing requirements (apache-flink pulls ~1 GB of jars and Python deps; takes a few minutes)"
+    log "installing requirements (about 0.9 GB: Flink jars, Beam, pyarrow, pandas; 1-3 minutes)"
     "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt" "${cons[@]}"
     echo "$want" > "$stamp"
     log "install took $(( $(date +%s) - start )) s"
@@ -87,4 +87,4 @@ if not any(j.startswith("flink-dist") for j in jars):
 print(f"setup.sh: pyflink jars in {lib}: {len(jars)}")
 EOF
 log "venv size: $(du -sh "$venv" | cut -f1)"
-log "ready. Use $venv/bin/python duckdb_run.py ... / flink_run.py ..."
+log "ready: run the peers with $venv/bin/python (see README.md)"

@@ -1,1 +1,4 @@
-//! kflow benchmarks: shared helpers for the criterion benches and the end-to-end runner.
+//! kflow benchmarks: the deterministic workload generator shared by the
+//! criterion benches, the end-to-end runner and the crash tests.
+
+pub mod workload;

@@ -33,6 +33,13 @@ pub enum EngineError {
     /// The job uses something this build cannot run yet.
     #[error("{0}")]
     Unsupported(String),
+    /// The job's stateful parts changed since its checkpoint.
+    #[error(
+        "the job changed since its last checkpoint, so its state cannot be reused:\n  {}\n\
+         run with --reset to start from empty state (this discards the checkpoint)",
+        .0.join("\n  ")
+    )]
+    JobChanged(Vec<String>),
     /// A task found its peer gone (the peer's own error is the cause).
     #[error("`{0}` lost a peer task")]
     Disconnected(String),

@@ -18,7 +18,12 @@ fn stream_name(plan: &JobPlan, s: &StreamRef) -> String {
 
 /// `1m`, `250ms`, ... for milliseconds.
 pub fn format_duration(ms: i64) -> String {
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms != 0 && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -27,7 +32,10 @@ pub fn format_duration(ms: i64) -> String {
 }
 
 fn aggregate_text(plan: &JobPlan, a: &AggregatePlan) -> String {
-    let field = a.field.map(|f| plan.fields[f.index()].dotted.clone()).unwrap_or_default();
+    let field = a
+        .field
+        .map(|f| plan.fields[f.index()].dotted.clone())
+        .unwrap_or_default();
     let call = match a.function {
         AggregateFunction::Count => "count()".to_string(),
         AggregateFunction::Sum => format!("sum({field})"),
@@ -42,13 +50,20 @@ fn aggregate_text(plan: &JobPlan, a: &AggregatePlan) -> String {
 
 fn describe(plan: &JobPlan, kind: &NodeKind) -> (&'static str, Vec<String>) {
     let fields = |ids: &[kflow_jobs::FieldId]| {
-        ids.iter().map(|f| plan.fields[f.index()].dotted.as_str()).collect::<Vec<_>>().join(", ")
+        ids.iter()
+            .map(|f| plan.fields[f.index()].dotted.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     match kind {
         NodeKind::Source(s) => {
             let mut lines = vec![match &s.connector {
                 ConnectorPlan::File(f) => {
-                    format!("file {}{}", f.path.display(), if f.follow { " (follow)" } else { "" })
+                    format!(
+                        "file {}{}",
+                        f.path.display(),
+                        if f.follow { " (follow)" } else { "" }
+                    )
                 }
                 ConnectorPlan::Kinesis(k) => format!("kinesis stream {}", k.stream),
             }];
@@ -73,7 +88,9 @@ fn describe(plan: &JobPlan, kind: &NodeKind) -> (&'static str, Vec<String>) {
         NodeKind::Filter(f) => ("filter", vec![format!("where {}", f.text)]),
         NodeKind::Window(w) => {
             let shape = match w.kind {
-                WindowKind::Tumbling { size_ms } => format!("tumbling {}", format_duration(size_ms)),
+                WindowKind::Tumbling { size_ms } => {
+                    format!("tumbling {}", format_duration(size_ms))
+                }
                 WindowKind::Sliding { size_ms, slide_ms } => format!(
                     "sliding {} every {} ({} panes of {})",
                     format_duration(size_ms),
@@ -82,8 +99,15 @@ fn describe(plan: &JobPlan, kind: &NodeKind) -> (&'static str, Vec<String>) {
                     format_duration(slide_ms)
                 ),
             };
-            let key = if w.key.is_empty() { "no key (one group)".to_string() } else { format!("key [{}]", fields(&w.key)) };
-            let mut lines = vec![format!("{shape}, {key}, allowed lateness {}", format_duration(w.allowed_lateness_ms))];
+            let key = if w.key.is_empty() {
+                "no key (one group)".to_string()
+            } else {
+                format!("key [{}]", fields(&w.key))
+            };
+            let mut lines = vec![format!(
+                "{shape}, {key}, allowed lateness {}",
+                format_duration(w.allowed_lateness_ms)
+            )];
             lines.extend(w.aggregates.iter().map(|a| aggregate_text(plan, a)));
             ("window", lines)
         }
@@ -103,11 +127,19 @@ pub fn text(plan: &JobPlan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "job {}", plan.name);
     let _ = writeln!(out, "  state dir   {}", plan.state_dir.display());
-    let _ = writeln!(out, "  checkpoints every {}", format_duration(plan.checkpoint_interval.as_millis() as i64));
+    let _ = writeln!(
+        out,
+        "  checkpoints every {}",
+        format_duration(plan.checkpoint_interval.as_millis() as i64)
+    );
     for node in &plan.nodes {
         let (kind, lines) = describe(plan, &node.kind);
         let inputs: Vec<String> = node.inputs.iter().map(|s| stream_name(plan, s)).collect();
-        let from = if inputs.is_empty() { String::new() } else { format!(" <- {}", inputs.join(" + ")) };
+        let from = if inputs.is_empty() {
+            String::new()
+        } else {
+            format!(" <- {}", inputs.join(" + "))
+        };
         let _ = writeln!(out, "\n{kind} {}{from}", node.name);
         for line in lines {
             let _ = writeln!(out, "    {line}");
@@ -119,7 +151,11 @@ pub fn text(plan: &JobPlan) -> String {
 /// The DAG in Graphviz dot.
 pub fn dot(plan: &JobPlan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "digraph {:?} {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];", plan.name);
+    let _ = writeln!(
+        out,
+        "digraph {:?} {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];",
+        plan.name
+    );
     for (i, node) in plan.nodes.iter().enumerate() {
         let (kind, lines) = describe(plan, &node.kind);
         let shape = match kind {

@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod explain;
+pub mod inspect;
 pub mod json;
 pub mod metrics;
 pub mod operators;

@@ -30,9 +30,21 @@ enum Command {
         /// Print nothing but errors (no status line, no summary).
         #[arg(short, long)]
         quiet: bool,
+        /// Discard the job's checkpoint and state, and start from empty state.
+        #[arg(long)]
+        reset: bool,
+        /// Override the job's checkpoint_interval (`1s`, `10s`, ...; `off`:
+        /// only the memory budget takes checkpoints).
+        #[arg(long, value_name = "DURATION|off")]
+        checkpoint_interval: Option<String>,
     },
     /// Check a job file and report every error with its line and column.
     Validate {
+        /// The job file.
+        job: PathBuf,
+    },
+    /// Show the last checkpoint: positions, watermarks, open windows, sinks.
+    Checkpoints {
         /// The job file.
         job: PathBuf,
     },
@@ -71,12 +83,36 @@ fn load(path: &std::path::Path) -> Result<kflow_jobs::JobPlan, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Run { quiet: true, .. });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KFLOW_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
     match cli.command {
         Command::Validate { job } => match load(&job) {
             Ok(plan) => {
                 println!("{}: ok ({} nodes)", job.display(), plan.nodes.len());
                 ExitCode::SUCCESS
             }
+            Err(code) => code,
+        },
+        Command::Checkpoints { job } => match load(&job) {
+            Ok(plan) => match kflow::inspect::checkpoints(&plan) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kflow: {e}");
+                    ExitCode::from(1)
+                }
+            },
             Err(code) => code,
         },
         Command::Plan { job, format } => match load(&job) {
@@ -89,7 +125,13 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { job, parallelism, quiet } => {
+        Command::Run {
+            job,
+            parallelism,
+            quiet,
+            reset,
+            checkpoint_interval,
+        } => {
             let plan = match load(&job) {
                 Ok(plan) => plan,
                 Err(code) => return code,
@@ -99,6 +141,19 @@ fn main() -> ExitCode {
                 options.parallelism = p;
             }
             options.status = !quiet;
+            options.reset = reset;
+            if let Some(text) = checkpoint_interval {
+                options.checkpoint_interval = match text.as_str() {
+                    "off" => Some(None),
+                    _ => match kflow_jobs::duration::parse_duration(&text) {
+                        Ok(d) => Some(Some(d)),
+                        Err(e) => {
+                            eprintln!("kflow: --checkpoint-interval: {e}");
+                            return ExitCode::from(2);
+                        }
+                    },
+                };
+            }
             match run(&plan, &options, quiet) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -111,7 +166,8 @@ fn main() -> ExitCode {
 }
 
 fn run(plan: &kflow_jobs::JobPlan, options: &RunOptions, quiet: bool) -> anyhow::Result<()> {
-    let summary = kflow::run(plan, options).with_context(|| format!("job `{}` failed", plan.name))?;
+    let summary =
+        kflow::run(plan, options).with_context(|| format!("job `{}` failed", plan.name))?;
     if !quiet {
         eprint!("{}", summary.render());
     }

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub decoded: AtomicU64,
     /// Records that no consumer accepted because filters rejected them.
     pub filtered_out: AtomicU64,
+    /// Records dropped as repeats of an id seen within the dedup span.
+    pub duplicates: AtomicU64,
     /// Records that came after all their windows fired.
     pub late: AtomicU64,
     /// Late records no `.late` consumer took (dropped).
@@ -37,6 +39,8 @@ pub struct LocalCounts {
     pub decoded: u64,
     /// See [`Metrics::filtered_out`].
     pub filtered_out: u64,
+    /// See [`Metrics::duplicates`].
+    pub duplicates: u64,
     /// See [`Metrics::late`].
     pub late: u64,
     /// See [`Metrics::late_dropped`].
@@ -56,6 +60,7 @@ impl LocalCounts {
             (&metrics.read, self.read),
             (&metrics.decoded, self.decoded),
             (&metrics.filtered_out, self.filtered_out),
+            (&metrics.duplicates, self.duplicates),
             (&metrics.late, self.late),
             (&metrics.late_dropped, self.late_dropped),
             (&metrics.errors, self.errors),
@@ -80,6 +85,8 @@ pub struct Snapshot {
     pub decoded: u64,
     /// See [`Metrics::filtered_out`].
     pub filtered_out: u64,
+    /// See [`Metrics::duplicates`].
+    pub duplicates: u64,
     /// See [`Metrics::late`].
     pub late: u64,
     /// See [`Metrics::late_dropped`].
@@ -100,6 +107,7 @@ impl Metrics {
             read: get(&self.read),
             decoded: get(&self.decoded),
             filtered_out: get(&self.filtered_out),
+            duplicates: get(&self.duplicates),
             late: get(&self.late),
             late_dropped: get(&self.late_dropped),
             errors: get(&self.errors),
@@ -120,6 +128,10 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Where dead letters went.
     pub dead_letter_path: std::path::PathBuf,
+    /// Checkpoints taken.
+    pub checkpoints: crate::runtime::checkpoint::CheckpointStats,
+    /// How the run started.
+    pub start: String,
 }
 
 impl RunSummary {
@@ -132,21 +144,56 @@ impl RunSummary {
     pub fn render(&self) -> String {
         let c = &self.counts;
         let mut out = String::new();
-        let _ = writeln!(out, "kflow: job `{}` finished in {:.2} s", self.job, self.elapsed.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "kflow: job `{}` finished in {:.2} s",
+            self.job,
+            self.elapsed.as_secs_f64()
+        );
         let mut line = |label: &str, n: u64, extra: String| {
             let _ = writeln!(out, "  {label:<16}{:>14}{extra}", group(n));
         };
-        line("records read", c.read, format!("  ({} records/s)", group(self.records_per_second() as u64)));
+        line(
+            "records read",
+            c.read,
+            format!("  ({} records/s)", group(self.records_per_second() as u64)),
+        );
         line("decoded", c.decoded, String::new());
         line("filtered out", c.filtered_out, String::new());
-        line("late", c.late, format!("  ({} dropped)", group(c.late_dropped)));
+        if c.duplicates > 0 {
+            line("duplicates", c.duplicates, String::new());
+        }
+        line(
+            "late",
+            c.late,
+            format!("  ({} dropped)", group(c.late_dropped)),
+        );
         let dead = if c.dead_letters > 0 {
-            format!("  ({} in {})", group(c.dead_letters), self.dead_letter_path.display())
+            format!(
+                "  ({} in {})",
+                group(c.dead_letters),
+                self.dead_letter_path.display()
+            )
         } else {
             String::new()
         };
         line("errors", c.errors, dead);
         line("windows emitted", c.rows_emitted, String::new());
+        let cp = &self.checkpoints;
+        let early = if cp.early > 0 {
+            format!(", {} early for memory", group(cp.early))
+        } else {
+            String::new()
+        };
+        line(
+            "checkpoints",
+            cp.count,
+            format!(
+                "  ({:.2} s writing {} MB{early})",
+                cp.write_time.as_secs_f64(),
+                cp.bytes / 1_000_000
+            ),
+        );
         out
     }
 }
@@ -156,7 +203,7 @@ pub fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

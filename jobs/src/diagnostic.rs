@@ -164,9 +164,15 @@ mod tests {
     fn renders_empty_and_out_of_range_spans() {
         let text = "a = 1";
         let rendered = render("j.toml", text, &[Diagnostic::new(50..60, "at the end")]);
-        assert_eq!(rendered, "j.toml:1:6: at the end\n  |\n1 | a = 1\n  |      ^\n");
+        assert_eq!(
+            rendered,
+            "j.toml:1:6: at the end\n  |\n1 | a = 1\n  |      ^\n"
+        );
         let rendered = render("j.toml", "", &[Diagnostic::new(0..0, "empty file")]);
-        assert!(rendered.starts_with("j.toml:1:1: empty file\n"), "{rendered}");
+        assert!(
+            rendered.starts_with("j.toml:1:1: empty file\n"),
+            "{rendered}"
+        );
     }
 
     #[test]

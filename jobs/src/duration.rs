@@ -22,7 +22,8 @@ const MAX_MS: u64 = i64::MAX as u64;
 ///
 /// A message (lowercase, no period) saying what is wrong with `text`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a whole number and a unit (`ms`, `s`, `m`, `h` or `d`), like `10s`";
+    const HINT: &str =
+        "expected a whole number and a unit (`ms`, `s`, `m`, `h` or `d`), like `10s`";
     if text.is_empty() {
         return Err(format!("empty duration: {HINT}"));
     }
@@ -34,9 +35,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration `{text}`: {HINT}"));
     }
     if unit.is_empty() {
-        return Err(format!(
-            "duration `{text}` has no unit: {HINT}"
-        ));
+        return Err(format!("duration `{text}` has no unit: {HINT}"));
     }
     if unit.starts_with('.') {
         return Err(format!(

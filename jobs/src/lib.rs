@@ -62,7 +62,10 @@ pub fn load(path: &Path) -> Result<JobPlan, JobError> {
             Err(JobError::Invalid {
                 path: path.to_path_buf(),
                 text,
-                diagnostics: vec![Diagnostic::new(at..at + 3, "the job file is not valid UTF-8")],
+                diagnostics: vec![Diagnostic::new(
+                    at..at + 3,
+                    "the job file is not valid UTF-8",
+                )],
             })
         }
     }

@@ -70,6 +70,16 @@ impl JobPlan {
         &self.nodes[id.index()]
     }
 
+    /// The id of a field path in [`JobPlan::fields`], if the job references
+    /// it (window output columns are looked up this way, by column name).
+    pub fn field_id(&self, dotted: &str) -> Option<FieldId> {
+        self.fields
+            .iter()
+            .position(|field| field.dotted == dotted)
+            .and_then(|index| u32::try_from(index).ok())
+            .map(FieldId)
+    }
+
     /// The consumers of one output of a node, in node order.
     pub fn consumers(&self, stream: StreamRef) -> impl Iterator<Item = (NodeId, &NodePlan)> {
         self.nodes
@@ -295,7 +305,10 @@ pub enum AggregateFunction {
 impl AggregateFunction {
     /// Whether the argument must be a number.
     pub fn needs_number(self) -> bool {
-        !matches!(self, AggregateFunction::Count | AggregateFunction::CountDistinct)
+        !matches!(
+            self,
+            AggregateFunction::Count | AggregateFunction::CountDistinct
+        )
     }
 }
 

@@ -31,7 +31,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("size `{text}` has no unit: {HINT}"));
     }
     let Some(&(_, scale)) = UNITS.iter().find(|(name, _)| *name == unit) else {
-        return Err(format!("invalid size `{text}`: unknown unit `{unit}`, {HINT}"));
+        return Err(format!(
+            "invalid size `{text}`: unknown unit `{unit}`, {HINT}"
+        ));
     };
     let too_large = || format!("size `{text}` is too large");
     let count: u64 = digits.parse().map_err(|_| too_large())?;
@@ -54,7 +56,15 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        for text in ["", "MB", "256", "256mb", "1.5GB", "256 MB", "99999999999999999999GB"] {
+        for text in [
+            "",
+            "MB",
+            "256",
+            "256mb",
+            "1.5GB",
+            "256 MB",
+            "99999999999999999999GB",
+        ] {
             assert!(parse_size(text).is_err(), "{text}");
         }
     }

@@ -185,25 +185,20 @@ mod tests {
 
     #[test]
     fn escapes_are_followed() {
-        check(
-            r#"w = "x == \"a\" && yy""#,
-            "x == \"a\" && yy",
-            "yy",
-            "yy",
-        );
+        check(r#"w = "x == \"a\" && yy""#, "x == \"a\" && yy", "yy", "yy");
         check(r#"w = "x == '\u00e9' && q""#, "x == 'é' && q", "q", "q");
-        check(r#"w = "x == '\u00e9' && q""#, "x == 'é' && q", "é", "\\u00e9");
+        check(
+            r#"w = "x == '\u00e9' && q""#,
+            "x == 'é' && q",
+            "é",
+            "\\u00e9",
+        );
     }
 
     #[test]
     fn multi_line_strings_drop_the_first_newline_and_line_continuations() {
         check("w = '''\nab && cd'''", "ab && cd", "cd", "cd");
-        check(
-            "w = \"\"\"\nab && \\\n    cd\"\"\"",
-            "ab && cd",
-            "cd",
-            "cd",
-        );
+        check("w = \"\"\"\nab && \\\n    cd\"\"\"", "ab && cd", "cd", "cd");
         check("w = \"\"\"\r\na\r\nb\"\"\"", "a\nb", "b", "b");
     }
 

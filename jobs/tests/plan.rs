@@ -105,7 +105,14 @@ fn design_example_compiles_in_topological_order() {
     assert_eq!(plan.name, "checkout-health");
     assert_eq!(
         names(&plan),
-        ["clicks", "replay", "checkouts", "per_user", "dashboard", "late"]
+        [
+            "clicks",
+            "replay",
+            "checkouts",
+            "per_user",
+            "dashboard",
+            "late"
+        ]
     );
     for (i, node) in plan.nodes.iter().enumerate() {
         for input in &node.inputs {
@@ -115,16 +122,28 @@ fn design_example_compiles_in_topological_order() {
     assert_eq!(
         plan.node(id(&plan, "checkouts")).inputs,
         [
-            StreamRef { node: id(&plan, "clicks"), port: Port::Main },
-            StreamRef { node: id(&plan, "replay"), port: Port::Main },
+            StreamRef {
+                node: id(&plan, "clicks"),
+                port: Port::Main
+            },
+            StreamRef {
+                node: id(&plan, "replay"),
+                port: Port::Main
+            },
         ]
     );
     assert_eq!(
         plan.node(id(&plan, "late")).inputs,
-        [StreamRef { node: id(&plan, "per_user"), port: Port::Late }]
+        [StreamRef {
+            node: id(&plan, "per_user"),
+            port: Port::Late
+        }]
     );
     let late_readers: Vec<_> = plan
-        .consumers(StreamRef { node: id(&plan, "per_user"), port: Port::Late })
+        .consumers(StreamRef {
+            node: id(&plan, "per_user"),
+            port: Port::Late,
+        })
         .map(|(_, n)| n.name.as_str())
         .collect();
     assert_eq!(late_readers, ["late"]);
@@ -171,7 +190,10 @@ fn sources_are_typed() {
     assert_eq!(clicks.max_out_of_orderness_ms, 5_000);
     assert_eq!(clicks.idle_timeout, Some(Duration::from_secs(30)));
     let dedup = clicks.dedup.as_ref().unwrap();
-    assert_eq!((dedup.field, dedup.within_ms), (field(&plan, "event_id"), 600_000));
+    assert_eq!(
+        (dedup.field, dedup.within_ms),
+        (field(&plan, "event_id"), 600_000)
+    );
 
     let NodeKind::Source(replay) = &plan.node(id(&plan, "replay")).kind else {
         panic!("replay is a source");
@@ -199,7 +221,10 @@ fn projection_covers_filters_windows_and_time_fields() {
     let NodeKind::Source(replay) = &plan.node(id(&plan, "replay")).kind else {
         panic!("replay is a source");
     };
-    assert_eq!(replay.projection, fields(&plan, &["ts", "type", "amount", "user_id"]));
+    assert_eq!(
+        replay.projection,
+        fields(&plan, &["ts", "type", "amount", "user_id"])
+    );
     assert!(replay.keep_raw);
 }
 
@@ -217,10 +242,26 @@ fn windows_and_aggregates_are_compiled() {
     assert_eq!(
         window.aggregates,
         [
-            AggregatePlan { name: "events".into(), function: AggregateFunction::Count, field: None },
-            AggregatePlan { name: "revenue".into(), function: AggregateFunction::Sum, field: amount },
-            AggregatePlan { name: "avg_amount".into(), function: AggregateFunction::Avg, field: amount },
-            AggregatePlan { name: "max_amount".into(), function: AggregateFunction::Max, field: amount },
+            AggregatePlan {
+                name: "events".into(),
+                function: AggregateFunction::Count,
+                field: None
+            },
+            AggregatePlan {
+                name: "revenue".into(),
+                function: AggregateFunction::Sum,
+                field: amount
+            },
+            AggregatePlan {
+                name: "avg_amount".into(),
+                function: AggregateFunction::Avg,
+                field: amount
+            },
+            AggregatePlan {
+                name: "max_amount".into(),
+                function: AggregateFunction::Max,
+                field: amount
+            },
             AggregatePlan {
                 name: "p99_amount".into(),
                 function: AggregateFunction::Percentile(0.99),
@@ -309,7 +350,16 @@ fn pipeline_with_windows_over_windows() {
     let plan = compile(PIPELINE);
     assert_eq!(
         names(&plan),
-        ["events", "raw", "metrics", "per_device", "hot", "per_region", "alerts", "dead"]
+        [
+            "events",
+            "raw",
+            "metrics",
+            "per_device",
+            "hot",
+            "per_region",
+            "alerts",
+            "dead"
+        ]
     );
 
     let NodeKind::Source(events) = &plan.node(id(&plan, "events")).kind else {
@@ -335,21 +385,36 @@ fn pipeline_with_windows_over_windows() {
     assert_eq!(file.path, PathBuf::from("/data/metrics.jsonl"));
     assert!(file.follow);
     // Only the first window reads the source; the rest read window rows.
-    assert_eq!(metrics.projection, fields(&plan, &["device.id", "region", "device.temp"]));
+    assert_eq!(
+        metrics.projection,
+        fields(&plan, &["device.id", "region", "device.temp"])
+    );
     assert!(!metrics.keep_raw);
 
     let NodeKind::Window(per_device) = &plan.node(id(&plan, "per_device")).kind else {
         panic!("window");
     };
-    assert_eq!(per_device.kind, WindowKind::Sliding { size_ms: 300_000, slide_ms: 60_000 });
+    assert_eq!(
+        per_device.kind,
+        WindowKind::Sliding {
+            size_ms: 300_000,
+            slide_ms: 60_000
+        }
+    );
     assert_eq!(per_device.key_names, ["device.id", "region"]);
-    assert_eq!(plan.fields[field(&plan, "device.id").index()].segments, ["device", "id"]);
+    assert_eq!(
+        plan.fields[field(&plan, "device.id").index()].segments,
+        ["device", "id"]
+    );
 
     // Downstream of a window, rows are addressed by column name.
     let NodeKind::Window(per_region) = &plan.node(id(&plan, "per_region")).kind else {
         panic!("window");
     };
-    assert_eq!(per_region.aggregates[1].field, Some(field(&plan, "hottest")));
+    assert_eq!(
+        per_region.aggregates[1].field,
+        Some(field(&plan, "hottest"))
+    );
 
     assert!(matches!(
         &plan.node(id(&plan, "alerts")).kind,
@@ -357,13 +422,16 @@ fn pipeline_with_windows_over_windows() {
     ));
     assert_eq!(
         plan.node(id(&plan, "dead")).inputs,
-        [StreamRef { node: id(&plan, "events"), port: Port::Errors }]
+        [StreamRef {
+            node: id(&plan, "events"),
+            port: Port::Errors
+        }]
     );
 }
 
 #[test]
-fn late_records_read_through_filters_keep_the_projection() {
-    let plan = compile(
+fn late_records_can_only_feed_sinks() {
+    let error = compile_str(
         r#"
 [job]
 name = "late"
@@ -382,18 +450,18 @@ aggregates = { n = "count()" }
 input = "w.late"
 where = "size > 10"
 
-[windows.late_counts]
+[sinks.out]
 input = "late_big"
-tumbling = "1h"
-aggregates = { total = "sum(size)" }
+type = "stdout"
 "#,
+        Path::new("late.toml"),
+    )
+    .unwrap_err();
+    let rendered = error.render();
+    assert!(
+        rendered.contains("only a sink can read `w.late`"),
+        "{rendered}"
     );
-    let NodeKind::Source(source) = &plan.node(id(&plan, "s")).kind else {
-        panic!("source");
-    };
-    assert_eq!(source.projection, fields(&plan, &["k", "size"]));
-    // Late records only feed windows, never a sink.
-    assert!(!source.keep_raw);
 }
 
 #[test]
@@ -429,8 +497,14 @@ fn every_diagnostic_is_rendered_with_its_position() {
     .unwrap_err();
     assert_eq!(error.diagnostics().len(), 2);
     let rendered = error.render();
-    assert!(rendered.starts_with("j.toml:2:8: invalid job name `X`"), "{rendered}");
-    assert!(rendered.contains("\nj.toml:4:8: unknown source type `nope`"), "{rendered}");
+    assert!(
+        rendered.starts_with("j.toml:2:8: invalid job name `X`"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("\nj.toml:4:8: unknown source type `nope`"),
+        "{rendered}"
+    );
 }
 
 proptest! {

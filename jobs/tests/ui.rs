@@ -17,7 +17,11 @@ fn ui_cases_render_exactly_as_expected() {
         .filter(|path| path.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 20, "expected the UI cases in {}", dir.display());
+    assert!(
+        cases.len() >= 20,
+        "expected the UI cases in {}",
+        dir.display()
+    );
 
     let bless = std::env::var("KFLOW_BLESS").is_ok_and(|v| v == "1");
     let mut failures = Vec::new();
@@ -69,12 +73,12 @@ fn diff(expected: &str, actual: &str) -> String {
             out.push_str(&format!("  {}\n", a[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push_str(&format!("+ {}\n", b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push_str(&format!("- {}\n", a[i]));
             i += 1;
+        } else {
+            out.push_str(&format!("+ {}\n", b[j]));
+            j += 1;
         }
     }
     out

@@ -47,7 +47,7 @@ impl<V: StateValue> Entry<V> {
 
 /// Keyed partials of one operator instance, by time.
 pub struct WindowCache<V> {
-    operator: u16,
+    instance: u32,
     times: BTreeMap<i64, HashTable<Entry<V>>>,
     /// Times that have entries in RocksDB which may be missing from memory.
     spilled: BTreeSet<i64>,
@@ -60,10 +60,11 @@ pub struct WindowCache<V> {
 }
 
 impl<V: StateValue> WindowCache<V> {
-    /// An empty cache for `operator` that wants to stay under `budget` bytes.
-    pub fn new(operator: u16, budget: usize) -> WindowCache<V> {
+    /// An empty cache for state instance `instance` (see
+    /// [`codec::instance`]) that wants to stay under `budget` bytes.
+    pub fn new(instance: u32, budget: usize) -> WindowCache<V> {
         WindowCache {
-            operator,
+            instance,
             times: BTreeMap::new(),
             spilled: BTreeSet::new(),
             on_disk: BTreeSet::new(),
@@ -79,6 +80,12 @@ impl<V: StateValue> WindowCache<V> {
             self.spilled.insert(time);
             self.on_disk.insert(time);
         }
+    }
+
+    /// Times whose entries are stored in RocksDB (after a snapshot, every
+    /// time with entries), oldest first.
+    pub fn stored_times(&self) -> Vec<i64> {
+        self.on_disk.iter().copied().collect()
     }
 
     /// Estimated bytes held in memory.
@@ -134,7 +141,7 @@ impl<V: StateValue> WindowCache<V> {
             TableEntry::Vacant(slot) => {
                 let value = if self.spilled.contains(&time) {
                     let mut full = Vec::with_capacity(codec::PREFIX_LEN + key.len());
-                    codec::encode_key(self.operator, time, key, &mut full);
+                    codec::encode_key(self.instance, time, key, &mut full);
                     match store.get(Family::Windows, &full)? {
                         Some(bytes) => V::decode(&bytes)?,
                         None => init(),
@@ -142,7 +149,12 @@ impl<V: StateValue> WindowCache<V> {
                 } else {
                     init()
                 };
-                let entry = Entry { hash, key: key.into(), value, dirty: true };
+                let entry = Entry {
+                    hash,
+                    key: key.into(),
+                    value,
+                    dirty: true,
+                };
                 self.bytes += entry.bytes();
                 Ok(&mut slot.insert(entry).into_mut().value)
             }
@@ -165,14 +177,19 @@ impl<V: StateValue> WindowCache<V> {
         if !self.spilled.remove(&time) {
             return Ok(());
         }
-        let prefix = codec::prefix(self.operator, time);
+        let prefix = codec::prefix(self.instance, time);
         let found = store.scan_prefix(Family::Windows, &prefix)?;
         let table = self.times.entry(time).or_default();
         for (full, bytes) in found {
             let (_, _, key) = codec::decode_key(&full)?;
             let hash = xxhash_rust::xxh3::xxh3_64(key);
             if let TableEntry::Vacant(slot) = table.entry(hash, |e| &*e.key == key, |e| e.hash) {
-                let entry = Entry { hash, key: key.into(), value: V::decode(&bytes)?, dirty: false };
+                let entry = Entry {
+                    hash,
+                    key: key.into(),
+                    value: V::decode(&bytes)?,
+                    dirty: false,
+                };
                 self.bytes += entry.bytes();
                 slot.insert(entry);
             }
@@ -205,17 +222,17 @@ impl<V: StateValue> WindowCache<V> {
     /// afterwards all entries are clean.
     pub fn snapshot(&mut self, batch: &mut StateBatch) {
         for time in self.removed.drain(..) {
-            let from = codec::prefix(self.operator, time).to_vec();
+            let from = codec::prefix(self.instance, time).to_vec();
             let to = match time.checked_add(1) {
-                Some(next) => codec::prefix(self.operator, next).to_vec(),
-                None => codec::prefix(self.operator.saturating_add(1), i64::MIN).to_vec(),
+                Some(next) => codec::prefix(self.instance, next).to_vec(),
+                None => codec::prefix(self.instance.saturating_add(1), i64::MIN).to_vec(),
             };
             batch.delete_range(Family::Windows, from, to);
         }
         for (time, table) in &mut self.times {
             for entry in table.iter_mut().filter(|e| e.dirty) {
                 let mut key = Vec::with_capacity(codec::PREFIX_LEN + entry.key.len());
-                codec::encode_key(self.operator, *time, &entry.key, &mut key);
+                codec::encode_key(self.instance, *time, &entry.key, &mut key);
                 let mut value = Vec::new();
                 entry.value.encode(&mut value);
                 batch.put(Family::Windows, key, value);
@@ -261,7 +278,9 @@ mod tests {
             out.extend_from_slice(&self.0.to_le_bytes());
         }
         fn decode(bytes: &[u8]) -> Result<Self, StateError> {
-            let arr: [u8; 8] = bytes.try_into().map_err(|_| StateError::Corrupt("len".into()))?;
+            let arr: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| StateError::Corrupt("len".into()))?;
             Ok(Count(u64::from_le_bytes(arr)))
         }
         fn heap_bytes(&self) -> usize {
@@ -271,7 +290,10 @@ mod tests {
 
     fn bump(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, key: &str) {
         let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
-        cache.get_mut(store, time, hash, key.as_bytes(), || Count(0)).unwrap().0 += 1;
+        cache
+            .get_mut(store, time, hash, key.as_bytes(), || Count(0))
+            .unwrap()
+            .0 += 1;
     }
 
     fn counts(cache: &WindowCache<Count>, time: i64) -> Vec<(String, u64)> {

@@ -1,14 +1,15 @@
 //! Order-preserving byte layout of state keys.
 //!
-//! A window partial is stored under `operator (u16 BE) | time (i64, sign bit
-//! flipped, BE) | key bytes`. Flipping the sign bit makes the unsigned
+//! A window partial is stored under `instance (u32 BE) | time (i64, sign bit
+//! flipped, BE) | key bytes`, where the instance names one partition of one
+//! operator. Flipping the sign bit makes the unsigned
 //! big-endian order of the bytes equal the signed order of the times, so a
 //! RocksDB range scan returns windows oldest first, negative times included.
 
 use crate::StateError;
 
 /// Length of the `operator | time` prefix.
-pub const PREFIX_LEN: usize = 10;
+pub const PREFIX_LEN: usize = 12;
 
 /// Encodes a time so that byte order equals numeric order.
 pub fn encode_time(time: i64) -> [u8; 8] {
@@ -21,15 +22,21 @@ pub fn decode_time(bytes: [u8; 8]) -> i64 {
 }
 
 /// The `operator | time` prefix of a state key.
-pub fn prefix(operator: u16, time: i64) -> [u8; PREFIX_LEN] {
+pub fn prefix(instance: u32, time: i64) -> [u8; PREFIX_LEN] {
     let mut out = [0u8; PREFIX_LEN];
-    out[..2].copy_from_slice(&operator.to_be_bytes());
-    out[2..].copy_from_slice(&encode_time(time));
+    out[..4].copy_from_slice(&instance.to_be_bytes());
+    out[4..].copy_from_slice(&encode_time(time));
     out
 }
 
+/// The id under which partition `partition` of operator `operator` keeps
+/// its state.
+pub fn instance(operator: u16, partition: u16) -> u32 {
+    (u32::from(operator) << 16) | u32::from(partition)
+}
+
 /// Appends the full state key for `(operator, time, key)` to `out`.
-pub fn encode_key(operator: u16, time: i64, key: &[u8], out: &mut Vec<u8>) {
+pub fn encode_key(operator: u32, time: i64, key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&prefix(operator, time));
     out.extend_from_slice(key);
 }
@@ -38,16 +45,16 @@ pub fn encode_key(operator: u16, time: i64, key: &[u8], out: &mut Vec<u8>) {
 ///
 /// # Errors
 /// [`StateError::Corrupt`] when the key is shorter than its prefix.
-pub fn decode_key(bytes: &[u8]) -> Result<(u16, i64, &[u8]), StateError> {
+pub fn decode_key(bytes: &[u8]) -> Result<(u32, i64, &[u8]), StateError> {
     if bytes.len() < PREFIX_LEN {
         return Err(StateError::Corrupt(format!(
             "state key of {} bytes is shorter than its {PREFIX_LEN}-byte prefix",
             bytes.len()
         )));
     }
-    let operator = u16::from_be_bytes([bytes[0], bytes[1]]);
+    let operator = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let mut time = [0u8; 8];
-    time.copy_from_slice(&bytes[2..PREFIX_LEN]);
+    time.copy_from_slice(&bytes[4..PREFIX_LEN]);
     Ok((operator, decode_time(time), &bytes[PREFIX_LEN..]))
 }
 
@@ -66,8 +73,8 @@ mod tests {
 
         #[test]
         fn key_order_is_operator_then_time_then_key(
-            op1 in 0u16..4, t1 in any::<i64>(), k1 in proptest::collection::vec(any::<u8>(), 0..8),
-            op2 in 0u16..4, t2 in any::<i64>(), k2 in proptest::collection::vec(any::<u8>(), 0..8),
+            op1 in 0u32..4, t1 in any::<i64>(), k1 in proptest::collection::vec(any::<u8>(), 0..8),
+            op2 in 0u32..4, t2 in any::<i64>(), k2 in proptest::collection::vec(any::<u8>(), 0..8),
         ) {
             let (mut a, mut b) = (Vec::new(), Vec::new());
             encode_key(op1, t1, &k1, &mut a);
@@ -81,6 +88,9 @@ mod tests {
 
     #[test]
     fn short_key_is_corrupt() {
-        assert!(matches!(decode_key(&[1, 2, 3]), Err(StateError::Corrupt(_))));
+        assert!(matches!(
+            decode_key(&[1, 2, 3]),
+            Err(StateError::Corrupt(_))
+        ));
     }
 }

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 
 use crate::StateError;
 
@@ -97,6 +99,9 @@ impl StateBatch {
     }
 }
 
+/// A stored `(key, value)` pair.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// A job's RocksDB database.
 pub struct StateStore {
     db: DB,
@@ -105,7 +110,9 @@ pub struct StateStore {
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("path", &self.path).finish()
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -119,7 +126,10 @@ impl StateStore {
     /// when the directory cannot be created.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         let path = dir.to_path_buf();
-        let io = |source| StateError::Io { path: path.clone(), source };
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
         let fresh = match std::fs::read_dir(dir) {
             Ok(mut entries) => {
                 let non_empty = entries.next().is_some();
@@ -146,9 +156,15 @@ impl StateStore {
             .map(|f| ColumnFamilyDescriptor::new(f.name(), Options::default()));
         let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| {
             if fresh {
-                StateError::Rocks { path: path.clone(), source }
+                StateError::Rocks {
+                    path: path.clone(),
+                    source,
+                }
             } else {
-                StateError::Foreign { path: path.clone(), reason: source.to_string() }
+                StateError::Foreign {
+                    path: path.clone(),
+                    reason: source.to_string(),
+                }
             }
         })?;
         let store = StateStore { db, path };
@@ -187,7 +203,10 @@ impl StateStore {
     }
 
     fn rocks(&self, source: rocksdb::Error) -> StateError {
-        StateError::Rocks { path: self.path.clone(), source }
+        StateError::Rocks {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Applies `batch` atomically; with `sync` the write is on disk when
@@ -201,9 +220,7 @@ impl StateStore {
             match op {
                 Op::Put(family, key, value) => wb.put_cf(self.cf(family)?, key, value),
                 Op::Delete(family, key) => wb.delete_cf(self.cf(family)?, key),
-                Op::DeleteRange(family, from, to) => {
-                    wb.delete_range_cf(self.cf(family)?, from, to)
-                }
+                Op::DeleteRange(family, from, to) => wb.delete_range_cf(self.cf(family)?, from, to),
             }
         }
         let mut options = WriteOptions::default();
@@ -216,18 +233,16 @@ impl StateStore {
     /// # Errors
     /// [`StateError::Rocks`] when RocksDB fails the read.
     pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.db.get_cf(self.cf(family)?, key).map_err(|e| self.rocks(e))
+        self.db
+            .get_cf(self.cf(family)?, key)
+            .map_err(|e| self.rocks(e))
     }
 
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     ///
     /// # Errors
     /// [`StateError::Rocks`] when RocksDB fails the scan.
-    pub fn scan_prefix(
-        &self,
-        family: Family,
-        prefix: &[u8],
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StateError> {
+    pub fn scan_prefix(&self, family: Family, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
         self.scan_range(family, prefix, |k| k.starts_with(prefix))
     }
 
@@ -240,7 +255,7 @@ impl StateStore {
         family: Family,
         start: &[u8],
         keep: impl Fn(&[u8]) -> bool,
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StateError> {
+    ) -> Result<Vec<Entry>, StateError> {
         let mut out = Vec::new();
         let mode = IteratorMode::From(start, Direction::Forward);
         for item in self.db.iterator_cf(self.cf(family)?, mode) {
@@ -251,6 +266,28 @@ impl StateStore {
             out.push((key, value));
         }
         Ok(out)
+    }
+
+    /// Calls `visit` for every `(key, value)` whose key starts with
+    /// `prefix`, in key order, without collecting them.
+    ///
+    /// # Errors
+    /// [`StateError::Rocks`] when RocksDB fails the scan.
+    pub fn for_each_prefix(
+        &self,
+        family: Family,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        let mode = IteratorMode::From(prefix, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(family)?, mode) {
+            let (key, value) = item.map_err(|e| self.rocks(e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            visit(&key, &value);
+        }
+        Ok(())
     }
 
     /// Removes every entry of `family` (a fresh start for that data).

@@ -53,7 +53,10 @@ impl fmt::Display for Mismatch {
         for (title, rows) in [("missing", &self.missing), ("unexpected", &self.unexpected)] {
             if !rows.is_empty() {
                 write!(f, "\n  {title} rows:")?;
-                for row in rows {
+                if rows.len() > 20 {
+                    write!(f, " (first 20 of {})", rows.len())?;
+                }
+                for row in rows.iter().take(20) {
                     write!(f, "\n    {}", canonical(row))?;
                 }
             }
@@ -79,8 +82,30 @@ pub fn compare_jsonl(expected: &str, actual: &str, kind: RowKind) -> Result<(), 
     let expected_rows = parse_rows(expected, kind, "expected", &mut mismatch.invalid);
     let actual_rows = parse_rows(actual, kind, "actual", &mut mismatch.invalid);
 
+    // Rows that are exactly equal pair up through a map (linear time, so
+    // crash tests can compare hundreds of thousands of rows); only the rest
+    // are matched pairwise within the numeric tolerance.
+    let mut exact: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
+    for (i, row) in actual_rows.iter().enumerate() {
+        exact.entry(canonical(row)).or_default().push(i);
+    }
     let mut unmatched: Vec<Option<Value>> = actual_rows.into_iter().map(Some).collect();
+    let mut left = Vec::new();
     for row in expected_rows {
+        match exact.get_mut(&canonical(&row)).and_then(Vec::pop) {
+            Some(i) => unmatched[i] = None,
+            None => left.push(row),
+        }
+    }
+    let mut unmatched: Vec<Option<Value>> = unmatched.into_iter().filter(Option::is_some).collect();
+    // Pairwise matching is quadratic: past a few thousand leftovers the
+    // outputs are plainly different, and listing them is enough.
+    if left.len().saturating_mul(unmatched.len()) > 10_000_000 {
+        mismatch.missing = left;
+        mismatch.unexpected = unmatched.into_iter().flatten().collect();
+        return Err(mismatch);
+    }
+    for row in left {
         let found = unmatched
             .iter_mut()
             .find(|candidate| candidate.as_ref().is_some_and(|c| values_match(&row, c)));

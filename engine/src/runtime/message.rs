@@ -21,8 +21,20 @@ pub enum WindowMsg {
     /// The emitter has had no records for its idle timeout: until its next
     /// batch it does not hold the watermark back.
     Idle(InputId),
+    /// Checkpoint barrier: everything before it from this emitter belongs
+    /// to the checkpoint, everything after it to the next.
+    Barrier(InputId, u64),
     /// The emitter will send nothing more.
     End(InputId),
+}
+
+impl Envelope for WindowMsg {
+    fn input(&self) -> InputId {
+        match self {
+            WindowMsg::Batch(b) => b.input,
+            WindowMsg::Idle(i) | WindowMsg::Barrier(i, _) | WindowMsg::End(i) => *i,
+        }
+    }
 }
 
 /// Records bound for one window partition, stored column-wise.
@@ -64,14 +76,22 @@ impl WindowBatch {
 
     /// The encoded key of record `i`.
     pub fn key(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.key_ends[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.key_ends[i - 1] as usize
+        };
         &self.keys[start..self.key_ends[i] as usize]
     }
 
     /// The original text of record `i`, when carried.
     pub fn raw(&self, i: usize) -> Option<&[u8]> {
         let end = *self.raw_ends.get(i)? as usize;
-        let start = if i == 0 { 0 } else { self.raw_ends[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.raw_ends[i - 1] as usize
+        };
         Some(&self.raw[start..end])
     }
 }
@@ -81,6 +101,22 @@ impl WindowBatch {
 pub enum SinkMsg {
     /// Complete JSON lines, each ending in `\n`.
     Lines(InputId, Vec<u8>),
+    /// Checkpoint barrier (see [`WindowMsg::Barrier`]).
+    Barrier(InputId, u64),
     /// The emitter will send nothing more.
     End(InputId),
+}
+
+impl Envelope for SinkMsg {
+    fn input(&self) -> InputId {
+        match self {
+            SinkMsg::Lines(i, _) | SinkMsg::Barrier(i, _) | SinkMsg::End(i) => *i,
+        }
+    }
+}
+
+/// A message that says which emitter sent it.
+pub trait Envelope {
+    /// The sending emitter.
+    fn input(&self) -> InputId;
 }

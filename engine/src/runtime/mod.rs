@@ -6,6 +6,9 @@
 //! `async-channel`s so that async sources (Kinesis) can feed the same
 //! operators later without a second channel type.
 
+pub mod align;
+pub mod checkpoint;
+pub mod fingerprint;
 pub mod message;
 pub mod route;
 pub mod row;
@@ -22,22 +25,133 @@ use kflow_state::{Family, StateStore};
 
 use crate::error::EngineError;
 use crate::metrics::{group, Metrics, RunSummary};
+use checkpoint::{CheckpointMeta, CheckpointStats, Coordinator};
 
 /// How to run a job.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Partitions per window operator.
+    /// Partitions per window operator (a restored checkpoint keeps its own).
     pub parallelism: usize,
     /// Show a status line on stderr (only when it is a terminal).
     pub status: bool,
+    /// Overrides the job's `checkpoint_interval`; `Some(None)` turns
+    /// periodic checkpoints off (the memory budget still takes them).
+    pub checkpoint_interval: Option<Option<Duration>>,
+    /// Ignore and delete existing state: start from empty state.
+    pub reset: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         // Sources take a core each for decoding; windows share the rest.
-        RunOptions { parallelism: (cores / 2).max(1), status: true }
+        RunOptions {
+            parallelism: (cores / 2).max(1),
+            status: true,
+            checkpoint_interval: None,
+            reset: false,
+        }
     }
+}
+
+/// How a run started: fresh, or from which checkpoint.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// No usable checkpoint: empty state, sinks start empty.
+    Fresh {
+        /// Why (no checkpoint, `--reset`, last run finished).
+        why: String,
+    },
+    /// Resumed from a checkpoint.
+    Restored {
+        /// The checkpoint.
+        meta: Box<CheckpointMeta>,
+        /// Allowed job changes since it was taken.
+        changes: Vec<String>,
+    },
+}
+
+impl Start {
+    /// One line for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Start::Fresh { why } => format!("starting from empty state ({why})"),
+            Start::Restored { meta, changes } => {
+                let age = (chrono::Utc::now().timestamp_millis() - meta.created_ms).max(0) as f64
+                    / 1000.0;
+                let positions: Vec<String> = meta
+                    .sources
+                    .iter()
+                    .map(|(name, s)| {
+                        format!(
+                            "{name} at line {} (byte {})",
+                            group(s.line),
+                            group(s.offset)
+                        )
+                    })
+                    .collect();
+                let mut line = format!(
+                    "restored checkpoint {} taken {age:.1} s ago: {}",
+                    meta.id,
+                    if positions.is_empty() {
+                        "no sources".to_string()
+                    } else {
+                        positions.join(", ")
+                    }
+                );
+                for change in changes {
+                    line.push_str(&format!("\n  job change: {change}"));
+                }
+                line
+            }
+        }
+    }
+}
+
+/// Opens the state, decides how to start and checks the job against the
+/// checkpoint.
+///
+/// # Errors
+/// [`EngineError::JobChanged`] when a stateful part of the job changed since
+/// the checkpoint, state errors (corrupt or foreign state directory).
+pub fn prepare(
+    plan: &JobPlan,
+    options: &RunOptions,
+) -> Result<(Arc<StateStore>, Start), EngineError> {
+    let store = Arc::new(StateStore::open(&database_dir(plan))?);
+    let meta = CheckpointMeta::load(&store)?;
+    let start = match meta {
+        Some(_) if options.reset => Start::Fresh {
+            why: "--reset".into(),
+        },
+        Some(meta) if meta.finished => Start::Fresh {
+            why: format!(
+                "the last run finished at checkpoint {}: running again",
+                meta.id
+            ),
+        },
+        Some(meta) => {
+            let (stateful, stateless) = fingerprint::describe(plan);
+            let changes =
+                fingerprint::compare(&meta.stateful, &meta.stateless, &stateful, &stateless);
+            if !changes.incompatible.is_empty() {
+                return Err(EngineError::JobChanged(changes.incompatible));
+            }
+            Start::Restored {
+                meta: Box::new(meta),
+                changes: changes.compatible,
+            }
+        }
+        None => Start::Fresh {
+            why: "no checkpoint".into(),
+        },
+    };
+    if let Start::Fresh { .. } = start {
+        store.clear(Family::Windows)?;
+        store.clear(Family::Dedup)?;
+        store.clear(Family::Meta)?;
+    }
+    Ok((store, start))
 }
 
 /// The RocksDB folder inside a job's state directory.
@@ -45,39 +159,94 @@ pub fn database_dir(plan: &JobPlan) -> std::path::PathBuf {
     plan.state_dir.join("db")
 }
 
-/// Runs `plan` until its sources end.
+/// Runs `plan` until its sources end, resuming from the last checkpoint.
 ///
 /// # Errors
-/// The first error of any task (I/O, state), or the job uses something this
-/// build cannot run.
+/// The first error of any task (I/O, state), a job changed incompatibly
+/// since its checkpoint, or a job this build cannot run.
 pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
-    let store = Arc::new(StateStore::open(&database_dir(plan))?);
-    // No checkpoints yet: every run starts from empty window state.
-    store.clear(Family::Windows)?;
-    store.clear(Family::Dedup)?;
+    // Refuse what this build cannot run before touching any state.
+    topology::check_supported(plan)?;
+    let (store, start) = prepare(plan, options)?;
+    tracing::info!("{}", start.describe());
+    let restore = match &start {
+        Start::Restored { meta, .. } => Some(meta.as_ref()),
+        Start::Fresh { .. } => None,
+    };
+    let parallelism = restore
+        .map_or(options.parallelism, |m| m.parallelism)
+        .max(1);
     let metrics = Arc::new(Metrics::default());
-    let topology = topology::build(plan, &store, &metrics, options.parallelism)?;
+    let (stateful, stateless) = fingerprint::describe(plan);
+    let base = CheckpointMeta {
+        job: plan.name.clone(),
+        parallelism,
+        stateful,
+        stateless,
+        ..restore.cloned().unwrap_or_default()
+    };
+    let interval = options
+        .checkpoint_interval
+        .unwrap_or(Some(plan.checkpoint_interval))
+        .filter(|d| !d.is_zero());
+    // The coordinator learns the task names once the topology exists.
+    let mut coordinator = Coordinator::new(store.clone(), interval, Vec::new(), base);
+    let topology = topology::build(
+        plan,
+        &store,
+        &metrics,
+        parallelism,
+        &coordinator.ctx(),
+        restore,
+    )?;
+    coordinator.set_tasks(topology.task_names());
 
-    let mut handles: Vec<(String, JoinHandle<Result<(), EngineError>>)> = Vec::new();
     let spawn = |name: String, f: Box<dyn FnOnce() -> Result<(), EngineError> + Send>| {
         let handle = std::thread::Builder::new().name(name.clone()).spawn(f);
         (name, handle)
     };
     let mut spawned = Vec::new();
     for sink in topology.sinks {
-        spawned.push(spawn(format!("sink {}", sink.name), Box::new(move || sink.run())));
+        spawned.push(spawn(
+            format!("sink {}", sink.name),
+            Box::new(move || sink.run()),
+        ));
     }
-    for (i, window) in topology.windows.into_iter().enumerate() {
-        spawned.push(spawn(format!("window {i}"), Box::new(move || window.run())));
+    for window in topology.windows {
+        spawned.push(spawn(
+            format!("window {}", window.task_name()),
+            Box::new(move || window.run()),
+        ));
     }
     for source in topology.sources {
-        spawned.push(spawn(format!("source {}", source.name), Box::new(move || source.run())));
+        spawned.push(spawn(
+            format!("source {}", source.name),
+            Box::new(move || source.run()),
+        ));
     }
+    let checkpoint_stats = Arc::new(std::sync::Mutex::new(CheckpointStats::default()));
+    let stats_out = checkpoint_stats.clone();
+    spawned.push(spawn(
+        "checkpoints".into(),
+        Box::new(move || {
+            let stats = coordinator.run()?;
+            if let Ok(mut s) = stats_out.lock() {
+                *s = stats;
+            }
+            Ok(())
+        }),
+    ));
+    let mut handles: Vec<(String, JoinHandle<Result<(), EngineError>>)> = Vec::new();
     for (name, handle) in spawned {
         match handle {
             Ok(h) => handles.push((name, h)),
-            Err(e) => return Err(EngineError::Panicked(name, format!("could not start thread: {e}"))),
+            Err(e) => {
+                return Err(EngineError::Panicked(
+                    name,
+                    format!("could not start thread: {e}"),
+                ))
+            }
         }
     }
 
@@ -120,11 +289,14 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
     if let Some(e) = first_error {
         return Err(e);
     }
+    let checkpoints = checkpoint_stats.lock().map(|s| *s).unwrap_or_default();
     Ok(RunSummary {
         job: plan.name.clone(),
         counts: metrics.snapshot(),
         elapsed: started.elapsed(),
         dead_letter_path: plan.dead_letter_path.clone(),
+        checkpoints,
+        start: start.describe(),
     })
 }
 

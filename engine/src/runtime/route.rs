@@ -71,7 +71,12 @@ pub struct SinkOut {
 impl SinkOut {
     /// A destination sending to `sender` as input `input`.
     pub fn new(name: String, input: InputId, sender: Sender<SinkMsg>) -> SinkOut {
-        SinkOut { input, sender, buf: Vec::new(), name }
+        SinkOut {
+            input,
+            sender,
+            buf: Vec::new(),
+            name,
+        }
     }
 
     /// Appends one line (without its newline).
@@ -92,6 +97,14 @@ impl SinkOut {
         let lines = std::mem::take(&mut self.buf);
         self.sender
             .send_blocking(SinkMsg::Lines(self.input, lines))
+            .map_err(|_| EngineError::Disconnected(self.name.clone()))
+    }
+
+    /// Flushes and sends checkpoint barrier `id`.
+    pub fn barrier(&mut self, id: u64) -> Result<(), EngineError> {
+        self.flush()?;
+        self.sender
+            .send_blocking(SinkMsg::Barrier(self.input, id))
             .map_err(|_| EngineError::Disconnected(self.name.clone()))
     }
 
@@ -139,7 +152,13 @@ impl WindowOut {
         carry_raw: bool,
         partitions: Vec<Sender<WindowMsg>>,
     ) -> WindowOut {
-        let batches = partitions.iter().map(|_| WindowBatch { input, ..WindowBatch::default() }).collect();
+        let batches = partitions
+            .iter()
+            .map(|_| WindowBatch {
+                input,
+                ..WindowBatch::default()
+            })
+            .collect();
         WindowOut {
             name,
             input,
@@ -223,7 +242,10 @@ impl WindowOut {
     }
 
     fn send(&mut self, partition: usize, watermark: i64) -> Result<(), EngineError> {
-        let fresh = WindowBatch { input: self.input, ..WindowBatch::default() };
+        let fresh = WindowBatch {
+            input: self.input,
+            ..WindowBatch::default()
+        };
         let mut batch = std::mem::replace(&mut self.batches[partition], fresh);
         batch.final_watermark = watermark;
         self.partitions[partition]
@@ -246,6 +268,17 @@ impl WindowOut {
         for sender in &self.partitions {
             sender
                 .send_blocking(WindowMsg::Idle(self.input))
+                .map_err(|_| EngineError::Disconnected(self.name.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and sends checkpoint barrier `id` to every partition.
+    pub fn barrier(&mut self, id: u64, watermark: i64) -> Result<(), EngineError> {
+        self.flush(watermark)?;
+        for sender in &self.partitions {
+            sender
+                .send_blocking(WindowMsg::Barrier(self.input, id))
                 .map_err(|_| EngineError::Disconnected(self.name.clone()))?;
         }
         Ok(())
@@ -306,7 +339,10 @@ pub struct Router {
 impl Router {
     /// An emitter with no destinations yet.
     pub fn new(name: String) -> Router {
-        Router { name, ..Router::default() }
+        Router {
+            name,
+            ..Router::default()
+        }
     }
 
     /// Whether anything consumes this emitter's main output.
@@ -328,9 +364,10 @@ impl Router {
         self.memo.resize(self.filters.len(), None);
         let mut delivered = false;
         for r in 0..self.routes.len() {
-            let passes = self.routes[r].chain.iter().all(|&f| {
-                *self.memo[f].get_or_insert_with(|| self.filters[f].matches(row))
-            });
+            let passes = self.routes[r]
+                .chain
+                .iter()
+                .all(|&f| *self.memo[f].get_or_insert_with(|| self.filters[f].matches(row)));
             if !passes {
                 continue;
             }
@@ -394,6 +431,17 @@ impl Router {
     pub fn idle(&mut self, watermark: i64) -> Result<(), EngineError> {
         for w in &mut self.windows {
             w.idle(watermark)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and sends checkpoint barrier `id` to every destination.
+    pub fn barrier(&mut self, id: u64, watermark: i64) -> Result<(), EngineError> {
+        for w in &mut self.windows {
+            w.barrier(id, watermark)?;
+        }
+        for s in self.sinks.iter_mut().chain(self.errors.iter_mut()) {
+            s.barrier(id)?;
         }
         Ok(())
     }

@@ -22,7 +22,10 @@ impl SlotMap {
     }
 
     /// A map from explicit `(field, slot)` pairs.
-    pub fn from_pairs(total_fields: usize, pairs: impl IntoIterator<Item = (FieldId, usize)>) -> SlotMap {
+    pub fn from_pairs(
+        total_fields: usize,
+        pairs: impl IntoIterator<Item = (FieldId, usize)>,
+    ) -> SlotMap {
         let mut map = vec![None; total_fields];
         for (field, slot) in pairs {
             if let Some(entry) = map.get_mut(field.index()) {
@@ -34,7 +37,11 @@ impl SlotMap {
 
     /// The slot of `field`, if this emitter has it.
     pub fn slot(&self, field: FieldId) -> Option<usize> {
-        self.0.get(field.index()).copied().flatten().map(usize::from)
+        self.0
+            .get(field.index())
+            .copied()
+            .flatten()
+            .map(usize::from)
     }
 }
 

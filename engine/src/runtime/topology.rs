@@ -12,21 +12,24 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_channel::{bounded, Receiver, Sender};
-use kflow_jobs::{
-    ConnectorPlan, JobPlan, NodeId, NodeKind, Port, SinkPlan, StreamRef, WindowPlan,
-};
+use kflow_jobs::{ConnectorPlan, JobPlan, NodeId, NodeKind, Port, SinkPlan, StreamRef, WindowPlan};
 use kflow_state::StateStore;
 
 use crate::error::EngineError;
 use crate::metrics::Metrics;
 use crate::operators::window::assign::Panes;
-use crate::operators::window::{ResultEmitter, WindowTask};
+use crate::operators::window::{ResultEmitter, WindowTask, WindowTaskCtx};
+use crate::runtime::checkpoint::{CheckpointCtx, CheckpointMeta};
 use crate::runtime::message::{InputId, SinkMsg, WindowMsg};
 use crate::runtime::route::{ArgSpec, Route, Router, SinkOut, Target, WindowOut};
 use crate::runtime::row::SlotMap;
 use crate::sinks::{FileWriter, LineWriter, SinkTask, StdoutWriter};
 use crate::sources::decode::Projection;
+use crate::sources::dedup::Dedup;
 use crate::sources::file::FileSourceTask;
+
+/// The checkpoint name of the dead-letter writer (not a valid node name).
+pub const DEAD_LETTER: &str = "(dead-letter)";
 
 /// Channel capacity, in batches.
 const WINDOW_QUEUE: usize = 16;
@@ -42,21 +45,36 @@ pub struct Topology {
     pub sinks: Vec<SinkTask>,
 }
 
+impl Topology {
+    /// The names of every task, as checkpoints know them.
+    pub fn task_names(&self) -> Vec<String> {
+        let sources = self.sources.iter().map(|s| s.name.clone());
+        let windows = self.windows.iter().map(|w| w.task_name().to_string());
+        let sinks = self.sinks.iter().map(|s| s.name.clone());
+        sources.chain(windows).chain(sinks).collect()
+    }
+}
+
 struct SinkChannel {
     name: String,
     sender: Sender<SinkMsg>,
     receiver: Receiver<SinkMsg>,
-    inputs: usize,
+    inputs: Vec<InputId>,
 }
 
 impl SinkChannel {
     fn new(name: String) -> SinkChannel {
         let (sender, receiver) = bounded(SINK_QUEUE);
-        SinkChannel { name, sender, receiver, inputs: 0 }
+        SinkChannel {
+            name,
+            sender,
+            receiver,
+            inputs: Vec::new(),
+        }
     }
 
     fn connect(&mut self, input: InputId) -> SinkOut {
-        self.inputs += 1;
+        self.inputs.push(input);
         SinkOut::new(self.name.clone(), input, self.sender.clone())
     }
 }
@@ -79,12 +97,21 @@ fn walk(plan: &JobPlan, stream: StreamRef, filters: &mut Vec<NodeId>, out: &mut 
         match node.kind {
             NodeKind::Filter(_) => {
                 filters.push(id);
-                walk(plan, StreamRef { node: id, port: Port::Main }, filters, out);
+                walk(
+                    plan,
+                    StreamRef {
+                        node: id,
+                        port: Port::Main,
+                    },
+                    filters,
+                    out,
+                );
                 filters.pop();
             }
-            NodeKind::Window(_) | NodeKind::Sink(_) => {
-                out.push(Path_ { filters: filters.clone(), target: id })
-            }
+            NodeKind::Window(_) | NodeKind::Sink(_) => out.push(Path_ {
+                filters: filters.clone(),
+                target: id,
+            }),
             NodeKind::Source(_) => {}
         }
     }
@@ -98,7 +125,11 @@ fn side_output_sinks(plan: &JobPlan, stream: StreamRef) -> Result<Vec<NodeId>, E
         match node.kind {
             NodeKind::Sink(_) => sinks.push(id),
             _ => {
-                let port = if stream.port == Port::Late { "late" } else { "errors" };
+                let port = if stream.port == Port::Late {
+                    "late"
+                } else {
+                    "errors"
+                };
                 return Err(EngineError::Unsupported(format!(
                     "`{}` reads `{}.{port}`: side outputs can only feed sinks in this version",
                     node.name,
@@ -117,6 +148,31 @@ fn window_plan(plan: &JobPlan, id: NodeId) -> Option<&WindowPlan> {
     }
 }
 
+/// Refuses jobs this build cannot run (Kinesis connectors).
+///
+/// # Errors
+/// [`EngineError::Unsupported`] naming the node.
+pub fn check_supported(plan: &JobPlan) -> Result<(), EngineError> {
+    for node in &plan.nodes {
+        match &node.kind {
+            NodeKind::Source(s) if matches!(s.connector, ConnectorPlan::Kinesis(_)) => {
+                return Err(EngineError::Unsupported(format!(
+                    "source `{}`: Kinesis sources are not available in this build yet",
+                    node.name
+                )))
+            }
+            NodeKind::Sink(SinkPlan::Kinesis { .. }) => {
+                return Err(EngineError::Unsupported(format!(
+                    "sink `{}`: Kinesis sinks are not available in this build yet",
+                    node.name
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Builds every task of `plan`.
 ///
 /// # Errors
@@ -127,22 +183,30 @@ pub fn build(
     store: &Arc<StateStore>,
     metrics: &Arc<Metrics>,
     parallelism: usize,
+    checkpoints: &CheckpointCtx,
+    restore: Option<&CheckpointMeta>,
 ) -> Result<Topology, EngineError> {
+    check_supported(plan)?;
     let parallelism = parallelism.max(1);
     let field_count = plan.fields.len();
     let job_dir = plan.job_path.parent().unwrap_or(Path::new("."));
 
     // Emitter ids: one per source, one per window partition.
     let mut emitters: BTreeMap<NodeId, Vec<InputId>> = BTreeMap::new();
+    let mut emitter_names: BTreeMap<InputId, String> = BTreeMap::new();
     let mut next: InputId = 0;
     for (i, node) in plan.nodes.iter().enumerate() {
-        let count = match node.kind {
-            NodeKind::Source(_) => 1,
-            NodeKind::Window(_) => parallelism,
+        let names: Vec<String> = match node.kind {
+            NodeKind::Source(_) => vec![node.name.clone()],
+            NodeKind::Window(_) => (0..parallelism)
+                .map(|p| format!("{}/{p}", node.name))
+                .collect(),
             _ => continue,
         };
-        emitters.insert(NodeId(i as u32), (next..next + count as InputId).collect());
-        next += count as InputId;
+        let ids: Vec<InputId> = (next..next + names.len() as InputId).collect();
+        next += names.len() as InputId;
+        emitter_names.extend(ids.iter().copied().zip(names));
+        emitters.insert(NodeId(i as u32), ids);
     }
 
     // Channels.
@@ -153,29 +217,22 @@ pub fn build(
         match &node.kind {
             NodeKind::Window(_) => {
                 let (senders, receivers) = (0..parallelism).map(|_| bounded(WINDOW_QUEUE)).unzip();
-                windows.insert(id, WindowChannels { senders, receivers, inputs: Vec::new() });
-            }
-            NodeKind::Sink(SinkPlan::Kinesis { .. }) => {
-                return Err(EngineError::Unsupported(format!(
-                    "sink `{}`: Kinesis sinks are not available in this build yet",
-                    node.name
-                )))
+                windows.insert(
+                    id,
+                    WindowChannels {
+                        senders,
+                        receivers,
+                        inputs: Vec::new(),
+                    },
+                );
             }
             NodeKind::Sink(_) => {
                 sinks.insert(id, SinkChannel::new(node.name.clone()));
             }
-            NodeKind::Source(s) => {
-                if let ConnectorPlan::Kinesis(_) = s.connector {
-                    return Err(EngineError::Unsupported(format!(
-                        "source `{}`: Kinesis sources are not available in this build yet",
-                        node.name
-                    )));
-                }
-            }
-            NodeKind::Filter(_) => {}
+            NodeKind::Source(_) | NodeKind::Filter(_) => {}
         }
     }
-    let mut dead_letter = SinkChannel::new("dead-letter".into());
+    let mut dead_letter = SinkChannel::new(DEAD_LETTER.into());
 
     // Routers, one per emitter instance.
     let mut routers: BTreeMap<InputId, Router> = BTreeMap::new();
@@ -183,13 +240,33 @@ pub fn build(
     for (&node_id, ids) in &emitters {
         let node = plan.node(node_id);
         let mut paths = Vec::new();
-        walk(plan, StreamRef { node: node_id, port: Port::Main }, &mut Vec::new(), &mut paths);
+        walk(
+            plan,
+            StreamRef {
+                node: node_id,
+                port: Port::Main,
+            },
+            &mut Vec::new(),
+            &mut paths,
+        );
         let error_sinks = match node.kind {
-            NodeKind::Source(_) => side_output_sinks(plan, StreamRef { node: node_id, port: Port::Errors })?,
+            NodeKind::Source(_) => side_output_sinks(
+                plan,
+                StreamRef {
+                    node: node_id,
+                    port: Port::Errors,
+                },
+            )?,
             _ => Vec::new(),
         };
         let late_sinks = match node.kind {
-            NodeKind::Window(_) => side_output_sinks(plan, StreamRef { node: node_id, port: Port::Late })?,
+            NodeKind::Window(_) => side_output_sinks(
+                plan,
+                StreamRef {
+                    node: node_id,
+                    port: Port::Late,
+                },
+            )?,
             _ => Vec::new(),
         };
         for &input in ids {
@@ -221,10 +298,14 @@ pub fn build(
                                 .unwrap_or_else(|| unreachable!("every window has channels"));
                             channels.inputs.push(input);
                             let carry_raw = plan
-                                .consumers(StreamRef { node: path.target, port: Port::Late })
+                                .consumers(StreamRef {
+                                    node: path.target,
+                                    port: Port::Late,
+                                })
                                 .next()
                                 .is_some();
-                            let field_name = |f: kflow_jobs::FieldId| plan.fields[f.index()].dotted.clone();
+                            let field_name =
+                                |f: kflow_jobs::FieldId| plan.fields[f.index()].dotted.clone();
                             router.windows.push(WindowOut::new(
                                 plan.node(path.target).name.clone(),
                                 input,
@@ -283,8 +364,16 @@ pub fn build(
     }
 
     // Tasks.
-    let mut topology = Topology { sources: Vec::new(), windows: Vec::new(), sinks: Vec::new() };
-    let partitions = windows.values().map(|w| w.receivers.len()).sum::<usize>().max(1);
+    let mut topology = Topology {
+        sources: Vec::new(),
+        windows: Vec::new(),
+        sinks: Vec::new(),
+    };
+    let partitions = windows
+        .values()
+        .map(|w| w.receivers.len())
+        .sum::<usize>()
+        .max(1);
     let budget = (plan.state_memory_bytes as usize) / partitions;
     for (&node_id, ids) in &emitters {
         let node = plan.node(node_id);
@@ -295,13 +384,24 @@ pub fn build(
                 };
                 let input = ids[0];
                 let router = routers.remove(&input).unwrap_or_default();
-                let projection = Projection::new(source.projection.iter().map(|f| &plan.fields[f.index()]));
+                let projection =
+                    Projection::new(source.projection.iter().map(|f| &plan.fields[f.index()]));
                 let display_path = file
                     .path
                     .strip_prefix(job_dir)
                     .unwrap_or(&file.path)
                     .display()
                     .to_string();
+                let dedup = match &source.dedup {
+                    Some(d) => {
+                        let mut dedup = Dedup::new(&node.name, d.within_ms);
+                        if restore.is_some() {
+                            dedup.restore(store)?;
+                        }
+                        Some((d.field, dedup))
+                    }
+                    None => None,
+                };
                 topology.sources.push(FileSourceTask {
                     name: node.name.clone(),
                     path: file.path.clone(),
@@ -309,11 +409,19 @@ pub fn build(
                     follow: file.follow,
                     projection,
                     slots: SlotMap::new(field_count, source.projection.iter().copied()),
-                    event_time: source.event_time.map(|f| (f, plan.fields[f.index()].dotted.clone())),
+                    event_time: source
+                        .event_time
+                        .map(|f| (f, plan.fields[f.index()].dotted.clone())),
                     max_out_of_orderness_ms: source.max_out_of_orderness_ms,
                     idle_timeout: source.idle_timeout,
+                    dedup,
                     router,
                     metrics: metrics.clone(),
+                    checkpoints: checkpoints.clone(),
+                    restore: restore
+                        .and_then(|m| m.sources.get(&node.name))
+                        .cloned()
+                        .unwrap_or_default(),
                 });
             }
             NodeKind::Window(w) => {
@@ -330,38 +438,63 @@ pub fn build(
                         router,
                         columns.clone(),
                     );
-                    topology.windows.push(WindowTask::new(
-                        node_id.0 as u16,
-                        Panes::new(w.kind.size_ms(), w.kind.slide_ms()),
-                        w.allowed_lateness_ms,
-                        channels.receivers[partition].clone(),
-                        &channels.inputs,
-                        store.clone(),
+                    let task = format!("{}/{partition}", node.name);
+                    let ctx = WindowTaskCtx {
+                        instance: kflow_state::codec::instance(node_id.0 as u16, partition as u16),
+                        restore: restore.and_then(|m| m.windows.get(&task)).cloned(),
+                        task,
+                        panes: Panes::new(w.kind.size_ms(), w.kind.slide_ms()),
+                        lateness: w.allowed_lateness_ms,
+                        inputs: channels
+                            .inputs
+                            .iter()
+                            .map(|id| (*id, emitter_names.get(id).cloned().unwrap_or_default()))
+                            .collect(),
+                        store: store.clone(),
                         budget,
+                        late: late_outs.remove(&input).unwrap_or_default(),
+                        metrics: metrics.clone(),
+                        checkpoints: checkpoints.clone(),
+                    };
+                    topology.windows.push(WindowTask::new(
+                        ctx,
+                        channels.receivers[partition].clone(),
                         out,
-                        late_outs.remove(&input).unwrap_or_default(),
-                        metrics.clone(),
                     ));
                 }
             }
             _ => {}
         }
     }
+    let committed = |name: &str| restore.and_then(|m| m.sinks.get(name)).map(|s| s.length);
     for (node_id, channel) in sinks {
         let node = plan.node(node_id);
         let writer: Box<dyn LineWriter> = match &node.kind {
-            NodeKind::Sink(SinkPlan::File { path }) => Box::new(FileWriter::new(node.name.clone(), path.clone(), false)?),
+            NodeKind::Sink(SinkPlan::File { path }) => Box::new(FileWriter::new(
+                node.name.clone(),
+                path.clone(),
+                false,
+                committed(&node.name),
+            )?),
             _ => Box::new(StdoutWriter::new(node.name.clone())),
         };
-        topology.sinks.push(SinkTask { name: channel.name, inputs: channel.inputs, receiver: channel.receiver, writer });
+        topology.sinks.push(SinkTask {
+            name: channel.name,
+            inputs: channel.inputs,
+            receiver: channel.receiver,
+            writer,
+            checkpoints: checkpoints.clone(),
+        });
     }
-    if dead_letter.inputs > 0 {
-        let writer = FileWriter::new("dead-letter".into(), plan.dead_letter_path.clone(), true)?;
+    if !dead_letter.inputs.is_empty() {
+        let path = plan.dead_letter_path.clone();
+        let writer = FileWriter::new(DEAD_LETTER.into(), path, true, committed(DEAD_LETTER))?;
         topology.sinks.push(SinkTask {
             name: dead_letter.name,
             inputs: dead_letter.inputs,
             receiver: dead_letter.receiver,
             writer: Box::new(writer),
+            checkpoints: checkpoints.clone(),
         });
     }
     Ok(topology)

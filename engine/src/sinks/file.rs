@@ -1,35 +1,89 @@
-//! The file sink: JSON lines appended to one file.
+//! The file sink: JSON lines appended to one file, cut back to its
+//! committed length on recovery.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use super::LineWriter;
 use crate::error::EngineError;
+use crate::runtime::checkpoint::SinkState;
 
-/// Writes lines to a file, created (truncated) on first use.
+/// Writes lines to a file.
 pub struct FileWriter {
     name: String,
     path: PathBuf,
     file: Option<BufWriter<File>>,
+    /// Bytes in the file, written or buffered.
+    length: u64,
 }
 
 impl FileWriter {
-    /// A writer for `path`; with `lazy` the file is only created when the
-    /// first line arrives.
+    /// A writer for `path`. With `committed`, the file is cut back to that
+    /// many bytes (recovery); without it the file starts empty (created
+    /// only when the first line arrives if `lazy`).
     ///
     /// # Errors
-    /// [`EngineError::SinkIo`] when the file cannot be created.
-    pub fn new(name: String, path: PathBuf, lazy: bool) -> Result<FileWriter, EngineError> {
-        let mut writer = FileWriter { name, path, file: None };
-        if !lazy {
-            writer.open()?;
+    /// [`EngineError::SinkIo`] when the file cannot be opened, or is shorter
+    /// than its committed length (someone else cut it: exactly-once output
+    /// can no longer be guaranteed).
+    pub fn new(
+        name: String,
+        path: PathBuf,
+        lazy: bool,
+        committed: Option<u64>,
+    ) -> Result<FileWriter, EngineError> {
+        let mut writer = FileWriter {
+            name,
+            path,
+            file: None,
+            length: 0,
+        };
+        match committed {
+            Some(length) => writer.reopen(length)?,
+            None if lazy => {
+                // A leftover from an earlier run must not survive this one.
+                match std::fs::remove_file(&writer.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(writer.io(e)),
+                }
+            }
+            None => {
+                writer.open()?;
+            }
         }
         Ok(writer)
     }
 
     fn io(&self, source: std::io::Error) -> EngineError {
-        EngineError::SinkIo { name: self.name.clone(), path: self.path.clone(), source }
+        EngineError::SinkIo {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn reopen(&mut self, length: u64) -> Result<(), EngineError> {
+        if length == 0 && !self.path.exists() {
+            return Ok(());
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| self.io(e))?;
+        let actual = file.metadata().map_err(|e| self.io(e))?.len();
+        if actual < length {
+            return Err(self.io(std::io::Error::other(format!(
+                "the file has {actual} bytes but the last checkpoint committed {length}: \
+                 it was cut by something else, so its output can no longer be made exact"
+            ))));
+        }
+        file.set_len(length).map_err(|e| self.io(e))?;
+        file.seek(SeekFrom::Start(length)).map_err(|e| self.io(e))?;
+        self.file = Some(BufWriter::with_capacity(1 << 20, file));
+        self.length = length;
+        Ok(())
     }
 
     fn open(&mut self) -> Result<&mut BufWriter<File>, EngineError> {
@@ -50,14 +104,26 @@ impl FileWriter {
 impl LineWriter for FileWriter {
     fn write(&mut self, lines: &[u8]) -> Result<(), EngineError> {
         let result = self.open()?.write_all(lines);
+        self.length += lines.len() as u64;
         result.map_err(|e| self.io(e))
     }
 
-    fn finish(&mut self) -> Result<(), EngineError> {
-        let Some(file) = self.file.as_mut() else {
-            return Ok(());
+    fn flush(&mut self) -> Result<(), EngineError> {
+        let result = match self.file.as_mut() {
+            Some(file) => file.flush(),
+            None => Ok(()),
         };
-        let result = file.flush().and_then(|()| file.get_ref().sync_all());
         result.map_err(|e| self.io(e))
+    }
+
+    fn commit(&mut self) -> Result<SinkState, EngineError> {
+        if let Some(file) = self.file.as_mut() {
+            let result = file.flush().and_then(|()| file.get_ref().sync_data());
+            result.map_err(|e| self.io(e))?;
+        }
+        Ok(SinkState {
+            path: Some(self.path.clone()),
+            length: self.length,
+        })
     }
 }

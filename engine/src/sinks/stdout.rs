@@ -1,32 +1,51 @@
-//! The stdout sink: JSON lines on standard output.
+//! The stdout sink: JSON lines on standard output (at-least-once: rows
+//! written after the last checkpoint are written again after a crash).
 
 use std::io::Write;
 
 use super::LineWriter;
 use crate::error::EngineError;
+use crate::runtime::checkpoint::SinkState;
 
 /// Writes lines to standard output.
 pub struct StdoutWriter {
     name: String,
+    written: u64,
 }
 
 impl StdoutWriter {
     /// A writer for sink `name`.
     pub fn new(name: String) -> StdoutWriter {
-        StdoutWriter { name }
+        StdoutWriter { name, written: 0 }
     }
 
     fn io(&self, source: std::io::Error) -> EngineError {
-        EngineError::SinkIo { name: self.name.clone(), path: "<stdout>".into(), source }
+        EngineError::SinkIo {
+            name: self.name.clone(),
+            path: "<stdout>".into(),
+            source,
+        }
     }
 }
 
 impl LineWriter for StdoutWriter {
     fn write(&mut self, lines: &[u8]) -> Result<(), EngineError> {
-        std::io::stdout().lock().write_all(lines).map_err(|e| self.io(e))
+        self.written += lines.len() as u64;
+        std::io::stdout()
+            .lock()
+            .write_all(lines)
+            .map_err(|e| self.io(e))
     }
 
-    fn finish(&mut self) -> Result<(), EngineError> {
+    fn flush(&mut self) -> Result<(), EngineError> {
         std::io::stdout().lock().flush().map_err(|e| self.io(e))
+    }
+
+    fn commit(&mut self) -> Result<SinkState, EngineError> {
+        self.flush()?;
+        Ok(SinkState {
+            path: None,
+            length: self.written,
+        })
     }
 }

@@ -30,7 +30,10 @@ struct Node {
 
 impl Node {
     fn child(&self, name: &str) -> Option<&Node> {
-        self.children.iter().find(|(n, _)| &**n == name).map(|(_, c)| c)
+        self.children
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, c)| c)
     }
 }
 
@@ -52,7 +55,8 @@ impl Projection {
                 let at = match node.children.iter().position(|(n, _)| **n == **segment) {
                     Some(i) => i,
                     None => {
-                        node.children.push((segment.as_str().into(), Node::default()));
+                        node.children
+                            .push((segment.as_str().into(), Node::default()));
                         node.children.len() - 1
                     }
                 };
@@ -79,10 +83,14 @@ impl Projection {
             *slot = Value::Null;
         }
         let mut de = serde_json::Deserializer::from_slice(line);
-        FieldSeed { node: &self.root, slots, top: true }
-            .deserialize(&mut de)
-            .and_then(|()| de.end())
-            .map_err(|e| DecodeError(format!("invalid JSON: {e}")))
+        FieldSeed {
+            node: &self.root,
+            slots,
+            top: true,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| DecodeError(format!("invalid JSON: {e}")))
     }
 }
 

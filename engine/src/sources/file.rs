@@ -1,25 +1,31 @@
 //! The file source: JSON lines read in large blocks, decoded, time-stamped
-//! and routed.
+//! and routed, with its byte offset checkpointed.
 //!
 //! The file is read in blocks of a few MiB; every complete line of a block is
 //! decoded in place (strings borrow from the block), so the per-record path
-//! allocates nothing. With `follow = false` the end of the file ends the
-//! source (its watermark jumps to +infinity downstream); with `follow = true`
-//! the source keeps polling for appended lines.
+//! allocates nothing. Between records the source checks whether the
+//! coordinator asked for a checkpoint; if so it sends the barrier right
+//! after the last record it routed and reports the offset of the next line,
+//! its line number and its clock. A restart seeks to that offset, so every
+//! line is applied once. With `follow = false` the end of the file ends the
+//! source; with `follow = true` it keeps polling for appended lines.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kflow_jobs::{FieldId, Value};
+use kflow_jobs::{FieldId, Row, Value};
+use kflow_state::StateBatch;
 
 use crate::error::EngineError;
 use crate::metrics::{LocalCounts, Metrics};
+use crate::runtime::checkpoint::{CheckpointCtx, Part, PartState, SourceState};
 use crate::runtime::route::{Position, Router};
 use crate::runtime::row::{MappedRow, SlotMap};
 use crate::sources::decode::Projection;
+use crate::sources::dedup::Dedup;
 use crate::sources::time::{event_time, TimeError};
 
 const BLOCK: usize = 4 << 20;
@@ -46,30 +52,81 @@ pub struct FileSourceTask {
     pub max_out_of_orderness_ms: i64,
     /// When to declare the source idle while following.
     pub idle_timeout: Option<Duration>,
+    /// Drops repeated ids, when the job asks.
+    pub dedup: Option<(FieldId, Dedup)>,
     /// Where records go.
     pub router: Router,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
+    /// Checkpoint coordination.
+    pub checkpoints: CheckpointCtx,
+    /// Where to resume (from the last checkpoint).
+    pub restore: SourceState,
 }
 
-struct Clock {
+/// Where the reader is: what has been routed so far.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// Offset of the next unread line.
+    offset: u64,
+    /// Lines consumed.
+    line: u64,
+    /// Largest event time seen.
     max_time: i64,
-    lag: i64,
-}
-
-impl Clock {
-    fn watermark(&self) -> i64 {
-        if self.max_time == i64::MIN {
-            i64::MIN
-        } else {
-            self.max_time.saturating_sub(self.lag)
-        }
-    }
+    /// Barriers sent up to this checkpoint.
+    checkpoint: u64,
 }
 
 impl FileSourceTask {
     fn io(&self, source: std::io::Error) -> EngineError {
-        EngineError::SourceIo { name: self.name.clone(), path: self.path.clone(), source }
+        EngineError::SourceIo {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn watermark(&self, p: &Progress) -> i64 {
+        if p.max_time == i64::MIN {
+            i64::MIN
+        } else {
+            p.max_time.saturating_sub(self.max_out_of_orderness_ms)
+        }
+    }
+
+    fn state(&self, p: &Progress, ended: bool) -> SourceState {
+        SourceState {
+            offset: p.offset,
+            line: p.line,
+            max_time: (p.max_time != i64::MIN).then_some(p.max_time),
+            ended,
+        }
+    }
+
+    fn dedup_batch(&mut self) -> StateBatch {
+        let mut batch = StateBatch::new();
+        if let Some((_, dedup)) = &mut self.dedup {
+            dedup.snapshot(&mut batch);
+        }
+        batch
+    }
+
+    /// Sends barriers for a requested checkpoint, if any.
+    fn maybe_checkpoint(&mut self, p: &mut Progress) -> Result<(), EngineError> {
+        let requested = self.checkpoints.requested();
+        if requested <= p.checkpoint {
+            return Ok(());
+        }
+        self.router.barrier(requested, self.watermark(p))?;
+        let batch = self.dedup_batch();
+        self.checkpoints.report(Part {
+            task: self.name.clone(),
+            checkpoint: Some(requested),
+            state: PartState::Source(self.state(p, false)),
+            batch,
+        })?;
+        p.checkpoint = requested;
+        Ok(())
     }
 
     /// Reads the file to its end (or forever when following).
@@ -78,10 +135,23 @@ impl FileSourceTask {
     /// I/O errors reading the file, or a lost downstream task.
     pub fn run(mut self) -> Result<(), EngineError> {
         let mut file = File::open(&self.path).map_err(|e| self.io(e))?;
+        let length = file.metadata().map_err(|e| self.io(e))?.len();
+        if self.restore.offset > length {
+            return Err(self.io(std::io::Error::other(format!(
+                "the checkpoint is at byte {} but the file has only {length} bytes: it was truncated or replaced",
+                self.restore.offset
+            ))));
+        }
+        file.seek(SeekFrom::Start(self.restore.offset))
+            .map_err(|e| self.io(e))?;
+        let mut p = Progress {
+            offset: self.restore.offset,
+            line: self.restore.line,
+            max_time: self.restore.max_time.unwrap_or(i64::MIN),
+            checkpoint: self.checkpoints.committed(),
+        };
         let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
-        let mut clock = Clock { max_time: i64::MIN, lag: self.max_out_of_orderness_ms };
         let mut counts = LocalCounts::default();
-        let mut line_no: u64 = 0;
         let mut last_data = Instant::now();
         let mut idle = false;
         loop {
@@ -91,11 +161,12 @@ impl FileSourceTask {
             buf.truncate(filled + n);
             if n == 0 {
                 if self.follow {
-                    self.router.flush(clock.watermark())?;
+                    self.router.flush(self.watermark(&p))?;
                     counts.publish(&self.metrics);
+                    self.maybe_checkpoint(&mut p)?;
                     if let Some(timeout) = self.idle_timeout {
                         if !idle && last_data.elapsed() >= timeout {
-                            self.router.idle(clock.watermark())?;
+                            self.router.idle(self.watermark(&p))?;
                             idle = true;
                         }
                     }
@@ -105,7 +176,8 @@ impl FileSourceTask {
                 // The last line may lack its newline.
                 if !buf.is_empty() {
                     buf.push(b'\n');
-                    self.process(&buf, &mut line_no, &mut clock, &mut counts)?;
+                    self.process(&buf, &mut p, &mut counts)?;
+                    p.offset -= 1;
                 }
                 break;
             }
@@ -114,57 +186,88 @@ impl FileSourceTask {
             let Some(last_newline) = buf.iter().rposition(|&b| b == b'\n') else {
                 continue;
             };
-            self.process(&buf[..=last_newline], &mut line_no, &mut clock, &mut counts)?;
+            self.process(&buf[..=last_newline], &mut p, &mut counts)?;
             buf.drain(..=last_newline);
         }
         self.router.end(i64::MAX)?;
         counts.publish(&self.metrics);
-        Ok(())
+        let batch = self.dedup_batch();
+        self.checkpoints.report(Part {
+            task: self.name.clone(),
+            checkpoint: None,
+            state: PartState::Source(self.state(&p, true)),
+            batch,
+        })
     }
 
     /// Decodes and routes every line of `block` (which ends with `\n`).
     fn process(
         &mut self,
         block: &[u8],
-        line_no: &mut u64,
-        clock: &mut Clock,
+        p: &mut Progress,
         counts: &mut LocalCounts,
     ) -> Result<(), EngineError> {
         let mut values: Vec<Value<'_>> = vec![Value::Null; self.projection.slots()];
-        for line in block.split(|&b| b == b'\n') {
-            *line_no += 1;
+        let mut rest = block;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let line = &rest[..end];
+            rest = &rest[end + 1..];
+            p.line += 1;
+            p.offset += end as u64 + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             counts.read += 1;
-            let position = Position::File { file: &self.display_path, line: *line_no };
-            if let Err(e) = self.projection.decode(line, &mut values) {
-                self.router.error(&e.0, position, line, counts)?;
-                continue;
-            }
-            let row = MappedRow { values: &values, map: &self.slots };
-            let time = match &self.event_time {
-                None => arrival_time(),
-                Some((field, name)) => match event_time(kflow_jobs::Row::field(&row, *field)) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let reason = time_reason(e, name);
-                        self.router.error(&reason, position, line, counts)?;
-                        continue;
-                    }
-                },
-            };
-            counts.decoded += 1;
-            self.router.route(&row, time, clock.watermark(), line, position, counts)?;
-            clock.max_time = clock.max_time.max(time);
+            self.record(line, &mut values, p, counts)?;
             if counts.read >= PUBLISH_EVERY {
-                self.router.flush(clock.watermark())?;
+                self.router.flush(self.watermark(p))?;
                 counts.publish(&self.metrics);
+                self.maybe_checkpoint(p)?;
             }
         }
-        // The split above yields one empty piece after the final newline.
-        *line_no -= 1;
+        Ok(())
+    }
+
+    fn record<'a>(
+        &mut self,
+        line: &'a [u8],
+        values: &mut [Value<'a>],
+        p: &mut Progress,
+        counts: &mut LocalCounts,
+    ) -> Result<(), EngineError> {
+        let position = Position::File {
+            file: &self.display_path,
+            line: p.line,
+        };
+        if let Err(e) = self.projection.decode(line, values) {
+            return self.router.error(&e.0, position, line, counts);
+        }
+        let row = MappedRow {
+            values,
+            map: &self.slots,
+        };
+        let time = match &self.event_time {
+            None => arrival_time(),
+            Some((field, name)) => match event_time(row.field(*field)) {
+                Ok(t) => t,
+                Err(e) => {
+                    let reason = time_reason(e, name);
+                    return self.router.error(&reason, position, line, counts);
+                }
+            },
+        };
+        counts.decoded += 1;
+        let watermark = self.watermark(p);
+        if let Some((field, dedup)) = &mut self.dedup {
+            if dedup.is_duplicate(row.field(*field), time, watermark) {
+                counts.duplicates += 1;
+                return Ok(());
+            }
+        }
+        self.router
+            .route(&row, time, watermark, line, position, counts)?;
+        p.max_time = p.max_time.max(time);
         Ok(())
     }
 }

@@ -73,7 +73,11 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
@@ -134,16 +138,28 @@ mod tests {
     fn known_times() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         let chrono_ms = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
-        assert_eq!(parse_rfc3339("2026-11-25T10:00:00.5Z"), Some(chrono_ms("2026-11-25T10:00:00.500Z")));
+        assert_eq!(
+            parse_rfc3339("2026-11-25T10:00:00.5Z"),
+            Some(chrono_ms("2026-11-25T10:00:00.500Z"))
+        );
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59.750Z"), Some(-250));
-        assert_eq!(parse_rfc3339("2026-11-25T11:00:00+01:00"), parse_rfc3339("2026-11-25T10:00:00Z"));
+        assert_eq!(
+            parse_rfc3339("2026-11-25T11:00:00+01:00"),
+            parse_rfc3339("2026-11-25T10:00:00Z")
+        );
         assert_eq!(parse_rfc3339("2026-02-29T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("2026-11-25 10:00:00Z"), parse_rfc3339("2026-11-25T10:00:00Z"));
+        assert_eq!(
+            parse_rfc3339("2026-11-25 10:00:00Z"),
+            parse_rfc3339("2026-11-25T10:00:00Z")
+        );
         assert_eq!(parse_rfc3339("2026-11-25T10:00:00"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(event_time(&Value::Num(1500.0)), Ok(1500));
         assert_eq!(event_time(&Value::Null), Err(TimeError::Missing));
-        assert_eq!(event_time(&Value::Bool(true)), Err(TimeError::WrongType("bool")));
+        assert_eq!(
+            event_time(&Value::Bool(true)),
+            Err(TimeError::WrongType("bool"))
+        );
     }
 
     proptest! {

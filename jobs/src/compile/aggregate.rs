@@ -28,8 +28,7 @@ fn error<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, CallErr
     })
 }
 
-const FUNCTIONS: &str =
-    "`count`, `sum`, `min`, `max`, `avg`, `count_distinct`, `percentile`";
+const FUNCTIONS: &str = "`count`, `sum`, `min`, `max`, `avg`, `count_distinct`, `percentile`";
 
 #[derive(Debug)]
 enum Arg {
@@ -136,7 +135,10 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
                 if !(0.0..=1.0).contains(q) {
                     return error(
                         q_span.clone(),
-                        format!("quantile `{}` is not between 0 and 1", &text[q_span.clone()]),
+                        format!(
+                            "quantile `{}` is not between 0 and 1",
+                            &text[q_span.clone()]
+                        ),
                     );
                 }
                 Ok(AggregateCall {
@@ -144,13 +146,10 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
                     field: Some((field.clone(), span.clone())),
                 })
             }
-            [Arg::Number(_, span), _] => {
-                error(span.clone(), "expected a field name, not a number")
+            [Arg::Number(_, span), _] => error(span.clone(), "expected a field name, not a number"),
+            [Arg::Field(..), q] => {
+                error(q.span(), "expected a quantile between 0 and 1, like `0.99`")
             }
-            [Arg::Field(..), q] => error(
-                q.span(),
-                "expected a quantile between 0 and 1, like `0.99`",
-            ),
             _ => error(
                 parens,
                 "`percentile` takes a field and a quantile, like `percentile(amount, 0.99)`",
@@ -203,17 +202,15 @@ impl Scanner<'_> {
     fn arg(&mut self) -> Result<Arg, CallError> {
         match self.peek() {
             Some(c) if c.is_ascii_digit() || c == '.' || c == '-' || c == '+' => {
-                let span = self.take_while(|c| {
-                    c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')
-                });
+                let span = self
+                    .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'));
                 match self.text[span.clone()].parse::<f64>() {
                     Ok(number) if number.is_finite() => Ok(Arg::Number(number, span)),
                     _ => error(span, "invalid number"),
                 }
             }
             Some(c) if c.is_alphanumeric() || c == '_' => {
-                let span =
-                    self.take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                let span = self.take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
                 let path = &self.text[span.clone()];
                 if path.split('.').any(str::is_empty) {
                     return error(span, format!("invalid field path `{path}`"));
@@ -256,12 +253,18 @@ mod tests {
         );
         assert_eq!(field("min(x)").0, AggregateFunction::Min);
         assert_eq!(field("max(x)").0, AggregateFunction::Max);
-        assert_eq!(field("count_distinct(user_id)").0, AggregateFunction::CountDistinct);
+        assert_eq!(
+            field("count_distinct(user_id)").0,
+            AggregateFunction::CountDistinct
+        );
         assert_eq!(
             field("percentile(amount, 0.99)"),
             (AggregateFunction::Percentile(0.99), Some("amount".into()))
         );
-        assert_eq!(field("percentile(a,1)").0, AggregateFunction::Percentile(1.0));
+        assert_eq!(
+            field("percentile(a,1)").0,
+            AggregateFunction::Percentile(1.0)
+        );
         let call = parse_aggregate("sum( amount )").unwrap();
         assert_eq!(call.field.unwrap().1, 5..11);
     }
@@ -269,11 +272,22 @@ mod tests {
     #[test]
     fn locates_every_error() {
         assert_eq!(fails("median(x)").0, "median");
-        assert!(fails("median(x)").1.starts_with("unknown aggregate function `median`"));
-        assert_eq!(fails("sum()"), ("()".into(), "`sum` takes one field, like `sum(amount)`".into()));
+        assert!(fails("median(x)")
+            .1
+            .starts_with("unknown aggregate function `median`"));
+        assert_eq!(
+            fails("sum()"),
+            (
+                "()".into(),
+                "`sum` takes one field, like `sum(amount)`".into()
+            )
+        );
         assert_eq!(fails("count(x)").0, "(x)");
         assert_eq!(fails("percentile(x)").0, "(x)");
-        assert_eq!(fails("percentile(x, 1.5)"), ("1.5".into(), "quantile `1.5` is not between 0 and 1".into()));
+        assert_eq!(
+            fails("percentile(x, 1.5)"),
+            ("1.5".into(), "quantile `1.5` is not between 0 and 1".into())
+        );
         assert_eq!(fails("percentile(x, y)").0, "y");
         assert_eq!(fails("sum(1)").0, "1");
         assert_eq!(fails("sum amount").0, "a");
@@ -281,7 +295,10 @@ mod tests {
         assert_eq!(fails("sum(a b)").0, "b");
         assert_eq!(fails("sum(a) x").0, "x");
         assert_eq!(fails("sum(a..b)").0, "a..b");
-        assert_eq!(fails("").1, "empty aggregate, expected a call like `sum(amount)`");
+        assert_eq!(
+            fails("").1,
+            "empty aggregate, expected a call like `sum(amount)`"
+        );
         assert_eq!(fails("(x)").0, "(");
     }
 

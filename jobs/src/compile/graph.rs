@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use crate::diagnostic::{Diagnostic, LineIndex};
 use crate::plan::Port;
-use crate::spec::{SpecRead, Spanned, StringOrList};
+use crate::spec::{Spanned, SpecRead, StringOrList};
 
 /// Which section a node is declared in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +243,11 @@ fn resolve_one(
                     "`{name}` is a {noun}: only windows have a `.late` output"
                 ));
             }
+            if decl.section != Section::Sink {
+                return Err(format!(
+                    "only a sink can read `{text}` (late records, as they came) in this version"
+                ));
+            }
             Port::Late
         }
         Some("errors") => {
@@ -337,7 +342,9 @@ fn order_and_report_cycles(
         let mut path = vec![start];
         let mut position = HashMap::from([(start, 0usize)]);
         let cycle = loop {
-            let Some(&current) = path.last() else { break None };
+            let Some(&current) = path.last() else {
+                break None;
+            };
             let Some(upstream) = inputs[current]
                 .iter()
                 .find(|input| waiting[input.decl] > 0)

@@ -123,7 +123,8 @@ fn compile_nodes(ctx: &mut Ctx<'_>, spec: &spec::JobSpec, graph: &Graph) -> Vec<
         let (kind, output) = match decl.section {
             Section::Source => {
                 let source = &spec.sources[index];
-                let plan = nodes::compile_source(ctx, decl.name_span.clone(), source.spec.get_ref());
+                let plan =
+                    nodes::compile_source(ctx, decl.name_span.clone(), source.spec.get_ref());
                 (plan.map(NodeKind::Source), Schema::Any)
             }
             Section::Filter => {
@@ -145,7 +146,10 @@ fn compile_nodes(ctx: &mut Ctx<'_>, spec: &spec::JobSpec, graph: &Graph) -> Vec<
             }
             Section::Sink => {
                 let sink = spec.sinks[index].spec.get_ref();
-                (nodes::compile_sink(ctx, sink).map(NodeKind::Sink), Schema::Any)
+                (
+                    nodes::compile_sink(ctx, sink).map(NodeKind::Sink),
+                    Schema::Any,
+                )
             }
         };
         kinds[decl_index] = kind;

@@ -81,11 +81,18 @@ impl Schema {
             return Ok(*kind);
         }
         let list = |items: &mut dyn Iterator<Item = &String>| {
-            items.map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            items
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let windows = list(&mut rows.windows.iter());
         let columns = list(&mut rows.columns.iter().map(|(name, _)| name));
-        let windows_noun = if rows.windows.len() == 1 { "window" } else { "windows" };
+        let windows_noun = if rows.windows.len() == 1 {
+            "window"
+        } else {
+            "windows"
+        };
         Err(format!(
             "field `{path}` is not in the rows of {windows_noun} {windows}, which have {columns}"
         ))
@@ -102,7 +109,11 @@ impl Schema {
                     .map(|w| format!("`{w}`"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let noun = if rows.windows.len() == 1 { "window" } else { "windows" };
+                let noun = if rows.windows.len() == 1 {
+                    "window"
+                } else {
+                    "windows"
+                };
                 format!("{noun} {names}")
             }
         }
@@ -132,7 +143,9 @@ pub(crate) fn compile_window(
             if field == WINDOW_START || field == WINDOW_END {
                 ctx.error(
                     span,
-                    format!("key field `{field}` would clash with the window's own `{field}` column"),
+                    format!(
+                        "key field `{field}` would clash with the window's own `{field}` column"
+                    ),
                 );
                 continue;
             }
@@ -278,7 +291,9 @@ fn window_kind(
         [(first, _), (second, span), ..] => {
             ctx.error(
                 span.clone(),
-                format!("a window has exactly one kind, but `{name}` has both `{first}` and `{second}`"),
+                format!(
+                    "a window has exactly one kind, but `{name}` has both `{first}` and `{second}`"
+                ),
             );
             return None;
         }

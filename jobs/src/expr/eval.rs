@@ -1,11 +1,15 @@
 //! The compiled expression tree and its evaluation over a [`Row`].
 //!
-//! Evaluation follows SQL's three-valued logic, which is what "a comparison
-//! with null is false" means once `!` is involved: a comparison whose
-//! operand is null (a missing field) or of the wrong type yields *unknown*;
-//! `!unknown` is unknown; `false && x` is false and `true || x` is true
-//! whatever `x` is; everything else involving unknown is unknown. A record
-//! passes a filter only when the result is `true`.
+//! The null rules (a team decision, shared with the golden tests'
+//! reference implementation): a missing field is null; a comparison
+//! (`== != < <= > >=`, `in`, the string tests) with a null operand, or
+//! with operands of different types, is `false`, a real boolean that `!`
+//! turns into `true`; arithmetic on null or a non-number is null, and so is
+//! a division by zero. `!`, `&&` and `||` on a non-boolean is an *error*:
+//! `false && error` is false and `true || error` is true, as in CEL, and any
+//! other use of an error is an error. Null and errors share one
+//! representation ([`Val::Unknown`]): they only differ in where they come
+//! from. A record passes a filter only when the result is `true`.
 //!
 //! Nothing here allocates: literals were converted when compiling, strings
 //! are borrowed from the row or the tree.
@@ -124,6 +128,8 @@ impl ListLiteral {
 
     fn contains(&self, value: Val<'_>) -> Val<'static> {
         match value {
+            // Null, an error, an object: like a failed comparison.
+            Val::Unknown | Val::Other => Val::Bool(false),
             Val::Num(n) => Val::Bool(
                 self.numbers
                     .binary_search_by(|probe| probe.total_cmp(&(n + 0.0)))
@@ -135,7 +141,6 @@ impl ListLiteral {
                     .is_ok(),
             ),
             Val::Bool(b) => Val::Bool(self.bools[usize::from(b)]),
-            Val::Unknown | Val::Other => Val::Unknown,
         }
     }
 }
@@ -143,7 +148,8 @@ impl ListLiteral {
 /// An intermediate value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Val<'a> {
-    /// Null, a type mismatch, a division by zero.
+    /// Null (a missing field, arithmetic that has no result) or an error
+    /// (`!` on a non-boolean).
     Unknown,
     Bool(bool),
     Num(f64),
@@ -202,7 +208,8 @@ pub(crate) fn eval<'a, R: Row + ?Sized>(node: &'a Node, row: &'a R) -> Val<'a> {
                 (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(&b)),
                 _ => None,
             };
-            ordering.map_or(Val::Unknown, |o| Val::Bool(comparison.holds(o)))
+            // Null, mismatched types, NaN: false, whatever the operator.
+            Val::Bool(ordering.is_some_and(|o| comparison.holds(o)))
         }
         Node::Arithmetic(op, pair) => match (eval(&pair.0, row), eval(&pair.1, row)) {
             (Val::Num(a), Val::Num(b)) => match op {
@@ -221,13 +228,14 @@ pub(crate) fn eval<'a, R: Row + ?Sized>(node: &'a Node, row: &'a R) -> Val<'a> {
             _ => Val::Unknown,
         },
         Node::In(needle, list) => list.contains(eval(needle, row)),
-        Node::Text(test, pair) => match (eval(&pair.0, row), eval(&pair.1, row)) {
-            (Val::Str(text), Val::Str(part)) => Val::Bool(match test {
+        Node::Text(test, pair) => Val::Bool(match (eval(&pair.0, row), eval(&pair.1, row)) {
+            (Val::Str(text), Val::Str(part)) => match test {
                 TextTest::StartsWith => text.starts_with(part),
                 TextTest::EndsWith => text.ends_with(part),
                 TextTest::Contains => text.contains(part),
-            }),
-            _ => Val::Unknown,
-        },
+            },
+            // Like a comparison: false on null or a non-string.
+            _ => false,
+        }),
     }
 }

@@ -122,7 +122,10 @@ impl Lowering<'_> {
                 None
             }
             Expr::Struct(_) => {
-                self.error(self.span(expr.id), "message literals are not supported in filters");
+                self.error(
+                    self.span(expr.id),
+                    "message literals are not supported in filters",
+                );
                 None
             }
             Expr::Comprehension(_) | Expr::Unspecified => {
@@ -249,16 +252,19 @@ impl Lowering<'_> {
             (operators::LOGICAL_NOT, [inner]) => {
                 self.node(inner, depth + 1).map(|n| Node::Not(Box::new(n)))
             }
-            (operators::NEGATE, [inner]) => {
-                self.node(inner, depth + 1).map(|n| Node::Negate(Box::new(n)))
-            }
+            (operators::NEGATE, [inner]) => self
+                .node(inner, depth + 1)
+                .map(|n| Node::Negate(Box::new(n))),
             (operators::IN, [needle, list]) => {
                 let needle = self.node(needle, depth + 1);
                 let list = self.list(list);
                 Some(Node::In(Box::new(needle?), Box::new(list?)))
             }
             (operators::INDEX | operators::OPT_INDEX, _) => {
-                self.error(self.span(id), "indexing with `[]` is not supported in filters");
+                self.error(
+                    self.span(id),
+                    "indexing with `[]` is not supported in filters",
+                );
                 None
             }
             (operators::CONDITIONAL, _) => {
@@ -269,7 +275,10 @@ impl Lowering<'_> {
                 None
             }
             (operators::OPT_SELECT, _) => {
-                self.error(self.span(id), "optional selection `?.` is not supported in filters");
+                self.error(
+                    self.span(id),
+                    "optional selection `?.` is not supported in filters",
+                );
                 None
             }
             (operators::HAS, [arg]) if matches!(arg.expr, Expr::Ident(_) | Expr::Select(_)) => {

@@ -31,13 +31,17 @@ use eval::{Node, Val};
 ///   null.
 /// - Numbers are JSON numbers: integer and double literals mix freely and
 ///   compare as `f64`; `/` is a floating-point division.
-/// - A comparison involving null, or values of different types (`"5" < 6`),
-///   or a division by zero, is *unknown*, and so is anything computed from
-///   it, `!` included. Thus `x != 'a'` with `x` missing is not true, and
-///   neither is `!(x == 'a')`: the record is dropped.
-/// - `false && e` is false and `true || e` is true whatever `e` is, even
-///   unknown (on either side).
-/// - A record passes only when the whole expression is `true`.
+/// - A comparison (`==`, `!=`, `<`, ..., `in`, `startsWith`, ...) involving
+///   null, or values of different types (`"5" < 6`), is `false`. `!=` too:
+///   `x != 'a'` with `x` missing is false. It is a real `false`, so
+///   `!(x == 'a')` with `x` missing is true.
+/// - Arithmetic on null (or on a non-number) is null, and so is a division
+///   by zero. `!`, `&&` and `||` on something that is not a boolean is an
+///   error.
+/// - `false && e` is false and `true || e` is true whatever `e` is, even an
+///   error (on either side); otherwise an error spreads.
+/// - A record passes only when the whole expression is `true` (null, errors
+///   and non-booleans do not pass).
 #[derive(Debug, Clone)]
 pub struct CompiledExpr {
     root: Node,

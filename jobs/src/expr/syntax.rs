@@ -57,9 +57,10 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ExprError> {
                 });
             };
             let at = position_offset(text, first.pos);
+            let message = describe(&first.msg, text, at);
             Err(ExprError {
-                span: char_span(text, at),
-                message: format!("invalid expression: {}", describe(&first.msg, text, at)),
+                span: token_span(text, at, &message),
+                message: format!("invalid expression: {message}"),
             })
         }
         Err(_) => Err(ExprError {
@@ -135,6 +136,24 @@ fn position_offset(text: &str, (line, column): (isize, isize)) -> usize {
         .map_or(text.len(), |(at, _)| line_start + at)
 }
 
+/// The span of the token a message names (`unexpected `==``) when the text
+/// at `at` is that token, else of the character there.
+fn token_span(text: &str, at: usize, message: &str) -> Range<usize> {
+    let named = message
+        .rsplit_once("found `")
+        .or_else(|| message.split_once("unexpected `"))
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(token, _)| token);
+    match named {
+        Some(token)
+            if !token.is_empty() && text.get(at..).is_some_and(|rest| rest.starts_with(token)) =>
+        {
+            at..at + token.len()
+        }
+        _ => char_span(text, at),
+    }
+}
+
 /// The span of the character at `at` (empty at the end).
 fn char_span(text: &str, at: usize) -> Range<usize> {
     let len = text
@@ -192,7 +211,10 @@ fn describe(message: &str, text: &str, at: usize) -> String {
         };
     }
     if message.starts_with("no viable alternative") {
-        return match text.get(at..).and_then(|rest| rest.split_whitespace().next()) {
+        return match text
+            .get(at..)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
             Some(token) => format!("unexpected `{token}`"),
             None => "unexpected end of expression".to_string(),
         };

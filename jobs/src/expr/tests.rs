@@ -41,7 +41,9 @@ fn s(text: &'static str) -> Value<'static> {
 
 /// The first error's message and the text it points at.
 fn error_of(text: &str) -> (String, String) {
-    let errors = compile_with_names(text).err().unwrap_or_else(|| panic!("{text} compiled"));
+    let errors = compile_with_names(text)
+        .err()
+        .unwrap_or_else(|| panic!("{text} compiled"));
     let first = &errors[0];
     (first.message.clone(), text[first.span.clone()].to_string())
 }
@@ -66,21 +68,35 @@ fn compares_numbers_strings_and_bools() {
 }
 
 #[test]
-fn missing_fields_and_type_mismatches_never_pass() {
+fn comparisons_with_null_or_mismatched_types_are_false() {
     let record = [("amount", s("12"))];
     assert!(!eval_on("missing == 'a'", &record));
     assert!(!eval_on("missing != 'a'", &record));
-    assert!(!eval_on("!(missing == 'a')", &record));
+    assert!(!eval_on("missing in ['a']", &record));
+    assert!(!eval_on("missing.startsWith('a')", &record));
     assert!(!eval_on("amount > 1", &record));
     assert!(!eval_on("amount <= 1", &record));
     assert!(!eval_on("amount != 12", &record));
     assert!(!eval_on("missing", &record));
     assert!(!eval_on("!missing", &record));
+    assert!(!eval_on("missing + 1 > 0", &record));
+    assert!(!eval_on("missing + 1 <= 0", &record));
+    // A failed comparison is a real false, which `!` turns into true.
+    assert!(eval_on("!(missing == 'a')", &record));
+    assert!(eval_on("!(amount > 1)", &record));
+    assert!(eval_on("!(missing + 1 > 0)", &record));
 }
 
 #[test]
-fn and_or_short_circuit_around_unknown() {
-    let record = [("x", Value::Num(1.0))];
+fn and_or_short_circuit_around_errors() {
+    let record = [("x", Value::Num(1.0)), ("t", s("text"))];
+    // `!t` and `x / 0` are errors; `false && error` and `true || error` are not.
+    assert!(!eval_on("!t && x == 1", &record));
+    assert!(!eval_on("!(!t && x == 1)", &record));
+    assert!(eval_on("!(!t && x == 2)", &record));
+    assert!(eval_on("!t || x == 1", &record));
+    assert!(eval_on("x == 1 || !t", &record));
+    assert!(!eval_on("!(!t || x == 2)", &record));
     assert!(!eval_on("missing > 1 && x == 1", &record));
     assert!(eval_on("missing > 1 || x == 1", &record));
     assert!(eval_on("x == 1 || missing > 1", &record));
@@ -112,20 +128,27 @@ fn in_lists_has_and_string_tests() {
     assert!(eval_on("path.endsWith('items')", &record));
     assert!(eval_on("path.contains('v1')", &record));
     assert!(!eval_on("code.startsWith('4')", &record));
-    assert!(!eval_on("!code.startsWith('4')", &record));
+    assert!(eval_on("!code.startsWith('4')", &record));
 }
 
 #[test]
 fn arithmetic_on_numbers() {
-    let record = [("a", Value::Num(7.0)), ("b", Value::Num(2.0)), ("t", s("x"))];
+    let record = [
+        ("a", Value::Num(7.0)),
+        ("b", Value::Num(2.0)),
+        ("t", s("x")),
+    ];
     assert!(eval_on("a + b == 9", &record));
     assert!(eval_on("a - b * 2 == 3", &record));
     assert!(eval_on("a / b == 3.5", &record));
     assert!(eval_on("a % b == 1", &record));
     assert!(eval_on("-a < 0", &record));
     assert!(eval_on("(a + 1) * 2 == 16", &record));
+    // A division by zero is null, and so fails every comparison.
     assert!(!eval_on("a / 0 > 0", &record));
     assert!(!eval_on("a / 0 <= 0", &record));
+    assert!(!eval_on("a % 0 == 0", &record));
+    assert!(eval_on("!(a / 0 > 0)", &record));
     assert!(!eval_on("t + 1 > 0", &record));
     assert!(eval_on("a > -1.5e1", &record));
 }
@@ -157,15 +180,24 @@ fn field_spans_count_bytes_after_multibyte_text() {
 fn syntax_errors_point_at_the_column() {
     assert_eq!(
         error_of("a == 1 &&"),
-        ("invalid expression: unexpected end of expression".into(), "".into())
+        (
+            "invalid expression: unexpected end of expression".into(),
+            "".into()
+        )
     );
     assert_eq!(
         error_of("a = 1"),
-        ("invalid expression: unexpected `=` (use `==` to compare)".into(), "=".into())
+        (
+            "invalid expression: unexpected `=` (use `==` to compare)".into(),
+            "=".into()
+        )
     );
     assert_eq!(
         error_of("(a == 1"),
-        ("invalid expression: missing `)` at the end".into(), "".into())
+        (
+            "invalid expression: missing `)` at the end".into(),
+            "".into()
+        )
     );
     assert_eq!(
         error_of("a == 1 b"),
@@ -173,9 +205,15 @@ fn syntax_errors_point_at_the_column() {
     );
     assert_eq!(
         error_of("x == 'é' &&& y"),
-        ("invalid expression: unexpected `&` (use `&&` for and)".into(), "&".into())
+        (
+            "invalid expression: unexpected `&` (use `&&` for and)".into(),
+            "&".into()
+        )
     );
-    assert_eq!(error_of("x == 'abc").0, "invalid expression: unterminated string");
+    assert_eq!(
+        error_of("x == 'abc").0,
+        "invalid expression: unterminated string"
+    );
     assert_eq!(error_of("   ").0, "empty expression");
 }
 
@@ -183,12 +221,21 @@ fn syntax_errors_point_at_the_column() {
 fn unsupported_constructs_are_located() {
     assert_eq!(
         error_of("items.all(i, i > 1)"),
-        ("the `all` macro is not supported in filters".into(), "all".into())
+        (
+            "the `all` macro is not supported in filters".into(),
+            "all".into()
+        )
     );
-    assert_eq!(error_of("size(x) > 1"), ("unsupported function `size`".into(), "size".into()));
+    assert_eq!(
+        error_of("size(x) > 1"),
+        ("unsupported function `size`".into(), "size".into())
+    );
     assert_eq!(error_of("x.matches('a')").1, "matches");
     assert_eq!(error_of("a[0] == 1").1, "[");
-    assert_eq!(error_of("{'a': 1} == x").0, "maps are not supported in filters");
+    assert_eq!(
+        error_of("{'a': 1} == x").0,
+        "maps are not supported in filters"
+    );
     assert_eq!(error_of("a ? b : c").1, "?");
     assert_eq!(error_of("x in y").1, "y");
     assert_eq!(error_of("x in [y]").1, "y");

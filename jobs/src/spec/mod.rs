@@ -11,8 +11,27 @@ use serde::Deserialize;
 pub use toml::Spanned;
 
 mod read;
+mod skeleton;
 
 pub(crate) use read::{read, SpecRead};
+
+use crate::diagnostic::{sort_and_dedup, Diagnostic};
+
+/// Reads a job file's text into a [`JobSpec`], without compiling it.
+///
+/// # Errors
+///
+/// Every TOML syntax error, unknown or missing key, wrong value type and
+/// unknown `type`, sorted by position.
+pub fn parse(text: &str) -> Result<JobSpec, Vec<Diagnostic>> {
+    let mut read = read(text);
+    if read.diagnostics.is_empty() {
+        Ok(read.spec)
+    } else {
+        sort_and_dedup(&mut read.diagnostics);
+        Err(read.diagnostics)
+    }
+}
 
 /// A whole job file.
 #[derive(Debug)]
@@ -55,6 +74,8 @@ pub struct JobSection {
 }
 
 /// `[sources.NAME]`, by its `type`.
+// Built once per job file: the size difference between variants is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SourceSpec {
     /// `type = "file"`.

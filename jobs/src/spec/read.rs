@@ -20,6 +20,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, 
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::skeleton::{check_is_table, NodeRef, Skeleton};
 use super::{
     DedupSpec, EventTimeSpec, FileSinkSpec, FileSourceSpec, FilterSpec, JobSection, JobSpec,
     KinesisSinkSpec, KinesisSourceSpec, Named, RecordSpec, SinkSpec, SourceSpec, StdoutSinkSpec,
@@ -82,19 +83,27 @@ pub(crate) fn read(text: &str) -> SpecRead {
     out.diagnostics.extend(skeleton.diagnostics);
 
     match skeleton.job {
-        None => out
-            .diagnostics
-            .push(Diagnostic::new(0..0, "missing table `[job]` (it needs at least `name`)")),
+        None => out.diagnostics.push(Diagnostic::new(
+            0..0,
+            "missing table `[job]` (it needs at least `name`)",
+        )),
         Some(job_span) => match read_one::<Spanned<JobSection>>(text, "job", None) {
             Ok(Some(job)) => out.spec.job = Some(job),
             Ok(None) => {}
-            Err(error) => out.diagnostics.push(from_toml(&error, job_span.clone(), job_span)),
+            Err(error) => out
+                .diagnostics
+                .push(from_toml(&error, job_span.clone(), job_span)),
         },
     }
 
     for node in skeleton.nodes {
         let name = node.name.get_ref().clone();
         let name_span = node.name.span();
+        if let Err(diagnostic) = check_is_table(text, &node) {
+            out.diagnostics.push(diagnostic);
+            out.unreadable.push((node.section, name, name_span));
+            continue;
+        }
         let result = match node.section {
             "sources" => read_source(text, &node).map(|spec| {
                 out.spec.sources.push(Named {
@@ -129,143 +138,9 @@ pub(crate) fn read(text: &str) -> SpecRead {
     out
 }
 
-/// A node found by the skeleton pass.
-struct NodeRef {
-    section: &'static str,
-    name: Spanned<String>,
-    /// The span of the node's table (for std tables, header to last value).
-    span: Range<usize>,
-}
-
-/// Sections, node names and their positions; unknown top-level keys.
-struct Skeleton {
-    job: Option<Range<usize>>,
-    nodes: Vec<NodeRef>,
-    diagnostics: Vec<Diagnostic>,
-}
-
-impl<'de> Deserialize<'de> for Skeleton {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SkeletonVisitor;
-
-        impl<'de> Visitor<'de> for SkeletonVisitor {
-            type Value = Skeleton;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a job file")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skeleton, A::Error> {
-                let mut skeleton = Skeleton {
-                    job: None,
-                    nodes: Vec::new(),
-                    diagnostics: Vec::new(),
-                };
-                while let Some(key) = map.next_key::<Spanned<String>>()? {
-                    if key.get_ref() == "job" {
-                        let value = map.next_value::<Spanned<IgnoredAny>>()?;
-                        skeleton.job = Some(value.span());
-                    } else if let Some(section) =
-                        SECTIONS.iter().find(|section| **section == key.get_ref())
-                    {
-                        // Not `Spanned<Section>`: toml 0.8 cannot give a span to a
-                        // value read with `deserialize_any`.
-                        let span = key.span();
-                        match map.next_value::<Section>()? {
-                            Section::Nodes(nodes) => {
-                                skeleton.nodes.extend(nodes.into_iter().map(|(name, span)| {
-                                    NodeRef {
-                                        section,
-                                        name,
-                                        span,
-                                    }
-                                }))
-                            }
-                            Section::NotATable => skeleton.diagnostics.push(Diagnostic::new(
-                                span,
-                                format!(
-                                    "`{section}` must be a table of named {section}, like `[{section}.NAME]`"
-                                ),
-                            )),
-                        }
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                        skeleton.diagnostics.push(Diagnostic::new(
-                            key.span(),
-                            format!(
-                                "unknown key `{}`, expected one of `job`, `sources`, `filters`, `windows`, `sinks`",
-                                key.get_ref()
-                            ),
-                        ));
-                    }
-                }
-                Ok(skeleton)
-            }
-        }
-
-        deserializer.deserialize_map(SkeletonVisitor)
-    }
-}
-
-/// The value of a section key: its nodes' names and table spans.
-enum Section {
-    Nodes(Vec<(Spanned<String>, Range<usize>)>),
-    NotATable,
-}
-
-impl<'de> Deserialize<'de> for Section {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SectionVisitor;
-
-        impl<'de> Visitor<'de> for SectionVisitor {
-            type Value = Section;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Section, A::Error> {
-                let mut nodes = Vec::new();
-                while let Some(name) = map.next_key::<Spanned<String>>()? {
-                    let value = map.next_value::<Spanned<IgnoredAny>>()?;
-                    nodes.push((name, value.span()));
-                }
-                Ok(Section::Nodes(nodes))
-            }
-
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Section, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Section::NotATable)
-            }
-
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Section, E> {
-                Ok(Section::NotATable)
-            }
-
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Section, E> {
-                Ok(Section::NotATable)
-            }
-
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Section, E> {
-                Ok(Section::NotATable)
-            }
-
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Section, E> {
-                Ok(Section::NotATable)
-            }
-
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Section, E> {
-                Ok(Section::NotATable)
-            }
-        }
-
-        deserializer.deserialize_any(SectionVisitor)
-    }
-}
-
 /// Deserializes `[section]` (when `name` is `None`) or `[section.name]`
 /// from the whole document, skipping everything else.
-fn read_one<T: DeserializeOwned>(
+pub(crate) fn read_one<T: DeserializeOwned>(
     text: &str,
     section: &str,
     name: Option<&str>,
@@ -330,7 +205,7 @@ fn read_plain<T: DeserializeOwned>(text: &str, node: &NodeRef) -> Result<Spanned
 }
 
 /// Should not happen: the skeleton saw the node. Said rather than panicked.
-fn missing_node(node: &NodeRef) -> Diagnostic {
+pub(crate) fn missing_node(node: &NodeRef) -> Diagnostic {
     Diagnostic::new(
         node.name.span(),
         format!("could not read `{}` (internal error)", node.name.get_ref()),
@@ -483,7 +358,11 @@ struct KinesisSourceRaw {
 /// A diagnostic from a serde/TOML error. An error about a node's whole
 /// table (a missing key) points at the node's name instead, which is
 /// shorter and says which node.
-fn from_toml(error: &toml::de::Error, node_span: Range<usize>, name_span: Range<usize>) -> Diagnostic {
+pub(crate) fn from_toml(
+    error: &toml::de::Error,
+    node_span: Range<usize>,
+    name_span: Range<usize>,
+) -> Diagnostic {
     let span = match error.span() {
         Some(span) if span == node_span => name_span,
         Some(span) => span,
@@ -563,7 +442,11 @@ input = ["f", "a"]
         assert_eq!(read.spec.sinks.len(), 1);
         let names: Vec<_> = read.unreadable.iter().map(|(_, n, _)| n.as_str()).collect();
         assert_eq!(names, ["b", "f"]);
-        let messages: Vec<_> = read.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        let messages: Vec<_> = read
+            .diagnostics
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect();
         assert_eq!(
             messages,
             [

@@ -14,7 +14,6 @@ use hdrhistogram::Histogram;
 use kflow_jobs::{AggregateFunction, AggregatePlan, Value};
 use kflow_state::{StateError, StateValue};
 
-
 /// Largest group whose percentile is computed exactly.
 pub const EXACT_LIMIT: usize = 128;
 
@@ -72,12 +71,19 @@ pub struct SignedHistograms {
 
 impl SignedHistograms {
     fn new() -> SignedHistograms {
-        SignedHistograms { positive: new_histogram(), negative: new_histogram() }
+        SignedHistograms {
+            positive: new_histogram(),
+            negative: new_histogram(),
+        }
     }
 
     fn record(&mut self, value: f64, count: u64) {
         let scaled = (value.abs() * SCALE).round().min(u64::MAX as f64 / 4.0) as u64;
-        let hist = if value < 0.0 { &mut self.negative } else { &mut self.positive };
+        let hist = if value < 0.0 {
+            &mut self.negative
+        } else {
+            &mut self.positive
+        };
         // An auto-resizing histogram accepts every value; the error case is
         // unreachable, and losing a sample is better than failing the job.
         let _ = hist.record_n(scaled, count);
@@ -236,8 +242,10 @@ impl Acc {
         let number = match (self, function) {
             (Acc::Count(n), _) => Some(*n as f64),
             (Acc::Distinct(set), _) => Some(set.len() as f64),
-            (Acc::Sum { sum, n }, AggregateFunction::Avg) => (*n > 0).then(|| sum / *n as f64),
-            (Acc::Sum { sum, n }, _) => (*n > 0).then_some(*sum),
+            (Acc::Sum { sum, n }, AggregateFunction::Avg) => {
+                (*n > 0).then(|| round_15(sum / *n as f64))
+            }
+            (Acc::Sum { sum, n }, _) => (*n > 0).then(|| round_15(*sum)),
             (Acc::Min(v) | Acc::Max(v), _) => *v,
             (Acc::Percentile(p), AggregateFunction::Percentile(q)) => p.value(q),
             (Acc::Percentile(_), _) => None,
@@ -253,6 +261,17 @@ impl Acc {
             _ => 0,
         }
     }
+}
+
+/// Rounds a computed sum or mean to 15 significant digits, all that an f64
+/// sum reliably holds: `801.6300000000001` becomes `801.63`, and sums of the
+/// same values added in a different order (a union's interleaving, a
+/// replay) print the same.
+pub fn round_15(v: f64) -> f64 {
+    if !v.is_finite() || v == 0.0 {
+        return v;
+    }
+    format!("{v:.14e}").parse().unwrap_or(v)
 }
 
 fn min_opt(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {
@@ -299,15 +318,20 @@ impl StateValue for Partial {
     fn decode(bytes: &[u8]) -> Result<Partial, StateError> {
         let mut r = Reader { bytes, at: 0 };
         let n = r.u8()? as usize;
-        let accs = (0..n).map(|_| decode_acc(&mut r)).collect::<Result<Box<[Acc]>, _>>()?;
+        let accs = (0..n)
+            .map(|_| decode_acc(&mut r))
+            .collect::<Result<Box<[Acc]>, _>>()?;
         if r.at != bytes.len() {
-            return Err(StateError::Corrupt("trailing bytes after a partial aggregate".into()));
+            return Err(StateError::Corrupt(
+                "trailing bytes after a partial aggregate".into(),
+            ));
         }
         Ok(Partial(accs))
     }
 
     fn heap_bytes(&self) -> usize {
-        self.0.len() * std::mem::size_of::<Acc>() + self.0.iter().map(Acc::heap_bytes).sum::<usize>()
+        self.0.len() * std::mem::size_of::<Acc>()
+            + self.0.iter().map(Acc::heap_bytes).sum::<usize>()
     }
 }
 
@@ -395,7 +419,9 @@ impl Reader<'_> {
     fn len(&mut self, item: usize) -> Result<usize, StateError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(item) > self.bytes.len() - self.at {
-            return Err(StateError::Corrupt("partial aggregate length is out of range".into()));
+            return Err(StateError::Corrupt(
+                "partial aggregate length is out of range".into(),
+            ));
         }
         Ok(n)
     }
@@ -404,7 +430,10 @@ impl Reader<'_> {
 fn decode_acc(r: &mut Reader<'_>) -> Result<Acc, StateError> {
     Ok(match r.u8()? {
         0 => Acc::Count(r.u64()?),
-        1 => Acc::Sum { sum: r.f64()?, n: r.u64()? },
+        1 => Acc::Sum {
+            sum: r.f64()?,
+            n: r.u64()?,
+        },
         tag @ (2 | 3) => {
             let v = match r.u8()? {
                 0 => None,
@@ -426,18 +455,23 @@ fn decode_acc(r: &mut Reader<'_>) -> Result<Acc, StateError> {
         }
         5 => {
             let n = r.len(8)?;
-            Acc::Percentile(Percentiles::Exact((0..n).map(|_| r.f64()).collect::<Result<_, _>>()?))
+            Acc::Percentile(Percentiles::Exact(
+                (0..n).map(|_| r.f64()).collect::<Result<_, _>>()?,
+            ))
         }
         6 => {
             let mut h = SignedHistograms::new();
             for negative in [false, true] {
                 let n = r.len(16)?;
-                let hist = if negative { &mut h.negative } else { &mut h.positive };
+                let hist = if negative {
+                    &mut h.negative
+                } else {
+                    &mut h.positive
+                };
                 for _ in 0..n {
                     let (value, count) = (r.u64()?, r.u64()?);
-                    hist.record_n(value, count).map_err(|e| {
-                        StateError::Corrupt(format!("percentile histogram: {e:?}"))
-                    })?;
+                    hist.record_n(value, count)
+                        .map_err(|e| StateError::Corrupt(format!("percentile histogram: {e:?}")))?;
                 }
             }
             Acc::Percentile(Percentiles::Histograms(Box::new(h)))
@@ -541,6 +575,17 @@ mod tests {
             let got = p.value(q).unwrap();
             prop_assert!((got - exact).abs() <= exact.abs() * 0.002 + 0.001, "{got} vs {exact}");
         }
+    }
+
+    #[test]
+    fn sums_print_the_digits_they_hold() {
+        assert_eq!(round_15(801.6300000000001), 801.63);
+        assert_eq!(round_15(246.99999999999997), 247.0);
+        assert_eq!(round_15(0.1 + 0.2), 0.3);
+        assert_eq!(round_15(-1e-300), -1e-300);
+        let forward: f64 = [0.1, 0.2, 0.3, 1e3, 7.77].iter().sum();
+        let backward: f64 = [7.77, 1e3, 0.3, 0.2, 0.1].iter().sum();
+        assert_eq!(round_15(forward), round_15(backward));
     }
 
     #[test]

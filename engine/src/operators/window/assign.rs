@@ -43,7 +43,8 @@ impl Panes {
     /// End of the pane holding `time`: the smallest multiple of the slide
     /// that is greater than `time`.
     pub fn pane_end(self, time: i64) -> i64 {
-        time.saturating_sub(time.rem_euclid(self.slide)).saturating_add(self.slide)
+        time.saturating_sub(time.rem_euclid(self.slide))
+            .saturating_add(self.slide)
     }
 
     /// End of the last window that contains the pane ending at `pane_end`.

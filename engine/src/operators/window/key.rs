@@ -81,7 +81,9 @@ mod tests {
         prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
-            any::<f64>().prop_filter("not nan", |f| !f.is_nan()).prop_map(Value::Num),
+            any::<f64>()
+                .prop_filter("not nan", |f| !f.is_nan())
+                .prop_map(Value::Num),
             ".{0,12}".prop_map(|s| Value::Str(Cow::Owned(s))),
         ]
     }

@@ -11,204 +11,177 @@
 
 pub mod aggregate;
 pub mod assign;
+mod emit;
 pub mod key;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_channel::Receiver;
 use hashbrown::HashMap;
-use kflow_jobs::{AggregatePlan, Value};
 use kflow_state::{StateBatch, StateStore, StateValue, WindowCache};
 
 use crate::error::EngineError;
-use crate::json;
 use crate::metrics::{LocalCounts, Metrics};
+use crate::runtime::align::Aligner;
+use crate::runtime::checkpoint::{CheckpointCtx, Part, PartState, WindowState};
 use crate::runtime::message::{InputId, WindowBatch, WindowMsg};
-use crate::runtime::route::{Position, Router, SinkOut};
-use crate::runtime::row::{MappedRow, SlotMap};
+use crate::runtime::route::SinkOut;
 use aggregate::Partial;
 use assign::Panes;
+pub use emit::ResultEmitter;
 
 /// Watermark state of one input.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct InputState {
     id: InputId,
+    name: String,
     watermark: i64,
     idle: bool,
     ended: bool,
 }
 
-/// Writes result rows and routes them downstream.
-pub struct ResultEmitter {
-    /// The window's name.
-    pub name: String,
-    /// Key column names.
-    pub key_names: Vec<String>,
-    /// The aggregates.
-    pub aggregates: Vec<AggregatePlan>,
-    /// Downstream consumers of the window's results.
-    pub router: Router,
-    /// Field id -> result column (for downstream filters and windows).
-    pub columns: SlotMap,
-    line: Vec<u8>,
-}
-
-impl ResultEmitter {
-    /// An emitter for window `name`.
-    pub fn new(
-        name: String,
-        key_names: Vec<String>,
-        aggregates: Vec<AggregatePlan>,
-        router: Router,
-        columns: SlotMap,
-    ) -> ResultEmitter {
-        ResultEmitter { name, key_names, aggregates, router, columns, line: Vec::new() }
-    }
-
-    fn emit(
-        &mut self,
-        start: i64,
-        end: i64,
-        key: &[u8],
-        partial: &Partial,
-        watermark: i64,
-        counts: &mut LocalCounts,
-    ) -> Result<(), EngineError> {
-        let keys = key::decode_values(key).unwrap_or_default();
-        let results: Vec<Value<'static>> = self
-            .aggregates
-            .iter()
-            .zip(partial.0.iter())
-            .map(|(a, acc)| acc.value(a.function))
-            .collect();
-        let line = &mut self.line;
-        line.clear();
-        line.extend_from_slice(b"{\"window_start\":");
-        json::write_time(line, start);
-        line.extend_from_slice(b",\"window_end\":");
-        json::write_time(line, end);
-        for (name, value) in self.key_names.iter().zip(&keys) {
-            line.push(b',');
-            json::write_str(line, name);
-            line.push(b':');
-            json::write_value(line, value);
-        }
-        for (a, value) in self.aggregates.iter().zip(&results) {
-            line.push(b',');
-            json::write_str(line, &a.name);
-            line.push(b':');
-            json::write_value(line, value);
-        }
-        line.push(b'}');
-        counts.rows_emitted += 1;
-        if self.router.has_routes() {
-            let mut values: Vec<Value<'_>> = Vec::with_capacity(2 + keys.len() + results.len());
-            values.push(Value::Str(json::format_time(start).into()));
-            values.push(Value::Str(json::format_time(end).into()));
-            values.extend(keys.iter().cloned());
-            values.extend(results);
-            let row = MappedRow { values: &values, map: &self.columns };
-            let position = Position::Window { window: &self.name };
-            let line = std::mem::take(&mut self.line);
-            let routed = self.router.route(&row, end - 1, watermark, &line, position, counts);
-            self.line = line;
-            routed?;
-        }
-        Ok(())
-    }
-}
-
-/// One partition of a window operator.
-pub struct WindowTask {
-    /// Persistent id of the operator (its node index).
-    pub operator: u16,
+/// Everything a window partition needs besides its channel.
+pub struct WindowTaskCtx {
+    /// State id of this partition (see `kflow_state::codec::instance`).
+    pub instance: u32,
+    /// `window/partition`, its name in checkpoints.
+    pub task: String,
     /// Pane geometry.
     pub panes: Panes,
     /// `allowed_lateness` in ms.
     pub lateness: i64,
-    /// Incoming records and watermarks.
-    pub receiver: Receiver<WindowMsg>,
+    /// The emitters feeding it, with their names.
+    pub inputs: Vec<(InputId, String)>,
+    /// The state store.
+    pub store: Arc<StateStore>,
+    /// Memory budget of its cache.
+    pub budget: usize,
+    /// Late-record sinks.
+    pub late: Vec<SinkOut>,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+    /// Checkpoint coordination.
+    pub checkpoints: CheckpointCtx,
+    /// State to resume from.
+    pub restore: Option<WindowState>,
+}
+
+/// One partition of a window operator.
+pub struct WindowTask {
+    task: String,
+    panes: Panes,
+    lateness: i64,
+    receiver: Receiver<WindowMsg>,
+    aligner: Aligner<WindowMsg>,
     inputs: Vec<InputState>,
     store: Arc<StateStore>,
     cache: WindowCache<Partial>,
     out: ResultEmitter,
     late: Vec<SinkOut>,
     metrics: Arc<Metrics>,
+    checkpoints: CheckpointCtx,
     counts: LocalCounts,
     /// The operator watermark (minimum over live inputs).
     watermark: i64,
     /// Every window ending at or before this has fired.
     fired_through: i64,
+    /// Snapshot whose commit allows evicting clean entries.
+    evict_after: Option<u64>,
+    early_requested: bool,
     grows: bool,
 }
 
 impl WindowTask {
-    /// A partition task reading `receiver`, fed by `inputs`.
-    #[allow(clippy::too_many_arguments)]
+    /// A partition task reading `receiver`.
     pub fn new(
-        operator: u16,
-        panes: Panes,
-        lateness: i64,
+        ctx: WindowTaskCtx,
         receiver: Receiver<WindowMsg>,
-        inputs: &[InputId],
-        store: Arc<StateStore>,
-        budget: usize,
         out: ResultEmitter,
-        late: Vec<SinkOut>,
-        metrics: Arc<Metrics>,
     ) -> WindowTask {
         let grows = out.aggregates.iter().any(|a| {
             matches!(
                 a.function,
-                kflow_jobs::AggregateFunction::CountDistinct | kflow_jobs::AggregateFunction::Percentile(_)
+                kflow_jobs::AggregateFunction::CountDistinct
+                    | kflow_jobs::AggregateFunction::Percentile(_)
             )
         });
-        WindowTask {
-            operator,
-            panes,
-            lateness,
-            receiver,
-            inputs: inputs
-                .iter()
-                .map(|&id| InputState { id, watermark: i64::MIN, idle: false, ended: false })
-                .collect(),
-            store,
-            cache: WindowCache::new(operator, budget),
-            out,
-            late,
-            metrics,
-            counts: LocalCounts::default(),
-            watermark: i64::MIN,
+        let restore = ctx.restore.unwrap_or(WindowState {
             fired_through: i64::MIN,
+            watermark: i64::MIN,
+            ..WindowState::default()
+        });
+        let ids: Vec<InputId> = ctx.inputs.iter().map(|(id, _)| *id).collect();
+        let inputs = ctx
+            .inputs
+            .into_iter()
+            .map(|(id, name)| InputState {
+                id,
+                watermark: restore.inputs.get(&name).copied().unwrap_or(i64::MIN),
+                name,
+                idle: false,
+                ended: false,
+            })
+            .collect();
+        let mut cache = WindowCache::new(ctx.instance, ctx.budget);
+        cache.add_spilled(restore.stored_times.iter().copied());
+        WindowTask {
+            task: ctx.task,
+            panes: ctx.panes,
+            lateness: ctx.lateness,
+            receiver,
+            aligner: Aligner::new(&ids),
+            inputs,
+            store: ctx.store,
+            cache,
+            out,
+            late: ctx.late,
+            metrics: ctx.metrics,
+            checkpoints: ctx.checkpoints,
+            counts: LocalCounts::default(),
+            watermark: restore.watermark,
+            fired_through: restore.fired_through,
+            evict_after: None,
+            early_requested: false,
             grows,
         }
     }
 
     /// Processes messages until every input has ended, then fires every
-    /// remaining window.
+    /// remaining window and reports its final state.
     ///
     /// # Errors
     /// State failures, or a lost peer task.
     pub fn run(mut self) -> Result<(), EngineError> {
-        while self.inputs.iter().any(|i| !i.ended) {
+        while !self.aligner.all_ended() {
             let msg = self
-                .receiver
-                .recv_blocking()
-                .map_err(|_| EngineError::Disconnected(self.out.name.clone()))?;
-            match msg {
-                WindowMsg::Batch(batch) => self.on_batch(batch)?,
+                .aligner
+                .next(&self.receiver)
+                .ok_or_else(|| EngineError::Disconnected(self.task.clone()))?;
+            let snapshot = match msg {
+                WindowMsg::Batch(batch) => {
+                    self.on_batch(batch)?;
+                    None
+                }
                 WindowMsg::Idle(id) => {
                     if let Some(i) = self.input_index(id) {
                         self.inputs[i].idle = true;
                         self.recompute_watermark()?;
                     }
+                    None
                 }
+                WindowMsg::Barrier(id, checkpoint) => self.aligner.barrier(id, checkpoint),
                 WindowMsg::End(id) => {
                     if let Some(i) = self.input_index(id) {
                         self.inputs[i].ended = true;
                         self.recompute_watermark()?;
                     }
+                    self.aligner.end(id)
                 }
+            };
+            if let Some(checkpoint) = snapshot {
+                self.snapshot(Some(checkpoint))?;
+                self.aligner.release();
             }
             self.counts.publish(&self.metrics);
         }
@@ -218,11 +191,50 @@ impl WindowTask {
             sink.end()?;
         }
         self.counts.publish(&self.metrics);
-        Ok(())
+        self.snapshot(None)
+    }
+
+    /// `window/partition`.
+    pub fn task_name(&self) -> &str {
+        &self.task
     }
 
     fn input_index(&self, id: InputId) -> Option<usize> {
         self.inputs.iter().position(|i| i.id == id)
+    }
+
+    /// Reports this partition's state for `checkpoint` (`None`: final) and
+    /// forwards the barrier downstream.
+    fn snapshot(&mut self, checkpoint: Option<u64>) -> Result<(), EngineError> {
+        let mut batch = StateBatch::new();
+        self.cache.snapshot(&mut batch);
+        let state = WindowState {
+            fired_through: self.fired_through,
+            watermark: self.watermark,
+            inputs: self
+                .inputs
+                .iter()
+                .map(|i| (i.name.clone(), i.watermark))
+                .collect::<BTreeMap<_, _>>(),
+            stored_times: self.cache.stored_times(),
+            entries: self.cache.len() as u64,
+            ended: checkpoint.is_none(),
+        };
+        if let Some(id) = checkpoint {
+            self.out.router.barrier(id, self.fired_through)?;
+            for sink in &mut self.late {
+                sink.barrier(id)?;
+            }
+            if self.cache.over_budget() {
+                self.evict_after = Some(id);
+            }
+        }
+        self.checkpoints.report(Part {
+            task: self.task.clone(),
+            checkpoint,
+            state: PartState::Window(state),
+            batch,
+        })
     }
 
     fn on_batch(&mut self, batch: WindowBatch) -> Result<(), EngineError> {
@@ -250,9 +262,11 @@ impl WindowTask {
                 continue;
             }
             let aggregates = &self.out.aggregates;
-            let partial = self.cache.get_mut(&self.store, pane, batch.hashes[i], batch.key(i), || {
-                Partial::new(aggregates)
-            })?;
+            let partial =
+                self.cache
+                    .get_mut(&self.store, pane, batch.hashes[i], batch.key(i), || {
+                        Partial::new(aggregates)
+                    })?;
             let args = &batch.args[i * n_args..(i + 1) * n_args];
             if self.grows {
                 let before = partial.heap_bytes();
@@ -267,19 +281,25 @@ impl WindowTask {
             self.inputs[input].watermark = batch.final_watermark;
             self.recompute_watermark()?;
         }
-        if self.cache.over_budget() {
-            self.spill()?;
-        }
+        self.manage_memory();
         Ok(())
     }
 
-    /// Writes every dirty partial to RocksDB and drops them from memory.
-    fn spill(&mut self) -> Result<(), EngineError> {
-        let mut batch = StateBatch::new();
-        self.cache.snapshot(&mut batch);
-        self.store.write(batch, false)?;
-        self.cache.evict();
-        Ok(())
+    /// Keeps the cache near its budget: when over it, ask for a checkpoint;
+    /// once the checkpoint holding the snapshot is committed, drop the clean
+    /// entries (RocksDB has them).
+    fn manage_memory(&mut self) {
+        if let Some(id) = self.evict_after {
+            if self.checkpoints.committed() >= id {
+                self.cache.evict();
+                self.evict_after = None;
+                self.early_requested = false;
+            }
+        }
+        if self.cache.over_budget() && self.evict_after.is_none() && !self.early_requested {
+            self.checkpoints.request_early();
+            self.early_requested = true;
+        }
     }
 
     fn recompute_watermark(&mut self) -> Result<(), EngineError> {
@@ -333,7 +353,8 @@ impl WindowTask {
         if self.panes.is_tumbling() {
             self.cache.load(&self.store, end)?;
             for (key, partial) in self.cache.entries(end) {
-                self.out.emit(start, end, key, partial, watermark, &mut self.counts)?;
+                self.out
+                    .emit(start, end, key, partial, watermark, &mut self.counts)?;
             }
             self.cache.remove(end);
             return Ok(());
@@ -351,10 +372,15 @@ impl WindowTask {
             }
         }
         for (key, partial) in &merged {
-            self.out.emit(start, end, key, partial, watermark, &mut self.counts)?;
+            self.out
+                .emit(start, end, key, partial, watermark, &mut self.counts)?;
         }
         let obsolete = start.saturating_add(self.panes.slide());
-        while let Some(pane) = self.cache.first_time_from(i64::MIN).filter(|p| *p <= obsolete) {
+        while let Some(pane) = self
+            .cache
+            .first_time_from(i64::MIN)
+            .filter(|p| *p <= obsolete)
+        {
             self.cache.remove(pane);
         }
         Ok(())

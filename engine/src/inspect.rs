@@ -1,0 +1,124 @@
+//! `kflow checkpoints`: what the last checkpoint of a job holds.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use kflow_jobs::{JobPlan, NodeKind};
+use kflow_state::{codec, Family, StateStore};
+
+use crate::error::EngineError;
+use crate::json::format_time;
+use crate::metrics::group;
+use crate::runtime::checkpoint::CheckpointMeta;
+use crate::runtime::database_dir;
+
+fn time(t: Option<i64>) -> String {
+    match t {
+        None | Some(i64::MIN) => "none yet".to_string(),
+        Some(i64::MAX) => "+infinity (all fired)".to_string(),
+        Some(t) => format_time(t),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 10_000_000 => format!("{} MB", group(n / 1_000_000)),
+        n if n >= 10_000 => format!("{} kB", group(n / 1000)),
+        n => format!("{} bytes", group(n)),
+    }
+}
+
+/// A report of the last checkpoint of `plan`'s job.
+///
+/// # Errors
+/// State errors (no state, corrupt or locked by a running job).
+pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
+    let dir = database_dir(plan);
+    if !dir.exists() {
+        return Ok(format!(
+            "job `{}` has no state yet ({} does not exist)\n",
+            plan.name,
+            dir.display()
+        ));
+    }
+    let store = StateStore::open(&dir)?;
+    let mut out = String::new();
+    let Some(meta) = CheckpointMeta::load(&store)? else {
+        let _ = writeln!(
+            out,
+            "job `{}` has no checkpoint yet (state in {})",
+            plan.name,
+            dir.display()
+        );
+        return Ok(out);
+    };
+    let age = (chrono::Utc::now().timestamp_millis() - meta.created_ms).max(0) as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "checkpoint {} of job `{}`, taken {} ({age:.1} s ago){}",
+        meta.id,
+        meta.job,
+        format_time(meta.created_ms),
+        if meta.finished { ", run finished" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "state dir    {} ({} on disk)",
+        plan.state_dir.display(),
+        bytes(store.size_on_disk())
+    );
+    let _ = writeln!(out, "parallelism  {}", meta.parallelism);
+    let _ = writeln!(out, "\nsources");
+    for (name, s) in &meta.sources {
+        let lag = plan
+            .nodes
+            .iter()
+            .find(|n| &n.name == name)
+            .and_then(|n| match &n.kind {
+                NodeKind::Source(s) => Some(s.max_out_of_orderness_ms),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  {name:<16} line {} (byte {}){}, max event time {}, watermark {}",
+            group(s.line),
+            group(s.offset),
+            if s.ended { ", at end" } else { "" },
+            time(s.max_time),
+            time(s.max_time.map(|t| t.saturating_sub(lag))),
+        );
+    }
+    let _ = writeln!(out, "\nwindows");
+    for (task, w) in &meta.windows {
+        let (name, partition) = task.rsplit_once('/').unwrap_or((task, "0"));
+        let node = plan.nodes.iter().position(|n| n.name == name);
+        let (mut entries, mut times) = (0u64, BTreeSet::new());
+        if let (Some(node), Ok(partition)) = (node, partition.parse::<u16>()) {
+            let instance = codec::instance(node as u16, partition);
+            store.for_each_prefix(Family::Windows, &instance.to_be_bytes(), |key, _| {
+                entries += 1;
+                if let Ok((_, t, _)) = codec::decode_key(key) {
+                    times.insert(t);
+                }
+            })?;
+        }
+        let _ = writeln!(
+            out,
+            "  {task:<16} fired through {}, watermark {}, {} open partials in {} windows/panes",
+            time(Some(w.fired_through)),
+            time(Some(w.watermark)),
+            group(entries),
+            group(times.len() as u64)
+        );
+    }
+    let _ = writeln!(out, "\nsinks");
+    for (name, s) in &meta.sinks {
+        let target = s
+            .path
+            .as_ref()
+            .map_or("stdout".to_string(), |p| p.display().to_string());
+        let _ = writeln!(out, "  {name:<16} {target}: {} committed", bytes(s.length));
+    }
+    Ok(out)
+}

@@ -1,0 +1,203 @@
+//! What a checkpoint remembers about the job that wrote it, and whether the
+//! current job file can resume from it.
+//!
+//! Sources and windows are *stateful*: their checkpointed positions and
+//! partials only make sense for the same definition, so changing one (a
+//! window's key, size, lateness or aggregates; a source's file or time
+//! settings) refuses to resume unless the user asks to start over. Filters
+//! and sinks are *stateless*: changing them is allowed and reported.
+
+use std::collections::BTreeMap;
+
+use kflow_jobs::{ConnectorPlan, JobPlan, NodeKind, SinkPlan, StartAt, StopAt};
+
+use crate::explain::format_duration;
+
+/// Descriptions of the stateful and the stateless parts of `plan`, by
+/// `kind name`.
+pub fn describe(plan: &JobPlan) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut stateful = BTreeMap::new();
+    let mut stateless = BTreeMap::new();
+    let field = |f: kflow_jobs::FieldId| plan.fields[f.index()].dotted.clone();
+    for node in &plan.nodes {
+        let inputs: Vec<String> = node
+            .inputs
+            .iter()
+            .map(|s| plan.node(s.node).name.clone())
+            .collect();
+        match &node.kind {
+            NodeKind::Source(s) => {
+                let connector = match &s.connector {
+                    ConnectorPlan::File(f) => format!("file {}", f.path.display()),
+                    ConnectorPlan::Kinesis(k) => format!(
+                        "kinesis {} start_at {} stop_at {}",
+                        k.stream,
+                        match k.start_at {
+                            StartAt::Latest => "latest".to_string(),
+                            StartAt::TrimHorizon => "trim_horizon".to_string(),
+                            StartAt::Timestamp(t) => t.to_string(),
+                        },
+                        match k.stop_at {
+                            None => "none".to_string(),
+                            Some(StopAt::Latest) => "latest".to_string(),
+                            Some(StopAt::Timestamp(t)) => t.to_string(),
+                        }
+                    ),
+                };
+                let time = s.event_time.map_or("arrival time".to_string(), |f| {
+                    format!("event time {}", field(f))
+                });
+                let dedup = s
+                    .dedup
+                    .as_ref()
+                    .map(|d| {
+                        format!(
+                            ", dedup {} within {}",
+                            field(d.field),
+                            format_duration(d.within_ms)
+                        )
+                    })
+                    .unwrap_or_default();
+                stateful.insert(
+                    format!("source {}", node.name),
+                    format!(
+                        "{connector}, {time}, max out of orderness {}{dedup}",
+                        format_duration(s.max_out_of_orderness_ms)
+                    ),
+                );
+            }
+            NodeKind::Window(w) => {
+                let aggregates: Vec<String> = w
+                    .aggregates
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{}={:?}({})",
+                            a.name,
+                            a.function,
+                            a.field.map(field).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                stateful.insert(
+                    format!("window {}", node.name),
+                    format!(
+                        "key [{}], {:?}, allowed lateness {}, aggregates [{}]",
+                        w.key_names.join(", "),
+                        w.kind,
+                        format_duration(w.allowed_lateness_ms),
+                        aggregates.join(", ")
+                    ),
+                );
+            }
+            NodeKind::Filter(f) => {
+                stateless.insert(
+                    format!("filter {}", node.name),
+                    format!("[{}] where {}", inputs.join(", "), f.text),
+                );
+            }
+            NodeKind::Sink(s) => {
+                let target = match s {
+                    SinkPlan::Stdout => "stdout".to_string(),
+                    SinkPlan::File { path } => format!("file {}", path.display()),
+                    SinkPlan::Kinesis { stream, .. } => format!("kinesis {stream}"),
+                };
+                stateless.insert(
+                    format!("sink {}", node.name),
+                    format!("[{}] {target}", inputs.join(", ")),
+                );
+            }
+        }
+    }
+    (stateful, stateless)
+}
+
+/// How the current job differs from the checkpointed one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Changes that make the checkpoint unusable.
+    pub incompatible: Vec<String>,
+    /// Changes that are fine, said for the record.
+    pub compatible: Vec<String>,
+}
+
+fn diff(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    into: &mut Vec<String>,
+    added: &mut Vec<String>,
+) {
+    for (name, was) in old {
+        match new.get(name) {
+            None => into.push(format!("{name} was removed (it was: {was})")),
+            Some(now) if now != was => {
+                into.push(format!("{name} changed: was `{was}`, now `{now}`"))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in new.keys().filter(|n| !old.contains_key(*n)) {
+        added.push(format!("{name} is new: it starts empty"));
+    }
+}
+
+/// Compares the checkpointed descriptions with the current ones.
+pub fn compare(
+    old_stateful: &BTreeMap<String, String>,
+    old_stateless: &BTreeMap<String, String>,
+    stateful: &BTreeMap<String, String>,
+    stateless: &BTreeMap<String, String>,
+) -> Changes {
+    let mut changes = Changes::default();
+    diff(
+        old_stateful,
+        stateful,
+        &mut changes.incompatible,
+        &mut changes.compatible,
+    );
+    let mut notes = Vec::new();
+    let mut added = Vec::new();
+    diff(old_stateless, stateless, &mut notes, &mut added);
+    changes.compatible.extend(notes);
+    changes.compatible.extend(added);
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn stateful_changes_are_incompatible_and_stateless_ones_are_said() {
+        let old = map(&[("window w", "tumbling 1m"), ("source s", "file a")]);
+        let new = map(&[
+            ("window w", "tumbling 5m"),
+            ("source s", "file a"),
+            ("window v", "x"),
+        ]);
+        let c = compare(
+            &old,
+            &map(&[("filter f", "a > 1")]),
+            &new,
+            &map(&[("filter f", "a > 2")]),
+        );
+        assert_eq!(
+            c.incompatible,
+            vec!["window w changed: was `tumbling 1m`, now `tumbling 5m`"]
+        );
+        assert_eq!(
+            c.compatible,
+            vec![
+                "window v is new: it starts empty",
+                "filter f changed: was `a > 1`, now `a > 2`"
+            ]
+        );
+    }
+}

@@ -1,0 +1,495 @@
+//! Crash tests (issue 3): real `kflow` processes killed with SIGKILL at
+//! random moments and restarted until they finish; the file sinks must then
+//! hold exactly the rows of one uninterrupted run (same multiset, no row
+//! twice). Also: aborts inside the checkpoint write and inside a sink write,
+//! job changes between runs, and state directories that are not kflow's.
+//!
+//! The kill schedule is drawn from a seeded RNG; the seed is printed and can
+//! be fixed with `KFLOW_CRASH_SEED` to replay a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kflow_benches::workload::{write_events, Workload};
+use kflow_tests::compare::{compare_jsonl, RowKind};
+use kflow_tests::process::{kflow_bin, run_with_timeout, RunOutput};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+const MIN_KILLS: usize = 10;
+
+const HEADER: &str = r#"
+[job]
+name = "crash"
+checkpoint_interval = "10s"
+"#;
+
+const SOURCE: &str = r#"
+[sources.clicks]
+type = "file"
+path = "clicks.jsonl"
+event_time = { field = "ts" }
+watermark = { max_out_of_orderness = "5s" }
+"#;
+
+const TUMBLING: &str = r#"
+[filters.checkouts]
+input = "clicks"
+where = "type != 'product_view'"
+
+[windows.per_user]
+input = "checkouts"
+key = ["user_id"]
+tumbling = "1m"
+aggregates = { events = "count()", revenue = "sum(amount)", top = "max(amount)" }
+
+[sinks.result]
+input = "per_user"
+type = "file"
+path = "out/result.jsonl"
+"#;
+
+/// A job directory with its input files.
+struct JobDir {
+    dir: tempfile::TempDir,
+}
+
+impl JobDir {
+    fn new(job: &str, inputs: &[(&str, Workload)]) -> JobDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("job.toml"), job).unwrap();
+        for (name, workload) in inputs {
+            let mut file =
+                std::io::BufWriter::new(fs::File::create(dir.path().join(name)).unwrap());
+            write_events(workload, &mut file).unwrap();
+        }
+        JobDir { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(kflow_bin());
+        command
+            .current_dir(self.path())
+            .arg("run")
+            .arg("job.toml")
+            .arg("-q")
+            .args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> RunOutput {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        run_with_timeout(command, TIMEOUT).unwrap()
+    }
+
+    fn run_ok(&self, args: &[&str]) {
+        let out = self.run(args, &[]);
+        assert!(
+            out.status.success(),
+            "kflow failed: {}\n{}",
+            out.status,
+            out.stderr
+        );
+    }
+
+    /// Every output file (sinks and the dead-letter file), by relative path.
+    fn outputs(&self) -> Vec<(PathBuf, String)> {
+        let mut files = Vec::new();
+        for dir in ["out", ".kflow/crash"] {
+            let Ok(entries) = fs::read_dir(self.path().join(dir)) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "jsonl") {
+                    let rel = path.strip_prefix(self.path()).unwrap().to_path_buf();
+                    files.push((rel, fs::read_to_string(&path).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("KFLOW_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("crash schedule seed: {seed} (set KFLOW_CRASH_SEED={seed} to replay)");
+    seed
+}
+
+fn assert_same_outputs(reference: &JobDir, crashed: &JobDir) {
+    let expected = reference.outputs();
+    let actual = crashed.outputs();
+    assert!(!expected.is_empty(), "the reference run wrote nothing");
+    let names = |v: &[(PathBuf, String)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&expected), names(&actual), "different output files");
+    for ((path, want), (_, got)) in expected.iter().zip(&actual) {
+        let kind = if path.to_string_lossy().contains("dead-letter") {
+            RowKind::Errors
+        } else {
+            RowKind::Rows
+        };
+        if let Err(mismatch) = compare_jsonl(want, got, kind) {
+            panic!(
+                "{} differs from the uninterrupted run:\n{mismatch}",
+                path.display()
+            );
+        }
+        let mut lines: Vec<&str> = got.lines().collect();
+        let total = lines.len();
+        lines.sort_unstable();
+        lines.dedup();
+        assert_eq!(
+            lines.len(),
+            total,
+            "{}: a row was written twice",
+            path.display()
+        );
+    }
+}
+
+/// Runs the job uninterrupted in one folder and, in another, kills it with
+/// SIGKILL at random moments at least `MIN_KILLS` times before letting it
+/// finish; both must produce the same outputs.
+fn kill_and_restart(job: &str, inputs: &[(&str, Workload)]) {
+    let reference = JobDir::new(job, inputs);
+    let started = Instant::now();
+    reference.run_ok(&[]);
+    let full = started.elapsed();
+    let crashed = JobDir::new(job, inputs);
+    let mut rng = Pcg64::seed_from_u64(seed());
+    let mut kills = 0;
+    let mut attempts = 0;
+    while kills < MIN_KILLS {
+        attempts += 1;
+        assert!(
+            attempts <= 100,
+            "could not kill the job {MIN_KILLS} times mid-run in 100 attempts"
+        );
+        let mut child = crashed
+            .command(&["--checkpoint-interval", "50ms"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Anywhere from start-up to well into an uninterrupted run (a resumed
+        // run has less left to do and may finish first: then it starts over).
+        let delay = full
+            .mul_f64(rng.random_range(0.05..0.7))
+            .max(Duration::from_millis(20));
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    crashed.run_ok(&["--checkpoint-interval", "50ms"]);
+    println!("{kills} kills in {attempts} runs");
+    assert_same_outputs(&reference, &crashed);
+}
+
+fn events(n: u64, users: u64, seed: u64) -> Workload {
+    Workload {
+        events: n,
+        users,
+        seed,
+        ..Workload::default()
+    }
+}
+
+#[test]
+fn issue_3_tumbling_survives_repeated_kills() {
+    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 2_000, 1))]);
+}
+
+#[test]
+fn issue_3_sliding_survives_repeated_kills() {
+    let job = format!(
+        "{HEADER}{SOURCE}{}",
+        r#"
+[windows.recent]
+input = "clicks"
+key = ["user_id"]
+sliding = { size = "5m", slide = "1m" }
+aggregates = { events = "count()", revenue = "sum(amount)", types = "count_distinct(type)" }
+
+[sinks.result]
+input = "recent"
+type = "file"
+path = "out/result.jsonl"
+"#
+    );
+    kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 500, 2))]);
+}
+
+#[test]
+fn issue_3_dedup_survives_repeated_kills() {
+    let job = format!(
+        "{HEADER}{}",
+        r#"
+[sources.clicks]
+type = "file"
+path = "clicks.jsonl"
+event_time = { field = "ts" }
+watermark = { max_out_of_orderness = "5s" }
+dedup = { field = "event_id", within = "10m" }
+
+[windows.per_user]
+input = "clicks"
+key = ["user_id"]
+tumbling = "1m"
+aggregates = { events = "count()" }
+
+[sinks.result]
+input = "per_user"
+type = "file"
+path = "out/result.jsonl"
+"#
+    );
+    let with_retries = Workload {
+        duplicate_rate: 0.05,
+        ..events(200_000, 1_000, 3)
+    };
+    // Dedup must actually drop the retries: the counts equal those of the
+    // same events without duplicates.
+    let clean = JobDir::new(&job, &[("clicks.jsonl", events(200_000, 1_000, 3))]);
+    clean.run_ok(&[]);
+    let retried = JobDir::new(&job, &[("clicks.jsonl", with_retries.clone())]);
+    retried.run_ok(&[]);
+    let lines = fs::read_to_string(retried.path().join("clicks.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        lines > 205_000,
+        "the workload should contain retries, has {lines} lines"
+    );
+    assert_same_outputs(&clean, &retried);
+    kill_and_restart(&job, &[("clicks.jsonl", with_retries)]);
+}
+
+#[test]
+fn issue_3_two_source_union_survives_repeated_kills() {
+    let job = format!(
+        "{HEADER}{}",
+        r#"
+[sources.web]
+type = "file"
+path = "web.jsonl"
+event_time = { field = "ts" }
+watermark = { max_out_of_orderness = "5s" }
+
+[sources.app]
+type = "file"
+path = "app.jsonl"
+event_time = { field = "ts" }
+watermark = { max_out_of_orderness = "5s" }
+
+[windows.per_user]
+input = ["web", "app"]
+key = ["user_id"]
+tumbling = "1m"
+aggregates = { events = "count()", revenue = "sum(amount)" }
+
+[sinks.result]
+input = "per_user"
+type = "file"
+path = "out/result.jsonl"
+"#
+    );
+    kill_and_restart(
+        &job,
+        &[
+            ("web.jsonl", events(100_000, 1_000, 4)),
+            ("app.jsonl", events(100_000, 1_000, 5)),
+        ],
+    );
+}
+
+/// Aborts the process at a test hook, then restarts it to completion.
+fn abort_then_recover(hook: &str) {
+    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let inputs = [("clicks.jsonl", events(200_000, 2_000, 6))];
+    let reference = JobDir::new(&job, &inputs);
+    reference.run_ok(&[]);
+    let crashed = JobDir::new(&job, &inputs);
+    let out = crashed.run(
+        &["--checkpoint-interval", "20ms"],
+        &[("KFLOW_CRASH_AT", hook)],
+    );
+    assert!(
+        !out.status.success(),
+        "the {hook} hook should have aborted the run: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("test hook"), "{}", out.stderr);
+    crashed.run_ok(&["--checkpoint-interval", "20ms"]);
+    assert_same_outputs(&reference, &crashed);
+}
+
+#[test]
+fn issue_3_abort_before_the_checkpoint_write() {
+    abort_then_recover("before-commit:3");
+}
+
+#[test]
+fn issue_3_abort_right_after_the_checkpoint_write() {
+    abort_then_recover("after-commit:3");
+}
+
+#[test]
+fn issue_3_abort_in_the_middle_of_a_sink_write() {
+    abort_then_recover("sink-write:2");
+}
+
+/// Leaves a mid-run checkpoint behind (the run aborts after checkpoint 2).
+fn interrupted_job(job: &str) -> JobDir {
+    let dir = JobDir::new(job, &[("clicks.jsonl", events(100_000, 1_000, 8))]);
+    let out = dir.run(
+        &["--checkpoint-interval", "20ms"],
+        &[("KFLOW_CRASH_AT", "after-commit:2")],
+    );
+    assert!(!out.status.success(), "{}", out.stderr);
+    dir
+}
+
+#[test]
+fn issue_3_changed_window_refuses_to_resume_unless_reset() {
+    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let dir = interrupted_job(&job);
+    fs::write(
+        dir.path().join("job.toml"),
+        job.replace("tumbling = \"1m\"", "tumbling = \"5m\""),
+    )
+    .unwrap();
+    let out = dir.run(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("window per_user changed"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--reset"), "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    let out = dir.run(&["--reset"], &[]);
+    assert!(out.status.success(), "{}", out.stderr);
+}
+
+#[test]
+fn issue_3_changed_filter_resumes_and_says_so() {
+    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let dir = interrupted_job(&job);
+    fs::write(
+        dir.path().join("job.toml"),
+        job.replace("'product_view'", "'add_to_cart'"),
+    )
+    .unwrap();
+    let mut command = Command::new(kflow_bin());
+    command.current_dir(dir.path()).args(["run", "job.toml"]);
+    let out = run_with_timeout(command, TIMEOUT).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("restored checkpoint 2"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("filter checkouts changed"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn issue_3_checkpoints_command_lists_the_last_checkpoint() {
+    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let dir = interrupted_job(&job);
+    let mut command = Command::new(kflow_bin());
+    command
+        .current_dir(dir.path())
+        .args(["checkpoints", "job.toml"]);
+    let out = run_with_timeout(command, TIMEOUT).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    for expected in [
+        "checkpoint 2",
+        "clicks",
+        "line",
+        "per_user/0",
+        "fired through",
+        "out/result.jsonl",
+        "on disk",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing {expected:?} in:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn issue_3_foreign_state_dir_is_refused_not_reset() {
+    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let dir = JobDir::new(&job, &[("clicks.jsonl", events(1_000, 10, 9))]);
+    let db = dir.path().join(".kflow/crash/db");
+    fs::create_dir_all(&db).unwrap();
+    fs::write(db.join("notes.txt"), "not a database").unwrap();
+    let out = dir.run(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is not a kflow state directory"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(
+        db.join("notes.txt").exists(),
+        "the foreign file must be left alone"
+    );
+}
+
+#[test]
+fn issue_3_corrupted_state_is_an_error_not_a_fresh_start() {
+    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let dir = interrupted_job(&job);
+    let db = dir.path().join(".kflow/crash/db");
+    let mut corrupted = 0;
+    for entry in fs::read_dir(&db).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("MANIFEST") || name == "CURRENT" {
+            fs::write(&path, b"garbage garbage garbage").unwrap();
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted > 0);
+    let out = dir.run(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("state"), "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("starting from empty state"),
+        "{}",
+        out.stderr
+    );
+}
