@@ -1,0 +1,198 @@
+//! Criterion micro-benchmarks of kflow's hot parts: decoding the projected
+//! fields of a JSON line, evaluating a filter, updating a window partial in
+//! the cache (hit), reading an evicted partial back from RocksDB (miss), and
+//! writing a checkpoint batch.
+//!
+//! `cargo bench -p kflow-benches --bench micro`
+
+use std::path::Path;
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use kflow::operators::window::aggregate::{Arg, Partial};
+use kflow::sources::decode::Projection;
+use kflow_jobs::{AggregateFunction, AggregatePlan, FieldId, FieldPath, NodeKind, Value};
+use kflow_state::{StateBatch, StateStore, WindowCache};
+
+const LINE: &str = r#"{"event_id":"1b4e28ba-2fa1-41d2-883f-0016d3cca427","user_id":"u42817","type":"add_to_cart","amount":87.25,"ts":"2026-11-25T10:31:12.345Z"}"#;
+
+fn decode(c: &mut Criterion) {
+    let paths: Vec<FieldPath> = ["amount", "ts", "type", "user_id"]
+        .iter()
+        .map(|p| FieldPath::parse(p))
+        .collect();
+    let projection = Projection::new(&paths);
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("projected 4 of 5 fields", |b| {
+        let mut slots = vec![Value::Null; projection.slots()];
+        b.iter(|| {
+            projection
+                .decode(black_box(LINE.as_bytes()), &mut slots)
+                .ok();
+            black_box(&slots);
+        })
+    });
+    group.bench_function("serde_json::Value (baseline)", |b| {
+        b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(black_box(LINE)).ok()))
+    });
+    group.finish();
+}
+
+fn filter(c: &mut Criterion) {
+    let job = r#"
+[job]
+name = "bench"
+[sources.s]
+type = "file"
+path = "x.jsonl"
+[filters.f]
+input = "s"
+where = "type != 'product_view' && amount > 10"
+[sinks.o]
+input = "f"
+type = "stdout"
+"#;
+    let plan = match kflow_jobs::compile_str(job, Path::new("bench.toml")) {
+        Ok(plan) => plan,
+        Err(e) => panic!("{}", e.render()),
+    };
+    let expr = plan
+        .nodes
+        .iter()
+        .find_map(|n| match &n.kind {
+            NodeKind::Filter(f) => Some(f.expr.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the job has a filter"));
+    let mut row = vec![Value::Null; plan.fields.len()];
+    for (i, f) in plan.fields.iter().enumerate() {
+        row[i] = match f.dotted.as_str() {
+            "type" => Value::Str("add_to_cart".into()),
+            "amount" => Value::Num(87.25),
+            _ => Value::Null,
+        };
+    }
+    let mut group = c.benchmark_group("filter");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("type != 'product_view' && amount > 10", |b| {
+        b.iter(|| black_box(expr.matches(black_box(&row[..]))))
+    });
+    group.finish();
+}
+
+fn aggregates() -> Vec<AggregatePlan> {
+    vec![
+        AggregatePlan {
+            name: "events".into(),
+            function: AggregateFunction::Count,
+            field: None,
+        },
+        AggregatePlan {
+            name: "revenue".into(),
+            function: AggregateFunction::Sum,
+            field: Some(FieldId(0)),
+        },
+    ]
+}
+
+fn keys(n: usize) -> Vec<(u64, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let key = format!("u{i}").into_bytes();
+            (xxhash_rust_hash(&key), key)
+        })
+        .collect()
+}
+
+fn xxhash_rust_hash(bytes: &[u8]) -> u64 {
+    kflow::operators::window::key::hash(bytes)
+}
+
+fn window_state(c: &mut Criterion) {
+    let dir = tempfile_dir();
+    let store = match StateStore::open(&dir) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let aggs = aggregates();
+    let keys = keys(100_000);
+    let args = [Arg::None, Arg::Num(12.5)];
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("update partial, cache hit (100k keys)", |b| {
+        let mut cache: WindowCache<Partial> = WindowCache::new(1, usize::MAX);
+        let mut i = 0;
+        b.iter(|| {
+            let (hash, key) = &keys[i % keys.len()];
+            i += 1;
+            if let Ok(p) = cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs)) {
+                p.update(&args);
+            }
+        })
+    });
+    group.bench_function("update partial, cache miss (read from RocksDB)", |b| {
+        let mut cache: WindowCache<Partial> = WindowCache::new(2, usize::MAX);
+        for (hash, key) in &keys {
+            if let Ok(p) = cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs)) {
+                p.update(&args);
+            }
+        }
+        let mut batch = StateBatch::new();
+        cache.snapshot(&mut batch);
+        if let Err(e) = store.write(batch, false) {
+            panic!("{e}");
+        }
+        cache.evict();
+        let mut i = 0;
+        b.iter(|| {
+            let (hash, key) = &keys[i % keys.len()];
+            i += 1;
+            if let Ok(p) = cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs)) {
+                p.update(&args);
+            }
+            if i % keys.len() == 0 {
+                let mut batch = StateBatch::new();
+                cache.snapshot(&mut batch);
+                let _ = store.write(batch, false);
+                cache.evict();
+            }
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("checkpoint");
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("snapshot + synced write of 10k dirty partials", |b| {
+        b.iter_batched(
+            || {
+                let mut cache: WindowCache<Partial> = WindowCache::new(3, usize::MAX);
+                for (hash, key) in keys.iter().take(10_000) {
+                    if let Ok(p) =
+                        cache.get_mut(&store, 120_000, *hash, key, || Partial::new(&aggs))
+                    {
+                        p.update(&args);
+                    }
+                }
+                cache
+            },
+            |mut cache| {
+                let mut batch = StateBatch::new();
+                cache.snapshot(&mut batch);
+                if let Err(e) = store.write(batch, true) {
+                    panic!("{e}");
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kflow-micro-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+criterion_group!(benches, decode, filter, window_state);
+criterion_main!(benches);

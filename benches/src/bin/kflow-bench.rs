@@ -1,0 +1,336 @@
+//! `kflow-bench`: the end-to-end benchmark runner.
+//!
+//! Generates the workloads' input (deterministic, seeded), runs kflow on
+//! each with RocksDB state and checkpoints every 10 s and every 1 s (and
+//! with periodic checkpoints off, to show their cost), runs the peers that
+//! are installed (DuckDB, PyFlink with heap and RocksDB state; see
+//! `benches/peers/`) on the same file, checks every system's rows against
+//! kflow's, and prints one table with kflow's ratio to each.
+//!
+//! ```text
+//! cargo build --release -p kflow -p kflow-benches
+//! target/release/kflow-bench [--events 5000000] [--workloads W1,W2,W3] [--peers all|none|duckdb,...]
+//! ```
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kflow_benches::workload::{write_events, Workload};
+use nix::sys::resource::{getrusage, UsageWho};
+
+struct Args {
+    events: u64,
+    workloads: Vec<String>,
+    peers: Vec<String>,
+    kflow: PathBuf,
+    out: PathBuf,
+    intervals: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut args = Args {
+        events: 5_000_000,
+        workloads: vec!["W1".into(), "W2".into(), "W3".into()],
+        peers: vec!["duckdb".into(), "flink-heap".into(), "flink-rocksdb".into()],
+        kflow: root.join("target/release/kflow"),
+        out: root.join("target/bench"),
+        intervals: vec!["10s".into(), "1s".into(), "off".into()],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--events" => args.events = value()?.parse().map_err(|e| format!("--events: {e}"))?,
+            "--workloads" => args.workloads = value()?.split(',').map(str::to_string).collect(),
+            "--peers" => {
+                let v = value()?;
+                args.peers = match v.as_str() {
+                    "none" => Vec::new(),
+                    "all" => args.peers.clone(),
+                    _ => v.split(',').map(str::to_string).collect(),
+                }
+            }
+            "--kflow" => args.kflow = PathBuf::from(value()?),
+            "--out" => args.out = PathBuf::from(value()?),
+            "--intervals" => args.intervals = value()?.split(',').map(str::to_string).collect(),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+/// One measured run.
+struct Measured {
+    system: String,
+    seconds: f64,
+    cpu: f64,
+    peak_rss_mb: f64,
+    checkpoints: Option<u64>,
+    rows: usize,
+    agrees: Option<bool>,
+}
+
+fn children_cpu() -> f64 {
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs a command to completion, measuring wall time, CPU (of it and its
+/// children) and peak RSS (the kernel's high-water mark, sampled).
+fn measure(mut command: Command) -> Result<(f64, f64, f64, String, String), String> {
+    let described = format!("{command:?}");
+    let cpu_before = children_cpu();
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{described}: {e}"))?;
+    let pid = child.id();
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let read = |s: Option<std::process::ChildStdout>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut s) = s {
+                let _ = std::io::Read::read_to_string(&mut s, &mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(out);
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut s) = err {
+            let _ = std::io::Read::read_to_string(&mut s, &mut text);
+        }
+        text
+    });
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kb) = vm_hwm_kb(pid) {
+            peak = peak.max(kb);
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = children_cpu() - cpu_before;
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("{described} failed ({status}):\n{stderr}"));
+    }
+    Ok((seconds, cpu, peak as f64 / 1024.0, stdout, stderr))
+}
+
+fn job(workload: &str, interval_dir: &Path, input: &Path) -> String {
+    let window = match workload {
+        "W2" => r#"sliding = { size = "5m", slide = "1m" }"#,
+        _ => r#"tumbling = "1m""#,
+    };
+    let memory = if workload == "W3" {
+        "state_memory = \"64MB\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"[job]
+name = "bench-{w}"
+state_dir = "{state}"
+{memory}
+[sources.clicks]
+type = "file"
+path = "{input}"
+event_time = {{ field = "ts" }}
+watermark = {{ max_out_of_orderness = "5s" }}
+
+[filters.interesting]
+input = "clicks"
+where = "type != 'product_view'"
+
+[windows.per_user]
+input = "interesting"
+key = ["user_id"]
+{window}
+aggregates = {{ events = "count()", revenue = "sum(amount)" }}
+
+[sinks.out]
+input = "per_user"
+type = "file"
+path = "{out}"
+"#,
+        w = workload.to_lowercase(),
+        state = interval_dir.join("state").display(),
+        input = input.display(),
+        out = interval_dir.join("kflow.jsonl").display(),
+    )
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("kflow-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    if !args.kflow.is_file() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p kflow -p kflow-benches`",
+            args.kflow.display()
+        ));
+    }
+    fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
+    let peers_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+    let python = peers_dir.join(".venv/bin/python");
+    let peers: Vec<String> = if python.is_file() {
+        args.peers.clone()
+    } else {
+        if !args.peers.is_empty() {
+            eprintln!("kflow-bench: peers not installed (run `bash benches/peers/setup.sh`): running kflow only");
+        }
+        Vec::new()
+    };
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| workload | system | events/s | seconds | CPU s | peak RSS MB | checkpoints | rows | rows agree | kflow (10 s) speed-up |"
+    );
+    let _ = writeln!(table, "|---|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    for workload in &args.workloads {
+        let users = if workload == "W3" { 5_000_000 } else { 100_000 };
+        let input = args
+            .out
+            .join(format!("events-{}-{users}.jsonl", args.events));
+        if !input.is_file() {
+            eprintln!("generating {} ...", input.display());
+            let w = Workload {
+                events: args.events,
+                users,
+                seed: 42,
+                ..Workload::default()
+            };
+            let mut file = BufWriter::with_capacity(
+                1 << 20,
+                fs::File::create(&input).map_err(|e| e.to_string())?,
+            );
+            write_events(&w, &mut file).map_err(|e| e.to_string())?;
+            file.flush().map_err(|e| e.to_string())?;
+        }
+        let mut results: Vec<Measured> = Vec::new();
+        let mut reference: Option<PathBuf> = None;
+        for interval in &args.intervals {
+            let dir = args.out.join(format!("{workload}-kflow-{interval}"));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let job_path = dir.join("job.toml");
+            fs::write(&job_path, job(workload, &dir, &input)).map_err(|e| e.to_string())?;
+            let mut command = Command::new(&args.kflow);
+            command
+                .arg("run")
+                .arg(&job_path)
+                .arg("--checkpoint-interval")
+                .arg(interval);
+            eprintln!("{workload}: kflow, checkpoints {interval} ...");
+            let (seconds, cpu, rss, _, stderr) = measure(command)?;
+            let checkpoints = stderr
+                .lines()
+                .find(|l| l.trim_start().starts_with("checkpoints"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.replace(',', "").parse().ok());
+            let output = dir.join("kflow.jsonl");
+            let rows = fs::read_to_string(&output).map_or(0, |t| t.lines().count());
+            results.push(Measured {
+                system: format!("kflow (checkpoints {interval})"),
+                seconds,
+                cpu,
+                peak_rss_mb: rss,
+                checkpoints,
+                rows,
+                agrees: None,
+            });
+            reference.get_or_insert(output);
+        }
+        for peer in &peers {
+            let out = args.out.join(format!("{workload}-{peer}.jsonl"));
+            let mut command = Command::new(&python);
+            match peer.as_str() {
+                "duckdb" => command.arg(peers_dir.join("duckdb_run.py")),
+                "flink-heap" | "flink-rocksdb" => command
+                    .arg(peers_dir.join("flink_run.py"))
+                    .arg("--state")
+                    .arg(peer.trim_start_matches("flink-"))
+                    .arg("--checkpoint-interval")
+                    .arg("10s"),
+                other => return Err(format!("unknown peer {other}")),
+            };
+            command
+                .arg("--workload")
+                .arg(workload)
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&out);
+            eprintln!("{workload}: {peer} ...");
+            let (seconds, cpu, rss, _, _) = measure(command)?;
+            let rows = fs::read_to_string(&out).map_or(0, |t| t.lines().count());
+            let agrees = reference.as_ref().map(|r| {
+                Command::new(&python)
+                    .arg(peers_dir.join("compare.py"))
+                    .arg(r)
+                    .arg(&out)
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            });
+            results.push(Measured {
+                system: peer.clone(),
+                seconds,
+                cpu,
+                peak_rss_mb: rss,
+                checkpoints: None,
+                rows,
+                agrees,
+            });
+        }
+        let base = results.first().map_or(1.0, |m| m.seconds);
+        for m in &results {
+            let _ = writeln!(
+                table,
+                "| {workload} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {} | {} | {:.2}x |",
+                m.system,
+                args.events as f64 / m.seconds,
+                m.seconds,
+                m.cpu,
+                m.peak_rss_mb,
+                m.checkpoints.map_or("-".to_string(), |c| c.to_string()),
+                m.rows,
+                m.agrees.map_or("(reference)".to_string(), |a| if a {
+                    "yes".into()
+                } else {
+                    "NO".into()
+                }),
+                m.seconds / base,
+            );
+        }
+    }
+    println!("{table}");
+    Ok(())
+}
