@@ -31,7 +31,7 @@ pub struct Metrics {
 }
 
 /// Per-task counts, added to [`Metrics`] in bulk.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LocalCounts {
     /// See [`Metrics::read`].
     pub read: u64,
@@ -76,28 +76,9 @@ impl LocalCounts {
     }
 }
 
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// See [`Metrics::read`].
-    pub read: u64,
-    /// See [`Metrics::decoded`].
-    pub decoded: u64,
-    /// See [`Metrics::filtered_out`].
-    pub filtered_out: u64,
-    /// See [`Metrics::duplicates`].
-    pub duplicates: u64,
-    /// See [`Metrics::late`].
-    pub late: u64,
-    /// See [`Metrics::late_dropped`].
-    pub late_dropped: u64,
-    /// See [`Metrics::errors`].
-    pub errors: u64,
-    /// See [`Metrics::dead_letters`].
-    pub dead_letters: u64,
-    /// See [`Metrics::rows_emitted`].
-    pub rows_emitted: u64,
-}
+/// A copy of the counters at one moment (the same fields as the per-task
+/// counts).
+pub type Snapshot = LocalCounts;
 
 impl Metrics {
     /// Reads every counter.

@@ -88,6 +88,17 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Reads a child's pipe to its end on a thread of its own.
+fn read_all<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
+}
+
 /// Runs a command to completion, measuring wall time, CPU (of it and its
 /// children) and peak RSS (the kernel's high-water mark, sampled).
 fn measure(mut command: Command) -> Result<(f64, f64, f64, String, String), String> {
@@ -100,25 +111,8 @@ fn measure(mut command: Command) -> Result<(f64, f64, f64, String, String), Stri
         .spawn()
         .map_err(|e| format!("{described}: {e}"))?;
     let pid = child.id();
-    let out = child.stdout.take();
-    let err = child.stderr.take();
-    let read = |s: Option<std::process::ChildStdout>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut s) = s {
-                let _ = std::io::Read::read_to_string(&mut s, &mut text);
-            }
-            text
-        })
-    };
-    let stdout = read(out);
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut s) = err {
-            let _ = std::io::Read::read_to_string(&mut s, &mut text);
-        }
-        text
-    });
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
     let mut peak = 0;
     let status = loop {
         if let Some(kb) = vm_hwm_kb(pid) {

@@ -262,37 +262,32 @@ impl WindowOut {
         Ok(())
     }
 
-    /// Tells every partition this emitter is idle.
-    pub fn idle(&mut self, watermark: i64) -> Result<(), EngineError> {
-        self.flush(watermark)?;
+    /// Sends `msg(input)` to every partition.
+    fn broadcast(&self, msg: impl Fn(InputId) -> WindowMsg) -> Result<(), EngineError> {
         for sender in &self.partitions {
             sender
-                .send_blocking(WindowMsg::Idle(self.input))
+                .send_blocking(msg(self.input))
                 .map_err(|_| EngineError::Disconnected(self.name.clone()))?;
         }
         Ok(())
+    }
+
+    /// Tells every partition this emitter is idle.
+    pub fn idle(&mut self, watermark: i64) -> Result<(), EngineError> {
+        self.flush(watermark)?;
+        self.broadcast(WindowMsg::Idle)
     }
 
     /// Flushes and sends checkpoint barrier `id` to every partition.
     pub fn barrier(&mut self, id: u64, watermark: i64) -> Result<(), EngineError> {
         self.flush(watermark)?;
-        for sender in &self.partitions {
-            sender
-                .send_blocking(WindowMsg::Barrier(self.input, id))
-                .map_err(|_| EngineError::Disconnected(self.name.clone()))?;
-        }
-        Ok(())
+        self.broadcast(|input| WindowMsg::Barrier(input, id))
     }
 
     /// Flushes and tells every partition this emitter is done.
     pub fn end(&mut self, watermark: i64) -> Result<(), EngineError> {
         self.flush(watermark)?;
-        for sender in &self.partitions {
-            sender
-                .send_blocking(WindowMsg::End(self.input))
-                .map_err(|_| EngineError::Disconnected(self.name.clone()))?;
-        }
-        Ok(())
+        self.broadcast(WindowMsg::End)
     }
 }
 
