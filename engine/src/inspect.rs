@@ -101,6 +101,7 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
                 if let Ok((_, t, _)) = codec::decode_key(key) {
                     times.insert(t);
                 }
+                true
             })?;
         }
         let _ = writeln!(

@@ -197,6 +197,56 @@ impl<V: StateValue> WindowCache<V> {
         Ok(())
     }
 
+    /// Calls `visit` for every entry of `time`, the stored ones that memory
+    /// does not shadow and then those in memory, and removes the time.
+    /// Stored entries are decoded one at a time, so firing a window much
+    /// larger than the memory budget never loads it whole.
+    ///
+    /// # Errors
+    /// The first error of the scan, a decode or `visit`.
+    pub fn drain<E: From<StateError>>(
+        &mut self,
+        store: &StateStore,
+        time: i64,
+        mut visit: impl FnMut(&[u8], &V) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.spilled.contains(&time) {
+            let prefix = codec::prefix(self.instance, time);
+            let memory = self.times.get(&time);
+            let mut failed: Option<E> = None;
+            store.for_each_prefix(Family::Windows, &prefix, |full, bytes| {
+                let step = codec::decode_key(full).map(|(_, _, key)| {
+                    let hash = xxhash_rust::xxh3::xxh3_64(key);
+                    let shadowed =
+                        memory.is_some_and(|t| t.find(hash, |e| &*e.key == key).is_some());
+                    (key, shadowed)
+                });
+                let result = match step {
+                    Ok((_, true)) => Ok(()),
+                    Ok((key, false)) => V::decode(bytes)
+                        .map_err(E::from)
+                        .and_then(|v| visit(key, &v)),
+                    Err(e) => Err(E::from(e)),
+                };
+                match result {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        for (key, value) in self.entries(time) {
+            visit(key, value)?;
+        }
+        self.remove(time);
+        Ok(())
+    }
+
     /// The in-memory entries of `time` as `(key, value)`.
     pub fn entries(&self, time: i64) -> impl Iterator<Item = (&[u8], &V)> {
         self.times
@@ -340,6 +390,32 @@ mod tests {
         cache.snapshot(&mut batch);
         store.write(batch, false).unwrap();
         assert!(store.scan_prefix(Family::Windows, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn drain_visits_stored_and_memory_entries_once_with_memory_winning() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut cache = WindowCache::new(3, usize::MAX);
+        for key in ["a", "b", "c"] {
+            bump(&mut cache, &store, 60_000, key);
+        }
+        let mut batch = StateBatch::new();
+        cache.snapshot(&mut batch);
+        store.write(batch, false).unwrap();
+        cache.evict();
+        // `b` is updated again: memory (2) shadows the stored copy (1).
+        bump(&mut cache, &store, 60_000, "b");
+        let mut seen = Vec::new();
+        cache
+            .drain(&store, 60_000, |k, v| {
+                seen.push((String::from_utf8(k.to_vec()).unwrap(), v.0));
+                Ok::<(), StateError>(())
+            })
+            .unwrap();
+        seen.sort();
+        assert_eq!(seen, [("a".to_string(), 1), ("b".to_string(), 2), ("c".to_string(), 1)]);
+        assert!(cache.is_empty());
     }
 
     #[test]

@@ -151,9 +151,15 @@ impl StateStore {
         options.create_if_missing(fresh);
         options.create_missing_column_families(fresh);
         options.increase_parallelism(2);
+        // Bloom filters: a cache miss on a key that was never stored (most
+        // new keys of a spilled window) costs no block reads.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        let mut family_options = Options::default();
+        family_options.set_block_based_table_factory(&table);
         let families = Family::ALL
             .iter()
-            .map(|f| ColumnFamilyDescriptor::new(f.name(), Options::default()));
+            .map(|f| ColumnFamilyDescriptor::new(f.name(), family_options.clone()));
         let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| {
             if fresh {
                 StateError::Rocks {
@@ -269,7 +275,8 @@ impl StateStore {
     }
 
     /// Calls `visit` for every `(key, value)` whose key starts with
-    /// `prefix`, in key order, without collecting them.
+    /// `prefix`, in key order, without collecting them, until it returns
+    /// `false`.
     ///
     /// # Errors
     /// [`StateError::Rocks`] when RocksDB fails the scan.
@@ -277,15 +284,14 @@ impl StateStore {
         &self,
         family: Family,
         prefix: &[u8],
-        mut visit: impl FnMut(&[u8], &[u8]),
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StateError> {
         let mode = IteratorMode::From(prefix, Direction::Forward);
         for item in self.db.iterator_cf(self.cf(family)?, mode) {
             let (key, value) = item.map_err(|e| self.rocks(e))?;
-            if !key.starts_with(prefix) {
+            if !key.starts_with(prefix) || !visit(&key, &value) {
                 break;
             }
-            visit(&key, &value);
         }
         Ok(())
     }
