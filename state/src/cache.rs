@@ -414,7 +414,14 @@ mod tests {
             })
             .unwrap();
         seen.sort();
-        assert_eq!(seen, [("a".to_string(), 1), ("b".to_string(), 2), ("c".to_string(), 1)]);
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), 1),
+                ("b".to_string(), 2),
+                ("c".to_string(), 1)
+            ]
+        );
         assert!(cache.is_empty());
     }
 
