@@ -131,70 +131,97 @@ impl StateStore {
             source,
         };
         let fresh = match std::fs::read_dir(dir) {
-            Ok(mut entries) => {
-                let non_empty = entries.next().is_some();
-                if non_empty && !dir.join("CURRENT").exists() {
-                    return Err(StateError::Foreign {
-                        path,
-                        reason: "it holds files but no RocksDB database".into(),
-                    });
-                }
-                !non_empty
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(io)?;
-                true
-            }
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(io(e)),
         };
+        if fresh {
+            Self::create(dir)?;
+        } else if !dir.join("CURRENT").exists() {
+            return Err(StateError::Foreign {
+                path,
+                reason: "it holds files but no RocksDB database".into(),
+            });
+        }
+        let options = Self::options(false);
+        let db = DB::open_cf_descriptors(&options, dir, Self::families()).map_err(|source| {
+            StateError::Foreign {
+                path: path.clone(),
+                reason: source.to_string(),
+            }
+        })?;
+        let store = StateStore { db, path };
+        match store.get(Family::Meta, FORMAT_KEY)? {
+            Some(v) if v == FORMAT_VALUE => Ok(store),
+            Some(v) => Err(StateError::Foreign {
+                path: store.path.clone(),
+                reason: format!("unknown format {:?}", String::from_utf8_lossy(&v)),
+            }),
+            None => Err(StateError::Foreign {
+                path: store.path.clone(),
+                reason: "its database has no kflow format marker".into(),
+            }),
+        }
+    }
+
+    /// Creates a new database atomically: it is built in a sibling
+    /// directory, marked, closed and then renamed into place, so a crash
+    /// during creation leaves either nothing or a complete database (never
+    /// a half-made one that the next start would have to refuse).
+    fn create(dir: &Path) -> Result<(), StateError> {
+        let io = |path: &Path, source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut tmp_name = dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        tmp_name.push(".creating");
+        let tmp = dir.with_file_name(tmp_name);
+        match std::fs::remove_dir_all(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&tmp, e)),
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        {
+            let db = DB::open_cf_descriptors(&Self::options(true), &tmp, Self::families())
+                .map_err(|source| StateError::Rocks {
+                    path: tmp.clone(),
+                    source,
+                })?;
+            let store = StateStore {
+                db,
+                path: tmp.clone(),
+            };
+            let mut batch = StateBatch::new();
+            batch.put(Family::Meta, FORMAT_KEY.to_vec(), FORMAT_VALUE.to_vec());
+            store.write(batch, true)?;
+        }
+        // `dir` may exist as an empty folder.
+        let _ = std::fs::remove_dir(dir);
+        std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))
+    }
+
+    fn options(create: bool) -> Options {
         let mut options = Options::default();
-        options.create_if_missing(fresh);
-        options.create_missing_column_families(fresh);
+        options.create_if_missing(create);
+        options.create_missing_column_families(create);
         options.increase_parallelism(2);
+        options
+    }
+
+    fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
         // Bloom filters: a cache miss on a key that was never stored (most
         // new keys of a spilled window) costs no block reads.
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         let mut family_options = Options::default();
         family_options.set_block_based_table_factory(&table);
-        let families = Family::ALL
-            .iter()
-            .map(|f| ColumnFamilyDescriptor::new(f.name(), family_options.clone()));
-        let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| {
-            if fresh {
-                StateError::Rocks {
-                    path: path.clone(),
-                    source,
-                }
-            } else {
-                StateError::Foreign {
-                    path: path.clone(),
-                    reason: source.to_string(),
-                }
-            }
-        })?;
-        let store = StateStore { db, path };
-        match store.get(Family::Meta, FORMAT_KEY)? {
-            Some(v) if v == FORMAT_VALUE => {}
-            Some(v) => {
-                return Err(StateError::Foreign {
-                    path: store.path.clone(),
-                    reason: format!("unknown format {:?}", String::from_utf8_lossy(&v)),
-                })
-            }
-            None if fresh => {
-                let mut batch = StateBatch::new();
-                batch.put(Family::Meta, FORMAT_KEY.to_vec(), FORMAT_VALUE.to_vec());
-                store.write(batch, true)?;
-            }
-            None => {
-                return Err(StateError::Foreign {
-                    path: store.path.clone(),
-                    reason: "its database has no kflow format marker".into(),
-                })
-            }
-        }
-        Ok(store)
+        Family::ALL
+            .into_iter()
+            .map(move |f| ColumnFamilyDescriptor::new(f.name(), family_options.clone()))
     }
 
     /// The directory this store lives in.
@@ -355,6 +382,18 @@ mod tests {
         assert_eq!(store.get(Family::Windows, b"b1").unwrap().unwrap(), b"z");
         store.clear(Family::Windows).unwrap();
         assert!(store.scan_prefix(Family::Windows, b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_creation_interrupted_by_a_crash_is_redone() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("db");
+        // What a kill during creation leaves: a half-made sibling.
+        std::fs::create_dir_all(parent.path().join("db.creating")).unwrap();
+        std::fs::write(parent.path().join("db.creating/CURRENT"), "half").unwrap();
+        let store = StateStore::open(&dir).unwrap();
+        assert!(store.get(Family::Meta, FORMAT_KEY).unwrap().is_some());
+        assert!(!parent.path().join("db.creating").exists());
     }
 
     #[test]
