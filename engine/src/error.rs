@@ -27,12 +27,33 @@ pub enum EngineError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A Kinesis call failed for good (not throttling or a transient
+    /// fault, which are retried).
+    #[error("{what} `{name}`: Kinesis: {message}")]
+    Kinesis {
+        /// `source` or `sink`.
+        what: &'static str,
+        /// The node's name.
+        name: String,
+        /// What failed, with the service's error.
+        message: String,
+    },
+    /// Checkpointed shard positions are past the stream's retention.
+    #[error(
+        "source `{name}`: the checkpointed position is no longer in the stream:\n  {}\n\
+         the records after it may be gone; set on_expired = \"trim_horizon\" on the source to \
+         read each such shard from its oldest record, or run with --reset",
+        .details.join("\n  ")
+    )]
+    KinesisExpired {
+        /// The source's name.
+        name: String,
+        /// One line per expired shard (or the stream).
+        details: Vec<String>,
+    },
     /// The state store failed.
     #[error("state: {0}")]
     State(#[from] StateError),
-    /// The job uses something this build cannot run yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// The job's stateful parts changed since its checkpoint.
     #[error(
         "the job changed since its last checkpoint, so its state cannot be reused:\n  {}\n\

@@ -79,15 +79,44 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
                 _ => None,
             })
             .unwrap_or(0);
+        let Some(k) = &s.kinesis else {
+            let _ = writeln!(
+                out,
+                "  {name:<16} line {} (byte {}){}, max event time {}, watermark {}",
+                group(s.line),
+                group(s.offset),
+                if s.ended { ", at end" } else { "" },
+                time(s.max_time),
+                time(s.max_time.map(|t| t.saturating_sub(lag))),
+            );
+            continue;
+        };
         let _ = writeln!(
             out,
-            "  {name:<16} line {} (byte {}){}, max event time {}, watermark {}",
+            "  {name:<16} {} records from {} shards{}, max event time {}, start {}, stop {}",
             group(s.line),
-            group(s.offset),
+            k.shards.len(),
             if s.ended { ", at end" } else { "" },
             time(s.max_time),
-            time(s.max_time.map(|t| t.saturating_sub(lag))),
+            k.start_ms
+                .map_or_else(|| "trim horizon".to_string(), |t| time(Some(t))),
+            k.stop_ms
+                .map_or_else(|| "none".to_string(), |t| time(Some(t))),
         );
+        for (shard, st) in &k.shards {
+            let position = match (&st.sequence, st.subsequence) {
+                (Some(seq), Some(sub)) => format!("after {seq} (subsequence {sub})"),
+                (Some(seq), None) => format!("after {seq}"),
+                (None, _) => "not started".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "    {shard:<24} {}{position}, {} records, max event time {}",
+                if st.finished { "finished, " } else { "" },
+                group(st.records),
+                time(st.max_time),
+            );
+        }
     }
     let _ = writeln!(out, "\nwindows");
     for (task, w) in &meta.windows {

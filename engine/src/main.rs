@@ -1,4 +1,5 @@
-//! The `kflow` command line: `run`, `validate` and `plan` over job files.
+//! The `kflow` command line: `run`, `validate`, `plan` and `checkpoints`
+//! over job files, and `produce` to put JSON lines into a Kinesis stream.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid job file or usage.
 
@@ -48,6 +49,30 @@ enum Command {
         /// The job file.
         job: PathBuf,
     },
+    /// Put the JSON lines of a file into a Kinesis stream (PutRecords
+    /// batches, per-key order, partial failures retried).
+    Produce {
+        /// Stream name (or ARN).
+        #[arg(long)]
+        stream: String,
+        /// The field holding each record's partition key (dotted path).
+        #[arg(long)]
+        partition_key: String,
+        /// Endpoint URL (an emulator); default: the AWS chain.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Region; default: the AWS chain.
+        #[arg(long)]
+        region: Option<String>,
+        /// Records per second, at most (`500` or `500/s`).
+        #[arg(long, value_name = "N/s")]
+        rate: Option<String>,
+        /// Print nothing but errors.
+        #[arg(short, long)]
+        quiet: bool,
+        /// The JSON-lines file.
+        file: PathBuf,
+    },
     /// Print the compiled operator DAG.
     Plan {
         /// The job file.
@@ -83,7 +108,10 @@ fn load(path: &std::path::Path) -> Result<kflow_jobs::JobPlan, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Run { quiet: true, .. });
+    let quiet = matches!(
+        cli.command,
+        Command::Run { quiet: true, .. } | Command::Produce { quiet: true, .. }
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_env("KFLOW_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
     });
@@ -125,6 +153,50 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Produce {
+            stream,
+            partition_key,
+            endpoint,
+            region,
+            rate,
+            quiet,
+            file,
+        } => {
+            let rate = match rate
+                .as_deref()
+                .map(|r| r.trim_end_matches("/s").parse::<f64>())
+            {
+                None => None,
+                Some(Ok(r)) if r > 0.0 => Some(r),
+                Some(_) => {
+                    eprintln!("kflow: --rate: expected a positive number of records per second, like 500/s");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = kflow::produce::ProduceOptions {
+                stream,
+                partition_key,
+                file,
+                endpoint: kflow::kinesis::Endpoint {
+                    region,
+                    url: endpoint,
+                },
+                rate,
+                progress: !quiet,
+            };
+            match kflow::produce::produce(&options) {
+                Ok(summary) => {
+                    if !quiet {
+                        eprint!("{}", summary.render(&options.stream));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kflow: produce: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run {
             job,
             parallelism,

@@ -3,8 +3,10 @@
 //! Tasks count locally and add to these atomics at batch boundaries, so the
 //! hot path never touches a shared cache line per record.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Counters of one run.
@@ -28,6 +30,35 @@ pub struct Metrics {
     pub dead_letters: AtomicU64,
     /// Window result rows emitted.
     pub rows_emitted: AtomicU64,
+    /// Kinesis shards by `source/shard`.
+    pub shards: Mutex<BTreeMap<String, ShardMetrics>>,
+    /// Kinesis calls retried after throttling.
+    pub throttles: AtomicU64,
+}
+
+/// One Kinesis shard's progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardMetrics {
+    /// Records read from the shard in this run.
+    pub records: u64,
+    /// MillisBehindLatest of the last GetRecords call.
+    pub behind_ms: Option<i64>,
+    /// `reading`, `finished` (SHARD_END) or `stopped` (stop time).
+    pub state: &'static str,
+}
+
+impl Metrics {
+    /// Updates one shard's progress.
+    pub fn set_shard(&self, key: String, shard: ShardMetrics) {
+        if let Ok(mut shards) = self.shards.lock() {
+            shards.insert(key, shard);
+        }
+    }
+
+    /// Every shard's progress.
+    pub fn shards(&self) -> BTreeMap<String, ShardMetrics> {
+        self.shards.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }
 
 /// Per-task counts, added to [`Metrics`] in bulk.
@@ -113,6 +144,10 @@ pub struct RunSummary {
     pub checkpoints: crate::runtime::checkpoint::CheckpointStats,
     /// How the run started.
     pub start: String,
+    /// Kinesis shards read, by `source/shard`.
+    pub shards: BTreeMap<String, ShardMetrics>,
+    /// Kinesis calls retried after throttling.
+    pub throttles: u64,
 }
 
 impl RunSummary {
@@ -160,22 +195,51 @@ impl RunSummary {
         };
         line("errors", c.errors, dead);
         line("windows emitted", c.rows_emitted, String::new());
+        self.render_shards(&mut out);
+        self.render_checkpoints(&mut out);
+        out
+    }
+
+    fn render_shards(&self, out: &mut String) {
+        if !self.shards.is_empty() {
+            let _ = writeln!(
+                out,
+                "  kinesis shards  {:>14}  ({} throttled calls retried)",
+                self.shards.len(),
+                group(self.throttles)
+            );
+            let secs = self.elapsed.as_secs_f64().max(1e-9);
+            for (shard, m) in &self.shards {
+                let lag = m.behind_ms.map_or_else(
+                    || "-".to_string(),
+                    |ms| format!("{:.1} s", ms as f64 / 1000.0),
+                );
+                let _ = writeln!(
+                    out,
+                    "    {shard:<36}{:>12} records  {:>9}/s  lag {lag:<8} {}",
+                    group(m.records),
+                    group((m.records as f64 / secs) as u64),
+                    m.state
+                );
+            }
+        }
+    }
+
+    fn render_checkpoints(&self, out: &mut String) {
         let cp = &self.checkpoints;
         let early = if cp.early > 0 {
             format!(", {} early for memory", group(cp.early))
         } else {
             String::new()
         };
-        line(
+        let _ = writeln!(
+            out,
+            "  {:<16}{:>14}  ({:.2} s writing {} MB{early})",
             "checkpoints",
-            cp.count,
-            format!(
-                "  ({:.2} s writing {} MB{early})",
-                cp.write_time.as_secs_f64(),
-                cp.bytes / 1_000_000
-            ),
+            group(cp.count),
+            cp.write_time.as_secs_f64(),
+            cp.bytes / 1_000_000
         );
-        out
     }
 }
 

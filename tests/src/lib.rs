@@ -9,12 +9,14 @@
 //! [`compare_jsonl`]: rows as a multiset, numbers within a relative
 //! tolerance. Crash tests reuse the same pieces ([`golden::StagedCase`],
 //! [`process::run_with_timeout`]) to kill and restart kflow mid-run.
+//! Kinesis tests run against emulators started by [`kinesis::Emulator`].
 //!
 //! Test-only code: panicking with a message is how it reports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod compare;
 pub mod golden;
+pub mod kinesis;
 pub mod process;
 
 pub use compare::{compare_jsonl, Mismatch, RowKind};

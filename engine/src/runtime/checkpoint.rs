@@ -40,6 +40,47 @@ pub struct SourceState {
     pub max_time: Option<i64>,
     /// The source reached its end.
     pub ended: bool,
+    /// Kinesis sources: shard positions and lineage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinesis: Option<KinesisState>,
+}
+
+/// A Kinesis source's checkpointed positions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KinesisState {
+    /// The stream's creation time (epoch ms): a different value on restart
+    /// means the stream was deleted and recreated, so every position is void.
+    pub stream_created_ms: Option<i64>,
+    /// Where shards without a position start: epoch ms for `AT_TIMESTAMP`
+    /// (`start_at = "latest"` is resolved to the first start's time), or
+    /// `None` for `TRIM_HORIZON`.
+    pub start_ms: Option<i64>,
+    /// Records arriving at or after this time are not read (`stop_at`,
+    /// resolved at the first start).
+    pub stop_ms: Option<i64>,
+    /// Every shard this source started or finished, by shard id.
+    pub shards: BTreeMap<String, ShardState>,
+}
+
+/// One shard's checkpointed position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardState {
+    /// Sequence number of the last Kinesis record processed completely
+    /// (restart reads `AFTER_SEQUENCE_NUMBER` it).
+    pub sequence: Option<String>,
+    /// Subsequence number of the last user record of that record when it
+    /// was a KPL aggregate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsequence: Option<u64>,
+    /// Arrival time of that record (epoch ms).
+    pub arrival_ms: Option<i64>,
+    /// Largest event time seen on this shard.
+    pub max_time: Option<i64>,
+    /// Records read from this shard.
+    pub records: u64,
+    /// The shard reached SHARD_END and every record was processed (or it was
+    /// closed before the source's start position).
+    pub finished: bool,
 }
 
 /// A window partition's clock and where its state lives.

@@ -82,12 +82,18 @@ impl Start {
                 let positions: Vec<String> = meta
                     .sources
                     .iter()
-                    .map(|(name, s)| {
-                        format!(
+                    .map(|(name, s)| match &s.kinesis {
+                        None => format!(
                             "{name} at line {} (byte {})",
                             group(s.line),
                             group(s.offset)
-                        )
+                        ),
+                        Some(k) => format!(
+                            "{name} after {} records, {} shards ({} finished)",
+                            group(s.line),
+                            k.shards.len(),
+                            k.shards.values().filter(|s| s.finished).count()
+                        ),
                     })
                     .collect();
                 let mut line = format!(
@@ -166,8 +172,6 @@ pub fn database_dir(plan: &JobPlan) -> std::path::PathBuf {
 /// since its checkpoint, or a job this build cannot run.
 pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
-    // Refuse what this build cannot run before touching any state.
-    topology::check_supported(plan)?;
     let (store, start) = prepare(plan, options)?;
     tracing::info!("{}", start.describe());
     let restore = match &start {
@@ -221,7 +225,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
     }
     for source in topology.sources {
         spawned.push(spawn(
-            format!("source {}", source.name),
+            format!("source {}", source.name()),
             Box::new(move || source.run()),
         ));
     }
@@ -297,6 +301,8 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         dead_letter_path: plan.dead_letter_path.clone(),
         checkpoints,
         start: start.describe(),
+        shards: metrics.shards(),
+        throttles: metrics.throttles.load(Ordering::Relaxed),
     })
 }
 
@@ -311,8 +317,24 @@ fn status_line(done: &AtomicBool, metrics: &Metrics, started: Instant) {
         let c = metrics.snapshot();
         let rate = (c.read - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), c.read);
+        let shards = metrics.shards();
+        let lag = if shards.is_empty() {
+            String::new()
+        } else {
+            let reading = shards.values().filter(|s| s.state == "reading").count();
+            let behind = shards
+                .values()
+                .filter_map(|s| s.behind_ms)
+                .max()
+                .unwrap_or(0);
+            format!(
+                "  shards {reading}/{}  lag {:.1}s",
+                shards.len(),
+                behind as f64 / 1000.0
+            )
+        };
         eprint!(
-            "\r\x1b[2K[{:>5.0}s] read {}  ({}/s)  windows {}  late {}  errors {}",
+            "\r\x1b[2K[{:>5.0}s] read {}  ({}/s)  windows {}  late {}  errors {}{lag}",
             started.elapsed().as_secs_f64(),
             group(c.read),
             group(rate as u64),

@@ -33,6 +33,15 @@ pub enum Position<'a> {
         /// 1-based line number.
         line: u64,
     },
+    /// A record of a Kinesis shard (`subsequence` inside a KPL aggregate).
+    Shard {
+        /// Shard id.
+        shard: &'a str,
+        /// Sequence number.
+        sequence: &'a str,
+        /// Subsequence number, for de-aggregated user records.
+        subsequence: Option<u64>,
+    },
     /// A result row of a window.
     Window {
         /// The window's name.
@@ -48,6 +57,21 @@ impl Position<'_> {
                 json::write_str(out, file);
                 out.extend_from_slice(b",\"line\":");
                 json::write_u64(out, *line);
+                out.push(b'}');
+            }
+            Position::Shard {
+                shard,
+                sequence,
+                subsequence,
+            } => {
+                out.extend_from_slice(b"{\"shard\":");
+                json::write_str(out, shard);
+                out.extend_from_slice(b",\"sequence\":");
+                json::write_str(out, sequence);
+                if let Some(sub) = subsequence {
+                    out.extend_from_slice(b",\"subsequence\":");
+                    json::write_u64(out, *sub);
+                }
                 out.push(b'}');
             }
             Position::Window { window } => {

@@ -16,6 +16,7 @@ use kflow_jobs::{ConnectorPlan, JobPlan, NodeId, NodeKind, Port, SinkPlan, Strea
 use kflow_state::StateStore;
 
 use crate::error::EngineError;
+use crate::kinesis::Endpoint;
 use crate::metrics::Metrics;
 use crate::operators::window::assign::Panes;
 use crate::operators::window::{ResultEmitter, WindowTask, WindowTaskCtx};
@@ -23,10 +24,14 @@ use crate::runtime::checkpoint::{CheckpointCtx, CheckpointMeta};
 use crate::runtime::message::{InputId, SinkMsg, WindowMsg};
 use crate::runtime::route::{ArgSpec, Route, Router, SinkOut, Target, WindowOut};
 use crate::runtime::row::SlotMap;
-use crate::sinks::{FileWriter, LineWriter, SinkTask, StdoutWriter};
+use crate::sinks::{FileWriter, KinesisWriter, LineWriter, SinkTask, StdoutWriter};
 use crate::sources::decode::Projection;
 use crate::sources::dedup::Dedup;
 use crate::sources::file::FileSourceTask;
+use crate::sources::ingest::Ingest;
+use crate::sources::kinesis::reader::StreamId;
+use crate::sources::kinesis::{KinesisSettings, KinesisSourceTask};
+use crate::sources::SourceTask;
 
 /// The checkpoint name of the dead-letter writer (not a valid node name).
 pub const DEAD_LETTER: &str = "(dead-letter)";
@@ -38,7 +43,7 @@ const SINK_QUEUE: usize = 64;
 /// All tasks of a job, ready to be started.
 pub struct Topology {
     /// Source tasks.
-    pub sources: Vec<FileSourceTask>,
+    pub sources: Vec<SourceTask>,
     /// Window partition tasks.
     pub windows: Vec<WindowTask>,
     /// Sink tasks, the dead-letter writer among them.
@@ -48,7 +53,7 @@ pub struct Topology {
 impl Topology {
     /// The names of every task, as checkpoints know them.
     pub fn task_names(&self) -> Vec<String> {
-        let sources = self.sources.iter().map(|s| s.name.clone());
+        let sources = self.sources.iter().map(|s| s.name().to_string());
         let windows = self.windows.iter().map(|w| w.task_name().to_string());
         let sinks = self.sinks.iter().map(|s| s.name.clone());
         sources.chain(windows).chain(sinks).collect()
@@ -117,28 +122,12 @@ fn walk(plan: &JobPlan, stream: StreamRef, filters: &mut Vec<NodeId>, out: &mut 
     }
 }
 
-/// Sinks reading a side output directly; anything else reading it is not
-/// supported yet.
-fn side_output_sinks(plan: &JobPlan, stream: StreamRef) -> Result<Vec<NodeId>, EngineError> {
-    let mut sinks = Vec::new();
-    for (id, node) in plan.consumers(stream) {
-        match node.kind {
-            NodeKind::Sink(_) => sinks.push(id),
-            _ => {
-                let port = if stream.port == Port::Late {
-                    "late"
-                } else {
-                    "errors"
-                };
-                return Err(EngineError::Unsupported(format!(
-                    "`{}` reads `{}.{port}`: side outputs can only feed sinks in this version",
-                    node.name,
-                    plan.node(stream.node).name
-                )));
-            }
-        }
-    }
-    Ok(sinks)
+/// The sinks reading a side output (the compiler allows only sinks there).
+fn side_output_sinks(plan: &JobPlan, stream: StreamRef) -> Vec<NodeId> {
+    plan.consumers(stream)
+        .filter(|(_, node)| matches!(node.kind, NodeKind::Sink(_)))
+        .map(|(id, _)| id)
+        .collect()
 }
 
 fn window_plan(plan: &JobPlan, id: NodeId) -> Option<&WindowPlan> {
@@ -148,36 +137,31 @@ fn window_plan(plan: &JobPlan, id: NodeId) -> Option<&WindowPlan> {
     }
 }
 
-/// Refuses jobs this build cannot run (Kinesis connectors).
-///
-/// # Errors
-/// [`EngineError::Unsupported`] naming the node.
-pub fn check_supported(plan: &JobPlan) -> Result<(), EngineError> {
-    for node in &plan.nodes {
-        match &node.kind {
-            NodeKind::Source(s) if matches!(s.connector, ConnectorPlan::Kinesis(_)) => {
-                return Err(EngineError::Unsupported(format!(
-                    "source `{}`: Kinesis sources are not available in this build yet",
-                    node.name
-                )))
+/// The key columns of the windows feeding a sink (through filters): a
+/// Kinesis sink partitions rows by them.
+fn sink_key_columns(plan: &JobPlan, sink: NodeId) -> Vec<String> {
+    let mut columns = Vec::new();
+    let mut stack: Vec<NodeId> = plan.node(sink).inputs.iter().map(|i| i.node).collect();
+    while let Some(id) = stack.pop() {
+        match &plan.node(id).kind {
+            NodeKind::Window(w) => {
+                for k in &w.key_names {
+                    if !columns.contains(k) {
+                        columns.push(k.clone());
+                    }
+                }
             }
-            NodeKind::Sink(SinkPlan::Kinesis { .. }) => {
-                return Err(EngineError::Unsupported(format!(
-                    "sink `{}`: Kinesis sinks are not available in this build yet",
-                    node.name
-                )))
-            }
-            _ => {}
+            NodeKind::Filter(_) => stack.extend(plan.node(id).inputs.iter().map(|i| i.node)),
+            NodeKind::Source(_) | NodeKind::Sink(_) => {}
         }
     }
-    Ok(())
+    columns
 }
 
 /// Builds every task of `plan`.
 ///
 /// # Errors
-/// [`EngineError::Unsupported`] for parts of the plan this build cannot run
-/// (Kinesis), and I/O errors creating sink files.
+/// I/O errors opening sink files, Kinesis sinks that cannot start.
 pub fn build(
     plan: &JobPlan,
     store: &Arc<StateStore>,
@@ -186,7 +170,6 @@ pub fn build(
     checkpoints: &CheckpointCtx,
     restore: Option<&CheckpointMeta>,
 ) -> Result<Topology, EngineError> {
-    check_supported(plan)?;
     let parallelism = parallelism.max(1);
     let field_count = plan.fields.len();
     let job_dir = plan.job_path.parent().unwrap_or(Path::new("."));
@@ -256,7 +239,7 @@ pub fn build(
                     node: node_id,
                     port: Port::Errors,
                 },
-            )?,
+            ),
             _ => Vec::new(),
         };
         let late_sinks = match node.kind {
@@ -266,7 +249,7 @@ pub fn build(
                     node: node_id,
                     port: Port::Late,
                 },
-            )?,
+            ),
             _ => Vec::new(),
         };
         for &input in ids {
@@ -379,19 +362,10 @@ pub fn build(
         let node = plan.node(node_id);
         match &node.kind {
             NodeKind::Source(source) => {
-                let ConnectorPlan::File(file) = &source.connector else {
-                    unreachable!("kinesis sources were refused above")
-                };
                 let input = ids[0];
                 let router = routers.remove(&input).unwrap_or_default();
                 let projection =
                     Projection::new(source.projection.iter().map(|f| &plan.fields[f.index()]));
-                let display_path = file
-                    .path
-                    .strip_prefix(job_dir)
-                    .unwrap_or(&file.path)
-                    .display()
-                    .to_string();
                 let dedup = match &source.dedup {
                     Some(d) => {
                         let mut dedup = Dedup::new(&node.name, d.within_ms);
@@ -402,27 +376,61 @@ pub fn build(
                     }
                     None => None,
                 };
-                topology.sources.push(FileSourceTask {
-                    name: node.name.clone(),
-                    path: file.path.clone(),
-                    display_path,
-                    follow: file.follow,
+                let ingest = Ingest {
                     projection,
                     slots: SlotMap::new(field_count, source.projection.iter().copied()),
                     event_time: source
                         .event_time
                         .map(|f| (f, plan.fields[f.index()].dotted.clone())),
-                    max_out_of_orderness_ms: source.max_out_of_orderness_ms,
-                    idle_timeout: source.idle_timeout,
                     dedup,
                     router,
-                    metrics: metrics.clone(),
-                    checkpoints: checkpoints.clone(),
-                    restore: restore
-                        .and_then(|m| m.sources.get(&node.name))
-                        .cloned()
-                        .unwrap_or_default(),
-                });
+                };
+                let restore_state = restore
+                    .and_then(|m| m.sources.get(&node.name))
+                    .cloned()
+                    .unwrap_or_default();
+                let task = match &source.connector {
+                    ConnectorPlan::File(file) => SourceTask::File(Box::new(FileSourceTask {
+                        name: node.name.clone(),
+                        path: file.path.clone(),
+                        display_path: file
+                            .path
+                            .strip_prefix(job_dir)
+                            .unwrap_or(&file.path)
+                            .display()
+                            .to_string(),
+                        follow: file.follow,
+                        ingest,
+                        max_out_of_orderness_ms: source.max_out_of_orderness_ms,
+                        idle_timeout: source.idle_timeout,
+                        metrics: metrics.clone(),
+                        checkpoints: checkpoints.clone(),
+                        restore: restore_state,
+                    })),
+                    ConnectorPlan::Kinesis(k) => SourceTask::Kinesis(Box::new(KinesisSourceTask {
+                        name: node.name.clone(),
+                        settings: KinesisSettings {
+                            stream: StreamId {
+                                id: k.stream.clone(),
+                                is_arn: k.is_arn,
+                            },
+                            endpoint: Endpoint {
+                                region: k.region.clone(),
+                                url: k.endpoint.clone(),
+                            },
+                            start_at: k.start_at,
+                            stop_at: k.stop_at,
+                            on_expired: k.on_expired,
+                        },
+                        ingest,
+                        max_out_of_orderness_ms: source.max_out_of_orderness_ms,
+                        idle_timeout: source.idle_timeout,
+                        metrics: metrics.clone(),
+                        checkpoints: checkpoints.clone(),
+                        restore: restore_state,
+                    })),
+                };
+                topology.sources.push(task);
             }
             NodeKind::Window(w) => {
                 let channels = windows
@@ -475,6 +483,19 @@ pub fn build(
                 path.clone(),
                 false,
                 committed(&node.name),
+            )?),
+            NodeKind::Sink(SinkPlan::Kinesis {
+                stream,
+                region,
+                endpoint,
+            }) => Box::new(KinesisWriter::new(
+                node.name.clone(),
+                stream.clone(),
+                &Endpoint {
+                    region: region.clone(),
+                    url: endpoint.clone(),
+                },
+                sink_key_columns(plan, node_id),
             )?),
             _ => Box::new(StdoutWriter::new(node.name.clone())),
         };

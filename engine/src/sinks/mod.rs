@@ -11,6 +11,7 @@
 //! leaves no empty dead-letter file behind).
 
 mod file;
+mod kinesis;
 mod stdout;
 
 use async_channel::Receiver;
@@ -21,6 +22,7 @@ use crate::runtime::checkpoint::{CheckpointCtx, CrashPoint, Part, PartState, Sin
 use crate::runtime::message::{InputId, SinkMsg};
 
 pub use file::FileWriter;
+pub use kinesis::KinesisWriter;
 pub use stdout::StdoutWriter;
 
 /// Where a sink's bytes go.

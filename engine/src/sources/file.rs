@@ -16,17 +16,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kflow_jobs::{FieldId, Row, Value};
-use kflow_state::StateBatch;
-
 use crate::error::EngineError;
 use crate::metrics::{LocalCounts, Metrics};
 use crate::runtime::checkpoint::{CheckpointCtx, Part, PartState, SourceState};
-use crate::runtime::route::{Position, Router};
-use crate::runtime::row::{MappedRow, SlotMap};
-use crate::sources::decode::Projection;
-use crate::sources::dedup::Dedup;
-use crate::sources::time::{event_time, TimeError};
+use crate::runtime::route::Position;
+use crate::sources::ingest::{now_ms, Ingest};
 
 const BLOCK: usize = 4 << 20;
 const PUBLISH_EVERY: u64 = 1024;
@@ -42,20 +36,12 @@ pub struct FileSourceTask {
     pub display_path: String,
     /// Tail the file instead of ending at its end.
     pub follow: bool,
-    /// Fields to decode.
-    pub projection: Projection,
-    /// Field id -> slot.
-    pub slots: SlotMap,
-    /// The event-time field and its name, or `None` for arrival time.
-    pub event_time: Option<(FieldId, String)>,
+    /// Decoding, dedup and routing.
+    pub ingest: Ingest,
     /// Watermark lag behind the maximum event time.
     pub max_out_of_orderness_ms: i64,
     /// When to declare the source idle while following.
     pub idle_timeout: Option<Duration>,
-    /// Drops repeated ids, when the job asks.
-    pub dedup: Option<(FieldId, Dedup)>,
-    /// Where records go.
-    pub router: Router,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
     /// Checkpoint coordination.
@@ -100,15 +86,8 @@ impl FileSourceTask {
             line: p.line,
             max_time: (p.max_time != i64::MIN).then_some(p.max_time),
             ended,
+            kinesis: None,
         }
-    }
-
-    fn dedup_batch(&mut self) -> StateBatch {
-        let mut batch = StateBatch::new();
-        if let Some((_, dedup)) = &mut self.dedup {
-            dedup.snapshot(&mut batch);
-        }
-        batch
     }
 
     /// Sends barriers for a requested checkpoint, if any.
@@ -117,8 +96,8 @@ impl FileSourceTask {
         if requested <= p.checkpoint {
             return Ok(());
         }
-        self.router.barrier(requested, self.watermark(p))?;
-        let batch = self.dedup_batch();
+        self.ingest.router.barrier(requested, self.watermark(p))?;
+        let batch = self.ingest.dedup_batch();
         self.checkpoints.report(Part {
             task: self.name.clone(),
             checkpoint: Some(requested),
@@ -161,12 +140,12 @@ impl FileSourceTask {
             buf.truncate(filled + n);
             if n == 0 {
                 if self.follow {
-                    self.router.flush(self.watermark(&p))?;
+                    self.ingest.router.flush(self.watermark(&p))?;
                     counts.publish(&self.metrics);
                     self.maybe_checkpoint(&mut p)?;
                     if let Some(timeout) = self.idle_timeout {
                         if !idle && last_data.elapsed() >= timeout {
-                            self.router.idle(self.watermark(&p))?;
+                            self.ingest.router.idle(self.watermark(&p))?;
                             idle = true;
                         }
                     }
@@ -189,9 +168,9 @@ impl FileSourceTask {
             self.process(&buf[..=last_newline], &mut p, &mut counts)?;
             buf.drain(..=last_newline);
         }
-        self.router.end(i64::MAX)?;
+        self.ingest.router.end(i64::MAX)?;
         counts.publish(&self.metrics);
-        let batch = self.dedup_batch();
+        let batch = self.ingest.dedup_batch();
         self.checkpoints.report(Part {
             task: self.name.clone(),
             checkpoint: None,
@@ -207,7 +186,7 @@ impl FileSourceTask {
         p: &mut Progress,
         counts: &mut LocalCounts,
     ) -> Result<(), EngineError> {
-        let mut values: Vec<Value<'_>> = vec![Value::Null; self.projection.slots()];
+        let mut values = self.ingest.values();
         let mut rest = block;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             let line = &rest[..end];
@@ -219,72 +198,28 @@ impl FileSourceTask {
                 continue;
             }
             counts.read += 1;
-            self.record(line, &mut values, p, counts)?;
+            let position = Position::File {
+                file: &self.display_path,
+                line: p.line,
+            };
+            let watermark = self.watermark(p);
+            let arrival = if self.ingest.event_time.is_none() {
+                now_ms()
+            } else {
+                0
+            };
+            let routed =
+                self.ingest
+                    .record(line, &mut values, position, arrival, watermark, counts)?;
+            if let Some(time) = routed {
+                p.max_time = p.max_time.max(time);
+            }
             if counts.read >= PUBLISH_EVERY {
-                self.router.flush(self.watermark(p))?;
+                self.ingest.router.flush(self.watermark(p))?;
                 counts.publish(&self.metrics);
                 self.maybe_checkpoint(p)?;
             }
         }
         Ok(())
     }
-
-    fn record<'a>(
-        &mut self,
-        line: &'a [u8],
-        values: &mut [Value<'a>],
-        p: &mut Progress,
-        counts: &mut LocalCounts,
-    ) -> Result<(), EngineError> {
-        let position = Position::File {
-            file: &self.display_path,
-            line: p.line,
-        };
-        if let Err(e) = self.projection.decode(line, values) {
-            return self.router.error(&e.0, position, line, counts);
-        }
-        let row = MappedRow {
-            values,
-            map: &self.slots,
-        };
-        let time = match &self.event_time {
-            None => arrival_time(),
-            Some((field, name)) => match event_time(row.field(*field)) {
-                Ok(t) => t,
-                Err(e) => {
-                    let reason = time_reason(e, name);
-                    return self.router.error(&reason, position, line, counts);
-                }
-            },
-        };
-        counts.decoded += 1;
-        let watermark = self.watermark(p);
-        if let Some((field, dedup)) = &mut self.dedup {
-            if dedup.is_duplicate(row.field(*field), time, watermark) {
-                counts.duplicates += 1;
-                return Ok(());
-            }
-        }
-        self.router
-            .route(&row, time, watermark, line, position, counts)?;
-        p.max_time = p.max_time.max(time);
-        Ok(())
-    }
-}
-
-fn time_reason(e: TimeError, field: &str) -> String {
-    match e {
-        TimeError::Missing => format!("missing event time field `{field}`"),
-        TimeError::BadString => format!("event time field `{field}` is not an RFC 3339 time"),
-        TimeError::WrongType(t) => {
-            format!("event time field `{field}` is a {t}, expected an RFC 3339 string or epoch milliseconds")
-        }
-    }
-}
-
-fn arrival_time() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -1,0 +1,109 @@
+//! The per-record path every source shares: decode the projected fields of
+//! one JSON object, stamp its event time, drop repeats of a dedup id, and
+//! route it (or send it to the error output with its reason and position).
+
+use kflow_jobs::{FieldId, Row, Value};
+use kflow_state::StateBatch;
+
+use crate::error::EngineError;
+use crate::metrics::LocalCounts;
+use crate::runtime::route::{Position, Router};
+use crate::runtime::row::{MappedRow, SlotMap};
+use crate::sources::decode::Projection;
+use crate::sources::dedup::Dedup;
+use crate::sources::time::{event_time, TimeError};
+
+/// Decoding, time stamping, dedup and routing of one source's records.
+pub struct Ingest {
+    /// Fields to decode.
+    pub projection: Projection,
+    /// Field id -> slot.
+    pub slots: SlotMap,
+    /// The event-time field and its name, or `None` for arrival time.
+    pub event_time: Option<(FieldId, String)>,
+    /// Drops repeated ids, when the job asks.
+    pub dedup: Option<(FieldId, Dedup)>,
+    /// Where records go.
+    pub router: Router,
+}
+
+impl Ingest {
+    /// A reusable slot buffer for [`Ingest::record`].
+    pub fn values<'a>(&self) -> Vec<Value<'a>> {
+        vec![Value::Null; self.projection.slots()]
+    }
+
+    /// Decodes and routes one record. `arrival_ms` stands in for event time
+    /// when the job names no event-time field. Returns the record's event
+    /// time when it was routed (not when it went to the error output or was
+    /// dropped as a duplicate).
+    ///
+    /// # Errors
+    /// A lost downstream task.
+    pub fn record<'a>(
+        &mut self,
+        raw: &'a [u8],
+        values: &mut [Value<'a>],
+        position: Position<'_>,
+        arrival_ms: i64,
+        watermark: i64,
+        counts: &mut LocalCounts,
+    ) -> Result<Option<i64>, EngineError> {
+        if let Err(e) = self.projection.decode(raw, values) {
+            self.router.error(&e.0, position, raw, counts)?;
+            return Ok(None);
+        }
+        let row = MappedRow {
+            values,
+            map: &self.slots,
+        };
+        let time = match &self.event_time {
+            None => arrival_ms,
+            Some((field, name)) => match event_time(row.field(*field)) {
+                Ok(t) => t,
+                Err(e) => {
+                    let reason = time_reason(e, name);
+                    self.router.error(&reason, position, raw, counts)?;
+                    return Ok(None);
+                }
+            },
+        };
+        counts.decoded += 1;
+        if let Some((field, dedup)) = &mut self.dedup {
+            if dedup.is_duplicate(row.field(*field), time, watermark) {
+                counts.duplicates += 1;
+                return Ok(None);
+            }
+        }
+        self.router
+            .route(&row, time, watermark, raw, position, counts)?;
+        Ok(Some(time))
+    }
+
+    /// The dedup changes since the last call, for a checkpoint part.
+    pub fn dedup_batch(&mut self) -> StateBatch {
+        let mut batch = StateBatch::new();
+        if let Some((_, dedup)) = &mut self.dedup {
+            dedup.snapshot(&mut batch);
+        }
+        batch
+    }
+}
+
+fn time_reason(e: TimeError, field: &str) -> String {
+    match e {
+        TimeError::Missing => format!("missing event time field `{field}`"),
+        TimeError::BadString => format!("event time field `{field}` is not an RFC 3339 time"),
+        TimeError::WrongType(t) => {
+            format!("event time field `{field}` is a {t}, expected an RFC 3339 string or epoch milliseconds")
+        }
+    }
+}
+
+/// The wall clock in epoch milliseconds (arrival time of file records).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,133 @@
+//! Asking the stream what it holds: its shards and their lineage (ListShards,
+//! paginated), its creation time (to notice a deleted and recreated
+//! stream), and a shard's oldest retained record (to notice a checkpointed
+//! position that fell out of retention).
+
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::Client;
+
+use super::reader::StreamId;
+use crate::kinesis::client::{classify, describe, Backoff, Fault};
+
+/// One shard as ListShards describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Shard id.
+    pub id: String,
+    /// Parent and adjacent parent (after a merge), if any.
+    pub parents: Vec<String>,
+    /// Closed: it has an ending sequence number (split or merged away).
+    pub closed: bool,
+}
+
+/// Retries `call` on throttling and transient faults; fails on the rest.
+macro_rules! with_retries {
+    ($what:expr, $call:expr) => {{
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match $call.await {
+                Ok(out) => break Ok(out),
+                Err(e) => match classify(&e) {
+                    Fault::Throttled | Fault::Transient if backoff.attempts() < 40 => {
+                        if backoff.attempts() % 10 == 5 {
+                            tracing::warn!("{} keeps failing, retrying: {}", $what, describe(&e));
+                        }
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                    _ => break Err(format!("{} failed: {}", $what, describe(&e))),
+                },
+            }
+        }
+    }};
+}
+
+/// Every shard of the stream, in shard id order.
+///
+/// # Errors
+/// The service's error, after retrying throttling and transient faults.
+pub async fn list_shards(client: &Client, stream: &StreamId) -> Result<Vec<ShardInfo>, String> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut request = client.list_shards();
+        request = match &token {
+            Some(t) => request.next_token(t),
+            None if stream.is_arn => request.stream_arn(&stream.id),
+            None => request.stream_name(&stream.id),
+        };
+        let out = with_retries!("ListShards", request.clone().send())?;
+        for shard in out.shards() {
+            let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .map(str::to_string)
+                .collect();
+            let closed = shard
+                .sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_some();
+            shards.push(ShardInfo {
+                id: shard.shard_id().to_string(),
+                parents,
+                closed,
+            });
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    shards.sort_by(|a, b| a.id.cmp(&b.id));
+    shards.dedup_by(|a, b| a.id == b.id);
+    Ok(shards)
+}
+
+/// The stream's creation time, epoch ms.
+///
+/// # Errors
+/// The service's error (e.g. the stream does not exist).
+pub async fn stream_created_ms(client: &Client, stream: &StreamId) -> Result<Option<i64>, String> {
+    let mut request = client.describe_stream_summary();
+    request = if stream.is_arn {
+        request.stream_arn(&stream.id)
+    } else {
+        request.stream_name(&stream.id)
+    };
+    let out = with_retries!("DescribeStreamSummary", request.clone().send())?;
+    Ok(out
+        .stream_description_summary()
+        .and_then(|s| s.stream_creation_timestamp().to_millis().ok()))
+}
+
+/// The sequence number of the shard's oldest retained record, if the first
+/// read from its trim horizon returns one.
+///
+/// # Errors
+/// The service's error.
+pub async fn oldest_sequence(
+    client: &Client,
+    stream: &StreamId,
+    shard: &str,
+) -> Result<Option<String>, String> {
+    let mut request = client
+        .get_shard_iterator()
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon);
+    request = if stream.is_arn {
+        request.stream_arn(&stream.id)
+    } else {
+        request.stream_name(&stream.id)
+    };
+    let out = with_retries!("GetShardIterator", request.clone().send())?;
+    let Some(iterator) = out.shard_iterator() else {
+        return Ok(None);
+    };
+    let request = client.get_records().shard_iterator(iterator).limit(1);
+    let out = with_retries!("GetRecords", request.clone().send())?;
+    Ok(out
+        .records()
+        .first()
+        .map(|r| r.sequence_number().to_string()))
+}

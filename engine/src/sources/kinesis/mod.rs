@@ -1,0 +1,644 @@
+//! The Kinesis source: shard discovery and lineage, one reader per open
+//! shard, and per-shard positions in the job's checkpoints.
+//!
+//! Readers ([`reader`]) are async tasks on a one-thread tokio runtime that
+//! only fetch; this task owns everything that is checkpointed. It receives
+//! every reader's batches on one channel, de-aggregates KPL records
+//! ([`kpl`]), decodes and routes each user record, and remembers per shard
+//! the sequence number of the last Kinesis record it processed. Barriers go
+//! out between Kinesis records (never inside an aggregate), so a restart
+//! reads each shard `AFTER_SEQUENCE_NUMBER` its checkpointed position and
+//! applies every record once.
+//!
+//! Lineage: a shard starts only when each of its parents reached SHARD_END
+//! and every parent record was processed (or the parent is no longer
+//! listed), so a partition key's records keep their order across splits and
+//! merges. Discovery lists the shards every few seconds and right after a
+//! shard ends. The source's watermark is the minimum over the shards being
+//! read (less idle ones, with `idle_timeout`); finished shards leave it.
+//!
+//! Positions: `start_at = "latest"` is pinned to the first start's time and
+//! read `AT_TIMESTAMP`, so a restart before the first record still misses
+//! nothing; `stop_at` is pinned the same way. On restart the stream's
+//! creation time and each shard's oldest retained record are checked
+//! against the checkpoint; a position that fell out of retention fails the
+//! run unless the job says `on_expired = "trim_horizon"`.
+
+pub mod discovery;
+pub mod kpl;
+pub mod reader;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::types::Record;
+use aws_sdk_kinesis::Client;
+use kflow_jobs::{OnExpired, StartAt, StopAt};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc::{channel, Receiver, Sender};
+
+use crate::error::EngineError;
+use crate::kinesis::client::{connect, sequence_cmp, Endpoint};
+use crate::metrics::{LocalCounts, Metrics, ShardMetrics};
+use crate::runtime::checkpoint::{
+    CheckpointCtx, KinesisState, Part, PartState, ShardState, SourceState,
+};
+use crate::runtime::route::Position;
+use crate::sources::ingest::{now_ms, Ingest};
+use discovery::{list_shards, oldest_sequence, stream_created_ms, ShardInfo};
+use kpl::Records;
+use reader::{FaultInjection, ReaderEvent, ShardReader, StartPosition, StreamId};
+
+/// How often shards are listed (besides right after a shard ends).
+const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
+/// How long the task waits for a batch before doing its chores.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Where and how to read.
+#[derive(Debug, Clone)]
+pub struct KinesisSettings {
+    /// The stream.
+    pub stream: StreamId,
+    /// Region and endpoint.
+    pub endpoint: Endpoint,
+    /// Where to start without a checkpoint.
+    pub start_at: StartAt,
+    /// Where a bounded read stops.
+    pub stop_at: Option<StopAt>,
+    /// What to do about an expired checkpointed position.
+    pub on_expired: OnExpired,
+}
+
+/// One Kinesis source task.
+pub struct KinesisSourceTask {
+    /// Source name.
+    pub name: String,
+    /// Stream, endpoint, start and stop.
+    pub settings: KinesisSettings,
+    /// Decoding, dedup and routing.
+    pub ingest: Ingest,
+    /// Watermark lag behind the maximum event time.
+    pub max_out_of_orderness_ms: i64,
+    /// When a quiet shard stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+    /// Checkpoint coordination.
+    pub checkpoints: CheckpointCtx,
+    /// Where to resume (from the last checkpoint).
+    pub restore: SourceState,
+}
+
+/// A shard this task knows.
+#[derive(Debug, Default)]
+struct Slot {
+    state: ShardState,
+    running: bool,
+    stopped: bool,
+    /// Start here instead of the default (an expired position reset).
+    from_trim_horizon: bool,
+    last_data: Option<Instant>,
+    behind_ms: Option<i64>,
+    records_this_run: u64,
+}
+
+impl Slot {
+    fn status(&self) -> &'static str {
+        if self.state.finished {
+            "finished"
+        } else if self.stopped {
+            "stopped"
+        } else {
+            "reading"
+        }
+    }
+}
+
+/// The running state of the task.
+struct Reading {
+    runtime: Runtime,
+    client: Client,
+    events_tx: Sender<ReaderEvent>,
+    events: Receiver<ReaderEvent>,
+    stream: KinesisState,
+    slots: BTreeMap<String, Slot>,
+    watermark: i64,
+    max_time: i64,
+    records: u64,
+    checkpoint: u64,
+    throttles: Arc<AtomicU64>,
+    faults: FaultInjection,
+    next_discovery: Instant,
+    idle_sent: bool,
+}
+
+fn kinesis_error(name: &str, message: String) -> EngineError {
+    EngineError::Kinesis {
+        what: "source",
+        name: name.to_string(),
+        message,
+    }
+}
+
+fn arrival_ms(record: &Record) -> Option<i64> {
+    record
+        .approximate_arrival_timestamp()
+        .and_then(|t| t.to_millis().ok())
+}
+
+impl KinesisSourceTask {
+    /// Reads until the stop position (bounded) or forever.
+    ///
+    /// # Errors
+    /// Kinesis calls that fail for good, an expired checkpointed position,
+    /// or a lost downstream task.
+    pub fn run(mut self) -> Result<(), EngineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("kinesis {}", self.name))
+            .enable_all()
+            .build()
+            .map_err(|e| kinesis_error(&self.name, format!("cannot start its runtime: {e}")))?;
+        let client = runtime.block_on(connect(&self.settings.endpoint));
+        let (events_tx, events) = channel(64);
+        let mut r = Reading {
+            runtime,
+            client,
+            events_tx,
+            events,
+            stream: KinesisState::default(),
+            slots: BTreeMap::new(),
+            watermark: i64::MIN,
+            max_time: self.restore.max_time.unwrap_or(i64::MIN),
+            records: self.restore.line,
+            checkpoint: self.checkpoints.committed(),
+            throttles: Arc::new(AtomicU64::new(0)),
+            faults: FaultInjection::from_env(),
+            next_discovery: Instant::now(),
+            idle_sent: false,
+        };
+        self.open(&mut r)?;
+        let result = self.read(&mut r);
+        r.runtime.shutdown_background();
+        result
+    }
+
+    /// Resolves the start and stop positions, restores shard positions and
+    /// checks them against the stream's retention.
+    fn open(&mut self, r: &mut Reading) -> Result<(), EngineError> {
+        let name = self.name.clone();
+        let stream = self.settings.stream.clone();
+        let created = r
+            .runtime
+            .block_on(stream_created_ms(&r.client, &stream))
+            .map_err(|e| kinesis_error(&name, e))?;
+        let listing = r
+            .runtime
+            .block_on(list_shards(&r.client, &stream))
+            .map_err(|e| kinesis_error(&name, e))?;
+        let now = now_ms();
+        let Some(restored) = self.restore.kinesis.clone() else {
+            r.stream = KinesisState {
+                stream_created_ms: created,
+                start_ms: match self.settings.start_at {
+                    StartAt::Latest => Some(now),
+                    StartAt::TrimHorizon => None,
+                    StartAt::Timestamp(t) => Some(t),
+                },
+                stop_ms: match self.settings.stop_at {
+                    Some(StopAt::Latest) => Some(now),
+                    Some(StopAt::Timestamp(t)) => Some(t),
+                    None => None,
+                },
+                shards: BTreeMap::new(),
+            };
+            if self.settings.start_at == StartAt::Latest {
+                // Closed shards hold nothing newer than now.
+                for shard in listing.iter().filter(|s| s.closed) {
+                    r.slots.insert(
+                        shard.id.clone(),
+                        Slot {
+                            state: ShardState {
+                                finished: true,
+                                ..ShardState::default()
+                            },
+                            ..Slot::default()
+                        },
+                    );
+                }
+            }
+            return Ok(());
+        };
+        r.stream = KinesisState {
+            shards: BTreeMap::new(),
+            ..restored.clone()
+        };
+        r.slots = restored
+            .shards
+            .into_iter()
+            .map(|(id, state)| {
+                (
+                    id,
+                    Slot {
+                        state,
+                        ..Slot::default()
+                    },
+                )
+            })
+            .collect();
+        r.max_time = self.restore.max_time.unwrap_or(i64::MIN);
+        // Is every checkpointed position still in the stream?
+        let mut expired: Vec<String> = Vec::new();
+        let mut expired_shards: Vec<String> = Vec::new();
+        let recreated =
+            matches!((restored.stream_created_ms, created), (Some(a), Some(b)) if a != b);
+        if recreated {
+            expired.push(format!(
+                "stream `{}` was created at {} but the checkpoint belongs to the stream created at {}: it was deleted and recreated",
+                stream.id,
+                rfc3339(created.unwrap_or(0)),
+                rfc3339(restored.stream_created_ms.unwrap_or(0)),
+            ));
+        } else {
+            let listed: BTreeSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
+            for (id, slot) in &r.slots {
+                let Some(sequence) = slot.state.sequence.as_deref() else {
+                    continue;
+                };
+                if slot.state.finished {
+                    continue;
+                }
+                if !listed.contains(id.as_str()) {
+                    expired.push(format!(
+                        "shard {id}: no longer listed (past the stream's retention); checkpointed at sequence {sequence}"
+                    ));
+                    expired_shards.push(id.clone());
+                    continue;
+                }
+                let oldest = r
+                    .runtime
+                    .block_on(oldest_sequence(&r.client, &stream, id))
+                    .map_err(|e| kinesis_error(&name, e))?;
+                if let Some(oldest) = oldest {
+                    if sequence_cmp(&oldest, sequence) == std::cmp::Ordering::Greater {
+                        expired.push(format!(
+                            "shard {id}: checkpointed at sequence {sequence}, but its oldest retained record is {oldest}"
+                        ));
+                        expired_shards.push(id.clone());
+                    }
+                }
+            }
+        }
+        if expired.is_empty() {
+            return Ok(());
+        }
+        match self.settings.on_expired {
+            OnExpired::Fail => Err(EngineError::KinesisExpired {
+                name,
+                details: expired,
+            }),
+            OnExpired::TrimHorizon => {
+                for line in &expired {
+                    tracing::warn!(
+                        "source `{name}`: {line}; reading from the trim horizon (on_expired)"
+                    );
+                }
+                if recreated {
+                    r.slots.clear();
+                    r.stream.stream_created_ms = created;
+                    r.stream.start_ms = None;
+                } else {
+                    for id in expired_shards {
+                        if let Some(slot) = r.slots.get_mut(&id) {
+                            slot.state.sequence = None;
+                            slot.state.subsequence = None;
+                            slot.from_trim_horizon = true;
+                            // A shard that is gone cannot be read: its
+                            // children may start.
+                            if !listing.iter().any(|s| s.id == id) {
+                                slot.state.finished = true;
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists the shards and starts readers for those whose parents are done.
+    /// Returns how many started.
+    fn discover(&mut self, r: &mut Reading) -> Result<usize, EngineError> {
+        let listing: Vec<ShardInfo> = r
+            .runtime
+            .block_on(list_shards(&r.client, &self.settings.stream))
+            .map_err(|e| kinesis_error(&self.name, e))?;
+        r.next_discovery = Instant::now() + DISCOVERY_EVERY;
+        let listed: BTreeSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
+        let mut started = 0;
+        for info in &listing {
+            let ready = info.parents.iter().all(|p| {
+                !listed.contains(p.as_str()) || r.slots.get(p).is_some_and(|s| s.state.finished)
+            });
+            let slot = r.slots.entry(info.id.clone()).or_default();
+            if slot.state.finished || slot.running || slot.stopped || !ready {
+                continue;
+            }
+            let start = match (
+                &slot.state.sequence,
+                slot.from_trim_horizon,
+                r.stream.start_ms,
+            ) {
+                (Some(sequence), _, _) => StartPosition::After(sequence.clone()),
+                (None, true, _) | (None, false, None) => StartPosition::TrimHorizon,
+                (None, false, Some(t)) => StartPosition::AtTimestamp(t),
+            };
+            tracing::debug!(
+                "source `{}`: reading shard {} from {start:?}",
+                self.name,
+                info.id
+            );
+            slot.running = true;
+            slot.last_data = Some(Instant::now());
+            let reader = ShardReader {
+                client: r.client.clone(),
+                stream: self.settings.stream.clone(),
+                shard: Arc::from(info.id.as_str()),
+                start,
+                stop_ms: r.stream.stop_ms,
+                events: r.events_tx.clone(),
+                throttles: r.throttles.clone(),
+                faults: r.faults,
+            };
+            r.runtime.spawn(reader.run());
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    fn read(&mut self, r: &mut Reading) -> Result<(), EngineError> {
+        let mut counts = LocalCounts::default();
+        self.discover(r)?;
+        let bounded = r.stream.stop_ms.is_some();
+        loop {
+            if Instant::now() >= r.next_discovery {
+                self.discover(r)?;
+            }
+            if bounded && !r.slots.values().any(|s| s.running) && self.discover(r)? == 0 {
+                break;
+            }
+            let event = r
+                .runtime
+                .block_on(async { tokio::time::timeout(TICK, r.events.recv()).await });
+            if let Ok(Some(event)) = event {
+                self.handle(r, event, &mut counts)?;
+            }
+            self.chores(r, &mut counts)?;
+        }
+        self.chores(r, &mut counts)?;
+        self.ingest.router.end(i64::MAX)?;
+        counts.publish(&self.metrics);
+        let batch = self.ingest.dedup_batch();
+        let state = self.source_state(r, true);
+        self.checkpoints.report(Part {
+            task: self.name.clone(),
+            checkpoint: None,
+            state: PartState::Source(state),
+            batch,
+        })
+    }
+
+    fn handle(
+        &mut self,
+        r: &mut Reading,
+        event: ReaderEvent,
+        counts: &mut LocalCounts,
+    ) -> Result<(), EngineError> {
+        match event {
+            ReaderEvent::Records {
+                shard,
+                records,
+                behind_ms,
+            } => {
+                if let Some(slot) = r.slots.get_mut(&*shard) {
+                    slot.behind_ms = behind_ms;
+                    if !records.is_empty() {
+                        slot.last_data = Some(Instant::now());
+                        if r.idle_sent {
+                            r.idle_sent = false;
+                        }
+                    }
+                }
+                let watermark = self.watermark(r);
+                for record in &records {
+                    self.record(r, &shard, record, watermark, counts)?;
+                    self.maybe_checkpoint(r)?;
+                }
+                if !records.is_empty() {
+                    let watermark = self.watermark(r);
+                    self.ingest.router.flush(watermark)?;
+                }
+            }
+            ReaderEvent::End { shard } => {
+                if let Some(slot) = r.slots.get_mut(&*shard) {
+                    slot.running = false;
+                    slot.state.finished = true;
+                }
+                tracing::info!("source `{}`: shard {shard} ended", self.name);
+                r.next_discovery = Instant::now();
+            }
+            ReaderEvent::Stopped { shard } => {
+                if let Some(slot) = r.slots.get_mut(&*shard) {
+                    slot.running = false;
+                    slot.stopped = true;
+                }
+            }
+            ReaderEvent::Failed { shard, message } => {
+                return Err(kinesis_error(
+                    &self.name,
+                    format!("shard {shard}: {message}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes and routes one Kinesis record (all its user records).
+    fn record(
+        &mut self,
+        r: &mut Reading,
+        shard: &str,
+        record: &Record,
+        watermark: i64,
+        counts: &mut LocalCounts,
+    ) -> Result<(), EngineError> {
+        let sequence = record.sequence_number();
+        let arrival = arrival_ms(record).unwrap_or_else(now_ms);
+        let data = record.data().as_ref();
+        let mut max_time: Option<i64> = None;
+        let mut last_sub = None;
+        match kpl::deaggregate(data) {
+            Ok(Records::Single(data)) => {
+                counts.read += 1;
+                let mut values = self.ingest.values();
+                let position = Position::Shard {
+                    shard,
+                    sequence,
+                    subsequence: None,
+                };
+                max_time =
+                    self.ingest
+                        .record(data, &mut values, position, arrival, watermark, counts)?;
+            }
+            Ok(Records::Aggregated(users)) => {
+                for user in &users {
+                    counts.read += 1;
+                    let mut values = self.ingest.values();
+                    let position = Position::Shard {
+                        shard,
+                        sequence,
+                        subsequence: Some(user.subsequence),
+                    };
+                    let time = self.ingest.record(
+                        &user.data,
+                        &mut values,
+                        position,
+                        arrival,
+                        watermark,
+                        counts,
+                    )?;
+                    max_time = max_time.max(time);
+                    last_sub = Some(user.subsequence);
+                }
+            }
+            Err(e) => {
+                counts.read += 1;
+                let position = Position::Shard {
+                    shard,
+                    sequence,
+                    subsequence: None,
+                };
+                self.ingest
+                    .router
+                    .error(&e.to_string(), position, data, counts)?;
+            }
+        }
+        r.records += 1;
+        if let Some(t) = max_time {
+            r.max_time = r.max_time.max(t);
+        }
+        if let Some(slot) = r.slots.get_mut(shard) {
+            slot.state.sequence = Some(sequence.to_string());
+            slot.state.subsequence = last_sub;
+            slot.state.arrival_ms = Some(arrival);
+            slot.state.records += 1;
+            slot.records_this_run += 1;
+            if let Some(t) = max_time {
+                slot.state.max_time = Some(slot.state.max_time.map_or(t, |m| m.max(t)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The minimum over the shards being read (not idle ones), less the
+    /// allowed out-of-orderness; never moves back.
+    fn watermark(&self, r: &mut Reading) -> i64 {
+        let idle_after = self.idle_timeout;
+        let min = r
+            .slots
+            .values()
+            .filter(|s| s.running)
+            .filter(|s| match (idle_after, s.last_data) {
+                (Some(timeout), Some(at)) => at.elapsed() < timeout,
+                _ => true,
+            })
+            .map(|s| s.state.max_time.unwrap_or(i64::MIN))
+            .min();
+        if let Some(min) = min.filter(|m| *m != i64::MIN) {
+            r.watermark = r
+                .watermark
+                .max(min.saturating_sub(self.max_out_of_orderness_ms));
+        }
+        r.watermark
+    }
+
+    /// Periodic work: flush, metrics, idleness, checkpoints.
+    fn chores(&mut self, r: &mut Reading, counts: &mut LocalCounts) -> Result<(), EngineError> {
+        let watermark = self.watermark(r);
+        self.ingest.router.flush(watermark)?;
+        counts.publish(&self.metrics);
+        for (id, slot) in &r.slots {
+            if slot.running || slot.records_this_run > 0 || slot.stopped {
+                self.metrics.set_shard(
+                    format!("{}/{id}", self.name),
+                    ShardMetrics {
+                        records: slot.records_this_run,
+                        behind_ms: slot.behind_ms,
+                        state: slot.status(),
+                    },
+                );
+            }
+        }
+        self.metrics
+            .throttles
+            .fetch_max(r.throttles.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(timeout) = self.idle_timeout {
+            let running: Vec<&Slot> = r.slots.values().filter(|s| s.running).collect();
+            let all_idle = !running.is_empty()
+                && running
+                    .iter()
+                    .all(|s| s.last_data.is_some_and(|at| at.elapsed() >= timeout));
+            if all_idle && !r.idle_sent {
+                self.ingest.router.idle(watermark)?;
+                r.idle_sent = true;
+            }
+        }
+        self.maybe_checkpoint(r)
+    }
+
+    fn source_state(&self, r: &Reading, ended: bool) -> SourceState {
+        SourceState {
+            offset: 0,
+            line: r.records,
+            max_time: (r.max_time != i64::MIN).then_some(r.max_time),
+            ended,
+            kinesis: Some(KinesisState {
+                shards: r
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.state != ShardState::default() || s.running)
+                    .map(|(id, s)| (id.clone(), s.state.clone()))
+                    .collect(),
+                ..r.stream.clone()
+            }),
+        }
+    }
+
+    /// Sends barriers for a requested checkpoint, if any.
+    fn maybe_checkpoint(&mut self, r: &mut Reading) -> Result<(), EngineError> {
+        let requested = self.checkpoints.requested();
+        if requested <= r.checkpoint {
+            return Ok(());
+        }
+        let watermark = self.watermark(r);
+        self.ingest.router.barrier(requested, watermark)?;
+        let batch = self.ingest.dedup_batch();
+        let state = self.source_state(r, false);
+        self.checkpoints.report(Part {
+            task: self.name.clone(),
+            checkpoint: Some(requested),
+            state: PartState::Source(state),
+            batch,
+        })?;
+        r.checkpoint = requested;
+        Ok(())
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}

@@ -1,0 +1,309 @@
+//! One shard's reader: GetShardIterator, then GetRecords at most five times
+//! a second, handing each batch to the source task.
+//!
+//! A reader is an async task that only fetches: decoding, routing and the
+//! checkpointed position belong to the source task, which receives the
+//! batches in order on one channel. Throttling and transient faults (the
+//! endpoint gone, timeouts, 5xx) are retried with exponential backoff and
+//! jitter, forever: a restarted endpoint costs a pause, not data. An
+//! expired iterator is renewed after the last sequence number fetched. The
+//! reader ends at SHARD_END (with the child shards), or at the source's stop
+//! time (records that arrived at or after it are not passed on).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::{Record, ShardIteratorType};
+use aws_sdk_kinesis::Client;
+use aws_smithy_types::DateTime;
+use tokio::sync::mpsc::Sender;
+use tokio::time::Instant;
+
+use crate::kinesis::client::{classify, describe, Backoff, Fault};
+
+/// GetRecords calls per second per shard, at most (the service limit).
+const CALL_INTERVAL: Duration = Duration::from_millis(200);
+/// Pause after an empty batch at the shard's tip.
+const TIP_PAUSE: Duration = Duration::from_millis(500);
+/// Records per GetRecords call (the service maximum).
+const LIMIT: i32 = 10_000;
+
+/// Where a reader starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    /// After this sequence number (a checkpointed position).
+    After(String),
+    /// The oldest retained record.
+    TrimHorizon,
+    /// Records that arrived at or after this time (epoch ms).
+    AtTimestamp(i64),
+}
+
+/// The stream, by name or ARN.
+#[derive(Debug, Clone)]
+pub struct StreamId {
+    /// Name or ARN.
+    pub id: String,
+    /// Whether `id` is an ARN.
+    pub is_arn: bool,
+}
+
+/// What readers tell the source task, in each shard's order.
+#[derive(Debug)]
+pub enum ReaderEvent {
+    /// Records fetched (possibly none: then only the lag is news).
+    Records {
+        /// Shard id.
+        shard: Arc<str>,
+        /// The records, in sequence order.
+        records: Vec<Record>,
+        /// MillisBehindLatest of the call.
+        behind_ms: Option<i64>,
+    },
+    /// The shard reached SHARD_END; every record was sent before this.
+    End {
+        /// Shard id.
+        shard: Arc<str>,
+    },
+    /// The shard reached the stop time.
+    Stopped {
+        /// Shard id.
+        shard: Arc<str>,
+    },
+    /// A call failed for good.
+    Failed {
+        /// Shard id.
+        shard: Arc<str>,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Test hooks, never set in production: `KFLOW_KINESIS_FAULTS=throttle:P`
+/// makes each GetRecords call fail as throttled with probability P before it
+/// is sent (the emulators never throttle); `KFLOW_KINESIS_LIMIT=N` asks for
+/// at most N records per call (so a test's few thousand records take long
+/// enough to kill a run in the middle).
+#[derive(Debug, Clone, Copy)]
+pub struct FaultInjection {
+    throttle: f64,
+    limit: i32,
+}
+
+impl FaultInjection {
+    /// Reads the hooks from the environment.
+    pub fn from_env() -> FaultInjection {
+        let throttle = std::env::var("KFLOW_KINESIS_FAULTS")
+            .ok()
+            .and_then(|v| v.strip_prefix("throttle:").and_then(|p| p.parse().ok()))
+            .unwrap_or(0.0);
+        let limit = std::env::var("KFLOW_KINESIS_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| (1..=LIMIT).contains(n))
+            .unwrap_or(LIMIT);
+        FaultInjection { throttle, limit }
+    }
+
+    fn throttled(&self) -> bool {
+        self.throttle > 0.0 && rand::random::<f64>() < self.throttle
+    }
+}
+
+/// One shard's reader.
+pub struct ShardReader {
+    /// The client.
+    pub client: Client,
+    /// The stream.
+    pub stream: StreamId,
+    /// Shard id.
+    pub shard: Arc<str>,
+    /// Where to start.
+    pub start: StartPosition,
+    /// Records arriving at or after this time are not read.
+    pub stop_ms: Option<i64>,
+    /// Where batches go.
+    pub events: Sender<ReaderEvent>,
+    /// Throttled calls, shared with the source (for the summary).
+    pub throttles: Arc<AtomicU64>,
+    /// Test fault injection.
+    pub faults: FaultInjection,
+}
+
+fn arrival_ms(record: &Record) -> Option<i64> {
+    record
+        .approximate_arrival_timestamp()
+        .and_then(|t: &DateTime| t.to_millis().ok())
+}
+
+impl ShardReader {
+    /// Reads until SHARD_END, the stop time, a fatal error, or the source
+    /// task going away.
+    pub async fn run(self) {
+        let shard = self.shard.clone();
+        let events = self.events.clone();
+        if let Err(message) = self.read().await {
+            let _ = events.send(ReaderEvent::Failed { shard, message }).await;
+        }
+    }
+
+    async fn iterator(&self, position: &StartPosition) -> Result<String, String> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let mut request = self.client.get_shard_iterator().shard_id(&*self.shard);
+            request = if self.stream.is_arn {
+                request.stream_arn(&self.stream.id)
+            } else {
+                request.stream_name(&self.stream.id)
+            };
+            request = match position {
+                StartPosition::After(sequence) => request
+                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .starting_sequence_number(sequence),
+                StartPosition::TrimHorizon => {
+                    request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+                }
+                StartPosition::AtTimestamp(ms) => request
+                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from_millis(*ms)),
+            };
+            match request.send().await {
+                Ok(out) => {
+                    return out.shard_iterator().map(str::to_string).ok_or_else(|| {
+                        format!("GetShardIterator for {} returned no iterator", self.shard)
+                    })
+                }
+                Err(e) => match classify(&e) {
+                    Fault::Throttled | Fault::Transient => {
+                        self.retry_note(&backoff, &describe(&e));
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                    Fault::ExpiredIterator | Fault::Fatal => {
+                        return Err(format!(
+                            "GetShardIterator for {} failed: {}",
+                            self.shard,
+                            describe(&e)
+                        ))
+                    }
+                },
+            }
+        }
+    }
+
+    fn retry_note(&self, backoff: &Backoff, what: &str) {
+        if backoff.attempts() % 20 == 5 {
+            tracing::warn!("shard {}: still retrying: {what}", self.shard);
+        }
+    }
+
+    async fn read(&self) -> Result<(), String> {
+        let mut iterator = self.iterator(&self.start).await?;
+        let mut last_sequence: Option<String> = match &self.start {
+            StartPosition::After(s) => Some(s.clone()),
+            _ => None,
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut next_call = Instant::now();
+        loop {
+            tokio::time::sleep_until(next_call).await;
+            next_call = Instant::now() + CALL_INTERVAL;
+            if self.faults.throttled() {
+                self.throttles.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+            let result = self
+                .client
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(self.faults.limit)
+                .send()
+                .await;
+            let out = match result {
+                Ok(out) => out,
+                Err(e) => {
+                    match classify(&e) {
+                        Fault::Throttled => {
+                            self.throttles.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(backoff.next_delay()).await;
+                        }
+                        Fault::Transient => {
+                            self.retry_note(&backoff, &describe(&e));
+                            tokio::time::sleep(backoff.next_delay()).await;
+                        }
+                        Fault::ExpiredIterator => {
+                            let from = match &last_sequence {
+                                Some(s) => StartPosition::After(s.clone()),
+                                None => self.start.clone(),
+                            };
+                            iterator = self.iterator(&from).await?;
+                        }
+                        Fault::Fatal => {
+                            return Err(format!(
+                                "GetRecords on {} failed: {}",
+                                self.shard,
+                                describe(&e)
+                            ))
+                        }
+                    }
+                    continue;
+                }
+            };
+            backoff.reset();
+            let behind_ms = out.millis_behind_latest();
+            let next = out.next_shard_iterator().map(str::to_string);
+            let mut records = out.records;
+            let mut stop = false;
+            if let Some(stop_ms) = self.stop_ms {
+                if let Some(cut) = records
+                    .iter()
+                    .position(|r| arrival_ms(r).is_some_and(|t| t >= stop_ms))
+                {
+                    records.truncate(cut);
+                    stop = true;
+                }
+            }
+            let empty = records.is_empty();
+            if let Some(last) = records.last() {
+                last_sequence = Some(last.sequence_number().to_string());
+            }
+            let event = ReaderEvent::Records {
+                shard: self.shard.clone(),
+                records,
+                behind_ms,
+            };
+            if self.events.send(event).await.is_err() {
+                return Ok(());
+            }
+            let caught_up = empty && behind_ms.unwrap_or(0) == 0;
+            let past_stop = self
+                .stop_ms
+                .is_some_and(|s| crate::sources::ingest::now_ms() >= s);
+            if stop || (caught_up && past_stop) {
+                let _ = self
+                    .events
+                    .send(ReaderEvent::Stopped {
+                        shard: self.shard.clone(),
+                    })
+                    .await;
+                return Ok(());
+            }
+            match next {
+                Some(next) => iterator = next,
+                None => {
+                    let _ = self
+                        .events
+                        .send(ReaderEvent::End {
+                            shard: self.shard.clone(),
+                        })
+                        .await;
+                    return Ok(());
+                }
+            }
+            if caught_up {
+                next_call = Instant::now() + TIP_PAUSE;
+            }
+        }
+    }
+}

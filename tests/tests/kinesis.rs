@@ -1,0 +1,567 @@
+//! Kinesis end to end (issue 5), against a real Kinesis API served by an
+//! emulator on loopback (tests/src/kinesis.rs starts it): `kflow produce`
+//! into a stream, `kflow run` over it, and the window results compared with
+//! the same job over the same events read from a file. Resharding while
+//! producing and consuming, SIGKILLed runs, a restart of the emulator, a
+//! replay from a timestamp, positions that no longer exist, throttling
+//! (injected: the emulators never throttle), and the Kinesis sink.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kflow_benches::workload::{write_events, Workload, START_MS};
+use kflow_tests::compare::{compare_jsonl, RowKind};
+use kflow_tests::kinesis::{fresh_stream_name, Emulator, EmulatorKind};
+use kflow_tests::process::{kflow_bin, run_with_timeout, RunOutput};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64;
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The windows and the file sink every job here shares.
+const WINDOWS: &str = r#"
+[filters.checkouts]
+input = "clicks"
+where = "type != 'product_view'"
+
+[windows.per_user]
+input = "checkouts"
+key = ["user_id"]
+tumbling = "1m"
+aggregates = { events = "count()", revenue = "sum(amount)", top = "max(amount)" }
+
+[sinks.result]
+input = "per_user"
+type = "file"
+path = "out/result.jsonl"
+"#;
+
+/// Events over ten minutes of event time, `users` users.
+fn events(n: u64, users: u64, seed: u64) -> String {
+    let workload = Workload {
+        events: n,
+        users,
+        seed,
+        span_ms: 600_000,
+        duplicate_rate: 0.0,
+    };
+    let mut out = Vec::new();
+    write_events(&workload, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn header(name: &str) -> String {
+    format!("[job]\nname = \"{name}\"\ncheckpoint_interval = \"300ms\"\n")
+}
+
+/// A Kinesis source named `clicks`.
+fn kinesis_source(stream: &str, endpoint: &str, settings: &str) -> String {
+    format!(
+        "[sources.clicks]\ntype = \"kinesis\"\nstream = \"{stream}\"\nendpoint = \"{endpoint}\"\n\
+         event_time = {{ field = \"ts\" }}\nwatermark = {{ max_out_of_orderness = \"20m\" }}\n{settings}\n"
+    )
+}
+
+fn job_dir(job: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("job.toml"), job).unwrap();
+    dir
+}
+
+fn kflow(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(kflow_bin());
+    command
+        .current_dir(dir)
+        .args(args)
+        .envs(env.iter().copied());
+    command
+}
+
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> RunOutput {
+    run_with_timeout(kflow(dir, args, env), TIMEOUT).unwrap()
+}
+
+fn run_ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> RunOutput {
+    let out = run(dir, args, env);
+    assert!(
+        out.status.success(),
+        "kflow {args:?} failed: {}\n{}",
+        out.status,
+        out.stderr
+    );
+    out
+}
+
+/// `kflow produce` of `lines` into `stream`, keyed by user.
+fn produce(em: &Emulator, stream: &str, lines: &str) -> RunOutput {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("events.jsonl"), lines).unwrap();
+    let endpoint = em.endpoint();
+    run_ok(
+        dir.path(),
+        &[
+            "produce",
+            "--stream",
+            stream,
+            "--partition-key",
+            "user_id",
+            "--endpoint",
+            &endpoint,
+            "events.jsonl",
+        ],
+        &[],
+    )
+}
+
+/// The window results of the same job over `lines` read from a file.
+fn file_reference(lines: &str) -> String {
+    let source = "[sources.clicks]\ntype = \"file\"\npath = \"events.jsonl\"\n\
+                  event_time = { field = \"ts\" }\nwatermark = { max_out_of_orderness = \"20m\" }\n";
+    let dir = job_dir(&format!("{}{source}{WINDOWS}", header("reference")));
+    fs::write(dir.path().join("events.jsonl"), lines).unwrap();
+    run_ok(dir.path(), &["run", "job.toml", "-q"], &[]);
+    let result = fs::read_to_string(dir.path().join("out/result.jsonl")).unwrap();
+    assert!(
+        result.lines().count() > 10,
+        "the reference has too few rows"
+    );
+    result
+}
+
+fn assert_rows_equal(expected: &str, actual: &str) {
+    if let Err(mismatch) = compare_jsonl(expected, actual, RowKind::Rows) {
+        panic!("window results differ from the file run:\n{mismatch}");
+    }
+    let mut seen = HashSet::new();
+    for line in actual.lines() {
+        assert!(seen.insert(line), "row written twice: {line}");
+    }
+}
+
+fn result_of(dir: &Path) -> String {
+    fs::read_to_string(dir.join("out/result.jsonl")).unwrap_or_default()
+}
+
+/// `ts` of each record, per user, in the order a raw sink wrote them.
+fn per_user_order(lines: &str) -> HashMap<String, Vec<String>> {
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    for line in lines.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        order
+            .entry(row["user_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(row["event_id"].as_str().unwrap().to_string());
+    }
+    order
+}
+
+#[test]
+fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids() {
+    let em = Emulator::start(EmulatorKind::KinesisMock);
+    let client = em.client();
+    let (input, output) = (fresh_stream_name("clicks"), fresh_stream_name("results"));
+    client.create_stream(&input, 2);
+    client.create_stream(&output, 1);
+    let lines = events(1500, 40, 7);
+    let produced = produce(&em, &input, &lines);
+    assert!(
+        produced.stderr.contains("produced 1,500 records"),
+        "{}",
+        produced.stderr
+    );
+
+    let sink = format!(
+        "\n[sinks.stream]\ninput = \"per_user\"\ntype = \"kinesis\"\nstream = \"{output}\"\nendpoint = \"{}\"\n",
+        em.endpoint()
+    );
+    let job = format!(
+        "{}{}{WINDOWS}{sink}",
+        header("produce-run"),
+        kinesis_source(
+            &input,
+            &em.endpoint(),
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
+        )
+    );
+    let dir = job_dir(&job);
+    // Throttle a third of the GetRecords calls: retried, nothing lost.
+    let out = run_ok(
+        dir.path(),
+        &["run", "job.toml"],
+        &[("KFLOW_KINESIS_FAULTS", "throttle:0.3")],
+    );
+    assert!(out.stderr.contains("kinesis shards"), "{}", out.stderr);
+    let throttled: u64 = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("throttled calls retried"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .map(|n| n.replace(',', "").parse().unwrap())
+        .unwrap();
+    assert!(throttled > 0, "no throttling was injected:\n{}", out.stderr);
+
+    let expected = file_reference(&lines);
+    let actual = result_of(dir.path());
+    assert_rows_equal(&expected, &actual);
+
+    // The Kinesis sink: the same rows plus a result id, keyed by user.
+    let records = client.read_all(&output);
+    assert_eq!(records.len(), actual.lines().count());
+    let mut ids = HashSet::new();
+    let mut rows = String::new();
+    for (_, _, key, data) in &records {
+        let mut row: serde_json::Value = serde_json::from_slice(data).unwrap();
+        let object = row.as_object_mut().unwrap();
+        let id = object.remove("result_id").unwrap();
+        assert!(
+            ids.insert(id.as_str().unwrap().to_string()),
+            "result id repeated"
+        );
+        assert_eq!(key, object["user_id"].as_str().unwrap());
+        rows.push_str(&row.to_string());
+        rows.push('\n');
+    }
+    assert_rows_equal(&actual, &rows);
+}
+
+#[test]
+fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
+    let em = Emulator::start(EmulatorKind::KinesisMock);
+    let client = em.client();
+    let stream = fresh_stream_name("reshard");
+    client.create_stream(&stream, 2);
+    // A bounded run that stops at a time after all producing is done.
+    let stop_ms = chrono_now_ms() + 45_000;
+    let raw_sink = "\n[sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n";
+    let job = format!(
+        "{}{}{WINDOWS}{raw_sink}",
+        header("reshard"),
+        kinesis_source(
+            &stream,
+            &em.endpoint(),
+            &format!(
+                "start_at = \"trim_horizon\"\nstop_at = \"{}\"",
+                kflow_benches::workload::rfc3339_millis(stop_ms)
+            )
+        )
+    );
+    let dir = job_dir(&job);
+    let child = kflow(dir.path(), &["run", "job.toml", "-q"], &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let all = events(2000, 30, 11);
+    let lines: Vec<&str> = all.lines().collect();
+    let rounds: Vec<String> = lines.chunks(500).map(|c| c.join("\n") + "\n").collect();
+    produce(&em, &stream, &rounds[0]);
+    // Split an open shard.
+    let open = client.open_shards(&stream);
+    client.split_shard(&stream, &open[0].id);
+    produce(&em, &stream, &rounds[1]);
+    // Merge the two children of that split back together.
+    let children: Vec<_> = client
+        .open_shards(&stream)
+        .into_iter()
+        .filter(|s| s.parent.as_deref() == Some(open[0].id.as_str()))
+        .collect();
+    assert_eq!(children.len(), 2, "the split made two children");
+    let (a, b) = if children[0].hash_key_range.0 < children[1].hash_key_range.0 {
+        (&children[0], &children[1])
+    } else {
+        (&children[1], &children[0])
+    };
+    client.merge_shards(&stream, &a.id, &b.id);
+    produce(&em, &stream, &rounds[2]);
+    client.update_shard_count(&stream, 4);
+    produce(&em, &stream, &rounds[3]);
+    assert!(
+        chrono_now_ms() < stop_ms - 2000,
+        "producing took too long for the run's stop time"
+    );
+    let shards = client.list_shards(&stream);
+    assert!(shards.len() >= 7, "resharding happened: {shards:?}");
+
+    let out = wait_with_timeout(child, TIMEOUT);
+    assert!(out.0, "kflow failed:\n{}", out.1);
+    assert_rows_equal(&file_reference(&all), &result_of(dir.path()));
+    // Per-key order: each user's records in the order they were produced.
+    let raw = fs::read_to_string(dir.path().join("out/raw.jsonl")).unwrap();
+    assert_eq!(raw.lines().count(), 2000);
+    assert_eq!(per_user_order(&raw), per_user_order(&all));
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Waits for a spawned kflow; returns (success, stderr).
+fn wait_with_timeout(mut child: Child, timeout: Duration) -> (bool, String) {
+    let deadline = Instant::now() + timeout;
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(s) = stderr.as_mut() {
+            use std::io::Read;
+            let _ = s.read_to_string(&mut text);
+        }
+        text
+    });
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.success(), reader.join().unwrap());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (false, format!("timed out\n{}", reader.join().unwrap()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
+    let em = Emulator::start(EmulatorKind::KinesisMock);
+    let client = em.client();
+    let stream = fresh_stream_name("kill");
+    client.create_stream(&stream, 2);
+    let lines = events(1500, 40, 23);
+    produce(&em, &stream, &lines);
+    let job = format!(
+        "{}{}{WINDOWS}",
+        header("kill"),
+        kinesis_source(
+            &stream,
+            &em.endpoint(),
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
+        )
+    );
+    let dir = job_dir(&job);
+    // 20 records per call, 5 calls/s per shard: about 8 s of reading.
+    let env = [("KFLOW_KINESIS_LIMIT", "20")];
+    let seed: u64 = std::env::var("KFLOW_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| chrono_now_ms() as u64);
+    println!("kill schedule seed: {seed} (KFLOW_CRASH_SEED={seed} replays it)");
+    let mut rng = Pcg64::seed_from_u64(seed);
+    let mut kills = 0;
+    for _ in 0..5 {
+        let mut child = kflow(dir.path(), &["run", "job.toml", "-q"], &env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(800..2000)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 3, "only {kills} runs were killed mid-stream");
+    run_ok(dir.path(), &["run", "job.toml", "-q"], &env);
+    assert_rows_equal(&file_reference(&lines), &result_of(dir.path()));
+}
+
+#[test]
+fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
+    let mut em = Emulator::start(EmulatorKind::Kinesalite);
+    let client = em.client();
+    let stream = fresh_stream_name("restart");
+    client.create_stream(&stream, 2);
+    let lines = events(1500, 40, 31);
+    produce(&em, &stream, &lines);
+    let job = format!(
+        "{}{}{WINDOWS}",
+        header("restart"),
+        kinesis_source(
+            &stream,
+            &em.endpoint(),
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
+        )
+    );
+    let dir = job_dir(&job);
+    let child = kflow(
+        dir.path(),
+        &["run", "job.toml", "-q"],
+        &[("KFLOW_KINESIS_LIMIT", "20")],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    em.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    em.restart();
+    let (ok, stderr) = wait_with_timeout(child, TIMEOUT);
+    assert!(ok, "kflow failed:\n{stderr}");
+    assert_rows_equal(&file_reference(&lines), &result_of(dir.path()));
+}
+
+#[test]
+fn start_at_a_timestamp_replays_from_there() {
+    let em = Emulator::start(EmulatorKind::KinesisMock);
+    let client = em.client();
+    let stream = fresh_stream_name("replay");
+    client.create_stream(&stream, 2);
+    let before = events(400, 20, 41);
+    let after = events(600, 20, 43);
+    produce(&em, &stream, &before);
+    std::thread::sleep(Duration::from_millis(1500));
+    let from = chrono_now_ms();
+    std::thread::sleep(Duration::from_millis(1500));
+    produce(&em, &stream, &after);
+    let job = format!(
+        "{}{}{WINDOWS}",
+        header("replay"),
+        kinesis_source(
+            &stream,
+            &em.endpoint(),
+            &format!(
+                "start_at = \"{}\"\nstop_at = \"latest\"",
+                kflow_benches::workload::rfc3339_millis(from)
+            )
+        )
+    );
+    let dir = job_dir(&job);
+    run_ok(dir.path(), &["run", "job.toml", "-q"], &[]);
+    assert_rows_equal(&file_reference(&after), &result_of(dir.path()));
+}
+
+#[test]
+fn a_position_in_a_recreated_stream_fails_clearly_unless_on_expired_says_otherwise() {
+    let em = Emulator::start(EmulatorKind::KinesisMock);
+    let client = em.client();
+    let stream = fresh_stream_name("expired");
+    client.create_stream(&stream, 1);
+    let first = events(300, 10, 51);
+    produce(&em, &stream, &first);
+    let raw_sink = "\n[sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n";
+    let job = |on_expired: &str| {
+        format!(
+            "{}{}{raw_sink}",
+            header("expired"),
+            kinesis_source(
+                &stream,
+                &em.endpoint(),
+                &format!("start_at = \"trim_horizon\"\n{on_expired}")
+            )
+        )
+    };
+    let dir = job_dir(&job(""));
+    let raw_lines = |dir: &Path| {
+        fs::read_to_string(dir.join("out/raw.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // An unbounded run: read everything, checkpoint, then die.
+    let mut child = kflow(dir.path(), &["run", "job.toml", "-q"], &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while raw_lines(dir.path()) < 300 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let checkpoint = run_ok(dir.path(), &["checkpoints", "job.toml"], &[]);
+    assert!(
+        checkpoint.stdout.contains("shardId-"),
+        "{}",
+        checkpoint.stdout
+    );
+
+    // The stream is deleted and recreated: the checkpointed sequence
+    // numbers mean nothing in it.
+    client.delete_stream(&stream);
+    client.create_stream(&stream, 1);
+    let second = events(200, 10, 53);
+    produce(&em, &stream, &second);
+    let out = run(dir.path(), &["run", "job.toml", "-q"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("deleted and recreated") && out.stderr.contains("on_expired"),
+        "{}",
+        out.stderr
+    );
+
+    // With on_expired = "trim_horizon" the new stream is read from its start.
+    fs::write(
+        dir.path().join("job.toml"),
+        job("on_expired = \"trim_horizon\""),
+    )
+    .unwrap();
+    let mut child = kflow(dir.path(), &["run", "job.toml", "-q"], &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while raw_lines(dir.path()) < 500 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let raw = fs::read_to_string(dir.path().join("out/raw.jsonl")).unwrap();
+    let ids: BTreeMap<&str, usize> =
+        raw.lines()
+            .map(|l| (l, 1))
+            .fold(BTreeMap::new(), |mut m, (l, n)| {
+                *m.entry(l).or_default() += n;
+                m
+            });
+    for line in first.lines().chain(second.lines()) {
+        assert_eq!(ids.get(line), Some(&1), "missing or repeated: {line}");
+    }
+}
+
+#[test]
+fn a_bad_record_goes_to_the_dead_letter_file_with_its_shard_and_sequence() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let client = em.client();
+    let stream = fresh_stream_name("bad");
+    client.create_stream(&stream, 1);
+    let good = format!(
+        "{{\"event_id\":\"e1\",\"user_id\":\"u1\",\"type\":\"purchase_completed\",\"amount\":3.5,\"ts\":{}}}",
+        START_MS
+    );
+    client.put_records(&stream, &[("u1", "not json at all"), ("u1", good.as_str())]);
+    let job = format!(
+        "{}{}{WINDOWS}",
+        header("bad"),
+        kinesis_source(
+            &stream,
+            &em.endpoint(),
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
+        )
+    );
+    let dir = job_dir(&job);
+    run_ok(dir.path(), &["run", "job.toml", "-q"], &[]);
+    let dead = fs::read_to_string(dir.path().join(".kflow/bad/dead-letter.jsonl")).unwrap();
+    let row: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
+    assert_eq!(row["position"]["shard"], "shardId-000000000000", "{dead}");
+    assert!(row["position"]["sequence"].as_str().unwrap().len() > 10);
+    let result = result_of(dir.path());
+    assert!(result.contains("\"events\":1"), "{result}");
+}
