@@ -67,6 +67,9 @@ enum Command {
         /// Records per second, at most (`500` or `500/s`).
         #[arg(long, value_name = "N/s")]
         rate: Option<String>,
+        /// Create the stream with this many shards if it does not exist.
+        #[arg(long, value_name = "SHARDS")]
+        create_shards: Option<i32>,
         /// Print nothing but errors.
         #[arg(short, long)]
         quiet: bool,
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
             endpoint,
             region,
             rate,
+            create_shards,
             quiet,
             file,
         } => {
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
                 },
                 rate,
                 progress: !quiet,
+                create_shards,
             };
             match kflow::produce::produce(&options) {
                 Ok(summary) => {

@@ -32,6 +32,8 @@ pub struct ProduceOptions {
     pub rate: Option<f64>,
     /// Show a progress line on stderr (when it is a terminal).
     pub progress: bool,
+    /// Create the stream with this many shards when it does not exist.
+    pub create_shards: Option<i32>,
 }
 
 /// What a produce run did.
@@ -78,6 +80,65 @@ pub enum ProduceError {
     /// The service refused the records.
     #[error(transparent)]
     Put(#[from] PutError),
+    /// The stream could not be created.
+    #[error("creating stream `{stream}`: {message}")]
+    Create {
+        /// The stream.
+        stream: String,
+        /// The service's error.
+        message: String,
+    },
+}
+
+/// Creates `stream` with `shards` shards unless it exists, and waits until
+/// it is ACTIVE.
+async fn ensure_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) -> Result<(), ProduceError> {
+    let failed = |message: String| ProduceError::Create {
+        stream: stream.to_string(),
+        message,
+    };
+    let exists = client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .is_ok();
+    if !exists {
+        client
+            .create_stream()
+            .stream_name(stream)
+            .shard_count(shards)
+            .send()
+            .await
+            .map_err(|e| failed(crate::kinesis::client::describe(&e)))?;
+        tracing::info!("created stream `{stream}` with {shards} shards");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| {
+                o.stream_description_summary()
+                    .map(|s| s.stream_status().clone())
+            });
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(failed(format!(
+                "not ACTIVE after 120 s (status {status:?})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The partition key of one line, or why it has none.
@@ -123,6 +184,9 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceSummary, ProduceError>
         .map_err(io)?;
     let file = std::fs::File::open(&options.file).map_err(io)?;
     let client = runtime.block_on(connect(&options.endpoint));
+    if let Some(shards) = options.create_shards {
+        runtime.block_on(ensure_stream(&client, &options.stream, shards))?;
+    }
     let is_arn = options.stream.starts_with("arn:");
     let mut putter = Putter::new(client, options.stream.clone(), is_arn);
     let path: Vec<&str> = options.partition_key.split('.').collect();

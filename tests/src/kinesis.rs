@@ -12,14 +12,27 @@
 //!   implementation: split and merge but no `UpdateShardCount`, and
 //!   `MillisBehindLatest` is always 0.
 //!
+//! kinesis-mock gets slow as a shard fills: a 500-record `PutRecords` into
+//! one shard already holding 5,000 records takes about 4 s. Keep its streams
+//! to a few thousand records per shard; kinesalite stays fast (thousands of
+//! records per second, whatever the size).
+//!
 //! Each emulator listens on a free port (plain HTTP; both bind every
-//! interface, neither can be told otherwise), keeps its data in a private
-//! temporary folder (so [`Emulator::restart`] finds its streams again) and
-//! writes its output to a log file there, whose tail is in every panic
-//! message. The emulator dies with the [`Emulator`] value, and also when the
-//! test process itself dies (a watchdog preloaded into node exits when its
-//! stdin, a pipe from the test process, closes), so no run leaves one
-//! behind.
+//! interface, neither can be told otherwise) and writes its output to a log
+//! file in a private temporary folder, whose tail is in every panic message.
+//! The emulator dies with the [`Emulator`] value, and also when the test
+//! process itself dies (a watchdog preloaded into node exits when its stdin,
+//! a pipe from the test process, closes), so no run leaves one behind.
+//!
+//! Fault tests: [`Emulator::stop`] kills the emulator (SIGKILL, as a crash)
+//! and [`Emulator::restart`] starts it again on the same port. kinesalite
+//! keeps its streams and every acknowledged record across a restart (LevelDB
+//! in the temporary folder). kinesis-mock comes back **empty**: it can only
+//! save its state by rewriting one JSON file of everything at a fixed
+//! interval (most of a core at 100 ms with 5,000 records), in place (a kill
+//! during a write leaves a truncated file it then refuses to start from), and
+//! not on shutdown; so the harness does not turn that on. Use kinesalite for
+//! tests that need the data to survive a restart.
 //!
 //! [`Kinesis`] wraps the AWS SDK in a synchronous facade (a current-thread
 //! tokio runtime inside) with the operations the tests need: create, reshard
@@ -54,8 +67,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stream may take to become `ACTIVE`, and a whole stream to be
 /// written or read back.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long [`Emulator::stop`] lets an emulator shut down before killing it.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long an emulator keeps a stream in `CREATING`, `DELETING` or
 /// `UPDATING`: short, so tests wait milliseconds, not the default 500 ms.
 const TRANSITION_MS: u32 = 10;
@@ -64,14 +75,14 @@ pub const REGION: &str = "us-east-1";
 /// The access key and secret every client uses (the emulators accept any).
 pub const ACCESS_KEY: &str = "test";
 
-/// The preloaded watchdog: exits (through SIGTERM, so kinesis-mock shuts
-/// down as it would on Ctrl-C) when stdin, a pipe held by the test process,
-/// closes: on [`Emulator::stop`], or when the test process dies.
+/// The preloaded watchdog: exits at once when stdin, a pipe held by the test
+/// process, closes, which happens when the test process dies without
+/// dropping its [`Emulator`] (killed, or aborted).
 const WATCHDOG_JS: &str = "\
-// kflow tests: stop this emulator when the test process closes our stdin.
-const stop = () => process.kill(process.pid, 'SIGTERM');
-process.stdin.on('end', stop);
-process.stdin.on('error', stop);
+// kflow tests: exit when the test process that started us goes away.
+const exit = () => process.exit(0);
+process.stdin.on('end', exit);
+process.stdin.on('error', exit);
 process.stdin.resume();
 ";
 
@@ -241,40 +252,27 @@ impl Emulator {
         }
     }
 
-    /// Stops the emulator: asks it to shut down (SIGTERM, through the
-    /// watchdog), kills it after 10 s. Its data stays for
-    /// [`Emulator::restart`]. Does nothing when it is not running.
+    /// Stops the emulator by killing it (SIGKILL, as a crash would; a clean
+    /// shutdown gains nothing, and kinesis-mock's waits for idle client
+    /// connections). Does nothing when it is not running. kinesalite's data
+    /// stays for [`Emulator::restart`]; kinesis-mock's is gone (see the
+    /// module docs).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // Closing stdin makes the watchdog send SIGTERM.
-        drop(child.stdin.take());
-        let deadline = Instant::now() + STOP_GRACE;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-                _ => break,
-            }
-        }
-        // Ignore a failed kill: it means the process just exited.
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// Kills the emulator at once (SIGKILL), as a crash would. Its data stays
-    /// for [`Emulator::restart`] as far as it reached the disk (kinesalite
-    /// writes through at once; kinesis-mock saves every 100 ms).
-    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Ignore a failed kill: it means the process already exited.
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
+    /// The same as [`Emulator::stop`], named for crash tests.
+    pub fn kill(&mut self) {
+        self.stop();
+    }
+
     /// Stops the emulator if it runs and starts it again on the same port,
-    /// with the streams and records it had saved, waiting until it answers.
+    /// waiting until it answers: kinesalite with all its streams and records,
+    /// kinesis-mock empty (see the module docs).
     ///
     /// # Panics
     ///
@@ -305,7 +303,6 @@ impl Emulator {
                 command.env(name, value);
             }
         }
-        let data = self.dir.path().join("data");
         match self.kind {
             EmulatorKind::KinesisMock => {
                 let cert = self
@@ -325,10 +322,11 @@ impl Emulator {
                     .env("KINESIS_MOCK_CERT_PATH", cert)
                     .env("AWS_REGION", REGION)
                     .env("SHARD_LIMIT", "1000")
-                    .env("SHOULD_PERSIST_DATA", "true")
-                    .env("PERSIST_PATH", &data)
-                    .env("PERSIST_INTERVAL", "100ms")
-                    .env("LOG_LEVEL", "WARN");
+                    // Never save or load state (it would look for
+                    // `data/kinesis-data.json` in the working folder).
+                    .env("SHOULD_PERSIST_DATA", "false")
+                    .env("LOAD_DATA_IF_EXISTS", "false")
+                    .env("LOG_LEVEL", "INFO");
                 for setting in [
                     "CREATE_STREAM_DURATION",
                     "DELETE_STREAM_DURATION",
@@ -350,7 +348,7 @@ impl Emulator {
                     .arg("--port")
                     .arg(self.port.to_string())
                     .arg("--path")
-                    .arg(&data)
+                    .arg(self.dir.path().join("data"))
                     .arg("--createStreamMs")
                     .arg(&transition)
                     .arg("--deleteStreamMs")
@@ -399,7 +397,7 @@ impl Emulator {
                 return;
             }
             if started.elapsed() > START_TIMEOUT {
-                self.kill();
+                self.stop();
                 panic!(
                     "the {} emulator did not answer ListStreams on {} within {:?}; its log ({}):\n{}",
                     self.kind.name(),
@@ -418,7 +416,7 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         // node starts no child processes of its own (neither emulator does),
         // so killing it is enough.
-        self.kill();
+        self.stop();
     }
 }
 

@@ -1,0 +1,296 @@
+//! `kflow-kinesis-bench`: how close `kflow run` over a Kinesis stream comes
+//! to the fastest possible reader of the same stream.
+//!
+//! Starts kinesalite (the fast emulator, pinned in `package.json`) on a free
+//! loopback port, puts N W1 click events into a stream with `kflow produce`,
+//! then in the same invocation reads the whole stream twice: with a plain
+//! GetRecords loop (one task per shard, 10,000 records per call, no pacing,
+//! no decoding: the emulator's own speed) and with `kflow run` of the W1
+//! job (decode, filter, tumbling windows, RocksDB checkpoints every 10 s,
+//! file sink; process start to exit). Prints records/s of each and kflow's
+//! ratio to the loop.
+//!
+//! ```text
+//! npm ci && cargo build --release -p kflow -p kflow-benches
+//! target/release/kflow-kinesis-bench [--events 200000] [--shards 2]
+//! ```
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use kflow::kinesis::{connect, Endpoint};
+use kflow_benches::workload::{write_events, Workload};
+
+struct Args {
+    events: u64,
+    shards: i32,
+    kflow: PathBuf,
+    out: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut args = Args {
+        events: 200_000,
+        shards: 2,
+        kflow: root.join("target/release/kflow"),
+        out: root.join("target/bench"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--events" => args.events = value()?.parse().map_err(|e| format!("--events: {e}"))?,
+            "--shards" => args.shards = value()?.parse().map_err(|e| format!("--shards: {e}"))?,
+            "--kflow" => args.kflow = PathBuf::from(value()?),
+            "--out" => args.out = PathBuf::from(value()?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+/// kinesalite on a free loopback port; killed on drop.
+struct Kinesalite(Child);
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_kinesalite(root: &Path) -> Result<(Kinesalite, String), String> {
+    let cli = root.join("node_modules/kinesalite/cli.js");
+    if !cli.exists() {
+        return Err(format!("{} is missing: run `npm ci` first", cli.display()));
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let child = Command::new("node")
+        .arg(&cli)
+        .args(["--port", &port.to_string(), "--createStreamMs", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start node: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("kinesalite did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((Kinesalite(child), format!("http://127.0.0.1:{port}")))
+}
+
+/// Reads every shard from its trim horizon to its tip; returns records.
+async fn plain_loop(endpoint: &str, stream: &str) -> Result<u64, String> {
+    let client = connect(&Endpoint {
+        region: None,
+        url: Some(endpoint.to_string()),
+    })
+    .await;
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| format!("ListShards: {e:?}"))?;
+    let mut tasks = Vec::new();
+    for shard in shards.shards() {
+        let client = client.clone();
+        let (stream, shard) = (stream.to_string(), shard.shard_id().to_string());
+        tasks.push(tokio::spawn(async move {
+            let out = client
+                .get_shard_iterator()
+                .stream_name(&stream)
+                .shard_id(&shard)
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .map_err(|e| format!("GetShardIterator: {e:?}"))?;
+            let mut iterator = out.shard_iterator().map(str::to_string);
+            let mut records = 0u64;
+            while let Some(it) = iterator {
+                let out = client
+                    .get_records()
+                    .shard_iterator(it)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .map_err(|e| format!("GetRecords: {e:?}"))?;
+                records += out.records().len() as u64;
+                if out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0 {
+                    break;
+                }
+                iterator = out.next_shard_iterator().map(str::to_string);
+            }
+            Ok::<u64, String>(records)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.map_err(|e| e.to_string())??;
+    }
+    Ok(total)
+}
+
+fn run_kflow(kflow: &Path, args: &[&str], dir: &Path) -> Result<(f64, String), String> {
+    let started = Instant::now();
+    let out = Command::new(kflow)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("{}: {e}", kflow.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(format!("kflow {args:?} failed:\n{stderr}"));
+    }
+    Ok((seconds, stderr))
+}
+
+fn main() {
+    if let Err(e) = bench() {
+        eprintln!("kflow-kinesis-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn bench() -> Result<(), String> {
+    let args = parse_args()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = args.out.join(format!("kinesis-{}", args.events));
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let input = dir.join("events.jsonl");
+    {
+        let workload = Workload {
+            events: args.events,
+            ..Workload::default()
+        };
+        let mut file = BufWriter::new(fs::File::create(&input).map_err(|e| e.to_string())?);
+        write_events(&workload, &mut file).map_err(|e| e.to_string())?;
+        file.flush().map_err(|e| e.to_string())?;
+    }
+    let (_emulator, endpoint) = start_kinesalite(&root)?;
+    let stream = "bench";
+    let shards = args.shards.to_string();
+    let (put_seconds, _) = run_kflow(
+        &args.kflow,
+        &[
+            "produce",
+            "--quiet",
+            "--endpoint",
+            &endpoint,
+            "--stream",
+            stream,
+            "--create-shards",
+            &shards,
+            "--partition-key",
+            "user_id",
+            "events.jsonl",
+        ],
+        &dir,
+    )?;
+    println!(
+        "produced {} events into {} shards in {put_seconds:.2} s ({:.0} records/s)",
+        args.events,
+        args.shards,
+        args.events as f64 / put_seconds
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut loop_best = f64::MAX;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let read = runtime.block_on(plain_loop(&endpoint, stream))?;
+        let seconds = started.elapsed().as_secs_f64();
+        if read != args.events {
+            return Err(format!(
+                "the plain loop read {read} records, expected {}",
+                args.events
+            ));
+        }
+        loop_best = loop_best.min(seconds);
+    }
+
+    let job = format!(
+        r#"[job]
+name = "kinesis-bench"
+checkpoint_interval = "10s"
+[sources.clicks]
+type = "kinesis"
+stream = "{stream}"
+endpoint = "{endpoint}"
+start_at = "trim_horizon"
+stop_at = "latest"
+event_time = {{ field = "ts" }}
+watermark = {{ max_out_of_orderness = "5s" }}
+[filters.checkouts]
+input = "clicks"
+where = "type != 'product_view'"
+[windows.per_user]
+input = "checkouts"
+key = ["user_id"]
+tumbling = "1m"
+aggregates = {{ events = "count()", revenue = "sum(amount)" }}
+[sinks.result]
+input = "per_user"
+type = "file"
+path = "out/result.jsonl"
+"#
+    );
+    fs::write(dir.join("job.toml"), job).map_err(|e| e.to_string())?;
+    let mut kflow_best = f64::MAX;
+    for _ in 0..2 {
+        let (seconds, stderr) = run_kflow(&args.kflow, &["run", "--reset", "job.toml"], &dir)?;
+        let read = stderr
+            .lines()
+            .find(|l| l.contains("records read"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .map(|n| n.replace(',', ""))
+            .and_then(|n| n.parse::<u64>().ok());
+        if read != Some(args.events) {
+            return Err(format!(
+                "kflow read {read:?} records, expected {}:\n{stderr}",
+                args.events
+            ));
+        }
+        kflow_best = kflow_best.min(seconds);
+    }
+    let rate = |s: f64| args.events as f64 / s;
+    println!(
+        "\nreading {} records from kinesalite ({} shards), best of 2:",
+        args.events, args.shards
+    );
+    println!("  {:<34}{:>9}{:>14}", "reader", "seconds", "records/s");
+    println!(
+        "  {:<34}{:>9.2}{:>14.0}",
+        "plain GetRecords loop",
+        loop_best,
+        rate(loop_best)
+    );
+    println!(
+        "  {:<34}{:>9.2}{:>14.0}",
+        "kflow run (W1 job, end to end)",
+        kflow_best,
+        rate(kflow_best)
+    );
+    println!(
+        "  kflow / plain loop: {:.1}%",
+        100.0 * loop_best / kflow_best
+    );
+    Ok(())
+}
