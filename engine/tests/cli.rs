@@ -70,21 +70,3 @@ fn plan_prints_the_dag_as_text_and_dot() {
     assert!(dot.starts_with("digraph"), "{dot}");
     assert!(dot.contains("label=\"late\""), "{dot}");
 }
-
-#[test]
-fn run_refuses_kinesis_before_touching_state() {
-    let dir = std::env::temp_dir().join(format!("kflow-cli-kinesis-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let job = "[job]\nname = \"k\"\n[sources.s]\ntype = \"kinesis\"\nstream = \"clicks\"\n\
-               [sinks.o]\ninput = \"s\"\ntype = \"stdout\"\n";
-    let _ = std::fs::write(dir.join("job.toml"), job);
-    let out = kflow(&["run", "job.toml"], &dir);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("Kinesis sources are not available"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(!dir.join(".kflow").exists(), "no state may be created");
-    let _ = std::fs::remove_dir_all(&dir);
-}

@@ -565,3 +565,23 @@ fn a_bad_record_goes_to_the_dead_letter_file_with_its_shard_and_sequence() {
     let result = result_of(dir.path());
     assert!(result.contains("\"events\":1"), "{result}");
 }
+
+#[test]
+fn a_stream_that_does_not_exist_fails_clearly() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let job = format!(
+        "{}{}{WINDOWS}",
+        header("missing"),
+        kinesis_source("no-such-stream", &em.endpoint(), "stop_at = \"latest\"")
+    );
+    let dir = job_dir(&job);
+    let out = run(dir.path(), &["run", "job.toml", "-q"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("source `clicks`: Kinesis")
+            && out.stderr.contains("ResourceNotFound")
+            && out.stderr.contains("no-such-stream"),
+        "{}",
+        out.stderr
+    );
+}
