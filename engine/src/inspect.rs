@@ -144,11 +144,18 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
     }
     let _ = writeln!(out, "\nsinks");
     for (name, s) in &meta.sinks {
-        let target = s
-            .path
-            .as_ref()
-            .map_or("stdout".to_string(), |p| p.display().to_string());
-        let _ = writeln!(out, "  {name:<16} {target}: {} committed", bytes(s.length));
+        let kind = plan.nodes.iter().find(|n| &n.name == name).map(|n| &n.kind);
+        let line = match (kind, &s.path) {
+            (_, Some(path)) => format!("{}: {} committed", path.display(), bytes(s.length)),
+            (Some(NodeKind::Sink(kflow_jobs::SinkPlan::Kinesis { stream, .. })), None) => {
+                format!(
+                    "kinesis stream {stream}: {} records written",
+                    group(s.length)
+                )
+            }
+            _ => format!("stdout: {} written", bytes(s.length)),
+        };
+        let _ = writeln!(out, "  {name:<16} {line}");
     }
     Ok(out)
 }

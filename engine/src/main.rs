@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kflow::{explain, RunOptions};
 use kflow_jobs::JobError;
 
+/// mimalloc returns freed memory to the OS and keeps no per-thread arenas
+/// of it: a window cache that evicts after each checkpoint shrinks for real.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Windowed stream processing from a job file, exactly once.
 #[derive(Debug, Parser)]
 #[command(name = "kflow", version, about, long_about = None)]

@@ -228,7 +228,7 @@ impl RunSummary {
     fn render_checkpoints(&self, out: &mut String) {
         let cp = &self.checkpoints;
         let early = if cp.early > 0 {
-            format!(", {} early for memory", group(cp.early))
+            format!(", {} early (memory budget, Kinesis start)", group(cp.early))
         } else {
             String::new()
         };

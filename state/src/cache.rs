@@ -98,6 +98,12 @@ impl<V: StateValue> WindowCache<V> {
         self.bytes > self.budget
     }
 
+    /// Whether the cache holds more than 1.5 times its budget: the owner should
+    /// stop taking records until it can evict.
+    pub fn over_hard_limit(&self) -> bool {
+        self.bytes > self.budget.saturating_add(self.budget / 2)
+    }
+
     /// Number of entries in memory.
     pub fn len(&self) -> usize {
         self.times.values().map(HashTable::len).sum()
@@ -308,6 +314,8 @@ impl<V: StateValue> WindowCache<V> {
             });
             if table.len() != before {
                 self.spilled.insert(*time);
+                // Give the slots back, or the table keeps its peak size.
+                table.shrink_to_fit(|e| e.hash);
             }
         }
         self.times.retain(|_, t| !t.is_empty());

@@ -209,6 +209,9 @@ impl StateStore {
         options.create_if_missing(create);
         options.create_missing_column_families(create);
         options.increase_parallelism(2);
+        // Memtables are bounded across families (checkpoints are synced
+        // writes; state beyond the budget lives in SST files, not here).
+        options.set_db_write_buffer_size(64 << 20);
         options
     }
 
@@ -219,6 +222,7 @@ impl StateStore {
         table.set_bloom_filter(10.0, false);
         let mut family_options = Options::default();
         family_options.set_block_based_table_factory(&table);
+        family_options.set_write_buffer_size(16 << 20);
         Family::ALL
             .into_iter()
             .map(move |f| ColumnFamilyDescriptor::new(f.name(), family_options.clone()))
@@ -314,7 +318,15 @@ impl StateStore {
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StateError> {
         let mode = IteratorMode::From(prefix, Direction::Forward);
-        for item in self.db.iterator_cf(self.cf(family)?, mode) {
+        // A one-pass scan: keep its blocks out of the block cache, read
+        // ahead, and stop at the end of the prefix (past range tombstones).
+        let mut read = rocksdb::ReadOptions::default();
+        read.fill_cache(false);
+        read.set_readahead_size(2 << 20);
+        if let Some(upper) = prefix_successor(prefix) {
+            read.set_iterate_upper_bound(upper);
+        }
+        for item in self.db.iterator_cf_opt(self.cf(family)?, read, mode) {
             let (key, value) = item.map_err(|e| self.rocks(e))?;
             if !key.starts_with(prefix) || !visit(&key, &value) {
                 break;
@@ -354,6 +366,18 @@ impl StateStore {
             })
             .sum()
     }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < u8::MAX {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -415,5 +439,12 @@ mod tests {
         }
         let err = StateStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StateError::Foreign { .. }), "{err}");
+    }
+
+    #[test]
+    fn prefix_successors_bound_prefix_scans() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
     }
 }

@@ -188,11 +188,15 @@ fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids(
         )
     );
     let dir = job_dir(&job);
-    // Throttle a third of the GetRecords calls: retried, nothing lost.
+    // Throttle half of the GetRecords calls (at least 15 of them, at 100
+    // records a call): retried, nothing lost.
     let out = run_ok(
         dir.path(),
         &["run", "job.toml"],
-        &[("KFLOW_KINESIS_FAULTS", "throttle:0.3")],
+        &[
+            ("KFLOW_KINESIS_FAULTS", "throttle:0.5"),
+            ("KFLOW_KINESIS_LIMIT", "100"),
+        ],
     );
     assert!(out.stderr.contains("kinesis shards"), "{}", out.stderr);
     let throttled: u64 = out

@@ -31,6 +31,11 @@ use aggregate::Partial;
 use assign::Panes;
 pub use emit::ResultEmitter;
 
+/// How long a window well over its memory budget waits for the checkpoint
+/// that lets it evict, before going on regardless (a stuck coordinator must
+/// not hang the task; its own error ends the run).
+const HARD_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Watermark state of one input.
 #[derive(Debug, Clone)]
 struct InputState {
@@ -290,6 +295,15 @@ impl WindowTask {
     /// entries (RocksDB has them).
     fn manage_memory(&mut self) {
         if let Some(id) = self.evict_after {
+            if self.checkpoints.committed() < id && self.cache.over_hard_limit() {
+                // Well over budget with the snapshot not yet committed:
+                // stop taking records (backpressure reaches the sources)
+                // until the commit lets the clean entries go.
+                let deadline = std::time::Instant::now() + HARD_LIMIT_WAIT;
+                while self.checkpoints.committed() < id && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             if self.checkpoints.committed() >= id {
                 self.cache.evict();
                 self.evict_after = None;
@@ -351,13 +365,12 @@ impl WindowTask {
     fn fire(&mut self, end: i64, watermark: i64) -> Result<(), EngineError> {
         let start = end.saturating_sub(self.panes.size());
         if self.panes.is_tumbling() {
-            self.cache.load(&self.store, end)?;
-            for (key, partial) in self.cache.entries(end) {
-                self.out
-                    .emit(start, end, key, partial, watermark, &mut self.counts)?;
-            }
-            self.cache.remove(end);
-            return Ok(());
+            // Stream the window: stored partials are decoded one at a time,
+            // so a window far larger than the memory budget fires in it.
+            let (out, counts) = (&mut self.out, &mut self.counts);
+            return self.cache.drain(&self.store, end, |key, partial| {
+                out.emit(start, end, key, partial, watermark, counts)
+            });
         }
         let mut merged: HashMap<Box<[u8]>, Partial> = HashMap::new();
         for pane in self.panes.panes_of_window(end) {

@@ -214,6 +214,10 @@ impl KinesisSourceTask {
                 },
                 shards: BTreeMap::new(),
             };
+            if r.stream.start_ms.is_some() || r.stream.stop_ms.is_some() {
+                // Pin the resolved start and stop in a checkpoint right away.
+                self.checkpoints.request_early();
+            }
             if self.settings.start_at == StartAt::Latest {
                 // Closed shards hold nothing newer than now.
                 for shard in listing.iter().filter(|s| s.closed) {
