@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
+
 /// Counters of one run.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -34,6 +36,9 @@ pub struct Metrics {
     pub shards: Mutex<BTreeMap<String, ShardMetrics>>,
     /// Kinesis calls retried after throttling.
     pub throttles: AtomicU64,
+    /// End-to-end latency of window result rows, microseconds: from reading
+    /// the input that fired them to writing them (sinks merge theirs in).
+    pub latency: Mutex<Option<Histogram<u64>>>,
 }
 
 /// One Kinesis shard's progress.
@@ -53,6 +58,26 @@ impl Metrics {
         if let Ok(mut shards) = self.shards.lock() {
             shards.insert(key, shard);
         }
+    }
+
+    /// Adds a sink's latency histogram.
+    pub fn add_latency(&self, histogram: &Histogram<u64>) {
+        if let Ok(mut latency) = self.latency.lock() {
+            match latency.as_mut() {
+                Some(total) => {
+                    let _ = total.add(histogram);
+                }
+                None => *latency = Some(histogram.clone()),
+            }
+        }
+    }
+
+    /// `(p50, p99, max)` of the latency, in microseconds, if any row was
+    /// measured.
+    pub fn latency_summary(&self) -> Option<(u64, u64, u64)> {
+        let latency = self.latency.lock().ok()?;
+        let h = latency.as_ref().filter(|h| !h.is_empty())?;
+        Some((h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
     }
 
     /// Every shard's progress.
@@ -148,6 +173,8 @@ pub struct RunSummary {
     pub shards: BTreeMap<String, ShardMetrics>,
     /// Kinesis calls retried after throttling.
     pub throttles: u64,
+    /// Window result latency `(p50, p99, max)` in microseconds.
+    pub latency_us: Option<(u64, u64, u64)>,
 }
 
 impl RunSummary {
@@ -195,6 +222,17 @@ impl RunSummary {
         };
         line("errors", c.errors, dead);
         line("windows emitted", c.rows_emitted, String::new());
+        if let Some((p50, p99, max)) = self.latency_us {
+            let ms = |us: u64| us as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "  {:<16}  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (input read -> window result written)",
+                "latency",
+                ms(p50),
+                ms(p99),
+                ms(max)
+            );
+        }
         self.render_shards(&mut out);
         self.render_checkpoints(&mut out);
         out

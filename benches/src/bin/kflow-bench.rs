@@ -71,6 +71,8 @@ struct Measured {
     cpu: f64,
     peak_rss_mb: f64,
     checkpoints: Option<u64>,
+    /// kflow's `latency` summary line: `p50 / p99 / max` in ms.
+    latency: Option<String>,
     rows: usize,
     agrees: Option<bool>,
 }
@@ -205,9 +207,12 @@ fn run() -> Result<(), String> {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| workload | system | events/s | seconds | CPU s | peak RSS MB | checkpoints | rows | rows agree | kflow (10 s) speed-up |"
+        "| workload | system | events/s | seconds | CPU s | peak RSS MB | checkpoints | latency p50 / p99 / max ms | rows | rows agree | kflow (10 s) speed-up |"
     );
-    let _ = writeln!(table, "|---|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    let _ = writeln!(
+        table,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+    );
     for workload in &args.workloads {
         let users = if workload == "W3" { 5_000_000 } else { 100_000 };
         let input = args
@@ -249,6 +254,17 @@ fn run() -> Result<(), String> {
                 .find(|l| l.trim_start().starts_with("checkpoints"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|n| n.replace(',', "").parse().ok());
+            // "latency  p50 1.2 ms, p99 3.4 ms, max 5.6 ms (...)"
+            let latency = stderr
+                .lines()
+                .find(|l| l.trim_start().starts_with("latency"))
+                .map(|l| {
+                    l.split_whitespace()
+                        .filter_map(|w| w.trim_end_matches(',').parse::<f64>().ok())
+                        .map(|v| format!("{v:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                });
             let output = dir.join("kflow.jsonl");
             let rows = fs::read_to_string(&output).map_or(0, |t| t.lines().count());
             results.push(Measured {
@@ -257,6 +273,7 @@ fn run() -> Result<(), String> {
                 cpu,
                 peak_rss_mb: rss,
                 checkpoints,
+                latency,
                 rows,
                 agrees: None,
             });
@@ -300,6 +317,7 @@ fn run() -> Result<(), String> {
                 cpu,
                 peak_rss_mb: rss,
                 checkpoints: None,
+                latency: None,
                 rows,
                 agrees,
             });
@@ -308,13 +326,14 @@ fn run() -> Result<(), String> {
         for m in &results {
             let _ = writeln!(
                 table,
-                "| {workload} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {} | {} | {:.2}x |",
+                "| {workload} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {} | {} | {} | {:.2}x |",
                 m.system,
                 args.events as f64 / m.seconds,
                 m.seconds,
                 m.cpu,
                 m.peak_rss_mb,
                 m.checkpoints.map_or("-".to_string(), |c| c.to_string()),
+                m.latency.as_deref().unwrap_or("-"),
                 m.rows,
                 m.agrees.map_or("(reference)".to_string(), |a| if a {
                     "yes".into()

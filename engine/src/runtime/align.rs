@@ -117,12 +117,12 @@ mod tests {
     use crate::runtime::message::SinkMsg;
 
     fn lines(input: InputId, text: &str) -> SinkMsg {
-        SinkMsg::Lines(input, text.as_bytes().to_vec())
+        SinkMsg::Lines(input, text.as_bytes().to_vec(), None)
     }
 
     fn text(msg: &SinkMsg) -> String {
         match msg {
-            SinkMsg::Lines(i, l) => format!("{i}:{}", String::from_utf8_lossy(l)),
+            SinkMsg::Lines(i, l, _) => format!("{i}:{}", String::from_utf8_lossy(l)),
             SinkMsg::Barrier(i, n) => format!("{i}:barrier{n}"),
             SinkMsg::End(i) => format!("{i}:end"),
         }

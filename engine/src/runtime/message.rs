@@ -15,6 +15,10 @@ pub type InputId = u32;
 
 /// A message to a window partition.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "batches are the common message; boxing would add an allocation per batch"
+)]
 pub enum WindowMsg {
     /// Records (possibly none) and the emitter's watermark after them.
     Batch(WindowBatch),
@@ -61,6 +65,9 @@ pub struct WindowBatch {
     pub raw_ends: Vec<u32>,
     /// Emitter watermark after the last record.
     pub final_watermark: i64,
+    /// When the emitter started this batch (or sent it empty): the origin of
+    /// the end-to-end latency of rows that this batch's watermark fires.
+    pub origin: Option<std::time::Instant>,
 }
 
 impl WindowBatch {
@@ -100,7 +107,7 @@ impl WindowBatch {
 #[derive(Debug)]
 pub enum SinkMsg {
     /// Complete JSON lines, each ending in `\n`.
-    Lines(InputId, Vec<u8>),
+    Lines(InputId, Vec<u8>, Option<std::time::Instant>),
     /// Checkpoint barrier (see [`WindowMsg::Barrier`]).
     Barrier(InputId, u64),
     /// The emitter will send nothing more.
@@ -110,7 +117,7 @@ pub enum SinkMsg {
 impl Envelope for SinkMsg {
     fn input(&self) -> InputId {
         match self {
-            SinkMsg::Lines(i, _) | SinkMsg::Barrier(i, _) | SinkMsg::End(i) => *i,
+            SinkMsg::Lines(i, _, _) | SinkMsg::Barrier(i, _) | SinkMsg::End(i) => *i,
         }
     }
 }

@@ -303,6 +303,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         start: start.describe(),
         shards: metrics.shards(),
         throttles: metrics.throttles.load(Ordering::Relaxed),
+        latency_us: metrics.latency_summary(),
     })
 }
 

@@ -10,6 +10,7 @@
 use async_channel::Sender;
 use kflow_jobs::expr::CompiledExpr;
 use kflow_jobs::{AggregateFunction, FieldId, Row, Value};
+use std::time::Instant;
 
 use crate::error::EngineError;
 use crate::json;
@@ -90,6 +91,8 @@ pub struct SinkOut {
     sender: Sender<SinkMsg>,
     buf: Vec<u8>,
     name: String,
+    /// Latency origin of the oldest buffered line.
+    origin: Option<Instant>,
 }
 
 impl SinkOut {
@@ -100,11 +103,24 @@ impl SinkOut {
             sender,
             buf: Vec::new(),
             name,
+            origin: None,
         }
     }
 
     /// Appends one line (without its newline).
     pub fn push_line(&mut self, line: &[u8]) -> Result<(), EngineError> {
+        self.push_line_from(line, None)
+    }
+
+    /// Appends one line that measures latency from `origin`.
+    pub fn push_line_from(
+        &mut self,
+        line: &[u8],
+        origin: Option<Instant>,
+    ) -> Result<(), EngineError> {
+        if self.buf.is_empty() {
+            self.origin = origin;
+        }
         self.buf.extend_from_slice(line);
         self.buf.push(b'\n');
         if self.buf.len() >= SINK_BATCH {
@@ -120,7 +136,7 @@ impl SinkOut {
         }
         let lines = std::mem::take(&mut self.buf);
         self.sender
-            .send_blocking(SinkMsg::Lines(self.input, lines))
+            .send_blocking(SinkMsg::Lines(self.input, lines, self.origin.take()))
             .map_err(|_| EngineError::Disconnected(self.name.clone()))
     }
 
@@ -249,6 +265,9 @@ impl WindowOut {
         let hash = key::hash(&self.scratch);
         let partition = ((hash >> 32) as usize) % self.partitions.len();
         let batch = &mut self.batches[partition];
+        if batch.times.is_empty() {
+            batch.origin = Some(Instant::now());
+        }
         batch.times.push(time);
         batch.watermarks.push(watermark);
         batch.hashes.push(hash);
@@ -272,6 +291,7 @@ impl WindowOut {
         };
         let mut batch = std::mem::replace(&mut self.batches[partition], fresh);
         batch.final_watermark = watermark;
+        batch.origin.get_or_insert_with(Instant::now);
         self.partitions[partition]
             .send_blocking(WindowMsg::Batch(batch))
             .map_err(|_| EngineError::Disconnected(self.name.clone()))
@@ -351,6 +371,9 @@ pub struct Router {
     pub errors: Vec<SinkOut>,
     /// Whether `errors` is the dead-letter file.
     pub errors_to_dead_letter: bool,
+    /// For a window's results: when the input that fires them was read
+    /// (rows routed to sinks carry it to measure end-to-end latency).
+    pub origin: Option<Instant>,
     memo: Vec<Option<bool>>,
     error_line: Vec<u8>,
 }
@@ -392,7 +415,7 @@ impl Router {
             }
             delivered = true;
             match self.routes[r].target {
-                Target::Sink(s) => self.sinks[s].push_line(raw)?,
+                Target::Sink(s) => self.sinks[s].push_line_from(raw, self.origin)?,
                 Target::Window(w) => {
                     if let Err(reason) = self.windows[w].push(row, time, watermark, raw)? {
                         self.error(&reason, position, raw, counts)?;

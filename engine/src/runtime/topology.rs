@@ -505,6 +505,7 @@ pub fn build(
             receiver: channel.receiver,
             writer,
             checkpoints: checkpoints.clone(),
+            metrics: metrics.clone(),
         });
     }
     if !dead_letter.inputs.is_empty() {
@@ -516,6 +517,7 @@ pub fn build(
             receiver: dead_letter.receiver,
             writer: Box::new(writer),
             checkpoints: checkpoints.clone(),
+            metrics: metrics.clone(),
         });
     }
     Ok(topology)

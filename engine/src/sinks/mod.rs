@@ -14,9 +14,13 @@ mod file;
 mod kinesis;
 mod stdout;
 
+use std::sync::Arc;
+
 use async_channel::Receiver;
+use hdrhistogram::Histogram;
 
 use crate::error::EngineError;
+use crate::metrics::Metrics;
 use crate::runtime::align::Aligner;
 use crate::runtime::checkpoint::{CheckpointCtx, CrashPoint, Part, PartState, SinkState};
 use crate::runtime::message::{InputId, SinkMsg};
@@ -56,6 +60,8 @@ pub struct SinkTask {
     pub writer: Box<dyn LineWriter>,
     /// Checkpoint coordination.
     pub checkpoints: CheckpointCtx,
+    /// Shared counters (the latency histogram).
+    pub metrics: Arc<Metrics>,
 }
 
 impl SinkTask {
@@ -66,13 +72,15 @@ impl SinkTask {
     /// without ending (it failed: its own error is reported).
     pub fn run(mut self) -> Result<(), EngineError> {
         let crash = CrashPoint::from_env();
+        // Microseconds from 1 us to 1 hour, 3 significant digits.
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok();
         let mut aligner: Aligner<SinkMsg> = Aligner::new(&self.inputs);
         while !aligner.all_ended() {
             let msg = aligner
                 .next(&self.receiver)
                 .ok_or_else(|| EngineError::Disconnected(self.name.clone()))?;
             let snapshot = match msg {
-                SinkMsg::Lines(_, lines) => {
+                SinkMsg::Lines(_, lines, origin) => {
                     if let Some(CrashPoint::SinkWrite(n)) = crash {
                         if self.checkpoints.committed() >= n && lines.len() > 1 {
                             // Test hook: a torn write, then a crash.
@@ -83,6 +91,11 @@ impl SinkTask {
                         }
                     }
                     self.writer.write(&lines)?;
+                    if let (Some(origin), Some(h)) = (origin, latency.as_mut()) {
+                        let rows = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+                        let us = origin.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
+                        let _ = h.record_n(us, rows);
+                    }
                     None
                 }
                 SinkMsg::Barrier(input, id) => aligner.barrier(input, id),
@@ -95,6 +108,9 @@ impl SinkTask {
             }
         }
         let state = self.writer.commit()?;
+        if let Some(h) = &latency {
+            self.metrics.add_latency(h);
+        }
         self.report(None, state)
     }
 

@@ -163,6 +163,12 @@ impl WindowTask {
                 .aligner
                 .next(&self.receiver)
                 .ok_or_else(|| EngineError::Disconnected(self.task.clone()))?;
+            // Rows this message fires measure their latency from when its
+            // input was read.
+            self.out.router.origin = match &msg {
+                WindowMsg::Batch(batch) => batch.origin,
+                _ => Some(std::time::Instant::now()),
+            };
             let snapshot = match msg {
                 WindowMsg::Batch(batch) => {
                     self.on_batch(batch)?;
