@@ -589,3 +589,98 @@ fn a_stream_that_does_not_exist_fails_clearly() {
         out.stderr
     );
 }
+
+/// Protobuf varint.
+fn varint(mut n: u64, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Length-delimited protobuf field.
+fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// A KPL aggregated record (published format: magic, AggregatedRecord
+/// protobuf, MD5 of the protobuf) holding `records` under one key table.
+fn kpl_aggregate(keys: &[&str], records: &[(u64, &str)]) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let mut pb = Vec::new();
+    for key in keys {
+        field(0x0A, key.as_bytes(), &mut pb); // partition_key_table = 1
+    }
+    for (key_index, data) in records {
+        let mut record = Vec::new();
+        record.push(0x08); // partition_key_index = 1
+        varint(*key_index, &mut record);
+        field(0x1A, data.as_bytes(), &mut record); // data = 3
+        field(0x1A, &record, &mut pb); // records = 3
+    }
+    let mut out = vec![0xF3, 0x89, 0x9A, 0xC2];
+    out.extend_from_slice(&pb);
+    out.extend_from_slice(&Md5::digest(&pb));
+    out
+}
+
+#[test]
+fn kpl_aggregates_are_split_and_arrival_time_stands_in_for_event_time() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let client = em.client();
+    let stream = fresh_stream_name("kpl");
+    client.create_stream(&stream, 1);
+    let event = |user: &str, amount: f64| {
+        format!("{{\"user_id\":\"{user}\",\"type\":\"purchase_completed\",\"amount\":{amount}}}")
+    };
+    let aggregate = kpl_aggregate(
+        &["a", "b"],
+        &[
+            (0, &event("u1", 1.0)),
+            (1, &event("u2", 2.0)),
+            (0, &event("u1", 4.0)),
+        ],
+    );
+    let plain = event("u2", 8.0);
+    let before = chrono_now_ms();
+    client.put_records(
+        &stream,
+        &[("a", aggregate.as_slice()), ("b", plain.as_bytes())],
+    );
+    // No event_time: records are stamped with their arrival time.
+    let job = format!(
+        "{}[sources.clicks]\ntype = \"kinesis\"\nstream = \"{stream}\"\nendpoint = \"{}\"\n\
+         start_at = \"trim_horizon\"\nstop_at = \"latest\"\n{}",
+        header("kpl"),
+        em.endpoint(),
+        WINDOWS.replace("tumbling = \"1m\"", "tumbling = \"1d\"")
+    );
+    let dir = job_dir(&job);
+    run_ok(dir.path(), &["run", "job.toml", "-q"], &[]);
+    let result = result_of(dir.path());
+    let rows: Vec<serde_json::Value> = result
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{result}");
+    // The day of arrival (either side of a midnight during the test).
+    let day = |ms: i64| {
+        kflow_benches::workload::rfc3339_millis(ms - ms.rem_euclid(86_400_000))
+            .replace(".000Z", "Z")
+    };
+    let days = [day(before), day(chrono_now_ms())];
+    for row in &rows {
+        let (events, revenue) = match row["user_id"].as_str().unwrap() {
+            "u1" => (2, 5.0),
+            "u2" => (2, 10.0),
+            other => panic!("unexpected user {other}"),
+        };
+        assert_eq!(row["events"], events, "{result}");
+        assert_eq!(row["revenue"].as_f64().unwrap(), revenue, "{result}");
+        let start = row["window_start"].as_str().unwrap();
+        assert!(days.iter().any(|d| d == start), "{result}");
+    }
+}
