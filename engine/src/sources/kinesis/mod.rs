@@ -40,6 +40,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 use crate::error::EngineError;
+use crate::json::format_time;
 use crate::kinesis::client::{connect, sequence_cmp, Endpoint};
 use crate::metrics::{LocalCounts, Metrics, ShardMetrics};
 use crate::runtime::checkpoint::{
@@ -49,7 +50,7 @@ use crate::runtime::route::Position;
 use crate::sources::ingest::{now_ms, Ingest};
 use discovery::{list_shards, oldest_sequence, stream_created_ms, ShardInfo};
 use kpl::Records;
-use reader::{FaultInjection, ReaderEvent, ShardReader, StartPosition, StreamId};
+use reader::{arrival_ms, FaultInjection, ReaderEvent, ShardReader, StartPosition, StreamId};
 
 /// How often shards are listed (besides right after a shard ends).
 const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
@@ -140,12 +141,6 @@ fn kinesis_error(name: &str, message: String) -> EngineError {
         name: name.to_string(),
         message,
     }
-}
-
-fn arrival_ms(record: &Record) -> Option<i64> {
-    record
-        .approximate_arrival_timestamp()
-        .and_then(|t| t.to_millis().ok())
 }
 
 impl KinesisSourceTask {
@@ -262,8 +257,8 @@ impl KinesisSourceTask {
             expired.push(format!(
                 "stream `{}` was created at {} but the checkpoint belongs to the stream created at {}: it was deleted and recreated",
                 stream.id,
-                rfc3339(created.unwrap_or(0)),
-                rfc3339(restored.stream_created_ms.unwrap_or(0)),
+                format_time(created.unwrap_or(0)),
+                format_time(restored.stream_created_ms.unwrap_or(0)),
             ));
         } else {
             let listed: BTreeSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
@@ -639,10 +634,4 @@ impl KinesisSourceTask {
         r.checkpoint = requested;
         Ok(())
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
 }

@@ -131,7 +131,8 @@ pub struct ShardReader {
     pub faults: FaultInjection,
 }
 
-fn arrival_ms(record: &Record) -> Option<i64> {
+/// A record's ApproximateArrivalTimestamp in epoch ms.
+pub(super) fn arrival_ms(record: &Record) -> Option<i64> {
     record
         .approximate_arrival_timestamp()
         .and_then(|t: &DateTime| t.to_millis().ok())
