@@ -36,8 +36,12 @@ use crate::sources::SourceTask;
 /// The checkpoint name of the dead-letter writer (not a valid node name).
 pub const DEAD_LETTER: &str = "(dead-letter)";
 
-/// Channel capacity, in batches.
-const WINDOW_QUEUE: usize = 16;
+/// Channel capacity, in batches. A window's work is bursty (a fire emits a
+/// whole window's rows at once), so its queue holds ~130k records: enough
+/// for the sources to keep decoding through a fire instead of taking turns
+/// with it (16 batches ran the two threads mostly one after the other:
+/// 684k -> 1,058k events/s on W1 at 5M by deepening it).
+const WINDOW_QUEUE: usize = 128;
 const SINK_QUEUE: usize = 64;
 
 /// All tasks of a job, ready to be started.
