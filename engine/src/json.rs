@@ -10,7 +10,7 @@ use kflow_jobs::Value;
 
 /// Writes an unsigned integer.
 pub fn write_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Writes a number: integral values below 2^53 as integers, non-finite
@@ -19,7 +19,7 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     if !v.is_finite() {
         out.extend_from_slice(b"null");
     } else if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
-        out.extend_from_slice((v as i64).to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     } else {
         // serde_json formats f64 with ryu: shortest round-trip form.
         let _ = serde_json::to_writer(&mut *out, &v);

@@ -392,6 +392,14 @@ impl Router {
         !self.routes.is_empty()
     }
 
+    /// Whether any route reads the record's values (through a filter or a
+    /// window's key and arguments) rather than only its text.
+    pub fn reads_rows(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| !r.chain.is_empty() || matches!(r.target, Target::Window(_)))
+    }
+
     /// Sends one record down every route whose filters pass.
     pub fn route<R: Row + ?Sized>(
         &mut self,

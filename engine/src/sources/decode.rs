@@ -1,16 +1,22 @@
 //! Decoding JSON records into only the fields a job reads.
 //!
 //! A [`Projection`] is a small trie of the field paths a source must decode
-//! (computed once by the job compiler). Decoding walks the JSON text once with
-//! serde_json, stores referenced scalars into their slots, borrowing strings
-//! from the line when they have no escapes, and skips everything else without
-//! building it. The whole line is still validated as JSON.
+//! (computed once by the job compiler). Decoding checks the line is UTF-8
+//! once, then walks its JSON text in one pass with a hand-written scanner:
+//! referenced scalars are stored into their slots (strings borrowed from the
+//! line unless they hold escapes), everything else is skipped without being
+//! built. Skipping still validates: a line is accepted exactly when it is one
+//! JSON object (RFC 8259), as `serde_json` would accept it; the differential
+//! tests below hold the two to that.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use kflow_jobs::{FieldPath, Value};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// Nesting deeper than this is rejected (as `serde_json` does), so a hostile
+/// line cannot exhaust the stack.
+const MAX_DEPTH: usize = 128;
 
 /// Why a line could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,127 +88,426 @@ impl Projection {
         for slot in slots.iter_mut() {
             *slot = Value::Null;
         }
-        let mut de = serde_json::Deserializer::from_slice(line);
-        FieldSeed {
-            node: &self.root,
+        let text = std::str::from_utf8(line).map_err(|e| {
+            DecodeError(format!(
+                "invalid JSON: invalid UTF-8 at column {}",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        let mut scan = Scanner {
+            text,
+            bytes: line,
+            pos: 0,
             slots,
-            top: true,
-        }
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .map_err(|e| DecodeError(format!("invalid JSON: {e}")))
+        };
+        scan.record(&self.root)
+            .map_err(|(what, at)| DecodeError(format!("invalid JSON: {what} at column {}", at + 1)))
     }
 }
 
-struct FieldSeed<'p, 's, 'a> {
-    node: &'p Node,
+/// The length of the run of string bytes that need no attention: up to the
+/// first `"`, `\\` or control character (or the end). Eight bytes at a time:
+/// a byte of a word is flagged when it is below 0x20 or equal to one of the
+/// two markers (the classic "has zero byte" trick on the word XOR the marker).
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let flagged = |word: u64| {
+        let zero_in = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+        zero_in(word ^ (ONES * u64::from(b'"')))
+            | zero_in(word ^ (ONES * u64::from(b'\\')))
+            | below_space
+    };
+    let mut at = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let hits = flagged(u64::from_le_bytes(word));
+        if hits != 0 {
+            // The lowest flagged byte is exact (borrows only run upwards).
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len() - at)
+}
+
+/// A scan error: what was wrong and the byte offset where it was seen.
+type ScanResult<T> = Result<T, (&'static str, usize)>;
+
+struct Scanner<'a, 's> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
     slots: &'s mut [Value<'a>],
-    top: bool,
 }
 
-impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
+/// A string's text: borrowed when it has no escapes.
+enum Text<'a> {
+    Borrowed(&'a str),
+    Escaped { start: usize, end: usize },
 }
 
-macro_rules! store_scalar {
-    ($self:ident, $value:expr) => {{
-        if $self.top {
-            return Err(de::Error::custom("a record must be a JSON object"));
-        }
-        if let Some(slot) = $self.node.slot {
-            $self.slots[slot] = $value;
-        }
-        Ok(())
-    }};
-}
-
-impl<'de> Visitor<'de> for FieldSeed<'_, '_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
+impl<'a> Scanner<'a, '_> {
+    fn fail<T>(&self, what: &'static str) -> ScanResult<T> {
+        Err((what, self.pos))
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        store_scalar!(self, Value::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        store_scalar!(self, Value::Num(v as f64))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        store_scalar!(self, Value::Num(v as f64))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        store_scalar!(self, Value::Num(v))
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
-        store_scalar!(self, Value::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        store_scalar!(self, Value::Str(Cow::Owned(v.to_string())))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
-        store_scalar!(self, Value::Str(Cow::Owned(v)))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        store_scalar!(self, Value::Null)
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if self.top {
-            return Err(de::Error::custom("a record must be a JSON object"));
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
         }
-        if let Some(slot) = self.node.slot {
-            self.slots[slot] = Value::Other;
-        }
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        if let Some(slot) = self.node.slot {
-            self.slots[slot] = Value::Other;
-        }
-        while let Some(child) = map.next_key_seed(KeySeed(self.node))? {
-            match child {
-                Some(node) => map.next_value_seed(FieldSeed {
-                    node,
-                    slots: &mut *self.slots,
-                    top: false,
-                })?,
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+    /// The whole line: one object and nothing but whitespace after it.
+    fn record(&mut self, root: &Node) -> ScanResult<()> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'{') => {}
+            None => return self.fail("EOF while parsing a value"),
+            Some(_) => {
+                // Say "not an object" only of what is some other JSON.
+                let rest = &self.bytes[self.pos..];
+                let other_json = matches!(rest[0], b'[' | b'"' | b'-' | b'0'..=b'9')
+                    || [&b"true"[..], b"false", b"null"]
+                        .iter()
+                        .any(|word| rest.starts_with(word));
+                return self.fail(if other_json {
+                    "a record must be a JSON object"
+                } else {
+                    "expected value"
+                });
             }
         }
+        self.object(Some(root), 1)?;
+        self.skip_ws();
+        if self.pos < self.bytes.len() {
+            return self.fail("trailing characters");
+        }
         Ok(())
     }
-}
 
-/// Reads a key and finds the projection child it names, if any.
-struct KeySeed<'p>(&'p Node);
-
-impl<'de, 'p> DeserializeSeed<'de> for KeySeed<'p> {
-    type Value = Option<&'p Node>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
+    /// An object starting at `{`; fields named by `node`'s children are
+    /// decoded, the others skipped.
+    fn object(&mut self, node: Option<&Node>, depth: usize) -> ScanResult<()> {
+        if depth > MAX_DEPTH {
+            return self.fail("recursion limit exceeded");
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return self.fail("expected a string key");
+            }
+            let key = self.string()?;
+            let child = match node {
+                Some(n) if !n.children.is_empty() => match key {
+                    Text::Borrowed(name) => n.child(name),
+                    Text::Escaped { start, end } => n.child(&self.unescape(start, end)?),
+                },
+                _ => None,
+            };
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return self.fail("expected `:`");
+            }
+            self.pos += 1;
+            self.skip_ws();
+            self.value(child, depth)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                None => return self.fail("EOF while parsing an object"),
+                Some(_) => return self.fail("expected `,` or `}`"),
+            }
+        }
     }
-}
 
-impl<'de, 'p> Visitor<'de> for KeySeed<'p> {
-    type Value = Option<&'p Node>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
+    /// An array starting at `[`, skipped.
+    fn array(&mut self, depth: usize) -> ScanResult<()> {
+        if depth > MAX_DEPTH {
+            return self.fail("recursion limit exceeded");
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(None, depth)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                None => return self.fail("EOF while parsing a list"),
+                Some(_) => return self.fail("expected `,` or `]`"),
+            }
+        }
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.child(v))
+    /// One value; stored when `node` has a slot.
+    fn value(&mut self, node: Option<&Node>, depth: usize) -> ScanResult<()> {
+        let slot = node.and_then(|n| n.slot);
+        let value = match self.peek() {
+            Some(b'"') => {
+                let text = self.string()?;
+                match (slot, text) {
+                    (None, _) => return Ok(()),
+                    (Some(_), Text::Borrowed(s)) => Value::Str(Cow::Borrowed(s)),
+                    (Some(_), Text::Escaped { start, end }) => {
+                        Value::Str(Cow::Owned(self.unescape(start, end)?))
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.object(node, depth + 1)?;
+                Value::Other
+            }
+            Some(b'[') => {
+                self.array(depth + 1)?;
+                Value::Other
+            }
+            Some(b't') => {
+                self.literal(b"true")?;
+                Value::Bool(true)
+            }
+            Some(b'f') => {
+                self.literal(b"false")?;
+                Value::Bool(false)
+            }
+            Some(b'n') => {
+                self.literal(b"null")?;
+                Value::Null
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let n = self.number(slot.is_some())?;
+                Value::Num(n)
+            }
+            None => return self.fail("EOF while parsing a value"),
+            Some(_) => return self.fail("expected value"),
+        };
+        if let Some(slot) = slot {
+            self.slots[slot] = value;
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> ScanResult<()> {
+        match self.bytes.get(self.pos..self.pos + word.len()) {
+            Some(found) if found == word => {
+                self.pos += word.len();
+                Ok(())
+            }
+            _ => self.fail("expected ident"),
+        }
+    }
+
+    /// A number: validated against the JSON grammar, and converted only
+    /// when `wanted`.
+    fn number(&mut self, wanted: bool) -> ScanResult<f64> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        // Integer part: `0` or a non-zero digit and more digits.
+        let mut mantissa: u64 = 0;
+        let mut digits = 0;
+        match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                digits = 1;
+            }
+            Some(b'1'..=b'9') => {
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                    digits += 1;
+                    self.pos += 1;
+                }
+            }
+            _ => return self.fail("invalid number"),
+        }
+        let mut integral = true;
+        if self.peek() == Some(b'.') {
+            integral = false;
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return self.fail("invalid number");
+            }
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.pos += 1;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integral = false;
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return self.fail("invalid number");
+            }
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.pos += 1;
+            }
+        }
+        if !wanted {
+            return Ok(0.0);
+        }
+        // Integers of up to 15 digits are exact in an f64.
+        if integral && digits <= 15 {
+            let n = mantissa as f64;
+            return Ok(if negative { -n } else { n });
+        }
+        match self.text[start..self.pos].parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(n),
+            _ => Err(("number out of range", start)),
+        }
+    }
+
+    /// A string starting at `"`: checks it and returns its text.
+    fn string(&mut self) -> ScanResult<Text<'a>> {
+        self.pos += 1;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            self.pos += plain_run(&self.bytes[self.pos..]);
+            let Some(&byte) = self.bytes.get(self.pos) else {
+                return self.fail("EOF while parsing a string");
+            };
+            if byte < 0x20 {
+                return self
+                    .fail("control character (\\u0000-\\u001F) found while parsing a string");
+            }
+            if byte == b'"' {
+                let end = self.pos;
+                self.pos += 1;
+                return Ok(if escaped {
+                    Text::Escaped { start, end }
+                } else {
+                    Text::Borrowed(&self.text[start..end])
+                });
+            }
+            escaped = true;
+            self.escape()?;
+        }
+    }
+
+    /// Checks the escape at `\` and moves past it.
+    fn escape(&mut self) -> ScanResult<()> {
+        self.pos += 1;
+        match self.peek() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b'u') => {
+                self.pos += 1;
+                let unit = self.hex4()?;
+                if (0xD800..0xDC00).contains(&unit) {
+                    // A high surrogate must be followed by a low one.
+                    if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                        return self.fail("lone leading surrogate in hex escape");
+                    }
+                    self.pos += 2;
+                    let low = self.hex4()?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return self.fail("lone leading surrogate in hex escape");
+                    }
+                } else if (0xDC00..0xE000).contains(&unit) {
+                    return self.fail("lone trailing surrogate in hex escape");
+                }
+                Ok(())
+            }
+            None => self.fail("EOF while parsing a string"),
+            Some(_) => self.fail("invalid escape"),
+        }
+    }
+
+    fn hex4(&mut self) -> ScanResult<u32> {
+        let mut unit = 0;
+        for _ in 0..4 {
+            let digit = match self.peek() {
+                Some(b) => (b as char).to_digit(16),
+                None => return self.fail("EOF while parsing a string"),
+            };
+            let Some(digit) = digit else {
+                return self.fail("invalid escape");
+            };
+            unit = unit * 16 + digit;
+            self.pos += 1;
+        }
+        Ok(unit)
+    }
+
+    /// The text of a checked string with escapes, between `start` and `end`.
+    fn unescape(&self, start: usize, end: usize) -> ScanResult<String> {
+        let raw = &self.text[start..end];
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.char_indices();
+        while let Some((at, c)) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let escape = chars.next().map(|(_, c)| c);
+            out.push(match escape {
+                Some('b') => '\u{8}',
+                Some('f') => '\u{c}',
+                Some('n') => '\n',
+                Some('r') => '\r',
+                Some('t') => '\t',
+                Some('u') => {
+                    let hex = |from: usize| {
+                        raw.get(from..from + 4)
+                            .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    };
+                    let unit = hex(at + 2).ok_or(("invalid escape", start + at))?;
+                    for _ in 0..4 {
+                        chars.next();
+                    }
+                    let code = if (0xD800..0xDC00).contains(&unit) {
+                        let low = hex(at + 8).ok_or(("invalid escape", start + at))?;
+                        for _ in 0..6 {
+                            chars.next();
+                        }
+                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    } else {
+                        unit
+                    };
+                    char::from_u32(code).ok_or(("invalid escape", start + at))?
+                }
+                Some(c) => c,
+                None => return Err(("EOF while parsing a string", end)),
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -210,12 +515,17 @@ impl<'de, 'p> Visitor<'de> for KeySeed<'p> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
 
     fn decode(paths: &[&str], line: &str) -> Result<Vec<Value<'static>>, DecodeError> {
+        decode_bytes(paths, line.as_bytes())
+    }
+
+    fn decode_bytes(paths: &[&str], line: &[u8]) -> Result<Vec<Value<'static>>, DecodeError> {
         let paths: Vec<FieldPath> = paths.iter().map(|p| FieldPath::parse(p)).collect();
         let projection = Projection::new(&paths);
         let mut slots = vec![Value::Null; projection.slots()];
-        projection.decode(line.as_bytes(), &mut slots)?;
+        projection.decode(line, &mut slots)?;
         Ok(slots.into_iter().map(Value::into_owned).collect())
     }
 
@@ -242,14 +552,162 @@ mod tests {
     fn escaped_strings_and_keys() {
         let got = decode(&["na\"me"], r#"{"na\"me":"a\nb"}"#).unwrap();
         assert_eq!(got, vec![Value::Str("a\nb".into())]);
+        let got = decode(&["k"], r#"{"\u006b":"\ud83d\ude00 \u00e9\/"}"#).unwrap();
+        assert_eq!(got, vec![Value::Str("😀 é/".into())]);
+    }
+
+    #[test]
+    fn numbers_and_literals() {
+        let got = decode(
+            &["a", "b", "c", "d", "e", "f", "g"],
+            r#"{"a":-0,"b":12345678901234567890,"c":1.5e3,"d":-2E-2,"e":true,"f":false,"g":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Value::Num(0.0),
+                Value::Num(12345678901234567890.0),
+                Value::Num(1500.0),
+                Value::Num(-0.02),
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Null
+            ]
+        );
     }
 
     #[test]
     fn rejects_non_objects_and_bad_json() {
-        assert!(decode(&["a"], "[1,2]").is_err());
-        assert!(decode(&["a"], "42").is_err());
-        assert!(decode(&["a"], r#"{"a":1"#).is_err());
-        assert!(decode(&["a"], r#"{"a":1} x"#).is_err());
-        assert!(decode(&["a"], r#"{"b": tru}"#).is_err());
+        for bad in [
+            "[1,2]",
+            "42",
+            "",
+            r#"{"a":1"#,
+            r#"{"a":1} x"#,
+            r#"{"b": tru}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\ud800"}"#,
+            "{\"a\":\"tab\there\"}",
+            r#"{"a":[1,]}"#,
+            r#"{"a":1e}"#,
+        ] {
+            assert!(decode(&["a"], bad).is_err(), "{bad}");
+        }
+        assert!(decode_bytes(&["a"], b"{\"a\":\"\xff\"}").is_err());
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(decode(&["a"], &deep).is_err());
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = decode(&["a"], r#"{"a":1} x"#).unwrap_err();
+        assert_eq!(e.0, "invalid JSON: trailing characters at column 9");
+        let e = decode(&["a"], "this line is not JSON").unwrap_err();
+        assert_eq!(e.0, "invalid JSON: expected value at column 1");
+        let e = decode(&["a"], " [1]").unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid JSON: a record must be a JSON object at column 2"
+        );
+        let e = decode(&["a"], r#"{"a":[1,}"#).unwrap_err();
+        assert_eq!(e.0, "invalid JSON: expected value at column 9");
+    }
+
+    /// A random JSON value, as text.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            (-1e6f64..1e6).prop_map(|n| serde_json::json!(n)),
+            "[a-z\"\\\\\u{e9}\u{1F600}\n\t]{0,8}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-c]{1,2}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A record as text, with the value it was written from (whose numbers
+    /// are exact: serde_json's own parser may be an ulp off, kflow's is not).
+    fn record() -> impl Strategy<Value = (String, serde_json::Value)> {
+        proptest::collection::btree_map("[a-c]{1,2}", json_value(), 0..5).prop_map(|m| {
+            let value = serde_json::Value::Object(m.into_iter().collect());
+            (value.to_string(), value)
+        })
+    }
+
+    /// What serde_json makes of a projected path, as a slot value.
+    fn expected(root: &serde_json::Value, path: &str) -> Value<'static> {
+        let mut v = root;
+        for segment in path.split('.') {
+            match v.get(segment) {
+                Some(next) => v = next,
+                None => return Value::Null,
+            }
+        }
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => Value::Num(n.as_f64().unwrap()),
+            serde_json::Value::String(s) => Value::Str(s.clone().into()),
+            _ => Value::Other,
+        }
+    }
+
+    const PATHS: [&str; 5] = ["a", "b", "a.b", "c.a.c", "bc"];
+
+    proptest! {
+        #[test]
+        fn plain_run_stops_at_the_first_special_byte(bytes in proptest::collection::vec(
+            prop_oneof![4 => 0x20u8..0x7f, 1 => any::<u8>()], 0..40)) {
+            let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(bytes.len());
+            prop_assert_eq!(plain_run(&bytes), naive);
+        }
+
+        // Valid records decode to the values they were written from.
+        #[test]
+        fn decodes_valid_records_to_the_values_written((line, parsed) in record()) {
+            let got = decode(&PATHS, &line).unwrap();
+            let want: Vec<Value<'static>> = PATHS.iter().map(|p| expected(&parsed, p)).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        // Any byte changed, inserted or removed: accepted exactly when
+        // serde_json accepts the result as an object.
+        #[test]
+        fn accepts_exactly_what_serde_json_accepts(
+            (line, _) in record(),
+            at in any::<prop::sample::Index>(),
+            byte in prop_oneof![any::<u8>(), prop::sample::select(b"{}[]\",:\\ 0-.eE".to_vec())],
+            how in 0..3u8,
+        ) {
+            let mut bytes = line.into_bytes();
+            let i = at.index(bytes.len() + 1);
+            match how {
+                0 if i < bytes.len() => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                _ if i < bytes.len() => { bytes.remove(i); }
+                _ => {}
+            }
+            let serde = serde_json::from_slice::<serde_json::Value>(&bytes);
+            let serde_ok = match &serde {
+                Ok(v) => v.is_object(),
+                Err(e) if e.to_string().contains("number out of range") => return Ok(()),
+                Err(_) => false,
+            };
+            let ours = decode_bytes(&PATHS, &bytes);
+            prop_assert_eq!(ours.is_ok(), serde_ok, "{:?}: {:?}", String::from_utf8_lossy(&bytes), ours);
+        }
     }
 }

@@ -162,7 +162,7 @@ impl FileSourceTask {
             }
             last_data = Instant::now();
             idle = false;
-            let Some(last_newline) = buf.iter().rposition(|&b| b == b'\n') else {
+            let Some(last_newline) = memchr::memrchr(b'\n', &buf) else {
                 continue;
             };
             self.process(&buf[..=last_newline], &mut p, &mut counts)?;
@@ -188,7 +188,7 @@ impl FileSourceTask {
     ) -> Result<(), EngineError> {
         let mut values = self.ingest.values();
         let mut rest = block;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', rest) {
             let line = &rest[..end];
             rest = &rest[end + 1..];
             p.line += 1;

@@ -26,6 +26,11 @@ pub struct ResultEmitter {
     pub router: Router,
     /// Field id -> result column (for downstream filters and windows).
     pub columns: SlotMap,
+    /// `,"name":` of each key column, then of each aggregate.
+    labels: Vec<Vec<u8>>,
+    /// `{"window_start":"…","window_end":"…"` of the window being fired.
+    prefix: Vec<u8>,
+    prefix_of: Option<(i64, i64)>,
     line: Vec<u8>,
 }
 
@@ -38,16 +43,32 @@ impl ResultEmitter {
         router: Router,
         columns: SlotMap,
     ) -> ResultEmitter {
+        let labels = key_names
+            .iter()
+            .chain(aggregates.iter().map(|a| &a.name))
+            .map(|name| {
+                let mut label = vec![b','];
+                json::write_str(&mut label, name);
+                label.push(b':');
+                label
+            })
+            .collect();
         ResultEmitter {
             name,
             key_names,
             aggregates,
             router,
             columns,
+            labels,
+            prefix: Vec::new(),
+            prefix_of: None,
             line: Vec::new(),
         }
     }
 
+    /// Writes one result row and routes it. The row's text is written
+    /// straight from the key bytes and the partial; values for downstream
+    /// filters and windows are built only when a route reads them.
     pub(super) fn emit(
         &mut self,
         start: i64,
@@ -57,51 +78,69 @@ impl ResultEmitter {
         watermark: i64,
         counts: &mut LocalCounts,
     ) -> Result<(), EngineError> {
-        let keys = key::decode_values(key).unwrap_or_default();
-        let results: Vec<Value<'static>> = self
-            .aggregates
-            .iter()
-            .zip(partial.0.iter())
-            .map(|(a, acc)| acc.value(a.function))
-            .collect();
+        if self.prefix_of != Some((start, end)) {
+            self.prefix.clear();
+            self.prefix.extend_from_slice(b"{\"window_start\":");
+            json::write_time(&mut self.prefix, start);
+            self.prefix.extend_from_slice(b",\"window_end\":");
+            json::write_time(&mut self.prefix, end);
+            self.prefix_of = Some((start, end));
+        }
         let line = &mut self.line;
         line.clear();
-        line.extend_from_slice(b"{\"window_start\":");
-        json::write_time(line, start);
-        line.extend_from_slice(b",\"window_end\":");
-        json::write_time(line, end);
-        for (name, value) in self.key_names.iter().zip(&keys) {
-            line.push(b',');
-            json::write_str(line, name);
-            line.push(b':');
-            json::write_value(line, value);
+        line.extend_from_slice(&self.prefix);
+        let (key_labels, aggregate_labels) = self.labels.split_at(self.key_names.len());
+        let mut rest = key;
+        for label in key_labels {
+            // Corrupt key bytes (never written by kflow) leave the column out.
+            let Some(value) = key::next_value(&mut rest) else {
+                break;
+            };
+            line.extend_from_slice(label);
+            json::write_value(line, &value);
         }
-        for (a, value) in self.aggregates.iter().zip(&results) {
-            line.push(b',');
-            json::write_str(line, &a.name);
-            line.push(b':');
-            json::write_value(line, value);
+        for ((label, a), acc) in aggregate_labels
+            .iter()
+            .zip(&self.aggregates)
+            .zip(partial.0.iter())
+        {
+            line.extend_from_slice(label);
+            json::write_value(line, &acc.value(a.function));
         }
         line.push(b'}');
         counts.rows_emitted += 1;
-        if self.router.has_routes() {
-            let mut values: Vec<Value<'_>> = Vec::with_capacity(2 + keys.len() + results.len());
+        if !self.router.has_routes() {
+            return Ok(());
+        }
+        let position = Position::Window { window: &self.name };
+        let line = std::mem::take(&mut self.line);
+        let routed = if self.router.reads_rows() {
+            let mut values: Vec<Value<'_>> =
+                Vec::with_capacity(2 + self.key_names.len() + self.aggregates.len());
             values.push(Value::Str(json::format_time(start).into()));
             values.push(Value::Str(json::format_time(end).into()));
-            values.extend(keys.iter().cloned());
-            values.extend(results);
+            values.extend(key::decode_values(key).unwrap_or_default());
+            values.extend(
+                self.aggregates
+                    .iter()
+                    .zip(partial.0.iter())
+                    .map(|(a, acc)| acc.value(a.function)),
+            );
             let row = MappedRow {
                 values: &values,
                 map: &self.columns,
             };
-            let position = Position::Window { window: &self.name };
-            let line = std::mem::take(&mut self.line);
-            let routed = self
-                .router
-                .route(&row, end - 1, watermark, &line, position, counts);
-            self.line = line;
-            routed?;
-        }
-        Ok(())
+            self.router
+                .route(&row, end - 1, watermark, &line, position, counts)
+        } else {
+            let row = MappedRow {
+                values: &[],
+                map: &SlotMap::default(),
+            };
+            self.router
+                .route(&row, end - 1, watermark, &line, position, counts)
+        };
+        self.line = line;
+        routed
     }
 }

@@ -42,28 +42,37 @@ pub fn encode_value(value: &Value<'_>, out: &mut Vec<u8>) -> Option<()> {
 /// Returns `None` when the bytes are not a valid encoding (corrupt state).
 pub fn decode_values(mut bytes: &[u8]) -> Option<Vec<Value<'_>>> {
     let mut out = Vec::new();
-    while let Some((&tag, rest)) = bytes.split_first() {
-        bytes = rest;
-        out.push(match tag {
-            NULL => Value::Null,
-            FALSE => Value::Bool(false),
-            TRUE => Value::Bool(true),
-            NUM => {
-                let (n, rest) = bytes.split_first_chunk::<8>()?;
-                bytes = rest;
-                Value::Num(f64::from_bits(u64::from_be_bytes(*n)))
-            }
-            STR => {
-                let (len, rest) = bytes.split_first_chunk::<4>()?;
-                let len = u32::from_le_bytes(*len) as usize;
-                let s = rest.get(..len)?;
-                bytes = &rest[len..];
-                Value::Str(Cow::Borrowed(std::str::from_utf8(s).ok()?))
-            }
-            _ => return None,
-        });
+    while !bytes.is_empty() {
+        out.push(next_value(&mut bytes)?);
     }
     Some(out)
+}
+
+/// Decodes the first value of `bytes` and advances past it. Returns `None`
+/// at the end or when the bytes are not a valid encoding.
+pub fn next_value<'a>(bytes: &mut &'a [u8]) -> Option<Value<'a>> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (value, rest) = match tag {
+        NULL => (Value::Null, rest),
+        FALSE => (Value::Bool(false), rest),
+        TRUE => (Value::Bool(true), rest),
+        NUM => {
+            let (n, rest) = rest.split_first_chunk::<8>()?;
+            (Value::Num(f64::from_bits(u64::from_be_bytes(*n))), rest)
+        }
+        STR => {
+            let (len, rest) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let s = rest.get(..len)?;
+            (
+                Value::Str(Cow::Borrowed(std::str::from_utf8(s).ok()?)),
+                &rest[len..],
+            )
+        }
+        _ => return None,
+    };
+    *bytes = rest;
+    Some(value)
 }
 
 /// The stable hash of encoded bytes.
