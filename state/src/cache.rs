@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
+use smallvec::SmallVec;
 
 use crate::codec;
 use crate::store::{Family, StateBatch, StateStore};
@@ -29,9 +30,13 @@ pub trait StateValue: Sized {
     fn heap_bytes(&self) -> usize;
 }
 
+/// A cached key: short keys (most are) live inside the entry, so a probe
+/// compares them without following a pointer.
+type Key = SmallVec<[u8; 16]>;
+
 struct Entry<V> {
     hash: u64,
-    key: Box<[u8]>,
+    key: Key,
     value: V,
     dirty: bool,
 }
@@ -41,7 +46,12 @@ const ENTRY_OVERHEAD: usize = 24;
 
 impl<V: StateValue> Entry<V> {
     fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + ENTRY_OVERHEAD + self.key.len() + self.value.heap_bytes()
+        let key_heap = if self.key.spilled() {
+            self.key.capacity()
+        } else {
+            0
+        };
+        std::mem::size_of::<Self>() + ENTRY_OVERHEAD + key_heap + self.value.heap_bytes()
     }
 }
 
@@ -157,7 +167,7 @@ impl<V: StateValue> WindowCache<V> {
                 };
                 let entry = Entry {
                     hash,
-                    key: key.into(),
+                    key: Key::from_slice(key),
                     value,
                     dirty: true,
                 };
@@ -192,7 +202,7 @@ impl<V: StateValue> WindowCache<V> {
             if let TableEntry::Vacant(slot) = table.entry(hash, |e| &*e.key == key, |e| e.hash) {
                 let entry = Entry {
                     hash,
-                    key: key.into(),
+                    key: Key::from_slice(key),
                     value: V::decode(&bytes)?,
                     dirty: false,
                 };
@@ -251,6 +261,20 @@ impl<V: StateValue> WindowCache<V> {
         }
         self.remove(time);
         Ok(())
+    }
+
+    /// The in-memory entries of `time` as `(hash, key, value)`: the hash is
+    /// the one the entry was stored with, so callers need not rehash.
+    pub fn entries_hashed(&self, time: i64) -> impl Iterator<Item = (u64, &[u8], &V)> {
+        self.times
+            .get(&time)
+            .into_iter()
+            .flat_map(|t| t.iter().map(|e| (e.hash, &*e.key, &e.value)))
+    }
+
+    /// The number of in-memory entries of `time`.
+    pub fn len_of(&self, time: i64) -> usize {
+        self.times.get(&time).map_or(0, HashTable::len)
     }
 
     /// The in-memory entries of `time` as `(key, value)`.

@@ -13,6 +13,7 @@ use hashbrown::HashSet;
 use hdrhistogram::Histogram;
 use kflow_jobs::{AggregateFunction, AggregatePlan, Value};
 use kflow_state::{StateError, StateValue};
+use smallvec::SmallVec;
 
 /// Largest group whose percentile is computed exactly.
 pub const EXACT_LIMIT: usize = 128;
@@ -48,9 +49,9 @@ pub enum Acc {
     /// `max`.
     Max(Option<f64>),
     /// `count_distinct`: hashes of the values seen.
-    Distinct(HashSet<u64>),
+    Distinct(Box<HashSet<u64>>),
     /// `percentile`.
-    Percentile(Percentiles),
+    Percentile(Box<Percentiles>),
 }
 
 /// Values for a percentile: exact while small, histograms once large.
@@ -197,8 +198,10 @@ impl Acc {
             AggregateFunction::Sum | AggregateFunction::Avg => Acc::Sum { sum: 0.0, n: 0 },
             AggregateFunction::Min => Acc::Min(None),
             AggregateFunction::Max => Acc::Max(None),
-            AggregateFunction::CountDistinct => Acc::Distinct(HashSet::new()),
-            AggregateFunction::Percentile(_) => Acc::Percentile(Percentiles::Exact(Vec::new())),
+            AggregateFunction::CountDistinct => Acc::Distinct(Box::default()),
+            AggregateFunction::Percentile(_) => {
+                Acc::Percentile(Box::new(Percentiles::Exact(Vec::new())))
+            }
         }
     }
 
@@ -255,9 +258,14 @@ impl Acc {
 
     fn heap_bytes(&self) -> usize {
         match self {
-            Acc::Distinct(set) => set.capacity() * 9,
-            Acc::Percentile(Percentiles::Exact(v)) => v.capacity() * 8,
-            Acc::Percentile(Percentiles::Histograms(h)) => h.heap_bytes(),
+            Acc::Distinct(set) => std::mem::size_of::<HashSet<u64>>() + set.capacity() * 9,
+            Acc::Percentile(p) => {
+                std::mem::size_of::<Percentiles>()
+                    + match &**p {
+                        Percentiles::Exact(v) => v.capacity() * 8,
+                        Percentiles::Histograms(h) => h.heap_bytes(),
+                    }
+            }
             _ => 0,
         }
     }
@@ -342,7 +350,7 @@ fn min_opt(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<
 /// The partial aggregates of one (window or pane, key): one [`Acc`] per
 /// aggregate of the window, in the job file's order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Partial(pub Box<[Acc]>);
+pub struct Partial(pub SmallVec<[Acc; 2]>);
 
 impl Partial {
     /// Empty partials for `aggregates`.
@@ -378,7 +386,7 @@ impl StateValue for Partial {
         let n = r.u8()? as usize;
         let accs = (0..n)
             .map(|_| decode_acc(&mut r))
-            .collect::<Result<Box<[Acc]>, _>>()?;
+            .collect::<Result<SmallVec<[Acc; 2]>, _>>()?;
         if r.at != bytes.len() {
             return Err(StateError::Corrupt(
                 "trailing bytes after a partial aggregate".into(),
@@ -417,18 +425,24 @@ fn encode_acc(acc: &Acc, out: &mut Vec<u8>) {
         Acc::Distinct(set) => {
             out.push(4);
             out.extend_from_slice(&(set.len() as u32).to_le_bytes());
-            for h in set {
+            for h in set.iter() {
                 out.extend_from_slice(&h.to_le_bytes());
             }
         }
-        Acc::Percentile(Percentiles::Exact(values)) => {
+        Acc::Percentile(p) => encode_percentiles(p, out),
+    }
+}
+
+fn encode_percentiles(p: &Percentiles, out: &mut Vec<u8>) {
+    match p {
+        Percentiles::Exact(values) => {
             out.push(5);
             out.extend_from_slice(&(values.len() as u32).to_le_bytes());
             for v in values {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
-        Acc::Percentile(Percentiles::Histograms(h)) => {
+        Percentiles::Histograms(h) => {
             out.push(6);
             for hist in [&h.positive, &h.negative] {
                 let recorded: Vec<(u64, u64)> = hist
@@ -509,13 +523,13 @@ fn decode_acc(r: &mut Reader<'_>) -> Result<Acc, StateError> {
             for _ in 0..n {
                 set.insert(r.u64()?);
             }
-            Acc::Distinct(set)
+            Acc::Distinct(Box::new(set))
         }
         5 => {
             let n = r.len(8)?;
-            Acc::Percentile(Percentiles::Exact(
+            Acc::Percentile(Box::new(Percentiles::Exact(
                 (0..n).map(|_| r.f64()).collect::<Result<_, _>>()?,
-            ))
+            )))
         }
         6 => {
             let mut h = SignedHistograms::new();
@@ -532,7 +546,7 @@ fn decode_acc(r: &mut Reader<'_>) -> Result<Acc, StateError> {
                         .map_err(|e| StateError::Corrupt(format!("percentile histogram: {e:?}")))?;
                 }
             }
-            Acc::Percentile(Percentiles::Histograms(Box::new(h)))
+            Acc::Percentile(Box::new(Percentiles::Histograms(Box::new(h))))
         }
         tag => return Err(StateError::Corrupt(format!("unknown aggregate tag {tag}"))),
     })
@@ -608,7 +622,7 @@ mod tests {
         #[test]
         fn encoding_round_trips(a in values()) {
             for f in FUNCTIONS {
-                let p = Partial(vec![fold(f, &a)].into_boxed_slice());
+                let p = Partial(smallvec::smallvec![fold(f, &a)]);
                 let mut bytes = Vec::new();
                 p.encode(&mut bytes);
                 let back = Partial::decode(&bytes).unwrap();
@@ -645,6 +659,9 @@ mod tests {
         let backward: f64 = [7.77, 1e3, 0.3, 0.2, 0.1].iter().sum();
         assert_eq!(round_15(forward), round_15(backward));
         assert_eq!(significant_digits("1230000.0"), 3);
+        // Rare aggregates are boxed so the common ones stay small enough
+        // to live inline in the cache's hash-table entries.
+        assert!(std::mem::size_of::<Acc>() <= 24);
         assert_eq!(significant_digits("0.000120"), 2);
         assert_eq!(significant_digits("1.0000000000000002e-7"), 17);
     }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_channel::Receiver;
-use hashbrown::HashMap;
+use hashbrown::hash_table::{Entry::Occupied, Entry::Vacant, HashTable};
 use kflow_state::{StateBatch, StateStore, StateValue, WindowCache};
 
 use crate::error::EngineError;
@@ -378,22 +378,34 @@ impl WindowTask {
                 out.emit(start, end, key, partial, watermark, counts)
             });
         }
-        let mut merged: HashMap<Box<[u8]>, Partial> = HashMap::new();
-        for pane in self.panes.panes_of_window(end) {
+        // Merge the window's panes per key. Keys are borrowed from the
+        // cache and entries keep the hash they were stored with, so the
+        // merge allocates nothing per key beyond the table itself.
+        let panes: Vec<i64> = self.panes.panes_of_window(end).collect();
+        for &pane in &panes {
             self.cache.load(&self.store, pane)?;
-            for (key, partial) in self.cache.entries(pane) {
-                match merged.get_mut(key) {
-                    Some(m) => m.merge(partial),
-                    None => {
-                        merged.insert(key.into(), partial.clone());
+        }
+        let largest = panes
+            .iter()
+            .map(|&p| self.cache.len_of(p))
+            .max()
+            .unwrap_or(0);
+        let mut merged: HashTable<(u64, &[u8], Partial)> = HashTable::with_capacity(largest * 2);
+        for &pane in &panes {
+            for (hash, key, partial) in self.cache.entries_hashed(pane) {
+                match merged.entry(hash, |(_, k, _)| *k == key, |(h, _, _)| *h) {
+                    Occupied(mut slot) => slot.get_mut().2.merge(partial),
+                    Vacant(slot) => {
+                        slot.insert((hash, key, partial.clone()));
                     }
                 }
             }
         }
-        for (key, partial) in &merged {
+        for (_, key, partial) in &merged {
             self.out
                 .emit(start, end, key, partial, watermark, &mut self.counts)?;
         }
+        drop(merged);
         let obsolete = start.saturating_add(self.panes.slide());
         while let Some(pane) = self
             .cache
