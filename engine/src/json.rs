@@ -21,14 +21,20 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     } else if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
         out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     } else {
-        // serde_json formats f64 with ryu: shortest round-trip form.
-        let _ = serde_json::to_writer(&mut *out, &v);
+        // Shortest round-trip form, with the printer serde_json uses.
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
     }
 }
 
 /// Writes a JSON string literal with escapes.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// Writes a decoded field value.
@@ -75,6 +81,18 @@ mod tests {
         assert_eq!(num(37.02), "37.02");
         assert_eq!(num(f64::NAN), "null");
         assert_eq!(num(1e300), "1e+300");
+        assert_eq!(num(1.5e-7), "1.5e-7");
+    }
+
+    #[test]
+    fn strings() {
+        let text = |s: &str| {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text("u1 é"), "\"u1 é\"");
+        assert_eq!(text("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
     }
 
     #[test]

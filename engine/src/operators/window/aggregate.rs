@@ -284,7 +284,7 @@ pub fn round_15(v: f64) -> f64 {
     if !v.is_finite() || v == 0.0 {
         return v;
     }
-    let mut shortest = ryu::Buffer::new();
+    let mut shortest = zmij::Buffer::new();
     if significant_digits(shortest.format_finite(v)) <= 15 {
         return v;
     }
