@@ -41,9 +41,6 @@ struct Entry<V> {
     dirty: bool,
 }
 
-/// Fixed per-entry overhead: the entry itself plus hash-table control bytes.
-const ENTRY_OVERHEAD: usize = 24;
-
 impl<V: StateValue> Entry<V> {
     fn bytes(&self) -> usize {
         let key_heap = if self.key.spilled() {
@@ -51,7 +48,9 @@ impl<V: StateValue> Entry<V> {
         } else {
             0
         };
-        std::mem::size_of::<Self>() + ENTRY_OVERHEAD + key_heap + self.value.heap_bytes()
+        // Heap outside the table only: the table's slots are counted by
+        // capacity (see `WindowCache::table_bytes`).
+        key_heap + self.value.heap_bytes()
     }
 }
 
@@ -98,20 +97,31 @@ impl<V: StateValue> WindowCache<V> {
         self.on_disk.iter().copied().collect()
     }
 
-    /// Estimated bytes held in memory.
+    /// Estimated bytes held in memory: the hash tables' slots (by
+    /// capacity, used or not, with their control bytes) plus what entries
+    /// own on the heap.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.table_bytes()
+    }
+
+    fn table_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<Entry<V>>() + 1;
+        // Buckets are a power of two with at most 7/8 of them usable.
+        self.times
+            .values()
+            .map(|t| t.capacity() * 8 / 7 * slot)
+            .sum()
     }
 
     /// Whether the cache holds more than its budget.
     pub fn over_budget(&self) -> bool {
-        self.bytes > self.budget
+        self.bytes() > self.budget
     }
 
     /// Whether the cache holds more than 1.5 times its budget: the owner should
     /// stop taking records until it can evict.
     pub fn over_hard_limit(&self) -> bool {
-        self.bytes > self.budget.saturating_add(self.budget / 2)
+        self.bytes() > self.budget.saturating_add(self.budget / 2)
     }
 
     /// Number of entries in memory.
@@ -307,15 +317,21 @@ impl<V: StateValue> WindowCache<V> {
                 Some(next) => codec::prefix(self.instance, next).to_vec(),
                 None => codec::prefix(self.instance.saturating_add(1), i64::MIN).to_vec(),
             };
-            batch.delete_range(Family::Windows, from, to);
+            batch.delete_range(Family::Windows, &from, &to);
         }
+        let (mut key, mut value) = (Vec::new(), Vec::new());
         for (time, table) in &mut self.times {
-            for entry in table.iter_mut().filter(|e| e.dirty) {
-                let mut key = Vec::with_capacity(codec::PREFIX_LEN + entry.key.len());
+            // In key order: RocksDB's memtable inserts a sorted run far
+            // faster than keys in hash order (each insert starts from where
+            // the last one ended in the skip list).
+            let mut dirty: Vec<&mut Entry<V>> = table.iter_mut().filter(|e| e.dirty).collect();
+            dirty.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            for entry in dirty {
+                key.clear();
                 codec::encode_key(self.instance, *time, &entry.key, &mut key);
-                let mut value = Vec::new();
+                value.clear();
                 entry.value.encode(&mut value);
-                batch.put(Family::Windows, key, value);
+                batch.put(Family::Windows, &key, &value);
                 entry.dirty = false;
                 self.on_disk.insert(*time);
             }

@@ -40,17 +40,26 @@ impl Family {
 }
 
 /// A set of writes applied atomically by [`StateStore::write`].
+///
+/// The writes are kept as one compact log (`op, family, length-prefixed
+/// key and value`), not one allocation per key and value: a snapshot of a
+/// large cache is a few big buffers, about the size of its data.
 #[derive(Debug, Default)]
 pub struct StateBatch {
-    ops: Vec<Op>,
+    log: Vec<u8>,
+    ops: usize,
     bytes: usize,
 }
 
-#[derive(Debug)]
-enum Op {
-    Put(Family, Vec<u8>, Vec<u8>),
-    Delete(Family, Vec<u8>),
-    DeleteRange(Family, Vec<u8>, Vec<u8>),
+const PUT: u8 = 0;
+const DELETE: u8 = 1;
+const DELETE_RANGE: u8 = 2;
+
+/// One write read back from a [`StateBatch`] log.
+enum Op<'a> {
+    Put(Family, &'a [u8], &'a [u8]),
+    Delete(Family, &'a [u8]),
+    DeleteRange(Family, &'a [u8], &'a [u8]),
 }
 
 impl StateBatch {
@@ -59,43 +68,92 @@ impl StateBatch {
         StateBatch::default()
     }
 
+    fn header(&mut self, op: u8, family: Family) {
+        self.ops += 1;
+        self.log.push(op);
+        self.log.push(family as u8);
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len();
+        self.log
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.log.extend_from_slice(bytes);
+    }
+
     /// Stores `value` under `key`.
-    pub fn put(&mut self, family: Family, key: Vec<u8>, value: Vec<u8>) {
-        self.bytes += key.len() + value.len();
-        self.ops.push(Op::Put(family, key, value));
+    pub fn put(&mut self, family: Family, key: &[u8], value: &[u8]) {
+        self.header(PUT, family);
+        self.field(key);
+        self.field(value);
     }
 
     /// Removes `key`.
-    pub fn delete(&mut self, family: Family, key: Vec<u8>) {
-        self.bytes += key.len();
-        self.ops.push(Op::Delete(family, key));
+    pub fn delete(&mut self, family: Family, key: &[u8]) {
+        self.header(DELETE, family);
+        self.field(key);
     }
 
     /// Removes every key in `[from, to)`.
-    pub fn delete_range(&mut self, family: Family, from: Vec<u8>, to: Vec<u8>) {
-        self.bytes += from.len() + to.len();
-        self.ops.push(Op::DeleteRange(family, from, to));
+    pub fn delete_range(&mut self, family: Family, from: &[u8], to: &[u8]) {
+        self.header(DELETE_RANGE, family);
+        self.field(from);
+        self.field(to);
     }
 
     /// Appends all of `other`'s writes after this batch's.
-    pub fn append(&mut self, mut other: StateBatch) {
+    pub fn append(&mut self, other: StateBatch) {
+        if self.log.is_empty() {
+            *self = other;
+            return;
+        }
+        self.ops += other.ops;
         self.bytes += other.bytes;
-        self.ops.append(&mut other.ops);
+        self.log.extend_from_slice(&other.log);
     }
 
     /// Number of writes.
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops
     }
 
     /// Whether the batch holds no writes.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops == 0
     }
 
     /// Total bytes of keys and values.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The writes, in order.
+    fn ops(&self) -> impl Iterator<Item = Result<Op<'_>, StateError>> {
+        let mut rest = &self.log[..];
+        std::iter::from_fn(move || {
+            let (&[op, family], tail) = rest.split_first_chunk::<2>()?;
+            rest = tail;
+            let corrupt = || StateError::Corrupt("malformed write batch".into());
+            let mut field = || -> Result<&[u8], StateError> {
+                let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+                let len = u32::from_le_bytes(*len) as usize;
+                let bytes = tail.get(..len).ok_or_else(corrupt)?;
+                rest = &tail[len..];
+                Ok(bytes)
+            };
+            let family = match Family::ALL.get(usize::from(family)) {
+                Some(f) => *f,
+                None => return Some(Err(corrupt())),
+            };
+            Some((|| {
+                Ok(match op {
+                    PUT => Op::Put(family, field()?, field()?),
+                    DELETE => Op::Delete(family, field()?),
+                    DELETE_RANGE => Op::DeleteRange(family, field()?, field()?),
+                    _ => return Err(corrupt()),
+                })
+            })())
+        })
     }
 }
 
@@ -196,7 +254,7 @@ impl StateStore {
                 path: tmp.clone(),
             };
             let mut batch = StateBatch::new();
-            batch.put(Family::Meta, FORMAT_KEY.to_vec(), FORMAT_VALUE.to_vec());
+            batch.put(Family::Meta, FORMAT_KEY, FORMAT_VALUE);
             store.write(batch, true)?;
         }
         // `dir` may exist as an empty folder.
@@ -223,6 +281,10 @@ impl StateStore {
         let mut family_options = Options::default();
         family_options.set_block_based_table_factory(&table);
         family_options.set_write_buffer_size(16 << 20);
+        // The same for memtables: without a filter, every miss walks the
+        // skip list (a 5M-new-key run spent most of its time there).
+        family_options.set_memtable_prefix_bloom_ratio(0.1);
+        family_options.set_memtable_whole_key_filtering(true);
         Family::ALL
             .into_iter()
             .map(move |f| ColumnFamilyDescriptor::new(f.name(), family_options.clone()))
@@ -253,13 +315,14 @@ impl StateStore {
     /// [`StateError::Rocks`] when RocksDB fails the write.
     pub fn write(&self, batch: StateBatch, sync: bool) -> Result<(), StateError> {
         let mut wb = WriteBatch::default();
-        for op in batch.ops {
-            match op {
+        for op in batch.ops() {
+            match op? {
                 Op::Put(family, key, value) => wb.put_cf(self.cf(family)?, key, value),
                 Op::Delete(family, key) => wb.delete_cf(self.cf(family)?, key),
                 Op::DeleteRange(family, from, to) => wb.delete_range_cf(self.cf(family)?, from, to),
             }
         }
+        drop(batch);
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         self.db.write_opt(wb, &options).map_err(|e| self.rocks(e))
@@ -348,7 +411,7 @@ impl StateStore {
             .collect();
         let mut batch = StateBatch::new();
         for key in keys {
-            batch.delete(family, key.into_vec());
+            batch.delete(family, &key);
         }
         self.write(batch, true)
     }
@@ -391,12 +454,12 @@ mod tests {
         {
             let store = StateStore::open(dir.path()).unwrap();
             let mut batch = StateBatch::new();
-            batch.put(Family::Windows, b"a1".to_vec(), b"x".to_vec());
-            batch.put(Family::Windows, b"a2".to_vec(), b"y".to_vec());
-            batch.put(Family::Windows, b"b1".to_vec(), b"z".to_vec());
+            batch.put(Family::Windows, b"a1", b"x");
+            batch.put(Family::Windows, b"a2", b"y");
+            batch.put(Family::Windows, b"b1", b"z");
             store.write(batch, true).unwrap();
             let mut batch = StateBatch::new();
-            batch.delete(Family::Windows, b"a2".to_vec());
+            batch.delete(Family::Windows, b"a2");
             store.write(batch, true).unwrap();
         }
         let store = StateStore::open(dir.path()).unwrap();

@@ -423,7 +423,7 @@ impl Coordinator {
                 "checkpoint metadata: {e}"
             )))
         })?;
-        batch.put(Family::Meta, META_KEY.to_vec(), meta);
+        batch.put(Family::Meta, META_KEY, &meta);
         if self.crash == Some(CrashPoint::BeforeCommit(id)) {
             eprintln!("kflow: test hook: aborting before checkpoint {id} is written");
             std::process::abort();

@@ -105,7 +105,7 @@ impl Dedup {
         for h in self.removed.drain(..) {
             let mut k = self.prefix.clone();
             k.extend_from_slice(&h.to_be_bytes());
-            batch.delete(Family::Dedup, k);
+            batch.delete(Family::Dedup, &k);
         }
         for (h, expiry) in self.added.drain(..) {
             // An id re-added after expiring within the same interval: the
@@ -115,7 +115,7 @@ impl Dedup {
             }
             let mut k = self.prefix.clone();
             k.extend_from_slice(&h.to_be_bytes());
-            batch.put(Family::Dedup, k, expiry.to_be_bytes().to_vec());
+            batch.put(Family::Dedup, &k, &expiry.to_be_bytes());
         }
     }
 }

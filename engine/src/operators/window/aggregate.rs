@@ -396,8 +396,13 @@ impl StateValue for Partial {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.0.len() * std::mem::size_of::<Acc>()
-            + self.0.iter().map(Acc::heap_bytes).sum::<usize>()
+        // Up to two accumulators live inline (counted with the cache slot).
+        let outside = if self.0.spilled() {
+            self.0.capacity() * std::mem::size_of::<Acc>()
+        } else {
+            0
+        };
+        outside + self.0.iter().map(Acc::heap_bytes).sum::<usize>()
     }
 }
 
