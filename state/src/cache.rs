@@ -54,10 +54,66 @@ impl<V: StateValue> Entry<V> {
     }
 }
 
+/// Shards per time: a table grows (doubles) one shard at a time, so a
+/// resize never holds two copies of a whole large time's table at once.
+const SHARDS: usize = 16;
+
+/// The entries of one time, sharded by hash.
+struct Table<V> {
+    shards: Vec<HashTable<Entry<V>>>,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Table<V> {
+        Table {
+            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
+        }
+    }
+}
+
+impl<V> Table<V> {
+    fn index(hash: u64) -> usize {
+        // Bits hashbrown does not use for its buckets or control bytes.
+        (hash >> 40) as usize % SHARDS
+    }
+
+    fn shard(&self, hash: u64) -> &HashTable<Entry<V>> {
+        &self.shards[Self::index(hash)]
+    }
+
+    fn shard_mut(&mut self, hash: u64) -> &mut HashTable<Entry<V>> {
+        &mut self.shards[Self::index(hash)]
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry<V>> {
+        self.shard(hash).find(hash, |e| &*e.key == key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
+        self.shards.iter().flat_map(HashTable::iter)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry<V>> {
+        self.shards.iter_mut().flat_map(HashTable::iter_mut)
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(HashTable::len).sum()
+    }
+
+    fn capacity(&self) -> usize {
+        self.shards.iter().map(HashTable::capacity).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.shards.iter().all(HashTable::is_empty)
+    }
+}
+
 /// Keyed partials of one operator instance, by time.
 pub struct WindowCache<V> {
     instance: u32,
-    times: BTreeMap<i64, HashTable<Entry<V>>>,
+    times: BTreeMap<i64, Table<V>>,
     /// Times that have entries in RocksDB which may be missing from memory.
     spilled: BTreeSet<i64>,
     /// Times that have any entries in RocksDB (a superset of `spilled`).
@@ -126,7 +182,7 @@ impl<V: StateValue> WindowCache<V> {
 
     /// Number of entries in memory.
     pub fn len(&self) -> usize {
-        self.times.values().map(HashTable::len).sum()
+        self.times.values().map(Table::len).sum()
     }
 
     /// Whether no entries are in memory and none are spilled.
@@ -157,7 +213,7 @@ impl<V: StateValue> WindowCache<V> {
         key: &[u8],
         init: impl FnOnce() -> V,
     ) -> Result<&mut V, StateError> {
-        let table = self.times.entry(time).or_default();
+        let table = self.times.entry(time).or_default().shard_mut(hash);
         match table.entry(hash, |e| &*e.key == key, |e| e.hash) {
             TableEntry::Occupied(entry) => {
                 let entry = entry.into_mut();
@@ -209,7 +265,8 @@ impl<V: StateValue> WindowCache<V> {
         for (full, bytes) in found {
             let (_, _, key) = codec::decode_key(&full)?;
             let hash = xxhash_rust::xxh3::xxh3_64(key);
-            if let TableEntry::Vacant(slot) = table.entry(hash, |e| &*e.key == key, |e| e.hash) {
+            let shard = table.shard_mut(hash);
+            if let TableEntry::Vacant(slot) = shard.entry(hash, |e| &*e.key == key, |e| e.hash) {
                 let entry = Entry {
                     hash,
                     key: Key::from_slice(key),
@@ -243,8 +300,7 @@ impl<V: StateValue> WindowCache<V> {
             store.for_each_prefix(Family::Windows, &prefix, |full, bytes| {
                 let step = codec::decode_key(full).map(|(_, _, key)| {
                     let hash = xxhash_rust::xxh3::xxh3_64(key);
-                    let shadowed =
-                        memory.is_some_and(|t| t.find(hash, |e| &*e.key == key).is_some());
+                    let shadowed = memory.is_some_and(|t| t.find(hash, key).is_some());
                     (key, shadowed)
                 });
                 let result = match step {
@@ -284,7 +340,7 @@ impl<V: StateValue> WindowCache<V> {
 
     /// The number of in-memory entries of `time`.
     pub fn len_of(&self, time: i64) -> usize {
-        self.times.get(&time).map_or(0, HashTable::len)
+        self.times.get(&time).map_or(0, Table::len)
     }
 
     /// The in-memory entries of `time` as `(key, value)`.
@@ -343,19 +399,21 @@ impl<V: StateValue> WindowCache<V> {
     pub fn evict(&mut self) {
         let mut freed = 0;
         for (time, table) in &mut self.times {
-            let before = table.len();
-            table.retain(|e| {
-                if e.dirty {
-                    true
-                } else {
-                    freed += e.bytes();
-                    false
+            for shard in &mut table.shards {
+                let before = shard.len();
+                shard.retain(|e| {
+                    if e.dirty {
+                        true
+                    } else {
+                        freed += e.bytes();
+                        false
+                    }
+                });
+                if shard.len() != before {
+                    self.spilled.insert(*time);
+                    // Give the slots back, or the table keeps its peak size.
+                    shard.shrink_to_fit(|e| e.hash);
                 }
-            });
-            if table.len() != before {
-                self.spilled.insert(*time);
-                // Give the slots back, or the table keeps its peak size.
-                table.shrink_to_fit(|e| e.hash);
             }
         }
         self.times.retain(|_, t| !t.is_empty());
