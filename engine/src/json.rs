@@ -26,9 +26,40 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     }
 }
 
+/// The length of the run of string bytes that need no attention: up to the
+/// first `"`, `\\` or control character (or the end). Eight bytes at a time:
+/// a byte of a word is flagged when it is below 0x20 or equal to one of the
+/// two markers (the classic "has zero byte" trick on the word XOR the marker).
+pub fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let flagged = |word: u64| {
+        let zero_in = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+        zero_in(word ^ (ONES * u64::from(b'"')))
+            | zero_in(word ^ (ONES * u64::from(b'\\')))
+            | below_space
+    };
+    let mut at = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let hits = flagged(u64::from_le_bytes(word));
+        if hits != 0 {
+            // The lowest flagged byte is exact (borrows only run upwards).
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len() - at)
+}
+
 /// Writes a JSON string literal with escapes.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if plain_run(s.as_bytes()) == s.len() {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -67,6 +98,17 @@ pub fn write_time(out: &mut Vec<u8>, millis: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn plain_run_stops_at_the_first_special_byte(bytes in proptest::collection::vec(
+            prop_oneof![4 => 0x20u8..0x7f, 1 => any::<u8>()], 0..40)) {
+            let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(bytes.len());
+            prop_assert_eq!(plain_run(&bytes), naive);
+        }
+
+    }
 
     fn num(v: f64) -> String {
         let mut out = Vec::new();

@@ -89,6 +89,11 @@ impl<V> Table<V> {
         self.shard(hash).find(hash, |e| &*e.key == key)
     }
 
+    fn entry(&mut self, hash: u64, key: &[u8]) -> TableEntry<'_, Entry<V>> {
+        self.shard_mut(hash)
+            .entry(hash, |e| &*e.key == key, |e| e.hash)
+    }
+
     fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
         self.shards.iter().flat_map(HashTable::iter)
     }
@@ -213,8 +218,7 @@ impl<V: StateValue> WindowCache<V> {
         key: &[u8],
         init: impl FnOnce() -> V,
     ) -> Result<&mut V, StateError> {
-        let table = self.times.entry(time).or_default().shard_mut(hash);
-        match table.entry(hash, |e| &*e.key == key, |e| e.hash) {
+        match self.times.entry(time).or_default().entry(hash, key) {
             TableEntry::Occupied(entry) => {
                 let entry = entry.into_mut();
                 entry.dirty = true;
@@ -265,8 +269,7 @@ impl<V: StateValue> WindowCache<V> {
         for (full, bytes) in found {
             let (_, _, key) = codec::decode_key(&full)?;
             let hash = xxhash_rust::xxh3::xxh3_64(key);
-            let shard = table.shard_mut(hash);
-            if let TableEntry::Vacant(slot) = shard.entry(hash, |e| &*e.key == key, |e| e.hash) {
+            if let TableEntry::Vacant(slot) = table.entry(hash, key) {
                 let entry = Entry {
                     hash,
                     key: Key::from_slice(key),
@@ -345,10 +348,8 @@ impl<V: StateValue> WindowCache<V> {
 
     /// The in-memory entries of `time` as `(key, value)`.
     pub fn entries(&self, time: i64) -> impl Iterator<Item = (&[u8], &V)> {
-        self.times
-            .get(&time)
-            .into_iter()
-            .flat_map(|t| t.iter().map(|e| (&*e.key, &e.value)))
+        self.entries_hashed(time)
+            .map(|(_, key, value)| (key, value))
     }
 
     /// Drops `time` (its windows fired); its RocksDB copies are deleted at

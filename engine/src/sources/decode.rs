@@ -14,6 +14,8 @@ use std::fmt;
 
 use kflow_jobs::{FieldPath, Value};
 
+use crate::json;
+
 /// Nesting deeper than this is rejected (as `serde_json` does), so a hostile
 /// line cannot exhaust the stack.
 const MAX_DEPTH: usize = 128;
@@ -96,7 +98,6 @@ impl Projection {
         })?;
         let mut scan = Scanner {
             text,
-            bytes: line,
             pos: 0,
             slots,
         };
@@ -105,43 +106,11 @@ impl Projection {
     }
 }
 
-/// The length of the run of string bytes that need no attention: up to the
-/// first `"`, `\\` or control character (or the end). Eight bytes at a time:
-/// a byte of a word is flagged when it is below 0x20 or equal to one of the
-/// two markers (the classic "has zero byte" trick on the word XOR the marker).
-fn plain_run(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let flagged = |word: u64| {
-        let zero_in = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
-        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-        zero_in(word ^ (ONES * u64::from(b'"')))
-            | zero_in(word ^ (ONES * u64::from(b'\\')))
-            | below_space
-    };
-    let mut at = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let hits = flagged(u64::from_le_bytes(word));
-        if hits != 0 {
-            // The lowest flagged byte is exact (borrows only run upwards).
-            return at + (hits.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    at + bytes[at..]
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(bytes.len() - at)
-}
-
 /// A scan error: what was wrong and the byte offset where it was seen.
 type ScanResult<T> = Result<T, (&'static str, usize)>;
 
 struct Scanner<'a, 's> {
     text: &'a str,
-    bytes: &'a [u8],
     pos: usize,
     slots: &'s mut [Value<'a>],
 }
@@ -153,12 +122,16 @@ enum Text<'a> {
 }
 
 impl<'a> Scanner<'a, '_> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
     fn fail<T>(&self, what: &'static str) -> ScanResult<T> {
         Err((what, self.pos))
     }
 
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
+        self.bytes().get(self.pos).copied()
     }
 
     fn skip_ws(&mut self) {
@@ -175,7 +148,7 @@ impl<'a> Scanner<'a, '_> {
             None => return self.fail("EOF while parsing a value"),
             Some(_) => {
                 // Say "not an object" only of what is some other JSON.
-                let rest = &self.bytes[self.pos..];
+                let rest = &self.bytes()[self.pos..];
                 let other_json = matches!(rest[0], b'[' | b'"' | b'-' | b'0'..=b'9')
                     || [&b"true"[..], b"false", b"null"]
                         .iter()
@@ -189,7 +162,7 @@ impl<'a> Scanner<'a, '_> {
         }
         self.object(Some(root), 1)?;
         self.skip_ws();
-        if self.pos < self.bytes.len() {
+        if self.pos < self.bytes().len() {
             return self.fail("trailing characters");
         }
         Ok(())
@@ -198,13 +171,7 @@ impl<'a> Scanner<'a, '_> {
     /// An object starting at `{`; fields named by `node`'s children are
     /// decoded, the others skipped.
     fn object(&mut self, node: Option<&Node>, depth: usize) -> ScanResult<()> {
-        if depth > MAX_DEPTH {
-            return self.fail("recursion limit exceeded");
-        }
-        self.pos += 1;
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        if self.open(b'}', depth)? {
             return Ok(());
         }
         loop {
@@ -226,48 +193,56 @@ impl<'a> Scanner<'a, '_> {
             self.pos += 1;
             self.skip_ws();
             self.value(child, depth)?;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                None => return self.fail("EOF while parsing an object"),
-                Some(_) => return self.fail("expected `,` or `}`"),
+            if self.closed(b'}', "EOF while parsing an object", "expected `,` or `}`")? {
+                return Ok(());
             }
         }
     }
 
     /// An array starting at `[`, skipped.
     fn array(&mut self, depth: usize) -> ScanResult<()> {
+        if self.open(b']', depth)? {
+            return Ok(());
+        }
+        loop {
+            self.value(None, depth)?;
+            if self.closed(b']', "EOF while parsing a list", "expected `,` or `]`")? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Steps into an object or array at its opening byte; `true` when it
+    /// is closed right away by `close`.
+    fn open(&mut self, close: u8, depth: usize) -> ScanResult<bool> {
         if depth > MAX_DEPTH {
             return self.fail("recursion limit exceeded");
         }
         self.pos += 1;
         self.skip_ws();
-        if self.peek() == Some(b']') {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.pos += 1;
-            return Ok(());
         }
-        loop {
-            self.value(None, depth)?;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                }
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                None => return self.fail("EOF while parsing a list"),
-                Some(_) => return self.fail("expected `,` or `]`"),
+        Ok(empty)
+    }
+
+    /// After an element: `,` and more to come (`false`), or `close` and
+    /// the end of the object or array (`true`).
+    fn closed(&mut self, close: u8, eof: &'static str, expected: &'static str) -> ScanResult<bool> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                self.skip_ws();
+                Ok(false)
             }
+            Some(b) if b == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            None => self.fail(eof),
+            Some(_) => self.fail(expected),
         }
     }
 
@@ -319,7 +294,7 @@ impl<'a> Scanner<'a, '_> {
     }
 
     fn literal(&mut self, word: &'static [u8]) -> ScanResult<()> {
-        match self.bytes.get(self.pos..self.pos + word.len()) {
+        match self.bytes().get(self.pos..self.pos + word.len()) {
             Some(found) if found == word => {
                 self.pos += word.len();
                 Ok(())
@@ -357,12 +332,7 @@ impl<'a> Scanner<'a, '_> {
         if self.peek() == Some(b'.') {
             integral = false;
             self.pos += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return self.fail("invalid number");
-            }
-            while let Some(b'0'..=b'9') = self.peek() {
-                self.pos += 1;
-            }
+            self.digits()?;
         }
         if let Some(b'e' | b'E') = self.peek() {
             integral = false;
@@ -370,12 +340,7 @@ impl<'a> Scanner<'a, '_> {
             if let Some(b'+' | b'-') = self.peek() {
                 self.pos += 1;
             }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return self.fail("invalid number");
-            }
-            while let Some(b'0'..=b'9') = self.peek() {
-                self.pos += 1;
-            }
+            self.digits()?;
         }
         if !wanted {
             return Ok(0.0);
@@ -391,14 +356,25 @@ impl<'a> Scanner<'a, '_> {
         }
     }
 
+    /// One or more digits (a fraction or an exponent).
+    fn digits(&mut self) -> ScanResult<()> {
+        if !matches!(self.peek(), Some(b'0'..=b'9')) {
+            return self.fail("invalid number");
+        }
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        Ok(())
+    }
+
     /// A string starting at `"`: checks it and returns its text.
     fn string(&mut self) -> ScanResult<Text<'a>> {
         self.pos += 1;
         let start = self.pos;
         let mut escaped = false;
         loop {
-            self.pos += plain_run(&self.bytes[self.pos..]);
-            let Some(&byte) = self.bytes.get(self.pos) else {
+            self.pos += json::plain_run(&self.bytes()[self.pos..]);
+            let Some(&byte) = self.bytes().get(self.pos) else {
                 return self.fail("EOF while parsing a string");
             };
             if byte < 0x20 {
@@ -432,7 +408,7 @@ impl<'a> Scanner<'a, '_> {
                 let unit = self.hex4()?;
                 if (0xD800..0xDC00).contains(&unit) {
                     // A high surrogate must be followed by a low one.
-                    if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                    if self.bytes().get(self.pos..self.pos + 2) != Some(b"\\u") {
                         return self.fail("lone leading surrogate in hex escape");
                     }
                     self.pos += 2;
@@ -668,13 +644,6 @@ mod tests {
     const PATHS: [&str; 5] = ["a", "b", "a.b", "c.a.c", "bc"];
 
     proptest! {
-        #[test]
-        fn plain_run_stops_at_the_first_special_byte(bytes in proptest::collection::vec(
-            prop_oneof![4 => 0x20u8..0x7f, 1 => any::<u8>()], 0..40)) {
-            let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(bytes.len());
-            prop_assert_eq!(plain_run(&bytes), naive);
-        }
-
         // Valid records decode to the values they were written from.
         #[test]
         fn decodes_valid_records_to_the_values_written((line, parsed) in record()) {

@@ -114,9 +114,11 @@ impl ResultEmitter {
         }
         let position = Position::Window { window: &self.name };
         let line = std::mem::take(&mut self.line);
-        let routed = if self.router.reads_rows() {
-            let mut values: Vec<Value<'_>> =
-                Vec::with_capacity(2 + self.key_names.len() + self.aggregates.len());
+        // Only filters and windows read values; a sink takes the text.
+        let mut values: Vec<Value<'_>> = Vec::new();
+        let no_columns = SlotMap::default();
+        let map = if self.router.reads_rows() {
+            values.reserve(2 + self.key_names.len() + self.aggregates.len());
             values.push(Value::Str(json::format_time(start).into()));
             values.push(Value::Str(json::format_time(end).into()));
             values.extend(key::decode_values(key).unwrap_or_default());
@@ -126,20 +128,17 @@ impl ResultEmitter {
                     .zip(partial.0.iter())
                     .map(|(a, acc)| acc.value(a.function)),
             );
-            let row = MappedRow {
-                values: &values,
-                map: &self.columns,
-            };
-            self.router
-                .route(&row, end - 1, watermark, &line, position, counts)
+            &self.columns
         } else {
-            let row = MappedRow {
-                values: &[],
-                map: &SlotMap::default(),
-            };
-            self.router
-                .route(&row, end - 1, watermark, &line, position, counts)
+            &no_columns
         };
+        let row = MappedRow {
+            values: &values,
+            map,
+        };
+        let routed = self
+            .router
+            .route(&row, end - 1, watermark, &line, position, counts);
         self.line = line;
         routed
     }

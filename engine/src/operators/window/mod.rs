@@ -408,7 +408,6 @@ impl WindowTask {
             self.out
                 .emit(start, end, key, partial, watermark, &mut self.counts)?;
         }
-        drop(merged);
         let obsolete = start.saturating_add(self.panes.slide());
         while let Some(pane) = self
             .cache
