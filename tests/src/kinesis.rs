@@ -587,6 +587,14 @@ impl Kinesis {
         }
     }
 
+    /// Creates a stream under a [`fresh_stream_name`] from `prefix`, waits
+    /// until it is `ACTIVE`, and returns its name.
+    pub fn create_fresh_stream(&self, prefix: &str, shards: u32) -> String {
+        let name = fresh_stream_name(prefix);
+        self.create_stream(&name, shards);
+        name
+    }
+
     /// Creates a provisioned stream and waits until it is `ACTIVE`.
     pub fn create_stream(&self, name: &str, shards: u32) {
         let shards = i32::try_from(shards).expect("a shard count fits an i32");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use kflow_benches::workload::{write_events, Workload, START_MS};
 use kflow_tests::compare::{compare_jsonl, RowKind};
-use kflow_tests::kinesis::{fresh_stream_name, Emulator, EmulatorKind};
+use kflow_tests::kinesis::{Emulator, EmulatorKind};
 use kflow_tests::process::{kflow_bin, run_with_timeout, RunOutput};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -163,9 +163,8 @@ fn per_user_order(lines: &str) -> HashMap<String, Vec<String>> {
 fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids() {
     let em = Emulator::start(EmulatorKind::KinesisMock);
     let client = em.client();
-    let (input, output) = (fresh_stream_name("clicks"), fresh_stream_name("results"));
-    client.create_stream(&input, 2);
-    client.create_stream(&output, 1);
+    let input = client.create_fresh_stream("clicks", 2);
+    let output = client.create_fresh_stream("results", 1);
     let lines = events(1500, 40, 7);
     let produced = produce(&em, &input, &lines);
     assert!(
@@ -237,8 +236,7 @@ fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids(
 fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
     let em = Emulator::start(EmulatorKind::KinesisMock);
     let client = em.client();
-    let stream = fresh_stream_name("reshard");
-    client.create_stream(&stream, 2);
+    let stream = client.create_fresh_stream("reshard", 2);
     // A bounded run that stops at a time after all producing is done.
     let stop_ms = chrono_now_ms() + 45_000;
     let raw_sink = "\n[sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n";
@@ -338,8 +336,7 @@ fn wait_with_timeout(mut child: Child, timeout: Duration) -> (bool, String) {
 fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
     let em = Emulator::start(EmulatorKind::KinesisMock);
     let client = em.client();
-    let stream = fresh_stream_name("kill");
-    client.create_stream(&stream, 2);
+    let stream = client.create_fresh_stream("kill", 2);
     let lines = events(1500, 40, 23);
     produce(&em, &stream, &lines);
     let job = format!(
@@ -384,8 +381,7 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
 fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
     let mut em = Emulator::start(EmulatorKind::Kinesalite);
     let client = em.client();
-    let stream = fresh_stream_name("restart");
-    client.create_stream(&stream, 2);
+    let stream = client.create_fresh_stream("restart", 2);
     let lines = events(1500, 40, 31);
     produce(&em, &stream, &lines);
     let job = format!(
@@ -421,8 +417,7 @@ fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
 fn start_at_a_timestamp_replays_from_there() {
     let em = Emulator::start(EmulatorKind::KinesisMock);
     let client = em.client();
-    let stream = fresh_stream_name("replay");
-    client.create_stream(&stream, 2);
+    let stream = client.create_fresh_stream("replay", 2);
     let before = events(400, 20, 41);
     let after = events(600, 20, 43);
     produce(&em, &stream, &before);
@@ -451,8 +446,7 @@ fn start_at_a_timestamp_replays_from_there() {
 fn a_position_in_a_recreated_stream_fails_clearly_unless_on_expired_says_otherwise() {
     let em = Emulator::start(EmulatorKind::KinesisMock);
     let client = em.client();
-    let stream = fresh_stream_name("expired");
-    client.create_stream(&stream, 1);
+    let stream = client.create_fresh_stream("expired", 1);
     let first = events(300, 10, 51);
     produce(&em, &stream, &first);
     let raw_sink = "\n[sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n";
@@ -544,8 +538,7 @@ fn a_position_in_a_recreated_stream_fails_clearly_unless_on_expired_says_otherwi
 fn a_bad_record_goes_to_the_dead_letter_file_with_its_shard_and_sequence() {
     let em = Emulator::start(EmulatorKind::Kinesalite);
     let client = em.client();
-    let stream = fresh_stream_name("bad");
-    client.create_stream(&stream, 1);
+    let stream = client.create_fresh_stream("bad", 1);
     let good = format!(
         "{{\"event_id\":\"e1\",\"user_id\":\"u1\",\"type\":\"purchase_completed\",\"amount\":3.5,\"ts\":{}}}",
         START_MS
@@ -631,8 +624,7 @@ fn kpl_aggregate(keys: &[&str], records: &[(u64, &str)]) -> Vec<u8> {
 fn kpl_aggregates_are_split_and_arrival_time_stands_in_for_event_time() {
     let em = Emulator::start(EmulatorKind::Kinesalite);
     let client = em.client();
-    let stream = fresh_stream_name("kpl");
-    client.create_stream(&stream, 1);
+    let stream = client.create_fresh_stream("kpl", 1);
     let event = |user: &str, amount: f64| {
         format!("{{\"user_id\":\"{user}\",\"type\":\"purchase_completed\",\"amount\":{amount}}}")
     };
