@@ -56,7 +56,9 @@ impl<V: StateValue> Entry<V> {
 
 /// Shards per time: a table grows (doubles) one shard at a time, so a
 /// resize never holds two copies of a whole large time's table at once.
-const SHARDS: usize = 16;
+/// A key lands in the same shard of every time, so callers can merge times
+/// one shard at a time (see [`WindowCache::shard_entries`]).
+pub const SHARDS: usize = 16;
 
 /// The entries of one time, sharded by hash.
 struct Table<V> {
@@ -72,6 +74,19 @@ impl<V> Default for Table<V> {
 }
 
 impl<V> Table<V> {
+    /// An empty table sized to hold as many entries per shard as `like`
+    /// holds: times of a stream usually see similar key counts, and a table
+    /// that starts at its final size never rehashes on the hot path.
+    fn sized_like(like: &Table<V>) -> Table<V> {
+        Table {
+            shards: like
+                .shards
+                .iter()
+                .map(|s| HashTable::with_capacity(s.len()))
+                .collect(),
+        }
+    }
+
     fn index(hash: u64) -> usize {
         // Bits hashbrown does not use for its buckets or control bytes.
         (hash >> 40) as usize % SHARDS
@@ -218,7 +233,15 @@ impl<V: StateValue> WindowCache<V> {
         key: &[u8],
         init: impl FnOnce() -> V,
     ) -> Result<&mut V, StateError> {
-        match self.times.entry(time).or_default().entry(hash, key) {
+        if !self.times.contains_key(&time) {
+            let table = match self.times.range(..time).next_back() {
+                Some((_, earlier)) => Table::sized_like(earlier),
+                None => Table::default(),
+            };
+            self.times.insert(time, table);
+        }
+        let table = self.times.entry(time).or_default();
+        match table.entry(hash, key) {
             TableEntry::Occupied(entry) => {
                 let entry = entry.into_mut();
                 entry.dirty = true;
@@ -339,6 +362,16 @@ impl<V: StateValue> WindowCache<V> {
             .get(&time)
             .into_iter()
             .flat_map(|t| t.iter().map(|e| (e.hash, &*e.key, &e.value)))
+    }
+
+    /// The in-memory entries of `time` in shard `shard` (below [`SHARDS`])
+    /// as `(hash, key, value)`. A key is in the same shard of every time.
+    pub fn shard_entries(&self, time: i64, shard: usize) -> impl Iterator<Item = (u64, &[u8], &V)> {
+        self.times
+            .get(&time)
+            .and_then(|t| t.shards.get(shard))
+            .into_iter()
+            .flat_map(|s| s.iter().map(|e| (e.hash, &*e.key, &e.value)))
     }
 
     /// The number of in-memory entries of `time`.
