@@ -81,6 +81,25 @@ impl WindowBatch {
         self.times.is_empty()
     }
 
+    /// An empty batch from `input` with room for as much as `like` had room
+    /// for: batches of one emitter are alike, and a batch that starts at its
+    /// final size does not regrow its seven vectors on the hot path.
+    pub fn sized_like(input: InputId, like: &WindowBatch) -> WindowBatch {
+        WindowBatch {
+            input,
+            times: Vec::with_capacity(like.times.capacity()),
+            watermarks: Vec::with_capacity(like.watermarks.capacity()),
+            hashes: Vec::with_capacity(like.hashes.capacity()),
+            keys: Vec::with_capacity(like.keys.capacity()),
+            key_ends: Vec::with_capacity(like.key_ends.capacity()),
+            args: Vec::with_capacity(like.args.capacity()),
+            raw: Vec::with_capacity(like.raw.capacity()),
+            raw_ends: Vec::with_capacity(like.raw_ends.capacity()),
+            final_watermark: i64::MIN,
+            origin: None,
+        }
+    }
+
     /// The encoded key of record `i`.
     pub fn key(&self, i: usize) -> &[u8] {
         let start = if i == 0 {

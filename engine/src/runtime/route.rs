@@ -120,6 +120,9 @@ impl SinkOut {
     ) -> Result<(), EngineError> {
         if self.buf.is_empty() {
             self.origin = origin;
+            // Sized once for the whole batch: growing it by doubling copied
+            // every batch four more times on the way to SINK_BATCH.
+            self.buf.reserve(SINK_BATCH + line.len() + 1);
         }
         self.buf.extend_from_slice(line);
         self.buf.push(b'\n');
@@ -285,10 +288,7 @@ impl WindowOut {
     }
 
     fn send(&mut self, partition: usize, watermark: i64) -> Result<(), EngineError> {
-        let fresh = WindowBatch {
-            input: self.input,
-            ..WindowBatch::default()
-        };
+        let fresh = WindowBatch::sized_like(self.input, &self.batches[partition]);
         let mut batch = std::mem::replace(&mut self.batches[partition], fresh);
         batch.final_watermark = watermark;
         batch.origin.get_or_insert_with(Instant::now);

@@ -15,6 +15,8 @@ use kflow_jobs::{AggregateFunction, AggregatePlan, Value};
 use kflow_state::{StateError, StateValue};
 use smallvec::SmallVec;
 
+use crate::json;
+
 /// Largest group whose percentile is computed exactly.
 pub const EXACT_LIMIT: usize = 128;
 
@@ -256,6 +258,20 @@ impl Acc {
         number.map_or(Value::Null, Value::Num)
     }
 
+    /// Writes the final value as JSON: the text of
+    /// `json::write_value(out, &self.value(function))`, with a sum or mean
+    /// printed once instead of printed to count its digits and again to
+    /// write it.
+    pub fn write_json(&self, function: AggregateFunction, out: &mut Vec<u8>) {
+        match (self, function) {
+            (Acc::Sum { sum, n }, AggregateFunction::Avg) if *n > 0 => {
+                write_rounded(out, sum / *n as f64);
+            }
+            (Acc::Sum { sum, n }, AggregateFunction::Sum) if *n > 0 => write_rounded(out, *sum),
+            _ => json::write_value(out, &self.value(function)),
+        }
+    }
+
     fn heap_bytes(&self) -> usize {
         match self {
             Acc::Distinct(set) => std::mem::size_of::<HashSet<u64>>() + set.capacity() * 9,
@@ -293,6 +309,26 @@ pub fn round_15(v: f64) -> f64 {
         return v;
     }
     text.as_str().parse().unwrap_or(v)
+}
+
+/// Writes `round_15(v)` as `json::write_f64` would. A whole number below
+/// 10^15 and a fraction whose shortest form has at most 15 significant
+/// digits are their own rounding and are printed straight away; only the
+/// rest take the round trip.
+fn write_rounded(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() && v.fract() != 0.0 {
+        let mut shortest = zmij::Buffer::new();
+        let text = shortest.format_finite(v);
+        if significant_digits(text) <= 15 {
+            out.extend_from_slice(text.as_bytes());
+            return;
+        }
+    } else if v.abs() < 1e15 {
+        // Whole (or -0.0): at most 15 digits, printed as an integer.
+        out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
+        return;
+    }
+    json::write_f64(out, round_15(v));
 }
 
 /// Digits from the first to the last non-zero one of a number's mantissa.
@@ -680,6 +716,22 @@ mod tests {
                 if v.is_finite() && v != 0.0 {
                     let slow: f64 = format!("{v:.14e}").parse().unwrap();
                     prop_assert_eq!(round_15(v).to_bits(), slow.to_bits(), "{}", v);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        // Sums and means are written exactly as their rounded value would be.
+        #[test]
+        fn write_json_equals_writing_the_value(bits in any::<u64>(), cents in -10_000_000i64..10_000_000, n in 1u64..1000) {
+            let whole = cents as f64 * 1e8;
+            for sum in [f64::from_bits(bits), cents as f64 / 100.0, (cents as f64 / 100.0) * 3.0 + 0.1, whole, -0.0] {
+                for f in [AggregateFunction::Sum, AggregateFunction::Avg] {
+                    let acc = Acc::Sum { sum, n };
+                    let mut fast = Vec::new();
+                    acc.write_json(f, &mut fast);
+                    prop_assert_eq!(String::from_utf8(fast).unwrap(), result(f, &acc), "{} / {}", sum, n);
                 }
             }
         }

@@ -105,7 +105,7 @@ impl ResultEmitter {
             .zip(partial.0.iter())
         {
             line.extend_from_slice(label);
-            json::write_value(line, &acc.value(a.function));
+            acc.write_json(a.function, line);
         }
         line.push(b'}');
         counts.rows_emitted += 1;
