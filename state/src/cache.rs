@@ -189,15 +189,18 @@ impl<V: StateValue> WindowCache<V> {
             .sum()
     }
 
-    /// Whether the cache holds more than its budget.
-    pub fn over_budget(&self) -> bool {
-        self.bytes() > self.budget
+    /// Whether the cache should spill: it holds more than two thirds of its
+    /// budget. The last third is room for the records that arrive while the
+    /// checkpoint that lets it evict is taken, so the cache stays within
+    /// its budget.
+    pub fn should_spill(&self) -> bool {
+        self.bytes() > self.budget / 3 * 2
     }
 
-    /// Whether the cache holds more than 1.5 times its budget: the owner should
-    /// stop taking records until it can evict.
-    pub fn over_hard_limit(&self) -> bool {
-        self.bytes() > self.budget.saturating_add(self.budget / 2)
+    /// Whether the cache holds more than its budget: the owner should stop
+    /// taking records until it can evict.
+    pub fn over_budget(&self) -> bool {
+        self.bytes() > self.budget
     }
 
     /// Number of entries in memory.
@@ -504,6 +507,7 @@ mod tests {
             bump(&mut cache, &store, 60_000, &format!("user{i}"));
         }
         assert!(cache.over_budget(), "100 entries should pass a 2 kB budget");
+        assert!(cache.should_spill());
         let mut batch = StateBatch::new();
         cache.snapshot(&mut batch);
         assert_eq!(batch.len(), 100);
@@ -512,6 +516,7 @@ mod tests {
         assert_eq!(cache.len(), 0);
         assert_eq!(cache.bytes(), 0);
         assert!(!cache.over_budget());
+        assert!(!cache.should_spill());
         assert_eq!(cache.first_time_from(i64::MIN), Some(60_000));
 
         // A miss on a spilled time reads the stored partial back.

@@ -173,7 +173,18 @@ fn kill_and_restart(job: &str, inputs: &[(&str, Workload)]) {
     let reference = JobDir::new(job, inputs);
     let started = Instant::now();
     reference.run_ok(&[]);
-    let full = started.elapsed();
+    kill_and_restart_against(&reference, started.elapsed(), job, inputs);
+}
+
+/// Kills `job` in a fresh folder at random moments (within `full`, the
+/// time an uninterrupted run takes) at least `MIN_KILLS` times, lets it
+/// finish, and compares its outputs with `reference`'s.
+fn kill_and_restart_against(
+    reference: &JobDir,
+    full: Duration,
+    job: &str,
+    inputs: &[(&str, Workload)],
+) {
     let crashed = JobDir::new(job, inputs);
     let mut rng = Pcg64::seed_from_u64(seed());
     let mut kills = 0;
@@ -204,7 +215,7 @@ fn kill_and_restart(job: &str, inputs: &[(&str, Workload)]) {
     }
     crashed.run_ok(&["--checkpoint-interval", "50ms"]);
     println!("{kills} kills in {attempts} runs");
-    assert_same_outputs(&reference, &crashed);
+    assert_same_outputs(reference, &crashed);
 }
 
 fn events(n: u64, users: u64, seed: u64) -> Workload {
@@ -240,6 +251,74 @@ path = "out/result.jsonl"
 "#
     );
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 500, 2))]);
+}
+
+/// Windows whose state is far larger than a 64 KB `state_memory`: every
+/// window spills (early checkpoints, eviction, reads of spilled partials,
+/// spilled panes loaded to fire a sliding window, growing distinct sets
+/// written and read back). Results must equal a run that never spills, both
+/// uninterrupted and with the spilling run killed again and again.
+#[test]
+fn issue_4_state_larger_than_memory_spills_and_survives_repeated_kills() {
+    let windows = r#"
+[windows.per_user]
+input = "clicks"
+key = ["user_id"]
+tumbling = "1m"
+aggregates = { events = "count()", revenue = "sum(amount)", types = "count_distinct(type)" }
+
+[windows.recent]
+input = "clicks"
+key = ["user_id"]
+sliding = { size = "3m", slide = "1m" }
+aggregates = { events = "count()", smallest = "min(amount)" }
+
+[sinks.result]
+input = "per_user"
+type = "file"
+path = "out/result.jsonl"
+
+[sinks.recent_file]
+input = "recent"
+type = "file"
+path = "out/recent.jsonl"
+"#;
+    let inputs = [("clicks.jsonl", events(200_000, 20_000, 5))];
+    let in_memory = JobDir::new(&format!("{HEADER}{SOURCE}{windows}"), &inputs);
+    in_memory.run_ok(&[]);
+    let spilling_job = format!("{HEADER}state_memory = \"64KB\"\n{SOURCE}{windows}");
+    let spilling = JobDir::new(&spilling_job, &inputs);
+    let started = Instant::now();
+    let out = run_with_timeout(
+        {
+            let mut command = Command::new(kflow_bin());
+            command
+                .current_dir(spilling.path())
+                .args(["run", "job.toml"]);
+            command
+        },
+        TIMEOUT,
+    )
+    .unwrap();
+    let full = started.elapsed();
+    assert!(out.status.success(), "kflow failed: {}", out.stderr);
+    // The run summary: `checkpoints  N  (…, M early (memory budget, …))`.
+    let early: u64 = out
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("checkpoints"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no early checkpoint count in:\n{}", out.stderr));
+    println!("{early} early checkpoints in {full:?}");
+    assert!(
+        early >= 3,
+        "the state should have spilled many times, {early} early checkpoints:\n{}",
+        out.stderr
+    );
+    assert_same_outputs(&in_memory, &spilling);
+    kill_and_restart_against(&in_memory, full, &spilling_job, &inputs);
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub use emit::ResultEmitter;
 /// How long a window well over its memory budget waits for the checkpoint
 /// that lets it evict, before going on regardless (a stuck coordinator must
 /// not hang the task; its own error ends the run).
-const HARD_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+const OVER_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Watermark state of one input.
 #[derive(Debug, Clone)]
@@ -241,7 +241,7 @@ impl WindowTask {
             for sink in &mut self.late {
                 sink.barrier(id)?;
             }
-            if self.cache.over_budget() {
+            if self.cache.should_spill() {
                 self.evict_after = Some(id);
             }
         }
@@ -301,16 +301,16 @@ impl WindowTask {
         Ok(())
     }
 
-    /// Keeps the cache near its budget: when over it, ask for a checkpoint;
-    /// once the checkpoint holding the snapshot is committed, drop the clean
-    /// entries (RocksDB has them).
+    /// Keeps the cache within its budget: past two thirds of it, ask for a
+    /// checkpoint; once the checkpoint holding the snapshot is committed,
+    /// drop the clean entries (RocksDB has them).
     fn manage_memory(&mut self) {
         if let Some(id) = self.evict_after {
-            if self.checkpoints.committed() < id && self.cache.over_hard_limit() {
-                // Well over budget with the snapshot not yet committed:
+            if self.checkpoints.committed() < id && self.cache.over_budget() {
+                // Over budget with the snapshot not yet committed:
                 // stop taking records (backpressure reaches the sources)
                 // until the commit lets the clean entries go.
-                let deadline = std::time::Instant::now() + HARD_LIMIT_WAIT;
+                let deadline = std::time::Instant::now() + OVER_BUDGET_WAIT;
                 while self.checkpoints.committed() < id && std::time::Instant::now() < deadline {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
@@ -321,7 +321,7 @@ impl WindowTask {
                 self.early_requested = false;
             }
         }
-        if self.cache.over_budget() && self.evict_after.is_none() && !self.early_requested {
+        if self.cache.should_spill() && self.evict_after.is_none() && !self.early_requested {
             self.checkpoints.request_early();
             self.early_requested = true;
         }
