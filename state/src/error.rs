@@ -24,6 +24,15 @@ pub enum StateError {
         /// What was found instead.
         reason: String,
     },
+    /// Another process (another `kflow run` of the same job) has the
+    /// database open: RocksDB's lock file is held.
+    #[error("{path} is in use by another process (is another `kflow run` of this job still running?): {source}")]
+    InUse {
+        /// The state directory.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
     /// Filesystem trouble around the database.
     #[error("{path}: {source}")]
     Io {

@@ -209,9 +209,10 @@ impl StateStore {
     ///
     /// # Errors
     /// [`StateError::Foreign`] when `dir` holds files that are not a kflow
-    /// state database, [`StateError::Rocks`] when RocksDB cannot open it
-    /// (corruption, another process holding its lock), [`StateError::Io`]
-    /// when the directory cannot be created.
+    /// state database, [`StateError::InUse`] when another process has it
+    /// open, [`StateError::Rocks`] when RocksDB cannot open it (corruption,
+    /// permissions), [`StateError::Io`] when the directory cannot be
+    /// created.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         let path = dir.to_path_buf();
         let io = |source| StateError::Io {
@@ -232,12 +233,8 @@ impl StateStore {
             });
         }
         let options = Self::options(false);
-        let db = DB::open_cf_descriptors(&options, dir, Self::families()).map_err(|source| {
-            StateError::Foreign {
-                path: path.clone(),
-                reason: source.to_string(),
-            }
-        })?;
+        let db = DB::open_cf_descriptors(&options, dir, Self::families())
+            .map_err(|source| Self::open_error(&path, source))?;
         let store = StateStore { db, path };
         match store.get(Family::Meta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VALUE => Ok(store),
@@ -249,6 +246,21 @@ impl StateStore {
                 path: store.path.clone(),
                 reason: "its database has no kflow format marker".into(),
             }),
+        }
+    }
+
+    /// Names why an existing database would not open: another process
+    /// holds it, it is some other program's RocksDB (other column
+    /// families), or RocksDB's own reason (corruption, permissions).
+    fn open_error(path: &Path, source: rocksdb::Error) -> StateError {
+        let text = source.to_string();
+        let path = path.to_path_buf();
+        if text.contains("lock file") || text.contains("lock hold") {
+            StateError::InUse { path, source }
+        } else if text.contains("olumn famil") {
+            StateError::Foreign { path, reason: text }
+        } else {
+            StateError::Rocks { path, source }
         }
     }
 
@@ -545,6 +557,18 @@ mod tests {
             Ok(Op::Delete(Family::Meta, b"a"))
         ));
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_database_open_elsewhere_is_reported_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = StateStore::open(dir.path()).unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::InUse { .. }), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -548,6 +548,35 @@ fn issue_3_foreign_state_dir_is_refused_not_reset() {
 }
 
 #[test]
+fn issue_3_a_second_run_of_a_running_job_is_refused() {
+    // A following source keeps the first run going until it is killed.
+    let source = SOURCE.replace("event_time", "follow = true\nevent_time");
+    let job = format!("{HEADER}{source}{TUMBLING}");
+    let dir = JobDir::new(&job, &[("clicks.jsonl", events(1_000, 10, 9))]);
+    let mut first = dir
+        .command(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("out/result.jsonl").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run_with_timeout(dir.command(&[]), Duration::from_secs(60));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is in use by another process"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[test]
 fn issue_3_corrupted_state_is_an_error_not_a_fresh_start() {
     let job = format!("{HEADER}{SOURCE}{TUMBLING}");
     let dir = interrupted_job(&job);
