@@ -16,6 +16,37 @@ use kflow_jobs::JobError;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Allocator settings for a long-running job, given as the allocators' own
+/// environment variables (they are read once, as the process starts):
+/// mimalloc hands freed pages back to the OS at once instead of a second
+/// later, and glibc malloc, which RocksDB's C++ allocates with, keeps two
+/// arenas instead of eight per core. A job whose state spills frees tens of
+/// megabytes at every early checkpoint; with these its peak RSS is about a
+/// third lower at no measured cost in speed (README, "State larger than
+/// memory"). A value the user set wins.
+const ALLOCATOR_ENV: [(&str, &str); 2] = [("MIMALLOC_PURGE_DELAY", "0"), ("MALLOC_ARENA_MAX", "2")];
+
+/// Runs this program again, same arguments and pid, with every
+/// [`ALLOCATOR_ENV`] variable that is not set yet (once set, this returns
+/// at once, so there is one re-exec at most). If the re-exec fails, kflow
+/// goes on with the allocators' defaults.
+fn tune_allocators() {
+    let missing: Vec<(&str, &str)> = ALLOCATOR_ENV
+        .into_iter()
+        .filter(|(name, _)| std::env::var_os(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut again = std::process::Command::new(exe);
+    again.args(std::env::args_os().skip(1)).envs(missing);
+    // Returns only when the exec failed.
+    let _failed = std::os::unix::process::CommandExt::exec(&mut again);
+}
+
 /// Windowed stream processing from a job file, exactly once.
 #[derive(Debug, Parser)]
 #[command(name = "kflow", version, about, long_about = None)]
@@ -115,6 +146,7 @@ fn load(path: &std::path::Path) -> Result<kflow_jobs::JobPlan, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    tune_allocators();
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,

@@ -464,14 +464,24 @@ impl StateStore {
 
     /// Bytes of SST and log files on disk, as RocksDB estimates them.
     pub fn size_on_disk(&self) -> u64 {
+        self.property_sum("rocksdb.total-sst-files-size")
+    }
+
+    /// Bytes RocksDB holds in memory outside its block cache: memtables
+    /// (active, immutable and pinned) and open SST files' index and filter
+    /// blocks.
+    pub fn memory(&self) -> u64 {
+        self.property_sum("rocksdb.size-all-mem-tables")
+            + self.property_sum("rocksdb.estimate-table-readers-mem")
+    }
+
+    /// An integer property summed over every column family.
+    fn property_sum(&self, name: &str) -> u64 {
         Family::ALL
             .iter()
             .filter_map(|f| {
                 let cf = self.cf(*f).ok()?;
-                self.db
-                    .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
-                    .ok()
-                    .flatten()
+                self.db.property_int_value_cf(cf, name).ok().flatten()
             })
             .sum()
     }
@@ -537,6 +547,10 @@ mod tests {
         batch.append(part);
         assert_eq!(batch.len(), ops);
         store.write(batch, false).unwrap();
+        assert!(
+            store.memory() >= 3 * CHUNK as u64,
+            "the memtables hold the batch"
+        );
         let found = store.scan_prefix(Family::Windows, b"k").unwrap();
         assert_eq!(found.len(), 3 * CHUNK / 1000 - 10);
         assert_eq!(&*found[0].1, b"new");

@@ -438,7 +438,12 @@ impl Coordinator {
             eprintln!("kflow: test hook: aborting after checkpoint {id} was written");
             std::process::abort();
         }
-        tracing::debug!(checkpoint = id, finished, "checkpoint committed");
+        tracing::debug!(
+            checkpoint = id,
+            finished,
+            rocksdb_memory = self.store.memory(),
+            "checkpoint committed"
+        );
         Ok(())
     }
 }
