@@ -10,7 +10,12 @@
 //! ```text
 //! cargo build --release -p kflow -p kflow-benches
 //! target/release/kflow-bench [--events 5000000] [--workloads W1,W2,W3] [--peers all|none|duckdb,...]
+//!     [--intervals 10s,1s,off] [--repeat N]
 //! ```
+//!
+//! With `--repeat N` every system runs N times in turn and the table shows
+//! each one's median run (by wall time): on a shared machine single runs
+//! vary by 10-20%.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -29,6 +34,7 @@ struct Args {
     kflow: PathBuf,
     out: PathBuf,
     intervals: Vec<String>,
+    repeat: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +46,7 @@ fn parse_args() -> Result<Args, String> {
         kflow: root.join("target/release/kflow"),
         out: root.join("target/bench"),
         intervals: vec!["10s".into(), "1s".into(), "off".into()],
+        repeat: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +65,12 @@ fn parse_args() -> Result<Args, String> {
             "--kflow" => args.kflow = PathBuf::from(value()?),
             "--out" => args.out = PathBuf::from(value()?),
             "--intervals" => args.intervals = value()?.split(',').map(str::to_string).collect(),
+            "--repeat" => {
+                args.repeat = value()?.parse().map_err(|e| format!("--repeat: {e}"))?;
+                if args.repeat == 0 {
+                    return Err("--repeat must be at least 1".into());
+                }
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -101,9 +114,29 @@ fn read_all<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::
     })
 }
 
+/// One run's wall seconds, CPU seconds, peak RSS in MB, stdout and stderr.
+type Run = (f64, f64, f64, String, String);
+
+/// Runs `command()` `repeat` times (after `before_each()`) and returns the
+/// median run by wall time.
+fn measure_median(
+    repeat: usize,
+    mut before_each: impl FnMut() -> Result<(), String>,
+    mut command: impl FnMut() -> Command,
+) -> Result<Run, String> {
+    let mut runs = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        before_each()?;
+        runs.push(measure(command())?);
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let median = runs.len() / 2;
+    Ok(runs.swap_remove(median))
+}
+
 /// Runs a command to completion, measuring wall time, CPU (of it and its
 /// children) and peak RSS (the kernel's high-water mark, sampled).
-fn measure(mut command: Command) -> Result<(f64, f64, f64, String, String), String> {
+fn measure(mut command: Command) -> Result<Run, String> {
     let described = format!("{command:?}");
     let cpu_before = children_cpu();
     let started = Instant::now();
@@ -205,6 +238,7 @@ fn run() -> Result<(), String> {
         Vec::new()
     };
     let mut table = String::new();
+    let mut first_seconds: Vec<(String, f64)> = Vec::new();
     let _ = writeln!(
         table,
         "| workload | system | events/s | seconds | CPU s | peak RSS MB | checkpoints | latency p50 / p99 / max ms | rows | rows agree | kflow (10 s) speed-up |"
@@ -237,18 +271,23 @@ fn run() -> Result<(), String> {
         let mut reference: Option<PathBuf> = None;
         for interval in &args.intervals {
             let dir = args.out.join(format!("{workload}-kflow-{interval}"));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let job_path = dir.join("job.toml");
-            fs::write(&job_path, job(workload, &dir, &input)).map_err(|e| e.to_string())?;
-            let mut command = Command::new(&args.kflow);
-            command
-                .arg("run")
-                .arg(&job_path)
-                .arg("--checkpoint-interval")
-                .arg(interval);
             eprintln!("{workload}: kflow, checkpoints {interval} ...");
-            let (seconds, cpu, rss, _, stderr) = measure(command)?;
+            let fresh = || {
+                let _ = fs::remove_dir_all(&dir);
+                fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                fs::write(&job_path, job(workload, &dir, &input)).map_err(|e| e.to_string())
+            };
+            let command = || {
+                let mut command = Command::new(&args.kflow);
+                command
+                    .arg("run")
+                    .arg(&job_path)
+                    .arg("--checkpoint-interval")
+                    .arg(interval);
+                command
+            };
+            let (seconds, cpu, rss, _, stderr) = measure_median(args.repeat, fresh, command)?;
             let checkpoints = stderr
                 .lines()
                 .find(|l| l.trim_start().starts_with("checkpoints"))
@@ -281,26 +320,32 @@ fn run() -> Result<(), String> {
         }
         for peer in &peers {
             let out = args.out.join(format!("{workload}-{peer}.jsonl"));
-            let mut command = Command::new(&python);
-            match peer.as_str() {
-                "duckdb" => command.arg(peers_dir.join("duckdb_run.py")),
-                "flink-heap" | "flink-rocksdb" => command
-                    .arg(peers_dir.join("flink_run.py"))
-                    .arg("--state")
-                    .arg(peer.trim_start_matches("flink-"))
-                    .arg("--checkpoint-interval")
-                    .arg("10s"),
-                other => return Err(format!("unknown peer {other}")),
+            if !matches!(peer.as_str(), "duckdb" | "flink-heap" | "flink-rocksdb") {
+                return Err(format!("unknown peer {peer}"));
+            }
+            let command = || {
+                let mut command = Command::new(&python);
+                if peer == "duckdb" {
+                    command.arg(peers_dir.join("duckdb_run.py"));
+                } else {
+                    command
+                        .arg(peers_dir.join("flink_run.py"))
+                        .arg("--state")
+                        .arg(peer.trim_start_matches("flink-"))
+                        .arg("--checkpoint-interval")
+                        .arg("10s");
+                }
+                command
+                    .arg("--workload")
+                    .arg(workload)
+                    .arg("--input")
+                    .arg(&input)
+                    .arg("--output")
+                    .arg(&out);
+                command
             };
-            command
-                .arg("--workload")
-                .arg(workload)
-                .arg("--input")
-                .arg(&input)
-                .arg("--output")
-                .arg(&out);
             eprintln!("{workload}: {peer} ...");
-            let (seconds, cpu, rss, _, _) = measure(command)?;
+            let (seconds, cpu, rss, _, _) = measure_median(args.repeat, || Ok(()), command)?;
             let rows = fs::read_to_string(&out).map_or(0, |t| t.lines().count());
             let agrees = reference.as_ref().map(|r| {
                 Command::new(&python)
@@ -323,6 +368,7 @@ fn run() -> Result<(), String> {
             });
         }
         let base = results.first().map_or(1.0, |m| m.seconds);
+        first_seconds.push((workload.clone(), base));
         for m in &results {
             let _ = writeln!(
                 table,
@@ -345,5 +391,16 @@ fn run() -> Result<(), String> {
         }
     }
     println!("{table}");
+    let seconds_of = |w: &str| first_seconds.iter().find(|(n, _)| n == w).map(|(_, s)| *s);
+    if let (Some(w1), Some(w2)) = (seconds_of("W1"), seconds_of("W2")) {
+        println!(
+            "W2 / W1 time (kflow, checkpoints {}): {:.2}x",
+            args.intervals.first().map_or("-", String::as_str),
+            w2 / w1
+        );
+    }
+    if args.repeat > 1 {
+        println!("(each figure: the median of {} runs)", args.repeat);
+    }
     Ok(())
 }
