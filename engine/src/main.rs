@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid job file or usage.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,10 +42,14 @@ fn tune_allocators() {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
+    let mut args = std::env::args_os();
     let mut again = std::process::Command::new(exe);
-    again.args(std::env::args_os().skip(1)).envs(missing);
+    if let Some(arg0) = args.next() {
+        again.arg0(arg0);
+    }
+    again.args(args).envs(missing);
     // Returns only when the exec failed.
-    let _failed = std::os::unix::process::CommandExt::exec(&mut again);
+    let _failed = again.exec();
 }
 
 /// Windowed stream processing from a job file, exactly once.

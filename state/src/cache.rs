@@ -14,7 +14,8 @@ use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 use smallvec::SmallVec;
 
 use crate::codec;
-use crate::store::{Family, StateBatch, StateStore};
+use crate::store::{Family, StateStore};
+use crate::StateBatch;
 use crate::StateError;
 
 /// A value the cache can keep and persist.
@@ -191,8 +192,7 @@ impl<V: StateValue> WindowCache<V> {
 
     /// Whether the cache should spill: it holds more than two thirds of its
     /// budget. The last third is room for the records that arrive while the
-    /// checkpoint that lets it evict is taken, so the cache stays within
-    /// its budget.
+    /// checkpoint that lets it evict is taken.
     pub fn should_spill(&self) -> bool {
         self.bytes() > self.budget / 3 * 2
     }
@@ -377,11 +377,6 @@ impl<V: StateValue> WindowCache<V> {
             .flat_map(|s| s.iter().map(|e| (e.hash, &*e.key, &e.value)))
     }
 
-    /// The number of in-memory entries of `time`.
-    pub fn len_of(&self, time: i64) -> usize {
-        self.times.get(&time).map_or(0, Table::len)
-    }
-
     /// The in-memory entries of `time` as `(key, value)`.
     pub fn entries(&self, time: i64) -> impl Iterator<Item = (&[u8], &V)> {
         self.entries_hashed(time)
@@ -496,6 +491,43 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn a_key_is_in_the_same_shard_of_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut cache = WindowCache::new(7, usize::MAX);
+        for i in 0..500 {
+            bump(&mut cache, &store, 60_000, &format!("user{i}"));
+        }
+        for i in (0..500).step_by(2) {
+            bump(&mut cache, &store, 120_000, &format!("user{i}"));
+        }
+        // The later time's table started at the earlier one's shard sizes.
+        let capacity = |t: i64| cache.times[&t].capacity();
+        assert!(capacity(120_000) >= 500, "{}", capacity(120_000));
+        let shard_of = |time: i64| {
+            let mut found = std::collections::BTreeMap::new();
+            for shard in 0..SHARDS {
+                for (_, key, _) in cache.shard_entries(time, shard) {
+                    assert!(found.insert(key.to_vec(), shard).is_none());
+                }
+            }
+            found
+        };
+        let (early, late) = (shard_of(60_000), shard_of(120_000));
+        assert_eq!((early.len(), late.len()), (500, 250));
+        for (key, shard) in &late {
+            assert_eq!(early[key], *shard, "{}", String::from_utf8_lossy(key));
+        }
+        assert!(
+            early
+                .values()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 1
+        );
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //!   window partials are updated in place and only written to RocksDB when a
 //!   snapshot is taken or the memory budget is exceeded.
 
+pub mod batch;
 pub mod cache;
 pub mod codec;
 mod error;
 pub mod store;
 
+pub use batch::StateBatch;
 pub use cache::{StateValue, WindowCache};
 pub use error::StateError;
-pub use store::{Family, StateBatch, StateStore};
+pub use store::{Family, StateStore};

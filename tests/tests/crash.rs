@@ -302,15 +302,19 @@ path = "out/recent.jsonl"
     .unwrap();
     let full = started.elapsed();
     assert!(out.status.success(), "kflow failed: {}", out.stderr);
-    // The run summary: `checkpoints  N  (…, M early (memory budget, …))`.
-    let early: u64 = out
+    // The run summary: `checkpoints  N  (…, M early (memory budget, …))`;
+    // no `early` part means none were early.
+    let summary = out
         .stderr
         .lines()
         .find(|l| l.trim_start().starts_with("checkpoints"))
-        .and_then(|l| l.split(", ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.replace(',', "").parse().ok())
-        .unwrap_or_else(|| panic!("no early checkpoint count in:\n{}", out.stderr));
+        .unwrap_or_else(|| panic!("no checkpoint summary in:\n{}", out.stderr));
+    let early: u64 = summary
+        .split(" early")
+        .next()
+        .filter(|before| before.len() < summary.len())
+        .and_then(|before| before.rsplit([' ', '(']).next())
+        .map_or(0, |n| n.replace(',', "").parse().unwrap());
     println!("{early} early checkpoints in {full:?}");
     assert!(
         early >= 3,
@@ -560,10 +564,22 @@ fn issue_3_a_second_run_of_a_running_job_is_refused() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.path().join("out/result.jsonl").exists() && Instant::now() < deadline {
+    while !dir.path().join("out/result.jsonl").exists() {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended before it opened its sink"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the first run did not open its sink in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = run_with_timeout(dir.command(&[]), Duration::from_secs(60));
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run must still be running"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
     let out = out.unwrap();

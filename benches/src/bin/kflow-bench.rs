@@ -14,8 +14,8 @@
 //! ```
 //!
 //! With `--repeat N` every system runs N times in turn and the table shows
-//! each one's median run (by wall time): on a shared machine single runs
-//! vary by 10-20%.
+//! each one's median run (by wall time; its CPU, RSS and latency too): on a
+//! shared machine single runs vary by 10-20%.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -400,7 +400,10 @@ fn run() -> Result<(), String> {
         );
     }
     if args.repeat > 1 {
-        println!("(each figure: the median of {} runs)", args.repeat);
+        println!(
+            "(each row: the run with the median wall time of {} runs)",
+            args.repeat
+        );
     }
     Ok(())
 }

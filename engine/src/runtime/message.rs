@@ -81,20 +81,22 @@ impl WindowBatch {
         self.times.is_empty()
     }
 
-    /// An empty batch from `input` with room for as much as `like` had room
-    /// for: batches of one emitter are alike, and a batch that starts at its
-    /// final size does not regrow its seven vectors on the hot path.
+    /// An empty batch from `input` with room for as much as `like` holds:
+    /// batches of one emitter are alike, and a batch that starts at its
+    /// final size does not regrow its vectors on the hot path. Sized by what
+    /// `like` holds, not its capacity, so one outsized batch does not size
+    /// every later one, and a small flushed batch starts a small one.
     pub fn sized_like(input: InputId, like: &WindowBatch) -> WindowBatch {
         WindowBatch {
             input,
-            times: Vec::with_capacity(like.times.capacity()),
-            watermarks: Vec::with_capacity(like.watermarks.capacity()),
-            hashes: Vec::with_capacity(like.hashes.capacity()),
-            keys: Vec::with_capacity(like.keys.capacity()),
-            key_ends: Vec::with_capacity(like.key_ends.capacity()),
-            args: Vec::with_capacity(like.args.capacity()),
-            raw: Vec::with_capacity(like.raw.capacity()),
-            raw_ends: Vec::with_capacity(like.raw_ends.capacity()),
+            times: Vec::with_capacity(like.times.len()),
+            watermarks: Vec::with_capacity(like.watermarks.len()),
+            hashes: Vec::with_capacity(like.hashes.len()),
+            keys: Vec::with_capacity(like.keys.len()),
+            key_ends: Vec::with_capacity(like.key_ends.len()),
+            args: Vec::with_capacity(like.args.len()),
+            raw: Vec::with_capacity(like.raw.len()),
+            raw_ends: Vec::with_capacity(like.raw_ends.len()),
             final_watermark: i64::MIN,
             origin: None,
         }

@@ -93,6 +93,8 @@ pub struct SinkOut {
     name: String,
     /// Latency origin of the oldest buffered line.
     origin: Option<Instant>,
+    /// Length of the last batch sent (what the next one reserves).
+    last_len: usize,
 }
 
 impl SinkOut {
@@ -104,6 +106,7 @@ impl SinkOut {
             buf: Vec::new(),
             name,
             origin: None,
+            last_len: 0,
         }
     }
 
@@ -120,9 +123,10 @@ impl SinkOut {
     ) -> Result<(), EngineError> {
         if self.buf.is_empty() {
             self.origin = origin;
-            // Sized once for the whole batch: growing it by doubling copied
-            // every batch four more times on the way to SINK_BATCH.
-            self.buf.reserve(SINK_BATCH + line.len() + 1);
+            // Sized like the previous batch: growing each batch by doubling
+            // copied it four more times on the way to SINK_BATCH, while a
+            // trickle of small flushes keeps small buffers.
+            self.buf.reserve(self.last_len.max(line.len() + 1));
         }
         self.buf.extend_from_slice(line);
         self.buf.push(b'\n');
@@ -138,6 +142,8 @@ impl SinkOut {
             return Ok(());
         }
         let lines = std::mem::take(&mut self.buf);
+        // Room for a full batch and its last line, no more.
+        self.last_len = lines.len().min(SINK_BATCH + SINK_BATCH / 4);
         self.sender
             .send_blocking(SinkMsg::Lines(self.input, lines, self.origin.take()))
             .map_err(|_| EngineError::Disconnected(self.name.clone()))

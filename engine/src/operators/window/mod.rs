@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod assign;
 mod emit;
 pub mod key;
+mod round;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -244,6 +245,10 @@ impl WindowTask {
             if self.cache.should_spill() {
                 self.evict_after = Some(id);
             }
+            // This checkpoint answers any early request: if the cache still
+            // needs to spill it evicts after it, and if a fire shrank the
+            // cache meanwhile, a later growth must be able to ask again.
+            self.early_requested = false;
         }
         self.checkpoints.report(Part {
             task: self.task.clone(),
@@ -394,6 +399,7 @@ impl WindowTask {
             self.cache.load(&self.store, pane)?;
         }
         let merged = &mut self.merge_table;
+        let mut largest = 0;
         for shard in 0..SHARDS {
             merged.clear();
             for &pane in &panes {
@@ -406,12 +412,15 @@ impl WindowTask {
                     }
                 }
             }
+            largest = largest.max(merged.len());
             for (_, key, partial) in merged.iter() {
                 self.out
                     .emit(start, end, key, partial, watermark, &mut self.counts)?;
             }
         }
+        // Keep room for a shard of this fire, not of the largest fire ever.
         merged.clear();
+        merged.shrink_to(largest, |(h, _, _)| *h);
         let obsolete = start.saturating_add(self.panes.slide());
         while let Some(pane) = self
             .cache
