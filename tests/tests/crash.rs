@@ -75,13 +75,15 @@ impl JobDir {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(kflow_bin());
+        let mut command = self.loud_command();
+        command.arg("-q").args(args);
         command
-            .current_dir(self.path())
-            .arg("run")
-            .arg("job.toml")
-            .arg("-q")
-            .args(args);
+    }
+
+    /// `kflow run job.toml` with its status line and run summary.
+    fn loud_command(&self) -> Command {
+        let mut command = Command::new(kflow_bin());
+        command.current_dir(self.path()).arg("run").arg("job.toml");
         command
     }
 
@@ -289,17 +291,7 @@ path = "out/recent.jsonl"
     let spilling_job = format!("{HEADER}state_memory = \"64KB\"\n{SOURCE}{windows}");
     let spilling = JobDir::new(&spilling_job, &inputs);
     let started = Instant::now();
-    let out = run_with_timeout(
-        {
-            let mut command = Command::new(kflow_bin());
-            command
-                .current_dir(spilling.path())
-                .args(["run", "job.toml"]);
-            command
-        },
-        TIMEOUT,
-    )
-    .unwrap();
+    let out = run_with_timeout(spilling.loud_command(), TIMEOUT).unwrap();
     let full = started.elapsed();
     assert!(out.status.success(), "kflow failed: {}", out.stderr);
     // The run summary: `checkpoints  N  (…, M early (memory budget, …))`;
