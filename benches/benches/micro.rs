@@ -138,7 +138,7 @@ fn window_state(c: &mut Criterion) {
             }
         }
         let mut batch = StateBatch::new();
-        cache.snapshot(&mut batch);
+        cache.snapshot(&mut batch, true);
         if let Err(e) = store.write(batch, false) {
             panic!("{e}");
         }
@@ -152,7 +152,7 @@ fn window_state(c: &mut Criterion) {
             }
             if i % keys.len() == 0 {
                 let mut batch = StateBatch::new();
-                cache.snapshot(&mut batch);
+                cache.snapshot(&mut batch, true);
                 let _ = store.write(batch, false);
                 cache.evict();
             }
@@ -162,29 +162,34 @@ fn window_state(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("checkpoint");
     group.throughput(Throughput::Elements(10_000));
-    group.bench_function("snapshot + synced write of 10k dirty partials", |b| {
-        b.iter_batched(
-            || {
-                let mut cache: WindowCache<Partial> = WindowCache::new(3, usize::MAX);
-                for (hash, key) in keys.iter().take(10_000) {
-                    if let Ok(p) =
-                        cache.get_mut(&store, 120_000, *hash, key, || Partial::new(&aggs))
-                    {
-                        p.update(&args);
+    // `evicting` stores the time key by key (as before an eviction);
+    // otherwise it is packed (a time wholly in memory, all of it dirty).
+    for (name, evicting) in [("packed", false), ("key by key", true)] {
+        let id = format!("snapshot + synced write of 10k dirty partials, {name}");
+        group.bench_function(id, |b| {
+            b.iter_batched(
+                || {
+                    let mut cache: WindowCache<Partial> = WindowCache::new(3, usize::MAX);
+                    for (hash, key) in keys.iter().take(10_000) {
+                        if let Ok(p) =
+                            cache.get_mut(&store, 120_000, *hash, key, || Partial::new(&aggs))
+                        {
+                            p.update(&args);
+                        }
                     }
-                }
-                cache
-            },
-            |mut cache| {
-                let mut batch = StateBatch::new();
-                cache.snapshot(&mut batch);
-                if let Err(e) = store.write(batch, true) {
-                    panic!("{e}");
-                }
-            },
-            BatchSize::LargeInput,
-        )
-    });
+                    cache
+                },
+                |mut cache| {
+                    let mut batch = StateBatch::new();
+                    cache.snapshot(&mut batch, evicting);
+                    if let Err(e) = store.write(batch, true) {
+                        panic!("{e}");
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     group.finish();
 }
 

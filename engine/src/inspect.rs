@@ -132,6 +132,13 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
                 }
                 true
             })?;
+            store.for_each_prefix(Family::Packs, &instance.to_be_bytes(), |key, pack| {
+                entries += kflow_state::pack::entries(pack).count() as u64;
+                if let Ok((_, t, _)) = codec::decode_key(key) {
+                    times.insert(t);
+                }
+                true
+            })?;
         }
         let _ = writeln!(
             out,

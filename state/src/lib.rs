@@ -7,12 +7,15 @@
 //!   firing windows in time order is a range scan.
 //! - [`WindowCache`] is the in-memory write-back cache in front of it: hot
 //!   window partials are updated in place and only written to RocksDB when a
-//!   snapshot is taken or the memory budget is exceeded.
+//!   snapshot is taken or the memory budget is exceeded. Times wholly in
+//!   memory are snapshotted as [`pack`]s (a few large values per time),
+//!   the others key by key.
 
 pub mod batch;
 pub mod cache;
 pub mod codec;
 mod error;
+pub mod pack;
 pub mod store;
 
 pub use batch::StateBatch;

@@ -28,16 +28,20 @@ pub enum Family {
     Dedup = 1,
     /// Checkpoint metadata, the format marker and the job fingerprint.
     Meta = 2,
+    /// Packed window partials: `operator | time | bucket` -> partials
+    /// (see [`crate::pack`]).
+    Packs = 3,
 }
 
 impl Family {
-    const ALL: [Family; 3] = [Family::Windows, Family::Dedup, Family::Meta];
+    const ALL: [Family; 4] = [Family::Windows, Family::Dedup, Family::Meta, Family::Packs];
 
     fn name(self) -> &'static str {
         match self {
             Family::Windows => "windows",
             Family::Dedup => "dedup",
             Family::Meta => "meta",
+            Family::Packs => "packs",
         }
     }
 
@@ -91,7 +95,14 @@ impl StateStore {
                 reason: "it holds files but no RocksDB database".into(),
             });
         }
-        let options = Self::options(false);
+        // A database made before the `packs` family existed gains it; any
+        // other set of families is some other program's (refused below).
+        let families = DB::list_cf(&Options::default(), dir).unwrap_or_default();
+        let before_packs = families.len() == 4
+            && ["default", "windows", "dedup", "meta"]
+                .iter()
+                .all(|name| families.iter().any(|f| f == name));
+        let options = Self::options(before_packs);
         let db = DB::open_cf_descriptors(&options, dir, Self::families())
             .map_err(|source| Self::open_error(&path, source))?;
         let store = StateStore { db, path };
@@ -422,6 +433,44 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
         let err = StateStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StateError::Foreign { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_database_from_before_packs_gains_the_family() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = DB::open_cf(&options, dir.path(), ["windows", "dedup", "meta"]).unwrap();
+            let meta = db.cf_handle("meta").unwrap();
+            db.put_cf(meta, FORMAT_KEY, FORMAT_VALUE).unwrap();
+            db.put_cf(db.cf_handle("windows").unwrap(), b"k", b"v")
+                .unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(Family::Windows, b"k").unwrap().unwrap(), b"v");
+        let mut batch = StateBatch::new();
+        batch.put(Family::Packs, b"p", b"q");
+        store.write(batch, true).unwrap();
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(Family::Packs, b"p").unwrap().unwrap(), b"q");
+    }
+
+    #[test]
+    fn other_column_families_are_not_taken_for_an_old_database() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            DB::open_cf(&options, dir.path(), ["windows", "dedup", "other"]).unwrap();
+        }
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Foreign { .. }), "{err}");
+        let families = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(!families.iter().any(|f| f == "packs"), "{families:?}");
     }
 
     #[test]

@@ -92,8 +92,12 @@ pub struct WindowState {
     pub watermark: i64,
     /// Each input's watermark, by emitter name.
     pub inputs: BTreeMap<String, i64>,
-    /// Pane/window end times that have partials in RocksDB.
+    /// Pane/window end times whose partials are in RocksDB key by key
+    /// (loaded lazily after a restart).
     pub stored_times: Vec<i64>,
+    /// Pane/window end times stored as packs (loaded whole at start).
+    #[serde(default)]
+    pub packed_times: Vec<i64>,
     /// Number of (time, key) partials stored.
     pub entries: u64,
     /// The partition finished (all inputs ended, everything fired).
@@ -158,8 +162,32 @@ pub enum PartState {
     Source(SourceState),
     /// From a window partition.
     Window(WindowState),
-    /// From a sink.
-    Sink(SinkState),
+    /// From a sink, with what makes its output durable when that is left
+    /// to the coordinator.
+    Sink(SinkState, Option<Durability>),
+}
+
+/// Work that makes a part's output durable (a file sink's `fdatasync`),
+/// run by the coordinator before it commits the checkpoint. The sink goes on
+/// writing meanwhile instead of waiting for the disk, which with a large
+/// output stalled the whole pipeline for the length of the sync.
+pub struct Durability(Box<dyn FnOnce() -> Result<(), EngineError> + Send>);
+
+impl Durability {
+    /// Work to run before the checkpoint commits.
+    pub fn new(work: impl FnOnce() -> Result<(), EngineError> + Send + 'static) -> Durability {
+        Durability(Box::new(work))
+    }
+
+    fn run(self) -> Result<(), EngineError> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Durability")
+    }
 }
 
 /// One task's contribution to a checkpoint.
@@ -348,6 +376,7 @@ impl Coordinator {
                 self.receive(&mut queues, Duration::from_millis(50))?;
             }
             let mut batch = StateBatch::new();
+            let mut durability = Vec::new();
             for (task, queue) in &mut queues {
                 if ended.contains(task) {
                     continue;
@@ -364,8 +393,9 @@ impl Coordinator {
                         PartState::Window(w) => {
                             self.meta.windows.insert(task.clone(), w);
                         }
-                        PartState::Sink(s) => {
+                        PartState::Sink(s, durable) => {
                             self.meta.sinks.insert(task.clone(), s);
+                            durability.extend(durable);
                         }
                     }
                     if is_final {
@@ -378,6 +408,11 @@ impl Coordinator {
                 }
             }
             let finished = ended.len() == queues.len();
+            let started = Instant::now();
+            for work in durability {
+                work.run()?;
+            }
+            stats.write_time += started.elapsed();
             self.commit(id, finished, batch, &mut stats)?;
             if early {
                 stats.early += 1;

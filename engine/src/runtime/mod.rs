@@ -154,6 +154,7 @@ pub fn prepare(
     };
     if let Start::Fresh { .. } = start {
         store.clear(Family::Windows)?;
+        store.clear(Family::Packs)?;
         store.clear(Family::Dedup)?;
         store.clear(Family::Meta)?;
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::LineWriter;
 use crate::error::EngineError;
-use crate::runtime::checkpoint::SinkState;
+use crate::runtime::checkpoint::{Durability, SinkState};
 
 /// Writes lines to a file.
 pub struct FileWriter {
@@ -116,14 +116,25 @@ impl LineWriter for FileWriter {
         result.map_err(|e| self.io(e))
     }
 
-    fn commit(&mut self) -> Result<SinkState, EngineError> {
-        if let Some(file) = self.file.as_mut() {
-            let result = file.flush().and_then(|()| file.get_ref().sync_data());
-            result.map_err(|e| self.io(e))?;
-        }
-        Ok(SinkState {
+    fn commit(&mut self) -> Result<(SinkState, Option<Durability>), EngineError> {
+        let state = SinkState {
             path: Some(self.path.clone()),
             length: self.length,
-        })
+        };
+        let Some(file) = self.file.as_mut() else {
+            return Ok((state, None));
+        };
+        // Flushed here, synced by the coordinator (through a second handle
+        // on the same file) while this sink writes on: the sync then covers
+        // the committed length and perhaps more, which recovery cuts off.
+        let handle = file.flush().and_then(|()| file.get_ref().try_clone());
+        let handle = handle.map_err(|e| self.io(e))?;
+        let (name, path) = (self.name.clone(), self.path.clone());
+        let sync = Durability::new(move || {
+            handle
+                .sync_data()
+                .map_err(|source| EngineError::SinkIo { name, path, source })
+        });
+        Ok((state, Some(sync)))
     }
 }

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use crate::error::EngineError;
 use crate::kinesis::put::{PutEntry, PutError, Putter};
 use crate::kinesis::{connect, Endpoint};
-use crate::runtime::checkpoint::SinkState;
+use crate::runtime::checkpoint::{Durability, SinkState};
 
 use super::LineWriter;
 
@@ -128,13 +128,14 @@ impl LineWriter for KinesisWriter {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<SinkState, EngineError> {
+    fn commit(&mut self) -> Result<(SinkState, Option<Durability>), EngineError> {
         let result = self.runtime.block_on(self.putter.flush());
         result.map_err(|e| self.error(e))?;
-        Ok(SinkState {
+        let state = SinkState {
             path: None,
             length: self.putter.stats().records,
-        })
+        };
+        Ok((state, None))
     }
 }
 

@@ -2,8 +2,10 @@
 //! has ended, and commit their output with each checkpoint.
 //!
 //! Emitters serialize rows themselves, so a sink only moves bytes. At a
-//! checkpoint barrier (aligned over its inputs) a file sink flushes and
-//! syncs, and reports its length: the committed prefix of the file. After a
+//! checkpoint barrier (aligned over its inputs) a file sink flushes, and
+//! reports its length (the committed prefix of the file) with the
+//! `fdatasync` that makes it durable, which the checkpoint coordinator runs
+//! before it commits while the sink writes on. After a
 //! crash the file is cut back to that length and the replay writes the rest
 //! again, so the file ends up exactly as one uninterrupted run would leave
 //! it. The stdout sink cannot take rows back: it is at-least-once. The file
@@ -22,7 +24,9 @@ use hdrhistogram::Histogram;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
 use crate::runtime::align::Aligner;
-use crate::runtime::checkpoint::{CheckpointCtx, CrashPoint, Part, PartState, SinkState};
+use crate::runtime::checkpoint::{
+    CheckpointCtx, CrashPoint, Durability, Part, PartState, SinkState,
+};
 use crate::runtime::message::{InputId, SinkMsg};
 
 pub use file::FileWriter;
@@ -41,11 +45,13 @@ pub trait LineWriter: Send {
     /// # Errors
     /// The sink's I/O error.
     fn flush(&mut self) -> Result<(), EngineError>;
-    /// Makes everything written so far durable and says how much that is.
+    /// Says how much has been written and makes it durable, now or by the
+    /// returned work, which the checkpoint coordinator runs before it
+    /// commits the checkpoint.
     ///
     /// # Errors
     /// The sink's I/O error.
-    fn commit(&mut self) -> Result<SinkState, EngineError>;
+    fn commit(&mut self) -> Result<(SinkState, Option<Durability>), EngineError>;
 }
 
 /// A sink task.
@@ -102,23 +108,27 @@ impl SinkTask {
                 SinkMsg::End(input) => aligner.end(input),
             };
             if let Some(id) = snapshot {
-                let state = self.writer.commit()?;
-                self.report(Some(id), state)?;
+                let committed = self.writer.commit()?;
+                self.report(Some(id), committed)?;
                 aligner.release();
             }
         }
-        let state = self.writer.commit()?;
+        let committed = self.writer.commit()?;
         if let Some(h) = &latency {
             self.metrics.add_latency(h);
         }
-        self.report(None, state)
+        self.report(None, committed)
     }
 
-    fn report(&self, checkpoint: Option<u64>, state: SinkState) -> Result<(), EngineError> {
+    fn report(
+        &self,
+        checkpoint: Option<u64>,
+        (state, durable): (SinkState, Option<Durability>),
+    ) -> Result<(), EngineError> {
         self.checkpoints.report(Part {
             task: self.name.clone(),
             checkpoint,
-            state: PartState::Sink(state),
+            state: PartState::Sink(state, durable),
             batch: kflow_state::StateBatch::new(),
         })
     }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::LineWriter;
 use crate::error::EngineError;
-use crate::runtime::checkpoint::SinkState;
+use crate::runtime::checkpoint::{Durability, SinkState};
 
 /// Writes lines to standard output.
 pub struct StdoutWriter {
@@ -41,11 +41,12 @@ impl LineWriter for StdoutWriter {
         std::io::stdout().lock().flush().map_err(|e| self.io(e))
     }
 
-    fn commit(&mut self) -> Result<SinkState, EngineError> {
+    fn commit(&mut self) -> Result<(SinkState, Option<Durability>), EngineError> {
         self.flush()?;
-        Ok(SinkState {
+        let state = SinkState {
             path: None,
             length: self.written,
-        })
+        };
+        Ok((state, None))
     }
 }

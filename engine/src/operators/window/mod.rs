@@ -100,6 +100,8 @@ pub struct WindowTask {
     grows: bool,
     /// A sliding window's per-key merge of its panes (one shard at a time).
     merge_table: HashTable<(u64, SmallVec<[u8; 16]>, Partial)>,
+    /// Restored packed times, loaded when the task starts running.
+    packed: Vec<i64>,
 }
 
 impl WindowTask {
@@ -135,6 +137,7 @@ impl WindowTask {
             .collect();
         let mut cache = WindowCache::new(ctx.instance, ctx.budget);
         cache.add_spilled(restore.stored_times.iter().copied());
+        let packed = restore.packed_times.clone();
         WindowTask {
             task: ctx.task,
             panes: ctx.panes,
@@ -155,6 +158,7 @@ impl WindowTask {
             early_requested: false,
             grows,
             merge_table: HashTable::new(),
+            packed,
         }
     }
 
@@ -164,6 +168,8 @@ impl WindowTask {
     /// # Errors
     /// State failures, or a lost peer task.
     pub fn run(mut self) -> Result<(), EngineError> {
+        let packed = std::mem::take(&mut self.packed);
+        self.cache.load_packed(&self.store, packed)?;
         while !self.aligner.all_ended() {
             let msg = self
                 .aligner
@@ -223,8 +229,11 @@ impl WindowTask {
     /// Reports this partition's state for `checkpoint` (`None`: final) and
     /// forwards the barrier downstream.
     fn snapshot(&mut self, checkpoint: Option<u64>) -> Result<(), EngineError> {
+        // Eviction follows the commit if the cache is full: the snapshot
+        // then stores every time key by key, so any entry can be dropped.
+        let evicting = checkpoint.is_some() && self.cache.should_spill();
         let mut batch = StateBatch::new();
-        self.cache.snapshot(&mut batch);
+        self.cache.snapshot(&mut batch, evicting);
         let state = WindowState {
             fired_through: self.fired_through,
             watermark: self.watermark,
@@ -234,6 +243,7 @@ impl WindowTask {
                 .map(|i| (i.name.clone(), i.watermark))
                 .collect::<BTreeMap<_, _>>(),
             stored_times: self.cache.stored_times(),
+            packed_times: self.cache.packed_times(),
             entries: self.cache.len() as u64,
             ended: checkpoint.is_none(),
         };
@@ -242,7 +252,7 @@ impl WindowTask {
             for sink in &mut self.late {
                 sink.barrier(id)?;
             }
-            if self.cache.should_spill() {
+            if evicting {
                 self.evict_after = Some(id);
             }
             // This checkpoint answers any early request: if the cache still

@@ -1,0 +1,340 @@
+//! The write-back cache of window partials in front of RocksDB.
+//!
+//! Partials are grouped by time (a window's or pane's end) and hashed by key
+//! with the caller's stable hash, so an update is one BTreeMap step to the
+//! time and one hash probe, with no RocksDB access. RocksDB is read only for
+//! times that were evicted ("spilled") earlier, so a job whose state fits in
+//! memory never reads the database. [`WindowCache::snapshot`] writes what
+//! changed (and the removal of fired times) into a [`StateBatch`]: a time
+//! wholly in memory as [`crate::pack`]s, rewriting the buckets that
+//! changed, unless few of its partials changed or it is about to be
+//! evicted, in which case it is stored (from then on) key by key, its dirty
+//! entries only; [`WindowCache::evict`] then drops clean entries of keyed
+//! times to honour the budget.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::hash_table::{Entry as TableEntry, HashTable};
+use smallvec::SmallVec;
+
+use crate::codec;
+use crate::store::{Family, StateStore};
+use crate::StateError;
+
+mod persist;
+
+/// A value the cache can keep and persist.
+pub trait StateValue: Sized {
+    /// Appends the value's bytes.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Reads a value written by [`StateValue::encode`].
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] when the bytes are not a valid encoding.
+    fn decode(bytes: &[u8]) -> Result<Self, StateError>;
+    /// Heap bytes owned by the value (for the memory budget).
+    fn heap_bytes(&self) -> usize;
+}
+
+/// A cached key: short keys (most are) live inside the entry, so a probe
+/// compares them without following a pointer.
+type Key = SmallVec<[u8; 16]>;
+
+struct Entry<V> {
+    hash: u64,
+    key: Key,
+    value: V,
+    dirty: bool,
+}
+
+impl<V: StateValue> Entry<V> {
+    fn bytes(&self) -> usize {
+        let key_heap = if self.key.spilled() {
+            self.key.capacity()
+        } else {
+            0
+        };
+        // Heap outside the table only: the table's slots are counted by
+        // capacity (see `WindowCache::table_bytes`).
+        key_heap + self.value.heap_bytes()
+    }
+}
+
+/// Shards per time: a table grows (doubles) one shard at a time, so a
+/// resize never holds two copies of a whole large time's table at once.
+/// A key lands in the same shard of every time, so callers can merge times
+/// one shard at a time (see [`WindowCache::shard_entries`]).
+pub const SHARDS: usize = 16;
+
+/// The entries of one time, sharded by hash.
+struct Table<V> {
+    shards: Vec<HashTable<Entry<V>>>,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Table<V> {
+        Table {
+            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
+        }
+    }
+}
+
+impl<V> Table<V> {
+    /// An empty table sized to hold as many entries per shard as `like`
+    /// holds: times of a stream usually see similar key counts, and a table
+    /// that starts at its final size never rehashes on the hot path.
+    fn sized_like(like: &Table<V>) -> Table<V> {
+        Table {
+            shards: like
+                .shards
+                .iter()
+                .map(|s| HashTable::with_capacity(s.len()))
+                .collect(),
+        }
+    }
+
+    fn index(hash: u64) -> usize {
+        // Bits hashbrown does not use for its buckets or control bytes.
+        (hash >> 40) as usize % SHARDS
+    }
+
+    fn shard(&self, hash: u64) -> &HashTable<Entry<V>> {
+        &self.shards[Self::index(hash)]
+    }
+
+    fn shard_mut(&mut self, hash: u64) -> &mut HashTable<Entry<V>> {
+        &mut self.shards[Self::index(hash)]
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry<V>> {
+        self.shard(hash).find(hash, |e| &*e.key == key)
+    }
+
+    fn entry(&mut self, hash: u64, key: &[u8]) -> TableEntry<'_, Entry<V>> {
+        self.shard_mut(hash)
+            .entry(hash, |e| &*e.key == key, |e| e.hash)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
+        self.shards.iter().flat_map(HashTable::iter)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry<V>> {
+        self.shards.iter_mut().flat_map(HashTable::iter_mut)
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(HashTable::len).sum()
+    }
+
+    fn capacity(&self) -> usize {
+        self.shards.iter().map(HashTable::capacity).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.shards.iter().all(HashTable::is_empty)
+    }
+}
+
+/// Keyed partials of one operator instance, by time.
+pub struct WindowCache<V> {
+    instance: u32,
+    times: BTreeMap<i64, Table<V>>,
+    /// Times that have entries in RocksDB which may be missing from memory.
+    spilled: BTreeSet<i64>,
+    /// Times stored key by key in RocksDB (a superset of `spilled`).
+    on_disk: BTreeSet<i64>,
+    /// Times stored as packs: wholly in memory, never evicted.
+    packed: BTreeSet<i64>,
+    /// Stored times removed since the last snapshot, whose RocksDB entries
+    /// (in this family) must go.
+    removed: Vec<(Family, i64)>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl<V: StateValue> WindowCache<V> {
+    /// An empty cache for state instance `instance` (see
+    /// [`codec::instance`]) that wants to stay under `budget` bytes.
+    pub fn new(instance: u32, budget: usize) -> WindowCache<V> {
+        WindowCache {
+            instance,
+            times: BTreeMap::new(),
+            spilled: BTreeSet::new(),
+            on_disk: BTreeSet::new(),
+            packed: BTreeSet::new(),
+            removed: Vec::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// Marks times found in RocksDB at start-up (restored state) as spilled.
+    pub fn add_spilled(&mut self, times: impl IntoIterator<Item = i64>) {
+        for time in times {
+            self.spilled.insert(time);
+            self.on_disk.insert(time);
+        }
+    }
+
+    /// Times whose entries are stored key by key in RocksDB, oldest first.
+    pub fn stored_times(&self) -> Vec<i64> {
+        self.on_disk.iter().copied().collect()
+    }
+
+    /// Times stored as packs, oldest first. After a snapshot every time
+    /// with entries is in this list or in [`WindowCache::stored_times`].
+    pub fn packed_times(&self) -> Vec<i64> {
+        self.packed.iter().copied().collect()
+    }
+
+    /// Estimated bytes held in memory: the hash tables' slots (by
+    /// capacity, used or not, with their control bytes) plus what entries
+    /// own on the heap.
+    pub fn bytes(&self) -> usize {
+        self.bytes + self.table_bytes()
+    }
+
+    fn table_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<Entry<V>>() + 1;
+        // Buckets are a power of two with at most 7/8 of them usable.
+        self.times
+            .values()
+            .map(|t| t.capacity() * 8 / 7 * slot)
+            .sum()
+    }
+
+    /// Whether the cache should spill: it holds more than two thirds of its
+    /// budget. The last third is room for the records that arrive while the
+    /// checkpoint that lets it evict is taken.
+    pub fn should_spill(&self) -> bool {
+        self.bytes() > self.budget / 3 * 2
+    }
+
+    /// Whether the cache holds more than its budget: the owner should stop
+    /// taking records until it can evict.
+    pub fn over_budget(&self) -> bool {
+        self.bytes() > self.budget
+    }
+
+    /// Number of entries in memory.
+    pub fn len(&self) -> usize {
+        self.times.values().map(Table::len).sum()
+    }
+
+    /// Whether no entries are in memory and none are spilled.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty() && self.spilled.is_empty()
+    }
+
+    /// The smallest time with entries (in memory or spilled) that is `>= from`.
+    pub fn first_time_from(&self, from: i64) -> Option<i64> {
+        let mem = self.times.range(from..).next().map(|(t, _)| *t);
+        let disk = self.spilled.range(from..).next().copied();
+        match (mem, disk) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The partial for `(time, key)`, created with `init` when absent both
+    /// here and in RocksDB. The entry is marked dirty.
+    ///
+    /// # Errors
+    /// [`StateError`] when reading a spilled entry fails.
+    pub fn get_mut(
+        &mut self,
+        store: &StateStore,
+        time: i64,
+        hash: u64,
+        key: &[u8],
+        init: impl FnOnce() -> V,
+    ) -> Result<&mut V, StateError> {
+        if !self.times.contains_key(&time) {
+            let table = match self.times.range(..time).next_back() {
+                Some((_, earlier)) => Table::sized_like(earlier),
+                None => Table::default(),
+            };
+            self.times.insert(time, table);
+        }
+        let table = self.times.entry(time).or_default();
+        match table.entry(hash, key) {
+            TableEntry::Occupied(entry) => {
+                let entry = entry.into_mut();
+                entry.dirty = true;
+                Ok(&mut entry.value)
+            }
+            TableEntry::Vacant(slot) => {
+                let value = if self.spilled.contains(&time) {
+                    let mut full = Vec::with_capacity(codec::PREFIX_LEN + key.len());
+                    codec::encode_key(self.instance, time, key, &mut full);
+                    match store.get(Family::Windows, &full)? {
+                        Some(bytes) => V::decode(&bytes)?,
+                        None => init(),
+                    }
+                } else {
+                    init()
+                };
+                let entry = Entry {
+                    hash,
+                    key: Key::from_slice(key),
+                    value,
+                    dirty: true,
+                };
+                self.bytes += entry.bytes();
+                Ok(&mut slot.insert(entry).into_mut().value)
+            }
+        }
+    }
+
+    /// Re-estimates the memory of one entry after the caller grew its value
+    /// (e.g. a distinct set). Cheap enough to call after every update of a
+    /// value whose size can change.
+    pub fn account(&mut self, grown_by: usize) {
+        self.bytes += grown_by;
+    }
+
+    /// The in-memory entries of `time` as `(hash, key, value)`: the hash is
+    /// the one the entry was stored with, so callers need not rehash.
+    pub fn entries_hashed(&self, time: i64) -> impl Iterator<Item = (u64, &[u8], &V)> {
+        self.times
+            .get(&time)
+            .into_iter()
+            .flat_map(|t| t.iter().map(|e| (e.hash, &*e.key, &e.value)))
+    }
+
+    /// The in-memory entries of `time` in shard `shard` (below [`SHARDS`])
+    /// as `(hash, key, value)`. A key is in the same shard of every time.
+    pub fn shard_entries(&self, time: i64, shard: usize) -> impl Iterator<Item = (u64, &[u8], &V)> {
+        self.times
+            .get(&time)
+            .and_then(|t| t.shards.get(shard))
+            .into_iter()
+            .flat_map(|s| s.iter().map(|e| (e.hash, &*e.key, &e.value)))
+    }
+
+    /// The in-memory entries of `time` as `(key, value)`.
+    pub fn entries(&self, time: i64) -> impl Iterator<Item = (&[u8], &V)> {
+        self.entries_hashed(time)
+            .map(|(_, key, value)| (key, value))
+    }
+
+    /// Drops `time` (its windows fired); its RocksDB copies are deleted at
+    /// the next snapshot.
+    pub fn remove(&mut self, time: i64) {
+        if let Some(table) = self.times.remove(&time) {
+            let freed: usize = table.iter().map(Entry::bytes).sum();
+            self.bytes = self.bytes.saturating_sub(freed);
+        }
+        self.spilled.remove(&time);
+        if self.on_disk.remove(&time) {
+            self.removed.push((Family::Windows, time));
+        }
+        if self.packed.remove(&time) {
+            self.removed.push((Family::Packs, time));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+//! Moving a [`WindowCache`]'s partials to and from RocksDB: snapshots
+//! (packed or key by key), eviction, and loading stored times back.
+
+use hashbrown::hash_table::Entry as TableEntry;
+
+use super::{Entry, Key, Table, WindowCache};
+use crate::codec;
+use crate::pack;
+use crate::store::{Family, StateStore};
+use crate::{StateBatch, StateError, StateValue};
+
+impl<V: StateValue> WindowCache<V> {
+    /// Loads the packs of `times` (restored state that was wholly in memory
+    /// when it was checkpointed) into memory, as clean entries.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] when a pack does not decode or a time is
+    /// also stored key by key; [`StateError::Rocks`] when the scan fails.
+    pub fn load_packed(
+        &mut self,
+        store: &StateStore,
+        times: impl IntoIterator<Item = i64>,
+    ) -> Result<(), StateError> {
+        for time in times {
+            if self.on_disk.contains(&time) {
+                return Err(StateError::Corrupt(format!(
+                    "time {time} of state instance {} is stored both packed and key by key",
+                    self.instance
+                )));
+            }
+            let table = self.times.entry(time).or_default();
+            let prefix = codec::prefix(self.instance, time);
+            for (_, bytes) in store.scan_prefix(Family::Packs, &prefix)? {
+                for entry in pack::entries(&bytes) {
+                    let (key, value) = entry?;
+                    let hash = xxhash_rust::xxh3::xxh3_64(key);
+                    if let TableEntry::Vacant(slot) = table.entry(hash, key) {
+                        let entry = Entry {
+                            hash,
+                            key: Key::from_slice(key),
+                            value: V::decode(value)?,
+                            dirty: false,
+                        };
+                        self.bytes += entry.bytes();
+                        slot.insert(entry);
+                    }
+                }
+            }
+            self.packed.insert(time);
+        }
+        Ok(())
+    }
+
+    /// Brings every spilled entry of `time` back into memory, so that
+    /// [`WindowCache::entries`] sees all of them.
+    ///
+    /// # Errors
+    /// [`StateError`] when the scan or a decode fails.
+    pub fn load(&mut self, store: &StateStore, time: i64) -> Result<(), StateError> {
+        if !self.spilled.remove(&time) {
+            return Ok(());
+        }
+        let prefix = codec::prefix(self.instance, time);
+        let found = store.scan_prefix(Family::Windows, &prefix)?;
+        let table = self.times.entry(time).or_default();
+        for (full, bytes) in found {
+            let (_, _, key) = codec::decode_key(&full)?;
+            let hash = xxhash_rust::xxh3::xxh3_64(key);
+            if let TableEntry::Vacant(slot) = table.entry(hash, key) {
+                let entry = Entry {
+                    hash,
+                    key: Key::from_slice(key),
+                    value: V::decode(&bytes)?,
+                    dirty: false,
+                };
+                self.bytes += entry.bytes();
+                slot.insert(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` for every entry of `time`, the stored ones that memory
+    /// does not shadow and then those in memory, and removes the time.
+    /// Stored entries are decoded one at a time, so firing a window much
+    /// larger than the memory budget never loads it whole.
+    ///
+    /// # Errors
+    /// The first error of the scan, a decode or `visit`.
+    pub fn drain<E: From<StateError>>(
+        &mut self,
+        store: &StateStore,
+        time: i64,
+        mut visit: impl FnMut(&[u8], &V) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.spilled.contains(&time) {
+            let prefix = codec::prefix(self.instance, time);
+            let memory = self.times.get(&time);
+            let mut failed: Option<E> = None;
+            store.for_each_prefix(Family::Windows, &prefix, |full, bytes| {
+                let step = codec::decode_key(full).map(|(_, _, key)| {
+                    let hash = xxhash_rust::xxh3::xxh3_64(key);
+                    let shadowed = memory.is_some_and(|t| t.find(hash, key).is_some());
+                    (key, shadowed)
+                });
+                let result = match step {
+                    Ok((_, true)) => Ok(()),
+                    Ok((key, false)) => V::decode(bytes)
+                        .map_err(E::from)
+                        .and_then(|v| visit(key, &v)),
+                    Err(e) => Err(E::from(e)),
+                };
+                match result {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        for (key, value) in self.entries(time) {
+            visit(key, value)?;
+        }
+        self.remove(time);
+        Ok(())
+    }
+
+    /// Writes what changed since the last snapshot, and every pending
+    /// removal, into `batch`; afterwards all entries are clean. With
+    /// `evicting` (an [`WindowCache::evict`] follows once the batch is
+    /// committed) every time is stored key by key, so that eviction can
+    /// drop any clean entry.
+    pub fn snapshot(&mut self, batch: &mut StateBatch, evicting: bool) {
+        for (family, time) in self.removed.drain(..) {
+            let (from, to) = time_range(self.instance, time);
+            batch.delete_range(family, &from, &to);
+        }
+        let mut packs: Vec<Vec<u8>> = Vec::new();
+        let mut scratch = (Vec::new(), Vec::new());
+        for (time, table) in &mut self.times {
+            if self.on_disk.contains(time) {
+                write_keyed(self.instance, *time, table, false, batch, &mut scratch);
+                continue;
+            }
+            let mut buckets = [0u64; pack::BUCKETS / 64];
+            let mut dirty = 0;
+            for entry in table.iter().filter(|e| e.dirty) {
+                let b = pack::bucket(entry.hash);
+                buckets[b / 64] |= 1 << (b % 64);
+                dirty += 1;
+            }
+            if dirty == 0 && !(evicting && self.packed.contains(time)) {
+                continue;
+            }
+            // Rewriting a bucket costs its entries as copies; a keyed
+            // write costs about PUT_COST copies per dirty entry.
+            let rewritten: usize = buckets.iter().map(|w| w.count_ones() as usize).sum();
+            let per_bucket = table.len() / pack::BUCKETS + 1;
+            if evicting || rewritten * per_bucket > PUT_COST * dirty {
+                write_keyed(self.instance, *time, table, true, batch, &mut scratch);
+                if self.packed.remove(time) {
+                    let (from, to) = time_range(self.instance, *time);
+                    batch.delete_range(Family::Packs, &from, &to);
+                }
+                self.on_disk.insert(*time);
+                continue;
+            }
+            packs.resize_with(pack::BUCKETS, Vec::new);
+            for entry in table.iter_mut() {
+                let b = pack::bucket(entry.hash);
+                if buckets[b / 64] & (1 << (b % 64)) != 0 {
+                    pack::push(&mut packs[b], &entry.key, |out| entry.value.encode(out));
+                    entry.dirty = false;
+                }
+            }
+            let key = &mut scratch.0;
+            for (b, bytes) in packs.iter_mut().enumerate() {
+                if !bytes.is_empty() {
+                    key.clear();
+                    pack::key(self.instance, *time, b, key);
+                    batch.put(Family::Packs, key, bytes);
+                    bytes.clear();
+                }
+            }
+            self.packed.insert(*time);
+        }
+    }
+
+    /// Drops every clean entry from memory; their times become spilled.
+    /// Call after [`WindowCache::snapshot`] has been written.
+    pub fn evict(&mut self) {
+        let mut freed = 0;
+        for (time, table) in &mut self.times {
+            if self.packed.contains(time) {
+                // Its only stored copy is its packs, which are rewritten
+                // whole: it stays in memory (a snapshot taken for eviction
+                // stores every time key by key).
+                continue;
+            }
+            for shard in &mut table.shards {
+                let before = shard.len();
+                shard.retain(|e| {
+                    if e.dirty {
+                        true
+                    } else {
+                        freed += e.bytes();
+                        false
+                    }
+                });
+                if shard.len() != before {
+                    self.spilled.insert(*time);
+                    // Give the slots back, or the table keeps its peak size.
+                    shard.shrink_to_fit(|e| e.hash);
+                }
+            }
+        }
+        self.times.retain(|_, t| !t.is_empty());
+        self.bytes = self.bytes.saturating_sub(freed);
+    }
+}
+
+/// What a keyed put costs, in packed entries copied (RocksDB's memtable
+/// insert and log record against a copy into a pack).
+const PUT_COST: usize = 16;
+
+/// The keys from `time`'s first to just past its last, in either family.
+fn time_range(instance: u32, time: i64) -> (Vec<u8>, Vec<u8>) {
+    let from = codec::prefix(instance, time).to_vec();
+    let to = match time.checked_add(1) {
+        Some(next) => codec::prefix(instance, next).to_vec(),
+        None => codec::prefix(instance.saturating_add(1), i64::MIN).to_vec(),
+    };
+    (from, to)
+}
+
+/// Writes the dirty entries of `table` (with `all`, every entry) key by
+/// key, in key order: RocksDB's memtable inserts a sorted run far faster
+/// than keys in hash order (each insert starts where the last one ended).
+fn write_keyed<V: StateValue>(
+    instance: u32,
+    time: i64,
+    table: &mut Table<V>,
+    all: bool,
+    batch: &mut StateBatch,
+    (key, value): &mut (Vec<u8>, Vec<u8>),
+) {
+    let mut entries: Vec<&mut Entry<V>> = table.iter_mut().filter(|e| all || e.dirty).collect();
+    entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    for entry in entries {
+        key.clear();
+        codec::encode_key(instance, time, &entry.key, key);
+        value.clear();
+        entry.value.encode(value);
+        batch.put(Family::Windows, key, value);
+        entry.dirty = false;
+    }
+}

@@ -1,0 +1,319 @@
+//! Tests of the window cache: placement, budget, eviction, snapshots.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::pack;
+use crate::store::StateStore;
+use crate::StateBatch;
+
+#[derive(Debug, PartialEq)]
+struct Count(u64);
+
+impl StateValue for Count {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.to_le_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        let arr: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| StateError::Corrupt("len".into()))?;
+        Ok(Count(u64::from_le_bytes(arr)))
+    }
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+}
+
+fn bump(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, key: &str) {
+    let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+    cache
+        .get_mut(store, time, hash, key.as_bytes(), || Count(0))
+        .unwrap()
+        .0 += 1;
+}
+
+fn counts(cache: &WindowCache<Count>, time: i64) -> Vec<(String, u64)> {
+    let mut out: Vec<_> = cache
+        .entries(time)
+        .map(|(k, v)| (String::from_utf8(k.to_vec()).unwrap(), v.0))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_key_is_in_the_same_shard_of_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(7, usize::MAX);
+    for i in 0..500 {
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
+    }
+    for i in (0..500).step_by(2) {
+        bump(&mut cache, &store, 120_000, &format!("user{i}"));
+    }
+    // The later time's table started at the earlier one's shard sizes.
+    let capacity = |t: i64| cache.times[&t].capacity();
+    assert!(capacity(120_000) >= 500, "{}", capacity(120_000));
+    let shard_of = |time: i64| {
+        let mut found = std::collections::BTreeMap::new();
+        for shard in 0..SHARDS {
+            for (_, key, _) in cache.shard_entries(time, shard) {
+                assert!(found.insert(key.to_vec(), shard).is_none());
+            }
+        }
+        found
+    };
+    let (early, late) = (shard_of(60_000), shard_of(120_000));
+    assert_eq!((early.len(), late.len()), (500, 250));
+    for (key, shard) in &late {
+        assert_eq!(early[key], *shard, "{}", String::from_utf8_lossy(key));
+    }
+    assert!(
+        early
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1
+    );
+}
+
+#[test]
+fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(7, 2_000);
+    for i in 0..100 {
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
+    }
+    assert!(cache.over_budget(), "100 entries should pass a 2 kB budget");
+    assert!(cache.should_spill());
+    let mut batch = StateBatch::new();
+    cache.snapshot(&mut batch, true);
+    assert_eq!(batch.len(), 100);
+    store.write(batch, false).unwrap();
+    cache.evict();
+    assert_eq!(cache.len(), 0);
+    assert_eq!(cache.bytes(), 0);
+    assert!(!cache.over_budget());
+    assert!(!cache.should_spill());
+    assert_eq!(cache.first_time_from(i64::MIN), Some(60_000));
+
+    // A miss on a spilled time reads the stored partial back.
+    bump(&mut cache, &store, 60_000, "user3");
+    assert_eq!(cache.len(), 1);
+    cache.load(&store, 60_000).unwrap();
+    let all = counts(&cache, 60_000);
+    assert_eq!(all.len(), 100);
+    assert!(all.contains(&("user3".to_string(), 2)));
+    assert!(all.contains(&("user4".to_string(), 1)));
+
+    // Removing the time deletes its stored copies at the next snapshot.
+    cache.remove(60_000);
+    assert!(cache.is_empty());
+    let mut batch = StateBatch::new();
+    cache.snapshot(&mut batch, true);
+    store.write(batch, false).unwrap();
+    assert!(store.scan_prefix(Family::Windows, &[]).unwrap().is_empty());
+}
+
+#[test]
+fn drain_visits_stored_and_memory_entries_once_with_memory_winning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(3, usize::MAX);
+    for key in ["a", "b", "c"] {
+        bump(&mut cache, &store, 60_000, key);
+    }
+    let mut batch = StateBatch::new();
+    cache.snapshot(&mut batch, true);
+    store.write(batch, false).unwrap();
+    cache.evict();
+    // `b` is updated again: memory (2) shadows the stored copy (1).
+    bump(&mut cache, &store, 60_000, "b");
+    let mut seen = Vec::new();
+    cache
+        .drain(&store, 60_000, |k, v| {
+            seen.push((String::from_utf8(k.to_vec()).unwrap(), v.0));
+            Ok::<(), StateError>(())
+        })
+        .unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("a".to_string(), 1),
+            ("b".to_string(), 2),
+            ("c".to_string(), 1)
+        ]
+    );
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn times_are_found_in_order_across_memory_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(1, usize::MAX);
+    bump(&mut cache, &store, -120_000, "a");
+    let mut batch = StateBatch::new();
+    cache.snapshot(&mut batch, true);
+    store.write(batch, false).unwrap();
+    cache.evict();
+    bump(&mut cache, &store, 60_000, "b");
+    assert_eq!(cache.first_time_from(i64::MIN), Some(-120_000));
+    assert_eq!(cache.first_time_from(-119_999), Some(60_000));
+    assert_eq!(cache.first_time_from(60_001), None);
+}
+
+fn commit(cache: &mut WindowCache<Count>, store: &StateStore, evicting: bool) -> StateBatch {
+    let mut batch = StateBatch::new();
+    cache.snapshot(&mut batch, evicting);
+    let mut copy = StateBatch::new();
+    for chunk in &batch.chunks {
+        for op in StateBatch::ops_of(chunk) {
+            match op.unwrap() {
+                crate::batch::Op::Put(f, k, v) => copy.put(f, k, v),
+                crate::batch::Op::Delete(f, k) => copy.delete(f, k),
+                crate::batch::Op::DeleteRange(f, a, b) => copy.delete_range(f, a, b),
+            }
+        }
+    }
+    store.write(batch, false).unwrap();
+    copy
+}
+
+fn families(batch: &StateBatch) -> (usize, usize, usize) {
+    let (mut windows, mut packs, mut ranges) = (0, 0, 0);
+    for chunk in &batch.chunks {
+        for op in StateBatch::ops_of(chunk) {
+            match op.unwrap() {
+                crate::batch::Op::Put(Family::Windows, ..) => windows += 1,
+                crate::batch::Op::Put(Family::Packs, ..) => packs += 1,
+                crate::batch::Op::DeleteRange(..) => ranges += 1,
+                _ => {}
+            }
+        }
+    }
+    (windows, packs, ranges)
+}
+
+#[test]
+fn a_time_in_memory_is_packed_and_restored_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(4, usize::MAX);
+    for i in 0..5_000 {
+        bump(&mut cache, &store, 60_000, &format!("user{}", i % 2_000));
+    }
+    let batch = commit(&mut cache, &store, false);
+    let (windows, packs, _) = families(&batch);
+    assert_eq!(windows, 0);
+    assert!((200..=pack::BUCKETS).contains(&packs), "{packs} packs");
+    assert_eq!(cache.packed_times(), [60_000]);
+    assert!(cache.stored_times().is_empty());
+
+    // Clean now: nothing to write. Then one bucket changes: only it is
+    // rewritten (2,000 entries over 256 buckets: cheaper than keyed).
+    assert!(commit(&mut cache, &store, false).is_empty());
+    for _ in 0..3 {
+        bump(&mut cache, &store, 60_000, "user7");
+    }
+    assert_eq!(families(&commit(&mut cache, &store, false)), (0, 1, 0));
+
+    let mut restored = WindowCache::new(4, usize::MAX);
+    restored.load_packed(&store, [60_000]).unwrap();
+    assert_eq!(counts(&restored, 60_000), counts(&cache, 60_000));
+    assert!(counts(&restored, 60_000).contains(&("user7".to_string(), 6)));
+    // Restored entries are clean; packed times are never evicted.
+    restored.evict();
+    assert_eq!(restored.len(), 2_000);
+    assert!(commit(&mut restored, &store, false).is_empty());
+}
+
+#[test]
+fn a_packed_time_with_few_changes_is_stored_key_by_key_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(4, usize::MAX);
+    for i in 0..20_000 {
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
+    }
+    commit(&mut cache, &store, false);
+    // One key in each of 100 buckets' worth: rewriting their buckets
+    // would copy ~8,000 entries for 100 changes.
+    for i in 0..100 {
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
+    }
+    let batch = commit(&mut cache, &store, false);
+    assert_eq!(families(&batch), (20_000, 0, 1));
+    assert_eq!(cache.stored_times(), [60_000]);
+    assert!(cache.packed_times().is_empty());
+    assert!(store.scan_prefix(Family::Packs, &[]).unwrap().is_empty());
+    // From then on only dirty entries are written.
+    bump(&mut cache, &store, 60_000, "user5");
+    assert_eq!(families(&commit(&mut cache, &store, false)), (1, 0, 0));
+    cache.evict();
+    assert_eq!(cache.len(), 0);
+    cache.load(&store, 60_000).unwrap();
+    assert!(counts(&cache, 60_000).contains(&("user5".to_string(), 3)));
+}
+
+#[test]
+fn a_snapshot_for_eviction_stores_packed_times_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(4, usize::MAX);
+    for i in 0..300 {
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
+        bump(&mut cache, &store, 120_000, &format!("user{i}"));
+    }
+    commit(&mut cache, &store, false);
+    assert_eq!(cache.packed_times(), [60_000, 120_000]);
+    bump(&mut cache, &store, 120_000, "user1");
+    // Every entry of both times is written, and their packs deleted.
+    assert_eq!(families(&commit(&mut cache, &store, true)), (600, 0, 2));
+    assert_eq!(cache.stored_times(), [60_000, 120_000]);
+    cache.evict();
+    assert_eq!(cache.len(), 0);
+    assert!(store.scan_prefix(Family::Packs, &[]).unwrap().is_empty());
+    let mut seen = 0;
+    cache
+        .drain(&store, 120_000, |k, v| {
+            seen += 1;
+            assert_eq!(v.0, if k == b"user1" { 2 } else { 1 });
+            Ok::<(), StateError>(())
+        })
+        .unwrap();
+    assert_eq!(seen, 300);
+}
+
+#[test]
+fn removing_a_packed_time_deletes_its_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(4, usize::MAX);
+    bump(&mut cache, &store, 60_000, "a");
+    bump(&mut cache, &store, 120_000, "b");
+    commit(&mut cache, &store, false);
+    cache.remove(60_000);
+    assert_eq!(families(&commit(&mut cache, &store, false)), (0, 0, 1));
+    let left = store.scan_prefix(Family::Packs, &[]).unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].0.starts_with(&codec::prefix(4, 120_000)));
+    assert_eq!(cache.packed_times(), [120_000]);
+}
+
+#[test]
+fn a_time_both_packed_and_keyed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache: WindowCache<Count> = WindowCache::new(4, usize::MAX);
+    cache.add_spilled([60_000]);
+    let err = cache.load_packed(&store, [60_000]).unwrap_err();
+    assert!(
+        err.to_string().contains("both packed and key by key"),
+        "{err}"
+    );
+}
