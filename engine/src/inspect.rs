@@ -133,7 +133,9 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
                 true
             })?;
             store.for_each_prefix(Family::Packs, &instance.to_be_bytes(), |key, pack| {
-                entries += kflow_state::pack::entries(pack).count() as u64;
+                entries += kflow_state::pack::entries(pack)
+                    .filter(Result::is_ok)
+                    .count() as u64;
                 if let Ok((_, t, _)) = codec::decode_key(key) {
                     times.insert(t);
                 }

@@ -276,7 +276,7 @@ fn main() -> ExitCode {
             match run(&plan, &options, quiet) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("kflow: {e:#}");
+                    eprintln!("kflow: {}", causes(&e));
                     ExitCode::from(1)
                 }
             }
@@ -291,4 +291,20 @@ fn run(plan: &kflow_jobs::JobPlan, options: &RunOptions, quiet: bool) -> anyhow:
         eprint!("{}", summary.render());
     }
     Ok(())
+}
+
+/// An error and its causes on one line, each cause once: kflow's errors
+/// already print the error they wrap, which is also their `source()`.
+fn causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
 }

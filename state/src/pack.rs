@@ -20,8 +20,9 @@ use crate::StateError;
 /// Buckets per time.
 pub const BUCKETS: usize = 256;
 
-/// The bucket of a key with hash `hash` (bits that neither the cache's
-/// shards nor hashbrown's probes use, so buckets are even within a shard).
+/// The bucket of a key with hash `hash`: bits 24..32, independent of the
+/// bits that pick a key's partition (32 and up) and its cache shard
+/// (40..44), so every partition and shard spreads over all buckets.
 pub fn bucket(hash: u64) -> usize {
     usize::from((hash >> 24) as u8)
 }
@@ -34,11 +35,13 @@ pub fn key(instance: u32, time: i64, bucket: usize, out: &mut Vec<u8>) {
 
 /// Appends one partial to a pack: its key, then the value `encode` writes.
 pub fn push(pack: &mut Vec<u8>, key: &[u8], encode: impl FnOnce(&mut Vec<u8>)) {
+    debug_assert!(key.len() <= u32::MAX as usize);
     pack.extend_from_slice(&(key.len() as u32).to_le_bytes());
     pack.extend_from_slice(key);
     let at = pack.len();
     pack.extend_from_slice(&[0; 4]);
     encode(pack);
+    debug_assert!(pack.len() - at - 4 <= u32::MAX as usize);
     let len = (pack.len() - at - 4) as u32;
     pack[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }

@@ -95,19 +95,30 @@ impl StateStore {
                 reason: "it holds files but no RocksDB database".into(),
             });
         }
-        // A database made before the `packs` family existed gains it; any
-        // other set of families is some other program's (refused below).
+        // A database made before the `packs` family existed opens without
+        // it and gains it once its marker shows it is kflow's.
         let families = DB::list_cf(&Options::default(), dir).unwrap_or_default();
         let before_packs = families.len() == 4
             && ["default", "windows", "dedup", "meta"]
                 .iter()
                 .all(|name| families.iter().any(|f| f == name));
-        let options = Self::options(before_packs);
-        let db = DB::open_cf_descriptors(&options, dir, Self::families())
+        let opened = Family::ALL
+            .into_iter()
+            .filter(|f| !(before_packs && *f == Family::Packs));
+        let descriptors =
+            opened.map(|f| ColumnFamilyDescriptor::new(f.name(), Self::family_options()));
+        let db = DB::open_cf_descriptors(&Self::options(false), dir, descriptors)
             .map_err(|source| Self::open_error(&path, source))?;
-        let store = StateStore { db, path };
+        let mut store = StateStore { db, path };
         match store.get(Family::Meta, FORMAT_KEY)? {
-            Some(v) if v == FORMAT_VALUE => Ok(store),
+            Some(v) if v == FORMAT_VALUE => {
+                if before_packs {
+                    let name = Family::Packs.name();
+                    let made = store.db.create_cf(name, &Self::family_options());
+                    made.map_err(|e| store.rocks(e))?;
+                }
+                Ok(store)
+            }
             Some(v) => Err(StateError::Foreign {
                 path: store.path.clone(),
                 reason: format!("unknown format {:?}", String::from_utf8_lossy(&v)),
@@ -192,6 +203,12 @@ impl StateStore {
     }
 
     fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+        Family::ALL
+            .into_iter()
+            .map(|f| ColumnFamilyDescriptor::new(f.name(), Self::family_options()))
+    }
+
+    fn family_options() -> Options {
         // Bloom filters: a cache miss on a key that was never stored (most
         // new keys of a spilled window) costs no block reads.
         let mut table = rocksdb::BlockBasedOptions::default();
@@ -203,9 +220,7 @@ impl StateStore {
         // skip list (a 5M-new-key run spent most of its time there).
         family_options.set_memtable_prefix_bloom_ratio(0.1);
         family_options.set_memtable_whole_key_filtering(true);
-        Family::ALL
-            .into_iter()
-            .map(move |f| ColumnFamilyDescriptor::new(f.name(), family_options.clone()))
+        family_options
     }
 
     /// The directory this store lives in.
@@ -320,20 +335,29 @@ impl StateStore {
         Ok(())
     }
 
-    /// Removes every entry of `family` (a fresh start for that data).
+    /// Removes every entry of `families` (a fresh start) in one synced
+    /// write, so a crash leaves either all of it or none of it; the format
+    /// marker stays.
     ///
     /// # Errors
     /// [`StateError::Rocks`] when RocksDB fails.
-    pub fn clear(&self, family: Family) -> Result<(), StateError> {
-        let keys: Vec<Box<[u8]>> = self
-            .scan_range(family, &[], |_| true)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| !(family == Family::Meta && &k[..] == FORMAT_KEY))
-            .collect();
+    pub fn clear(&self, families: &[Family]) -> Result<(), StateError> {
         let mut batch = StateBatch::new();
-        for key in keys {
-            batch.delete(family, &key);
+        for &family in families {
+            // One range delete from the first key to just past the last.
+            let last = self
+                .db
+                .iterator_cf(self.cf(family)?, IteratorMode::End)
+                .next();
+            if let Some(item) = last {
+                let (key, _) = item.map_err(|e| self.rocks(e))?;
+                let mut end = key.to_vec();
+                end.push(0);
+                batch.delete_range(family, &[], &end);
+            }
+            if family == Family::Meta {
+                batch.put(Family::Meta, FORMAT_KEY, FORMAT_VALUE);
+            }
         }
         self.write(batch, true)
     }
@@ -399,8 +423,17 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(&*found[0].0, b"a1");
         assert_eq!(store.get(Family::Windows, b"b1").unwrap().unwrap(), b"z");
-        store.clear(Family::Windows).unwrap();
+        let mut batch = StateBatch::new();
+        batch.put(Family::Meta, b"checkpoint", b"{}");
+        batch.put(Family::Windows, &[0xff, 0xff, 0xff], b"last");
+        store.write(batch, true).unwrap();
+        store.clear(&[Family::Windows, Family::Meta]).unwrap();
         assert!(store.scan_prefix(Family::Windows, b"").unwrap().is_empty());
+        assert_eq!(store.scan_prefix(Family::Meta, b"").unwrap().len(), 1);
+        drop(store);
+        // The marker stayed: the database still opens as kflow's.
+        let store = StateStore::open(dir.path()).unwrap();
+        assert!(store.get(Family::Meta, b"checkpoint").unwrap().is_none());
     }
 
     #[test]

@@ -153,10 +153,7 @@ pub fn prepare(
         },
     };
     if let Start::Fresh { .. } = start {
-        store.clear(Family::Windows)?;
-        store.clear(Family::Packs)?;
-        store.clear(Family::Dedup)?;
-        store.clear(Family::Meta)?;
+        store.clear(&[Family::Windows, Family::Packs, Family::Dedup, Family::Meta])?;
     }
     Ok((store, start))
 }

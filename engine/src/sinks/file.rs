@@ -92,6 +92,14 @@ impl FileWriter {
                 std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
             }
             let file = File::create(&self.path).map_err(|e| self.io(e))?;
+            // The file's name must be as durable as the lengths that later
+            // checkpoints commit for it: sync its directory once.
+            let dir = match self.path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => std::path::Path::new("."),
+            };
+            let synced = File::open(dir).and_then(|d| d.sync_all());
+            synced.map_err(|e| self.io(e))?;
             self.file = Some(BufWriter::with_capacity(1 << 20, file));
         }
         match self.file.as_mut() {

@@ -4,13 +4,14 @@
 //! with the caller's stable hash, so an update is one BTreeMap step to the
 //! time and one hash probe, with no RocksDB access. RocksDB is read only for
 //! times that were evicted ("spilled") earlier, so a job whose state fits in
-//! memory never reads the database. [`WindowCache::snapshot`] writes what
-//! changed (and the removal of fired times) into a [`StateBatch`]: a time
-//! wholly in memory as [`crate::pack`]s, rewriting the buckets that
-//! changed, unless few of its partials changed or it is about to be
-//! evicted, in which case it is stored (from then on) key by key, its dirty
-//! entries only; [`WindowCache::evict`] then drops clean entries of keyed
-//! times to honour the budget.
+//! memory never reads the database. [`WindowCache::snapshot`] (in
+//! `persist.rs`, with eviction and loading) writes what changed, and the
+//! removal of fired times, into a [`crate::StateBatch`]: a time wholly in
+//! memory as [`crate::pack`]s, rewriting the buckets that changed; a time
+//! with few changes, or any time once the cache fills, key by key (all its
+//! entries when it moves to keys, then only the changed ones);
+//! [`WindowCache::evict`] then drops clean entries of keyed times to honour
+//! the budget.
 
 use std::collections::{BTreeMap, BTreeSet};
 

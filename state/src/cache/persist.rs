@@ -28,9 +28,17 @@ impl<V: StateValue> WindowCache<V> {
                     self.instance
                 )));
             }
-            let table = self.times.entry(time).or_default();
             let prefix = codec::prefix(self.instance, time);
-            for (_, bytes) in store.scan_prefix(Family::Packs, &prefix)? {
+            let packs = store.scan_prefix(Family::Packs, &prefix)?;
+            if packs.is_empty() {
+                // A packed time always has a pack: its state is missing.
+                return Err(StateError::Corrupt(format!(
+                    "time {time} of state instance {} is listed as packed but has no packs",
+                    self.instance
+                )));
+            }
+            let table = self.times.entry(time).or_default();
+            for (_, bytes) in packs {
                 for entry in pack::entries(&bytes) {
                     let (key, value) = entry?;
                     let hash = xxhash_rust::xxh3::xxh3_64(key);
@@ -130,11 +138,18 @@ impl<V: StateValue> WindowCache<V> {
     }
 
     /// Writes what changed since the last snapshot, and every pending
-    /// removal, into `batch`; afterwards all entries are clean. With
-    /// `evicting` (an [`WindowCache::evict`] follows once the batch is
-    /// committed) every time is stored key by key, so that eviction can
-    /// drop any clean entry.
+    /// removal, into `batch`; afterwards all entries are clean.
+    ///
+    /// A time wholly in memory is packed: the buckets holding a changed
+    /// entry are rewritten whole. It is stored key by key instead, all its
+    /// entries at once and from then on only the changed ones, when few of
+    /// its entries changed, when `evicting` (an [`WindowCache::evict`]
+    /// follows once the batch is committed, and may drop any clean entry),
+    /// or when the cache holds more than a third of its budget: packed
+    /// times then move to keys ahead of the eviction that needs them there,
+    /// not all in the batch taken when memory is tightest.
     pub fn snapshot(&mut self, batch: &mut StateBatch, evicting: bool) {
+        let key_by_key = evicting || self.bytes() > self.budget / 3;
         for (family, time) in self.removed.drain(..) {
             let (from, to) = time_range(self.instance, time);
             batch.delete_range(family, &from, &to);
@@ -153,14 +168,14 @@ impl<V: StateValue> WindowCache<V> {
                 buckets[b / 64] |= 1 << (b % 64);
                 dirty += 1;
             }
-            if dirty == 0 && !(evicting && self.packed.contains(time)) {
+            if dirty == 0 && !(key_by_key && self.packed.contains(time)) {
                 continue;
             }
             // Rewriting a bucket costs its entries as copies; a keyed
             // write costs about PUT_COST copies per dirty entry.
             let rewritten: usize = buckets.iter().map(|w| w.count_ones() as usize).sum();
             let per_bucket = table.len() / pack::BUCKETS + 1;
-            if evicting || rewritten * per_bucket > PUT_COST * dirty {
+            if key_by_key || rewritten * per_bucket > PUT_COST * dirty {
                 write_keyed(self.instance, *time, table, true, batch, &mut scratch);
                 if self.packed.remove(time) {
                     let (from, to) = time_range(self.instance, *time);

@@ -241,8 +241,8 @@ fn a_packed_time_with_few_changes_is_stored_key_by_key_from_then_on() {
         bump(&mut cache, &store, 60_000, &format!("user{i}"));
     }
     commit(&mut cache, &store, false);
-    // One key in each of 100 buckets' worth: rewriting their buckets
-    // would copy ~8,000 entries for 100 changes.
+    // 100 changes touch ~83 of the 256 buckets: rewriting them would copy
+    // ~6,500 entries, more than 16 puts per change.
     for i in 0..100 {
         bump(&mut cache, &store, 60_000, &format!("user{i}"));
     }
@@ -316,4 +316,70 @@ fn a_time_both_packed_and_keyed_is_refused() {
         err.to_string().contains("both packed and key by key"),
         "{err}"
     );
+}
+
+#[test]
+fn a_packed_time_without_packs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache: WindowCache<Count> = WindowCache::new(4, usize::MAX);
+    let err = cache.load_packed(&store, [60_000]).unwrap_err();
+    assert!(err.to_string().contains("has no packs"), "{err}");
+}
+
+#[test]
+fn loaded_packs_count_against_the_budget_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(4, usize::MAX);
+    for i in 0..1_000 {
+        bump(
+            &mut cache,
+            &store,
+            60_000,
+            &format!("a-key-longer-than-sixteen-bytes-{i}"),
+        );
+    }
+    commit(&mut cache, &store, false);
+    let mut restored: WindowCache<Count> = WindowCache::new(4, usize::MAX);
+    restored.load_packed(&store, [60_000]).unwrap();
+    // Slots plus the keys that live on the heap.
+    assert!(restored.bytes() > 1_000 * 32, "{}", restored.bytes());
+    restored.remove(60_000);
+    assert_eq!(restored.bytes(), 0);
+}
+
+#[test]
+fn a_time_moved_to_keys_is_removed_from_the_keyed_family_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(4, usize::MAX);
+    bump(&mut cache, &store, 60_000, "a");
+    commit(&mut cache, &store, false);
+    commit(&mut cache, &store, true);
+    assert_eq!(cache.stored_times(), [60_000]);
+    cache.remove(60_000);
+    assert_eq!(families(&commit(&mut cache, &store, false)), (0, 0, 1));
+    assert!(store.scan_prefix(Family::Windows, &[]).unwrap().is_empty());
+    assert!(store.scan_prefix(Family::Packs, &[]).unwrap().is_empty());
+}
+
+#[test]
+fn a_cache_past_a_third_of_its_budget_stores_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(4, 1 << 20);
+    for i in 0..100 {
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
+    }
+    assert!(cache.bytes() < (1 << 20) / 3);
+    commit(&mut cache, &store, false);
+    assert_eq!(cache.packed_times(), [60_000]);
+    for i in 0..20_000 {
+        bump(&mut cache, &store, 120_000, &format!("user{i}"));
+    }
+    assert!(cache.bytes() > (1 << 20) / 3);
+    // Both times move to keys, the clean packed one included.
+    assert_eq!(families(&commit(&mut cache, &store, false)), (20_100, 0, 1));
+    assert!(cache.packed_times().is_empty());
 }

@@ -252,7 +252,10 @@ impl WindowTask {
             for sink in &mut self.late {
                 sink.barrier(id)?;
             }
-            if evicting {
+            // An eviction still waiting for an earlier commit must wait for
+            // this one too: this snapshot marked entries clean that only
+            // this checkpoint stores.
+            if evicting || self.evict_after.is_some() {
                 self.evict_after = Some(id);
             }
             // This checkpoint answers any early request: if the cache still
