@@ -199,6 +199,10 @@ impl StateStore {
         // Memtables are bounded across families (checkpoints are synced
         // writes; state beyond the budget lives in SST files, not here).
         options.set_db_write_buffer_size(64 << 20);
+        // A family with few writes (meta, dedup) would otherwise keep every
+        // write-ahead log alive until its memtable fills: flush it instead
+        // once the logs pass this.
+        options.set_max_total_wal_size(128 << 20);
         options
     }
 
@@ -220,6 +224,9 @@ impl StateStore {
         // skip list (a 5M-new-key run spent most of its time there).
         family_options.set_memtable_prefix_bloom_ratio(0.1);
         family_options.set_memtable_whole_key_filtering(true);
+        // Partials are short-lived and their keys (ids, hashes) compress
+        // poorly: compressing cost flushes and compactions CPU for little.
+        family_options.set_compression_type(rocksdb::DBCompressionType::None);
         family_options
     }
 
