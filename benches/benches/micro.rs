@@ -125,22 +125,20 @@ fn window_state(c: &mut Criterion) {
         b.iter(|| {
             let (hash, key) = &keys[i % keys.len()];
             i += 1;
-            cache
-                .get_mut(60_000, *hash, key, || Partial::new(&aggs))
-                .update(&args);
+            if let Ok(p) = cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs)) {
+                p.update(&args);
+            }
         })
     });
-    group.bench_function("update partial, cache miss on a spilled time (with its share of the batched read and snapshot)", |b| {
+    group.bench_function("update partial, cache miss (read from RocksDB)", |b| {
         let mut cache: WindowCache<Partial> = WindowCache::new(2, usize::MAX);
         for (hash, key) in &keys {
-            cache
-                .get_mut(60_000, *hash, key, || Partial::new(&aggs))
-                .update(&args);
+            if let Ok(p) = cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs)) {
+                p.update(&args);
+            }
         }
         let mut batch = StateBatch::new();
-        if let Err(e) = cache.snapshot(&store, &mut batch, true) {
-            panic!("{e}");
-        }
+        cache.snapshot(&mut batch, true);
         if let Err(e) = store.write(batch, false) {
             panic!("{e}");
         }
@@ -149,14 +147,12 @@ fn window_state(c: &mut Criterion) {
         b.iter(|| {
             let (hash, key) = &keys[i % keys.len()];
             i += 1;
-            cache
-                .get_mut(60_000, *hash, key, || Partial::new(&aggs))
-                .update(&args);
+            if let Ok(p) = cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs)) {
+                p.update(&args);
+            }
             if i % keys.len() == 0 {
                 let mut batch = StateBatch::new();
-                if let Err(e) = cache.snapshot(&store, &mut batch, true) {
-            panic!("{e}");
-        }
+                cache.snapshot(&mut batch, true);
                 let _ = store.write(batch, false);
                 cache.evict();
             }
@@ -175,17 +171,17 @@ fn window_state(c: &mut Criterion) {
                 || {
                     let mut cache: WindowCache<Partial> = WindowCache::new(3, usize::MAX);
                     for (hash, key) in keys.iter().take(10_000) {
-                        cache
-                            .get_mut(120_000, *hash, key, || Partial::new(&aggs))
-                            .update(&args);
+                        if let Ok(p) =
+                            cache.get_mut(&store, 120_000, *hash, key, || Partial::new(&aggs))
+                        {
+                            p.update(&args);
+                        }
                     }
                     cache
                 },
                 |mut cache| {
                     let mut batch = StateBatch::new();
-                    if let Err(e) = cache.snapshot(&store, &mut batch, evicting) {
-                        panic!("{e}");
-                    }
+                    cache.snapshot(&mut batch, evicting);
                     if let Err(e) = store.write(batch, true) {
                         panic!("{e}");
                     }

@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 use smallvec::SmallVec;
 
-use crate::store::Family;
+use crate::codec;
+use crate::store::{Family, StateStore};
 use crate::StateError;
 
 mod persist;
@@ -34,9 +35,6 @@ pub trait StateValue: Sized {
     fn decode(bytes: &[u8]) -> Result<Self, StateError>;
     /// Heap bytes owned by the value (for the memory budget).
     fn heap_bytes(&self) -> usize;
-    /// Adds `later`'s updates to this value, as if they had been applied
-    /// to it one by one (partials of a window are mergeable).
-    fn merge(&mut self, later: &Self);
 }
 
 /// A cached key: short keys (most are) live inside the entry, so a probe
@@ -48,10 +46,6 @@ struct Entry<V> {
     key: Key,
     value: V,
     dirty: bool,
-    /// Created for a spilled time without reading RocksDB: `value` holds
-    /// only the updates since, and the stored partial (if any) is merged
-    /// in by `WindowCache::resolve` before anything reads or stores it.
-    delta: bool,
 }
 
 impl<V: StateValue> Entry<V> {
@@ -153,8 +147,6 @@ pub struct WindowCache<V> {
     on_disk: BTreeSet<i64>,
     /// Times stored as packs: wholly in memory, never evicted.
     packed: BTreeSet<i64>,
-    /// Times with entries still to resolve (see [`WindowCache::resolve`]).
-    deltas: BTreeSet<i64>,
     /// Stored times removed since the last snapshot, whose RocksDB entries
     /// (in this family) must go.
     removed: Vec<(Family, i64)>,
@@ -172,7 +164,6 @@ impl<V: StateValue> WindowCache<V> {
             spilled: BTreeSet::new(),
             on_disk: BTreeSet::new(),
             packed: BTreeSet::new(),
-            deltas: BTreeSet::new(),
             removed: Vec::new(),
             bytes: 0,
             budget,
@@ -247,19 +238,19 @@ impl<V: StateValue> WindowCache<V> {
         }
     }
 
-    /// The partial for `(time, key)` to update, created with `init` when
-    /// it is not in memory; the entry is marked dirty. This never reads
-    /// RocksDB: a partial created for a spilled time holds the updates
-    /// until [`WindowCache::resolve`] merges the stored one into it (in
-    /// batches, sorted, before a snapshot or a fire needs it), so a stream
-    /// of new keys costs no point lookups.
+    /// The partial for `(time, key)`, created with `init` when absent both
+    /// here and in RocksDB. The entry is marked dirty.
+    ///
+    /// # Errors
+    /// [`StateError`] when reading a spilled entry fails.
     pub fn get_mut(
         &mut self,
+        store: &StateStore,
         time: i64,
         hash: u64,
         key: &[u8],
         init: impl FnOnce() -> V,
-    ) -> &mut V {
+    ) -> Result<&mut V, StateError> {
         if !self.times.contains_key(&time) {
             let table = match self.times.range(..time).next_back() {
                 Some((_, earlier)) => Table::sized_like(earlier),
@@ -272,22 +263,27 @@ impl<V: StateValue> WindowCache<V> {
             TableEntry::Occupied(entry) => {
                 let entry = entry.into_mut();
                 entry.dirty = true;
-                &mut entry.value
+                Ok(&mut entry.value)
             }
             TableEntry::Vacant(slot) => {
-                let delta = self.spilled.contains(&time);
-                if delta {
-                    self.deltas.insert(time);
-                }
+                let value = if self.spilled.contains(&time) {
+                    let mut full = Vec::with_capacity(codec::PREFIX_LEN + key.len());
+                    codec::encode_key(self.instance, time, key, &mut full);
+                    match store.get(Family::Windows, &full)? {
+                        Some(bytes) => V::decode(&bytes)?,
+                        None => init(),
+                    }
+                } else {
+                    init()
+                };
                 let entry = Entry {
                     hash,
                     key: Key::from_slice(key),
-                    value: init(),
+                    value,
                     dirty: true,
-                    delta,
                 };
                 self.bytes += entry.bytes();
-                &mut slot.insert(entry).into_mut().value
+                Ok(&mut slot.insert(entry).into_mut().value)
             }
         }
     }
@@ -332,7 +328,6 @@ impl<V: StateValue> WindowCache<V> {
             self.bytes = self.bytes.saturating_sub(freed);
         }
         self.spilled.remove(&time);
-        self.deltas.remove(&time);
         if self.on_disk.remove(&time) {
             self.removed.push((Family::Windows, time));
         }

@@ -48,7 +48,6 @@ impl<V: StateValue> WindowCache<V> {
                             key: Key::from_slice(key),
                             value: V::decode(value)?,
                             dirty: false,
-                            delta: false,
                         };
                         self.bytes += entry.bytes();
                         slot.insert(entry);
@@ -66,7 +65,6 @@ impl<V: StateValue> WindowCache<V> {
     /// # Errors
     /// [`StateError`] when the scan or a decode fails.
     pub fn load(&mut self, store: &StateStore, time: i64) -> Result<(), StateError> {
-        self.resolve(store, time)?;
         if !self.spilled.remove(&time) {
             return Ok(());
         }
@@ -82,7 +80,6 @@ impl<V: StateValue> WindowCache<V> {
                     key: Key::from_slice(key),
                     value: V::decode(&bytes)?,
                     dirty: false,
-                    delta: false,
                 };
                 self.bytes += entry.bytes();
                 slot.insert(entry);
@@ -104,7 +101,6 @@ impl<V: StateValue> WindowCache<V> {
         time: i64,
         mut visit: impl FnMut(&[u8], &V) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.resolve(store, time)?;
         if self.spilled.contains(&time) {
             let prefix = codec::prefix(self.instance, time);
             let memory = self.times.get(&time);
@@ -152,16 +148,7 @@ impl<V: StateValue> WindowCache<V> {
     /// or when the cache holds more than a third of its budget: packed
     /// times then move to keys ahead of the eviction that needs them there,
     /// not all in the batch taken when memory is tightest.
-    ///
-    /// # Errors
-    /// [`StateError`] when resolving entries of spilled times fails.
-    pub fn snapshot(
-        &mut self,
-        store: &StateStore,
-        batch: &mut StateBatch,
-        evicting: bool,
-    ) -> Result<(), StateError> {
-        self.resolve_all(store)?;
+    pub fn snapshot(&mut self, batch: &mut StateBatch, evicting: bool) {
         let key_by_key = evicting || self.bytes() > self.budget / 3;
         for (family, time) in self.removed.drain(..) {
             let (from, to) = time_range(self.instance, time);
@@ -216,62 +203,6 @@ impl<V: StateValue> WindowCache<V> {
             }
             self.packed.insert(*time);
         }
-        Ok(())
-    }
-
-    /// Merges the stored partials into the entries of `time` that were
-    /// created without reading them (see [`WindowCache::get_mut`]): one
-    /// batched, sorted multi-get per [`RESOLVE_BATCH`] keys, which RocksDB
-    /// answers walking each file once per batch instead of once per key.
-    ///
-    /// # Errors
-    /// [`StateError`] when the read or a decode fails.
-    pub fn resolve(&mut self, store: &StateStore, time: i64) -> Result<(), StateError> {
-        if !self.deltas.remove(&time) {
-            return Ok(());
-        }
-        let Some(table) = self.times.get_mut(&time) else {
-            return Ok(());
-        };
-        let mut pending: Vec<&mut Entry<V>> = table.iter_mut().filter(|e| e.delta).collect();
-        pending.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let (mut grown, mut shrunk) = (0, 0);
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        for part in pending.chunks_mut(RESOLVE_BATCH) {
-            keys.resize_with(part.len(), Vec::new);
-            for (key, entry) in keys.iter_mut().zip(part.iter()) {
-                key.clear();
-                codec::encode_key(self.instance, time, &entry.key, key);
-            }
-            store.multi_get(Family::Windows, &keys[..part.len()], |i, bytes| {
-                let entry = &mut part[i];
-                let mut stored = V::decode(bytes)?;
-                let before = entry.value.heap_bytes();
-                stored.merge(&entry.value);
-                let after = stored.heap_bytes();
-                grown += after.saturating_sub(before);
-                shrunk += before.saturating_sub(after);
-                entry.value = stored;
-                Ok(())
-            })?;
-            for entry in part.iter_mut() {
-                entry.delta = false;
-            }
-        }
-        self.bytes = (self.bytes + grown).saturating_sub(shrunk);
-        Ok(())
-    }
-
-    /// [`WindowCache::resolve`] for every time that needs it.
-    ///
-    /// # Errors
-    /// As [`WindowCache::resolve`].
-    pub fn resolve_all(&mut self, store: &StateStore) -> Result<(), StateError> {
-        let times: Vec<i64> = self.deltas.iter().copied().collect();
-        for time in times {
-            self.resolve(store, time)?;
-        }
-        Ok(())
     }
 
     /// Drops every clean entry from memory; their times become spilled.
@@ -306,9 +237,6 @@ impl<V: StateValue> WindowCache<V> {
         self.bytes = self.bytes.saturating_sub(freed);
     }
 }
-
-/// Keys per multi-get when resolving.
-const RESOLVE_BATCH: usize = 1024;
 
 /// What a keyed put costs, in packed entries copied (RocksDB's memtable
 /// insert and log record against a copy into a pack).

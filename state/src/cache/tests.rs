@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::codec;
 use crate::pack;
 use crate::store::StateStore;
 use crate::StateBatch;
@@ -24,14 +23,14 @@ impl StateValue for Count {
     fn heap_bytes(&self) -> usize {
         0
     }
-    fn merge(&mut self, later: &Self) {
-        self.0 += later.0;
-    }
 }
 
-fn bump(cache: &mut WindowCache<Count>, time: i64, key: &str) {
+fn bump(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, key: &str) {
     let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
-    cache.get_mut(time, hash, key.as_bytes(), || Count(0)).0 += 1;
+    cache
+        .get_mut(store, time, hash, key.as_bytes(), || Count(0))
+        .unwrap()
+        .0 += 1;
 }
 
 fn counts(cache: &WindowCache<Count>, time: i64) -> Vec<(String, u64)> {
@@ -45,12 +44,14 @@ fn counts(cache: &WindowCache<Count>, time: i64) -> Vec<(String, u64)> {
 
 #[test]
 fn a_key_is_in_the_same_shard_of_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(7, usize::MAX);
     for i in 0..500 {
-        bump(&mut cache, 60_000, &format!("user{i}"));
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
     }
     for i in (0..500).step_by(2) {
-        bump(&mut cache, 120_000, &format!("user{i}"));
+        bump(&mut cache, &store, 120_000, &format!("user{i}"));
     }
     // The later time's table started at the earlier one's shard sizes.
     let capacity = |t: i64| cache.times[&t].capacity();
@@ -84,12 +85,12 @@ fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(7, 2_000);
     for i in 0..100 {
-        bump(&mut cache, 60_000, &format!("user{i}"));
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
     }
     assert!(cache.over_budget(), "100 entries should pass a 2 kB budget");
     assert!(cache.should_spill());
     let mut batch = StateBatch::new();
-    cache.snapshot(&store, &mut batch, true).unwrap();
+    cache.snapshot(&mut batch, true);
     assert_eq!(batch.len(), 100);
     store.write(batch, false).unwrap();
     cache.evict();
@@ -100,7 +101,7 @@ fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
     assert_eq!(cache.first_time_from(i64::MIN), Some(60_000));
 
     // A miss on a spilled time reads the stored partial back.
-    bump(&mut cache, 60_000, "user3");
+    bump(&mut cache, &store, 60_000, "user3");
     assert_eq!(cache.len(), 1);
     cache.load(&store, 60_000).unwrap();
     let all = counts(&cache, 60_000);
@@ -112,7 +113,7 @@ fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
     cache.remove(60_000);
     assert!(cache.is_empty());
     let mut batch = StateBatch::new();
-    cache.snapshot(&store, &mut batch, true).unwrap();
+    cache.snapshot(&mut batch, true);
     store.write(batch, false).unwrap();
     assert!(store.scan_prefix(Family::Windows, &[]).unwrap().is_empty());
 }
@@ -123,14 +124,14 @@ fn drain_visits_stored_and_memory_entries_once_with_memory_winning() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(3, usize::MAX);
     for key in ["a", "b", "c"] {
-        bump(&mut cache, 60_000, key);
+        bump(&mut cache, &store, 60_000, key);
     }
     let mut batch = StateBatch::new();
-    cache.snapshot(&store, &mut batch, true).unwrap();
+    cache.snapshot(&mut batch, true);
     store.write(batch, false).unwrap();
     cache.evict();
     // `b` is updated again: memory (2) shadows the stored copy (1).
-    bump(&mut cache, 60_000, "b");
+    bump(&mut cache, &store, 60_000, "b");
     let mut seen = Vec::new();
     cache
         .drain(&store, 60_000, |k, v| {
@@ -155,12 +156,12 @@ fn times_are_found_in_order_across_memory_and_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(1, usize::MAX);
-    bump(&mut cache, -120_000, "a");
+    bump(&mut cache, &store, -120_000, "a");
     let mut batch = StateBatch::new();
-    cache.snapshot(&store, &mut batch, true).unwrap();
+    cache.snapshot(&mut batch, true);
     store.write(batch, false).unwrap();
     cache.evict();
-    bump(&mut cache, 60_000, "b");
+    bump(&mut cache, &store, 60_000, "b");
     assert_eq!(cache.first_time_from(i64::MIN), Some(-120_000));
     assert_eq!(cache.first_time_from(-119_999), Some(60_000));
     assert_eq!(cache.first_time_from(60_001), None);
@@ -168,7 +169,7 @@ fn times_are_found_in_order_across_memory_and_disk() {
 
 fn commit(cache: &mut WindowCache<Count>, store: &StateStore, evicting: bool) -> StateBatch {
     let mut batch = StateBatch::new();
-    cache.snapshot(store, &mut batch, evicting).unwrap();
+    cache.snapshot(&mut batch, evicting);
     let mut copy = StateBatch::new();
     for chunk in &batch.chunks {
         for op in StateBatch::ops_of(chunk) {
@@ -204,7 +205,7 @@ fn a_time_in_memory_is_packed_and_restored_whole() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(4, usize::MAX);
     for i in 0..5_000 {
-        bump(&mut cache, 60_000, &format!("user{}", i % 2_000));
+        bump(&mut cache, &store, 60_000, &format!("user{}", i % 2_000));
     }
     let batch = commit(&mut cache, &store, false);
     let (windows, packs, _) = families(&batch);
@@ -217,7 +218,7 @@ fn a_time_in_memory_is_packed_and_restored_whole() {
     // rewritten (2,000 entries over 256 buckets: cheaper than keyed).
     assert!(commit(&mut cache, &store, false).is_empty());
     for _ in 0..3 {
-        bump(&mut cache, 60_000, "user7");
+        bump(&mut cache, &store, 60_000, "user7");
     }
     assert_eq!(families(&commit(&mut cache, &store, false)), (0, 1, 0));
 
@@ -237,13 +238,13 @@ fn a_packed_time_with_few_changes_is_stored_key_by_key_from_then_on() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(4, usize::MAX);
     for i in 0..20_000 {
-        bump(&mut cache, 60_000, &format!("user{i}"));
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
     }
     commit(&mut cache, &store, false);
     // 100 changes touch ~83 of the 256 buckets: rewriting them would copy
     // ~6,500 entries, more than 16 puts per change.
     for i in 0..100 {
-        bump(&mut cache, 60_000, &format!("user{i}"));
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
     }
     let batch = commit(&mut cache, &store, false);
     assert_eq!(families(&batch), (20_000, 0, 1));
@@ -251,7 +252,7 @@ fn a_packed_time_with_few_changes_is_stored_key_by_key_from_then_on() {
     assert!(cache.packed_times().is_empty());
     assert!(store.scan_prefix(Family::Packs, &[]).unwrap().is_empty());
     // From then on only dirty entries are written.
-    bump(&mut cache, 60_000, "user5");
+    bump(&mut cache, &store, 60_000, "user5");
     assert_eq!(families(&commit(&mut cache, &store, false)), (1, 0, 0));
     cache.evict();
     assert_eq!(cache.len(), 0);
@@ -265,12 +266,12 @@ fn a_snapshot_for_eviction_stores_packed_times_key_by_key() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(4, usize::MAX);
     for i in 0..300 {
-        bump(&mut cache, 60_000, &format!("user{i}"));
-        bump(&mut cache, 120_000, &format!("user{i}"));
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
+        bump(&mut cache, &store, 120_000, &format!("user{i}"));
     }
     commit(&mut cache, &store, false);
     assert_eq!(cache.packed_times(), [60_000, 120_000]);
-    bump(&mut cache, 120_000, "user1");
+    bump(&mut cache, &store, 120_000, "user1");
     // Every entry of both times is written, and their packs deleted.
     assert_eq!(families(&commit(&mut cache, &store, true)), (600, 0, 2));
     assert_eq!(cache.stored_times(), [60_000, 120_000]);
@@ -293,8 +294,8 @@ fn removing_a_packed_time_deletes_its_packs() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(4, usize::MAX);
-    bump(&mut cache, 60_000, "a");
-    bump(&mut cache, 120_000, "b");
+    bump(&mut cache, &store, 60_000, "a");
+    bump(&mut cache, &store, 120_000, "b");
     commit(&mut cache, &store, false);
     cache.remove(60_000);
     assert_eq!(families(&commit(&mut cache, &store, false)), (0, 0, 1));
@@ -334,6 +335,7 @@ fn loaded_packs_count_against_the_budget_until_removed() {
     for i in 0..1_000 {
         bump(
             &mut cache,
+            &store,
             60_000,
             &format!("a-key-longer-than-sixteen-bytes-{i}"),
         );
@@ -352,7 +354,7 @@ fn a_time_moved_to_keys_is_removed_from_the_keyed_family_only() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(4, usize::MAX);
-    bump(&mut cache, 60_000, "a");
+    bump(&mut cache, &store, 60_000, "a");
     commit(&mut cache, &store, false);
     commit(&mut cache, &store, true);
     assert_eq!(cache.stored_times(), [60_000]);
@@ -368,62 +370,16 @@ fn a_cache_past_a_third_of_its_budget_stores_key_by_key() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(4, 1 << 20);
     for i in 0..100 {
-        bump(&mut cache, 60_000, &format!("user{i}"));
+        bump(&mut cache, &store, 60_000, &format!("user{i}"));
     }
     assert!(cache.bytes() < (1 << 20) / 3);
     commit(&mut cache, &store, false);
     assert_eq!(cache.packed_times(), [60_000]);
     for i in 0..20_000 {
-        bump(&mut cache, 120_000, &format!("user{i}"));
+        bump(&mut cache, &store, 120_000, &format!("user{i}"));
     }
     assert!(cache.bytes() > (1 << 20) / 3);
     // Both times move to keys, the clean packed one included.
     assert_eq!(families(&commit(&mut cache, &store, false)), (20_100, 0, 1));
     assert!(cache.packed_times().is_empty());
-}
-
-#[test]
-fn updates_of_a_spilled_time_are_merged_with_the_stored_partials_when_needed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(dir.path()).unwrap();
-    let mut cache = WindowCache::new(5, usize::MAX);
-    for key in ["a", "b", "c"] {
-        bump(&mut cache, 60_000, key);
-    }
-    commit(&mut cache, &store, true);
-    cache.evict();
-    // Blind updates: `a` is stored, `z` is not; nothing is read yet.
-    bump(&mut cache, 60_000, "a");
-    bump(&mut cache, 60_000, "a");
-    bump(&mut cache, 60_000, "z");
-    assert_eq!(counts(&cache, 60_000), [("a".into(), 2), ("z".into(), 1)]);
-    // A snapshot stores the merged partials, key by key.
-    assert_eq!(families(&commit(&mut cache, &store, true)), (2, 0, 0));
-    cache.evict();
-    assert_eq!(
-        store
-            .get(Family::Windows, &{
-                let mut k = Vec::new();
-                codec::encode_key(5, 60_000, b"a", &mut k);
-                k
-            })
-            .unwrap()
-            .unwrap(),
-        3u64.to_le_bytes()
-    );
-    // A fire merges the ones not snapshotted yet.
-    bump(&mut cache, 60_000, "b");
-    let mut seen = Vec::new();
-    cache
-        .drain(&store, 60_000, |k, v| {
-            seen.push((String::from_utf8(k.to_vec()).unwrap(), v.0));
-            Ok::<(), StateError>(())
-        })
-        .unwrap();
-    seen.sort();
-    let expected: Vec<(String, u64)> = [("a", 3), ("b", 2), ("c", 1), ("z", 1)]
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
-    assert_eq!(seen, expected);
 }

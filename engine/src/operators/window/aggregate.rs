@@ -322,10 +322,6 @@ impl Partial {
 }
 
 impl StateValue for Partial {
-    fn merge(&mut self, later: &Partial) {
-        Partial::merge(self, later);
-    }
-
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.0.len() as u8);
         for acc in self.0.iter() {

@@ -233,7 +233,7 @@ impl WindowTask {
         // then stores every time key by key, so any entry can be dropped.
         let evicting = checkpoint.is_some() && self.cache.should_spill();
         let mut batch = StateBatch::new();
-        self.cache.snapshot(&self.store, &mut batch, evicting)?;
+        self.cache.snapshot(&mut batch, evicting);
         let state = WindowState {
             fired_through: self.fired_through,
             watermark: self.watermark,
@@ -296,9 +296,11 @@ impl WindowTask {
                 continue;
             }
             let aggregates = &self.out.aggregates;
-            let partial = self.cache.get_mut(pane, batch.hashes[i], batch.key(i), || {
-                Partial::new(aggregates)
-            });
+            let partial =
+                self.cache
+                    .get_mut(&self.store, pane, batch.hashes[i], batch.key(i), || {
+                        Partial::new(aggregates)
+                    })?;
             let args = &batch.args[i * n_args..(i + 1) * n_args];
             if self.grows {
                 let before = partial.heap_bytes();
