@@ -282,6 +282,28 @@ impl StateStore {
             .map_err(|e| self.rocks(e))
     }
 
+    /// Reads `keys` (sorted ascending) in one batch and calls `found` with
+    /// the index and value of each key that is stored.
+    ///
+    /// # Errors
+    /// [`StateError::Rocks`] when RocksDB fails a read; the first error
+    /// `found` returns.
+    pub fn multi_get(
+        &self,
+        family: Family,
+        keys: &[Vec<u8>],
+        mut found: impl FnMut(usize, &[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
+        let values = self.db.batched_multi_get_cf(self.cf(family)?, keys, true);
+        for (i, value) in values.into_iter().enumerate() {
+            if let Some(bytes) = value.map_err(|e| self.rocks(e))? {
+                found(i, &bytes)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     ///
     /// # Errors

@@ -251,14 +251,7 @@ impl<V: StateValue> WindowCache<V> {
         key: &[u8],
         init: impl FnOnce() -> V,
     ) -> Result<&mut V, StateError> {
-        if !self.times.contains_key(&time) {
-            let table = match self.times.range(..time).next_back() {
-                Some((_, earlier)) => Table::sized_like(earlier),
-                None => Table::default(),
-            };
-            self.times.insert(time, table);
-        }
-        let table = self.times.entry(time).or_default();
+        let table = table_of(&mut self.times, time);
         match table.entry(hash, key) {
             TableEntry::Occupied(entry) => {
                 let entry = entry.into_mut();
@@ -286,6 +279,17 @@ impl<V: StateValue> WindowCache<V> {
                 Ok(&mut slot.insert(entry).into_mut().value)
             }
         }
+    }
+
+    /// Whether updating `(time, key)` would read RocksDB: the time has
+    /// spilled entries and the key is not in memory. Callers gather such
+    /// updates for [`WindowCache::update_spilled`].
+    pub fn is_spilled_miss(&self, time: i64, hash: u64, key: &[u8]) -> bool {
+        self.spilled.contains(&time)
+            && self
+                .times
+                .get(&time)
+                .is_none_or(|t| t.find(hash, key).is_none())
     }
 
     /// Re-estimates the memory of one entry after the caller grew its value
@@ -335,6 +339,18 @@ impl<V: StateValue> WindowCache<V> {
             self.removed.push((Family::Packs, time));
         }
     }
+}
+
+/// The table of `time`, created (sized like the time before it) if new.
+fn table_of<V>(times: &mut BTreeMap<i64, Table<V>>, time: i64) -> &mut Table<V> {
+    if !times.contains_key(&time) {
+        let table = match times.range(..time).next_back() {
+            Some((_, earlier)) => Table::sized_like(earlier),
+            None => Table::default(),
+        };
+        times.insert(time, table);
+    }
+    times.entry(time).or_default()
 }
 
 #[cfg(test)]

@@ -3,13 +3,81 @@
 
 use hashbrown::hash_table::Entry as TableEntry;
 
-use super::{Entry, Key, Table, WindowCache};
+use super::{table_of, Entry, Key, Table, WindowCache};
 use crate::codec;
 use crate::pack;
 use crate::store::{Family, StateStore};
 use crate::{StateBatch, StateError, StateValue};
 
 impl<V: StateValue> WindowCache<V> {
+    /// Applies a run of updates to keys of `time` in order: `apply(i, ..)`
+    /// updates `keys[i]`'s partial, created with `init` when stored
+    /// nowhere. The stored partials of keys not in memory are read first,
+    /// with one sorted, batched multi-get per [`READ_BATCH`] keys (RocksDB
+    /// walks each file once per batch instead of once per key), so the
+    /// result is exactly that of [`WindowCache::get_mut`] key by key: each
+    /// partial is the stored one updated in arrival order. Memory grown by
+    /// the updates is accounted.
+    ///
+    /// # Errors
+    /// [`StateError`] when a read or a decode fails.
+    pub fn update_spilled(
+        &mut self,
+        store: &StateStore,
+        time: i64,
+        keys: &[(u64, &[u8])],
+        init: impl Fn() -> V,
+        mut apply: impl FnMut(usize, &mut V),
+    ) -> Result<(), StateError> {
+        if self.spilled.contains(&time) {
+            let table = table_of(&mut self.times, time);
+            let mut missing: Vec<usize> = (0..keys.len())
+                .filter(|&i| table.find(keys[i].0, keys[i].1).is_none())
+                .collect();
+            missing.sort_unstable_by(|&a, &b| keys[a].1.cmp(keys[b].1));
+            missing.dedup_by(|a, b| keys[*a].1 == keys[*b].1);
+            let mut full: Vec<Vec<u8>> = Vec::new();
+            let mut found: Vec<Option<V>> = Vec::new();
+            for part in missing.chunks(READ_BATCH) {
+                full.resize_with(part.len(), Vec::new);
+                for (bytes, &i) in full.iter_mut().zip(part) {
+                    bytes.clear();
+                    codec::encode_key(self.instance, time, keys[i].1, bytes);
+                }
+                found.clear();
+                found.resize_with(part.len(), || None);
+                store.multi_get(Family::Windows, &full[..part.len()], |j, bytes| {
+                    found[j] = Some(V::decode(bytes)?);
+                    Ok(())
+                })?;
+                let table = table_of(&mut self.times, time);
+                let mut grown = 0;
+                for (&i, value) in part.iter().zip(found.drain(..)) {
+                    let (hash, key) = keys[i];
+                    if let TableEntry::Vacant(slot) = table.entry(hash, key) {
+                        let entry = Entry {
+                            hash,
+                            key: Key::from_slice(key),
+                            value: value.unwrap_or_else(&init),
+                            dirty: true,
+                        };
+                        grown += entry.bytes();
+                        slot.insert(entry);
+                    }
+                }
+                self.bytes += grown;
+            }
+        }
+        for (i, &(hash, key)) in keys.iter().enumerate() {
+            let value = self.get_mut(store, time, hash, key, &init)?;
+            let before = value.heap_bytes();
+            apply(i, value);
+            let after = value.heap_bytes();
+            self.bytes = (self.bytes + after).saturating_sub(before);
+        }
+        Ok(())
+    }
+
     /// Loads the packs of `times` (restored state that was wholly in memory
     /// when it was checkpointed) into memory, as clean entries.
     ///
@@ -237,6 +305,9 @@ impl<V: StateValue> WindowCache<V> {
         self.bytes = self.bytes.saturating_sub(freed);
     }
 }
+
+/// Keys per multi-get in [`WindowCache::update_spilled`].
+const READ_BATCH: usize = 1024;
 
 /// What a keyed put costs, in packed entries copied (RocksDB's memtable
 /// insert and log record against a copy into a pack).

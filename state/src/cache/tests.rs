@@ -383,3 +383,55 @@ fn a_cache_past_a_third_of_its_budget_stores_key_by_key() {
     assert_eq!(families(&commit(&mut cache, &store, false)), (20_100, 0, 1));
     assert!(cache.packed_times().is_empty());
 }
+
+#[test]
+fn batched_updates_of_evicted_keys_equal_updates_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let (mut one, mut many) = (
+        WindowCache::new(6, usize::MAX),
+        WindowCache::new(7, usize::MAX),
+    );
+    for cache in [&mut one, &mut many] {
+        for i in 0..3_000 {
+            bump(cache, &store, 60_000, &format!("user{i}"));
+        }
+        let mut batch = StateBatch::new();
+        cache.snapshot(&mut batch, true);
+        store.write(batch, false).unwrap();
+        cache.evict();
+        assert_eq!(cache.len(), 0);
+    }
+    // Stored keys, new keys and repeats, more than one read batch's worth.
+    let names: Vec<String> = (0..5_000)
+        .map(|i| format!("user{}", (i * 7) % 4_000))
+        .collect();
+    let keys: Vec<(u64, &[u8])> = names
+        .iter()
+        .map(|n| (xxhash_rust::xxh3::xxh3_64(n.as_bytes()), n.as_bytes()))
+        .collect();
+    assert!(keys
+        .iter()
+        .all(|(h, k)| many.is_spilled_miss(60_000, *h, k)));
+    let mut applied = Vec::new();
+    many.update_spilled(
+        &store,
+        60_000,
+        &keys,
+        || Count(0),
+        |i, v| {
+            applied.push(i);
+            v.0 += 1;
+        },
+    )
+    .unwrap();
+    assert_eq!(applied, (0..5_000).collect::<Vec<_>>());
+    for name in &names {
+        bump(&mut one, &store, 60_000, name);
+    }
+    assert_eq!(counts(&many, 60_000), counts(&one, 60_000));
+    assert!(counts(&many, 60_000).contains(&("user7".to_string(), 3)));
+    assert!(counts(&many, 60_000).contains(&("user3000".to_string(), 1)));
+    assert!(!many.is_spilled_miss(60_000, keys[0].0, keys[0].1));
+    assert!(many.bytes() > 0);
+}

@@ -102,6 +102,9 @@ pub struct WindowTask {
     merge_table: HashTable<(u64, SmallVec<[u8; 16]>, Partial)>,
     /// Restored packed times, loaded when the task starts running.
     packed: Vec<i64>,
+    /// `(record, pane)` updates of evicted keys gathered from a batch
+    /// (kept for its capacity between batches).
+    spilled_updates: Vec<(usize, i64)>,
 }
 
 impl WindowTask {
@@ -159,6 +162,7 @@ impl WindowTask {
             grows,
             merge_table: HashTable::new(),
             packed,
+            spilled_updates: Vec::new(),
         }
     }
 
@@ -277,9 +281,16 @@ impl WindowTask {
         };
         self.inputs[input].idle = false;
         let n_args = self.out.aggregates.len();
+        // Updates of keys evicted to RocksDB wait here and are applied
+        // together, in order, after one batched read (see
+        // `WindowCache::update_spilled`), before anything fires.
+        let mut spilled = std::mem::take(&mut self.spilled_updates);
         for i in 0..batch.len() {
             if batch.watermarks[i] > self.inputs[input].watermark {
                 self.inputs[input].watermark = batch.watermarks[i];
+                if !spilled.is_empty() && self.would_fire() {
+                    self.update_spilled(&batch, &mut spilled)?;
+                }
                 self.recompute_watermark()?;
             }
             let pane = self.panes.pane_end(batch.times[i]);
@@ -293,6 +304,13 @@ impl WindowTask {
                         sink.push_line(raw)?;
                     }
                 }
+                continue;
+            }
+            if self
+                .cache
+                .is_spilled_miss(pane, batch.hashes[i], batch.key(i))
+            {
+                spilled.push((i, pane));
                 continue;
             }
             let aggregates = &self.out.aggregates;
@@ -311,12 +329,59 @@ impl WindowTask {
                 partial.update(args);
             }
         }
+        self.update_spilled(&batch, &mut spilled)?;
+        self.spilled_updates = spilled;
         if batch.final_watermark > self.inputs[input].watermark {
             self.inputs[input].watermark = batch.final_watermark;
             self.recompute_watermark()?;
         }
         self.manage_memory();
         Ok(())
+    }
+
+    /// Applies the gathered updates `(record, pane)` of keys evicted to
+    /// RocksDB, pane by pane, each pane's in record order, and clears them.
+    fn update_spilled(
+        &mut self,
+        batch: &WindowBatch,
+        updates: &mut Vec<(usize, i64)>,
+    ) -> Result<(), EngineError> {
+        let n_args = self.out.aggregates.len();
+        let mut keys: Vec<(u64, &[u8])> = Vec::with_capacity(updates.len());
+        let mut records: Vec<usize> = Vec::with_capacity(updates.len());
+        while let Some(&(_, pane)) = updates.first() {
+            keys.clear();
+            records.clear();
+            for &(i, p) in updates.iter().filter(|(_, p)| *p == pane) {
+                debug_assert_eq!(p, pane);
+                keys.push((batch.hashes[i], batch.key(i)));
+                records.push(i);
+            }
+            let aggregates = &self.out.aggregates;
+            self.cache.update_spilled(
+                &self.store,
+                pane,
+                &keys,
+                || Partial::new(aggregates),
+                |j, partial| {
+                    let i = records[j];
+                    partial.update(&batch.args[i * n_args..(i + 1) * n_args]);
+                },
+            )?;
+            updates.retain(|(_, p)| *p != pane);
+        }
+        Ok(())
+    }
+
+    /// Whether the watermark as the inputs now stand fires a window.
+    fn would_fire(&self) -> bool {
+        let Some((_, target)) = self.watermark_target() else {
+            return false;
+        };
+        target > self.fired_through
+            && self.cache.first_time_from(i64::MIN).is_some_and(|first| {
+                first.max(self.panes.next_window_end_after(self.fired_through)) <= target
+            })
     }
 
     /// Keeps the cache within its budget: past two thirds of it, ask for a
@@ -345,21 +410,30 @@ impl WindowTask {
         }
     }
 
-    fn recompute_watermark(&mut self) -> Result<(), EngineError> {
+    /// The operator watermark the inputs now give, if it moved, and the
+    /// window end it fires through.
+    fn watermark_target(&self) -> Option<(i64, i64)> {
         let live = self.inputs.iter().filter(|i| !i.ended && !i.idle);
         let watermark = match live.map(|i| i.watermark).min() {
             Some(w) => w,
             // Every input ended: +infinity. Every live input idle: hold.
             None if self.inputs.iter().all(|i| i.ended) => i64::MAX,
-            None => return Ok(()),
+            None => return None,
         };
-        if watermark > self.watermark {
+        if watermark <= self.watermark {
+            return None;
+        }
+        let target = if watermark == i64::MAX {
+            i64::MAX
+        } else {
+            watermark.saturating_sub(self.lateness)
+        };
+        Some((watermark, target))
+    }
+
+    fn recompute_watermark(&mut self) -> Result<(), EngineError> {
+        if let Some((watermark, target)) = self.watermark_target() {
             self.watermark = watermark;
-            let target = if watermark == i64::MAX {
-                i64::MAX
-            } else {
-                watermark.saturating_sub(self.lateness)
-            };
             self.advance(target)?;
         }
         Ok(())
