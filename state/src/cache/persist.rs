@@ -16,8 +16,8 @@ impl<V: StateValue> WindowCache<V> {
     /// with one sorted, batched multi-get per [`READ_BATCH`] keys (RocksDB
     /// walks each file once per batch instead of once per key), so the
     /// result is exactly that of [`WindowCache::get_mut`] key by key: each
-    /// partial is the stored one updated in arrival order. Memory grown by
-    /// the updates is accounted.
+    /// partial is the stored one updated in arrival order. Memory the
+    /// updates grow values by is accounted (as [`WindowCache::account`]).
     ///
     /// # Errors
     /// [`StateError`] when a read or a decode fails.
@@ -72,8 +72,8 @@ impl<V: StateValue> WindowCache<V> {
             let value = self.get_mut(store, time, hash, key, &init)?;
             let before = value.heap_bytes();
             apply(i, value);
-            let after = value.heap_bytes();
-            self.bytes = (self.bytes + after).saturating_sub(before);
+            let grown = value.heap_bytes().saturating_sub(before);
+            self.bytes += grown;
         }
         Ok(())
     }

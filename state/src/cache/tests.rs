@@ -384,6 +384,22 @@ fn a_cache_past_a_third_of_its_budget_stores_key_by_key() {
     assert!(cache.packed_times().is_empty());
 }
 
+/// A value that records its updates in order (order-sensitive, growing).
+#[derive(Debug, PartialEq, Clone)]
+struct Seq(Vec<u8>);
+
+impl StateValue for Seq {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        Ok(Seq(bytes.to_vec()))
+    }
+    fn heap_bytes(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
 #[test]
 fn batched_updates_of_evicted_keys_equal_updates_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -392,46 +408,76 @@ fn batched_updates_of_evicted_keys_equal_updates_one_by_one() {
         WindowCache::new(6, usize::MAX),
         WindowCache::new(7, usize::MAX),
     );
+    let hash = |n: &str| xxhash_rust::xxh3::xxh3_64(n.as_bytes());
     for cache in [&mut one, &mut many] {
         for i in 0..3_000 {
-            bump(cache, &store, 60_000, &format!("user{i}"));
+            let name = format!("user{i}");
+            cache
+                .get_mut(&store, 60_000, hash(&name), name.as_bytes(), || {
+                    Seq(Vec::new())
+                })
+                .unwrap()
+                .0
+                .push(b's');
         }
         let mut batch = StateBatch::new();
         cache.snapshot(&mut batch, true);
         store.write(batch, false).unwrap();
         cache.evict();
         assert_eq!(cache.len(), 0);
+        // A few keys back in memory: hits among the misses.
+        for i in 0..50 {
+            let name = format!("user{}", i * 60);
+            cache
+                .get_mut(&store, 60_000, hash(&name), name.as_bytes(), || {
+                    Seq(Vec::new())
+                })
+                .unwrap()
+                .0
+                .push(b'h');
+        }
     }
-    // Stored keys, new keys and repeats, more than one read batch's worth.
+    // Stored keys, new keys, in-memory keys and repeats, more than one
+    // read batch's worth; each update appends its record's number.
     let names: Vec<String> = (0..5_000)
         .map(|i| format!("user{}", (i * 7) % 4_000))
         .collect();
-    let keys: Vec<(u64, &[u8])> = names
-        .iter()
-        .map(|n| (xxhash_rust::xxh3::xxh3_64(n.as_bytes()), n.as_bytes()))
-        .collect();
-    assert!(keys
-        .iter()
-        .all(|(h, k)| many.is_spilled_miss(60_000, *h, k)));
-    let mut applied = Vec::new();
+    let keys: Vec<(u64, &[u8])> = names.iter().map(|n| (hash(n), n.as_bytes())).collect();
+    assert!(many.is_spilled_miss(60_000, keys[2].0, keys[2].1));
+    assert!(!many.is_spilled_miss(60_000, hash("user0"), b"user0"));
     many.update_spilled(
         &store,
         60_000,
         &keys,
-        || Count(0),
+        || Seq(Vec::new()),
         |i, v| {
-            applied.push(i);
-            v.0 += 1;
+            v.0.extend_from_slice(&(i as u16).to_le_bytes());
         },
     )
     .unwrap();
-    assert_eq!(applied, (0..5_000).collect::<Vec<_>>());
-    for name in &names {
-        bump(&mut one, &store, 60_000, name);
+    for (i, name) in names.iter().enumerate() {
+        one.get_mut(&store, 60_000, hash(name), name.as_bytes(), || {
+            Seq(Vec::new())
+        })
+        .unwrap()
+        .0
+        .extend_from_slice(&(i as u16).to_le_bytes());
     }
-    assert_eq!(counts(&many, 60_000), counts(&one, 60_000));
-    assert!(counts(&many, 60_000).contains(&("user7".to_string(), 3)));
-    assert!(counts(&many, 60_000).contains(&("user3000".to_string(), 1)));
-    assert!(!many.is_spilled_miss(60_000, keys[0].0, keys[0].1));
-    assert!(many.bytes() > 0);
+    let all = |cache: &WindowCache<Seq>| {
+        let mut v: Vec<(Vec<u8>, Vec<u8>)> = cache
+            .entries(60_000)
+            .map(|(k, v)| (k.to_vec(), v.0.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(all(&many), all(&one));
+    // user7: stored, then records 1 and 4001, in that order.
+    let user7 = all(&many)
+        .into_iter()
+        .find(|(k, _)| k == b"user7")
+        .unwrap()
+        .1;
+    assert_eq!(user7, [b's', 1, 0, 0xa1, 0x0f]);
+    assert!(!many.is_spilled_miss(60_000, keys[2].0, keys[2].1));
 }

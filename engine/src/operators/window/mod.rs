@@ -284,12 +284,11 @@ impl WindowTask {
         // Updates of keys evicted to RocksDB wait here and are applied
         // together, in order, after one batched read (see
         // `WindowCache::update_spilled`), before anything fires.
-        let mut spilled = std::mem::take(&mut self.spilled_updates);
         for i in 0..batch.len() {
             if batch.watermarks[i] > self.inputs[input].watermark {
                 self.inputs[input].watermark = batch.watermarks[i];
-                if !spilled.is_empty() && self.would_fire() {
-                    self.update_spilled(&batch, &mut spilled)?;
+                if !self.spilled_updates.is_empty() && self.would_fire() {
+                    self.update_spilled(&batch)?;
                 }
                 self.recompute_watermark()?;
             }
@@ -310,7 +309,7 @@ impl WindowTask {
                 .cache
                 .is_spilled_miss(pane, batch.hashes[i], batch.key(i))
             {
-                spilled.push((i, pane));
+                self.spilled_updates.push((i, pane));
                 continue;
             }
             let aggregates = &self.out.aggregates;
@@ -329,8 +328,7 @@ impl WindowTask {
                 partial.update(args);
             }
         }
-        self.update_spilled(&batch, &mut spilled)?;
-        self.spilled_updates = spilled;
+        self.update_spilled(&batch)?;
         if batch.final_watermark > self.inputs[input].watermark {
             self.inputs[input].watermark = batch.final_watermark;
             self.recompute_watermark()?;
@@ -341,19 +339,22 @@ impl WindowTask {
 
     /// Applies the gathered updates `(record, pane)` of keys evicted to
     /// RocksDB, pane by pane, each pane's in record order, and clears them.
-    fn update_spilled(
-        &mut self,
-        batch: &WindowBatch,
-        updates: &mut Vec<(usize, i64)>,
-    ) -> Result<(), EngineError> {
+    fn update_spilled(&mut self, batch: &WindowBatch) -> Result<(), EngineError> {
+        let mut updates = std::mem::take(&mut self.spilled_updates);
+        if updates.is_empty() {
+            self.spilled_updates = updates;
+            return Ok(());
+        }
+        // Stable: each pane's updates stay in record order.
+        updates.sort_by_key(|&(_, pane)| pane);
         let n_args = self.out.aggregates.len();
         let mut keys: Vec<(u64, &[u8])> = Vec::with_capacity(updates.len());
         let mut records: Vec<usize> = Vec::with_capacity(updates.len());
-        while let Some(&(_, pane)) = updates.first() {
+        for run in updates.chunk_by(|a, b| a.1 == b.1) {
+            let pane = run[0].1;
             keys.clear();
             records.clear();
-            for &(i, p) in updates.iter().filter(|(_, p)| *p == pane) {
-                debug_assert_eq!(p, pane);
+            for &(i, _) in run {
                 keys.push((batch.hashes[i], batch.key(i)));
                 records.push(i);
             }
@@ -368,12 +369,15 @@ impl WindowTask {
                     partial.update(&batch.args[i * n_args..(i + 1) * n_args]);
                 },
             )?;
-            updates.retain(|(_, p)| *p != pane);
         }
+        updates.clear();
+        self.spilled_updates = updates;
         Ok(())
     }
 
-    /// Whether the watermark as the inputs now stand fires a window.
+    /// Whether the watermark as the inputs now stand fires a window: the
+    /// first step of [`WindowTask::advance`] (keep the two in step; `fire`
+    /// asserts that no gathered update is left behind).
     fn would_fire(&self) -> bool {
         let Some((_, target)) = self.watermark_target() else {
             return false;
@@ -466,6 +470,10 @@ impl WindowTask {
 
     /// Emits the window ending at `end` and drops panes no later window uses.
     fn fire(&mut self, end: i64, watermark: i64) -> Result<(), EngineError> {
+        debug_assert!(
+            self.spilled_updates.is_empty(),
+            "a window fired with updates of evicted keys still gathered"
+        );
         let start = end.saturating_sub(self.panes.size());
         if self.panes.is_tumbling() {
             // Stream the window: stored partials are decoded one at a time,
