@@ -125,22 +125,22 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
         let (mut entries, mut times) = (0u64, BTreeSet::new());
         if let (Some(node), Ok(partition)) = (node, partition.parse::<u16>()) {
             let instance = codec::instance(node as u16, partition);
-            store.for_each_prefix(Family::Windows, &instance.to_be_bytes(), |key, _| {
-                entries += 1;
-                if let Ok((_, t, _)) = codec::decode_key(key) {
-                    times.insert(t);
-                }
-                true
-            })?;
-            store.for_each_prefix(Family::Packs, &instance.to_be_bytes(), |key, pack| {
-                entries += kflow_state::pack::entries(pack)
-                    .filter(Result::is_ok)
-                    .count() as u64;
-                if let Ok((_, t, _)) = codec::decode_key(key) {
-                    times.insert(t);
-                }
-                true
-            })?;
+            // A time is stored key by key (one partial per key) or packed
+            // (many partials per value).
+            for family in [Family::Windows, Family::Packs] {
+                store.for_each_prefix(family, &instance.to_be_bytes(), |key, value| {
+                    entries += match family {
+                        Family::Packs => kflow_state::pack::entries(value)
+                            .filter(Result::is_ok)
+                            .count() as u64,
+                        _ => 1,
+                    };
+                    if let Ok((_, t, _)) = codec::decode_key(key) {
+                        times.insert(t);
+                    }
+                    true
+                })?;
+            }
         }
         let _ = writeln!(
             out,

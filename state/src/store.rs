@@ -105,9 +105,7 @@ impl StateStore {
         let opened = Family::ALL
             .into_iter()
             .filter(|f| !(before_packs && *f == Family::Packs));
-        let descriptors =
-            opened.map(|f| ColumnFamilyDescriptor::new(f.name(), Self::family_options()));
-        let db = DB::open_cf_descriptors(&Self::options(false), dir, descriptors)
+        let db = DB::open_cf_descriptors(&Self::options(false), dir, Self::descriptors(opened))
             .map_err(|source| Self::open_error(&path, source))?;
         let mut store = StateStore { db, path };
         match store.get(Family::Meta, FORMAT_KEY)? {
@@ -173,11 +171,15 @@ impl StateStore {
         }
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         {
-            let db = DB::open_cf_descriptors(&Self::options(true), &tmp, Self::families())
-                .map_err(|source| StateError::Rocks {
-                    path: tmp.clone(),
-                    source,
-                })?;
+            let db = DB::open_cf_descriptors(
+                &Self::options(true),
+                &tmp,
+                Self::descriptors(Family::ALL.into_iter()),
+            )
+            .map_err(|source| StateError::Rocks {
+                path: tmp.clone(),
+                source,
+            })?;
             let store = StateStore {
                 db,
                 path: tmp.clone(),
@@ -206,10 +208,10 @@ impl StateStore {
         options
     }
 
-    fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
-        Family::ALL
-            .into_iter()
-            .map(|f| ColumnFamilyDescriptor::new(f.name(), Self::family_options()))
+    fn descriptors(
+        families: impl Iterator<Item = Family>,
+    ) -> impl Iterator<Item = ColumnFamilyDescriptor> {
+        families.map(|f| ColumnFamilyDescriptor::new(f.name(), Self::family_options()))
     }
 
     fn family_options() -> Options {

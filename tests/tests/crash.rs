@@ -87,6 +87,15 @@ impl JobDir {
         command
     }
 
+    /// `kflow checkpoints job.toml`.
+    fn list_checkpoints(&self) -> RunOutput {
+        let mut command = Command::new(kflow_bin());
+        command
+            .current_dir(self.path())
+            .args(["checkpoints", "job.toml"]);
+        run_with_timeout(command, TIMEOUT).unwrap()
+    }
+
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> RunOutput {
         let mut command = self.command(args);
         command.envs(env.iter().copied());
@@ -448,11 +457,7 @@ fn interrupted_job(job: &str) -> JobDir {
             &[("KFLOW_CRASH_AT", "after-commit:2")],
         );
         assert!(!out.status.success(), "{}", out.stderr);
-        let mut command = Command::new(kflow_bin());
-        command
-            .current_dir(dir.path())
-            .args(["checkpoints", "job.toml"]);
-        let listed = run_with_timeout(command, TIMEOUT).unwrap();
+        let listed = dir.list_checkpoints();
         assert!(listed.status.success(), "{}", listed.stderr);
         assert!(listed.stdout.contains("checkpoint 2"), "{}", listed.stdout);
         if !listed.stdout.contains("run finished") {
@@ -493,9 +498,7 @@ fn issue_3_changed_filter_resumes_and_says_so() {
         job.replace("'product_view'", "'add_to_cart'"),
     )
     .unwrap();
-    let mut command = Command::new(kflow_bin());
-    command.current_dir(dir.path()).args(["run", "job.toml"]);
-    let out = run_with_timeout(command, TIMEOUT).unwrap();
+    let out = run_with_timeout(dir.loud_command(), TIMEOUT).unwrap();
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
         out.stderr.contains("restored checkpoint 2"),
@@ -513,11 +516,7 @@ fn issue_3_changed_filter_resumes_and_says_so() {
 fn issue_3_checkpoints_command_lists_the_last_checkpoint() {
     let job = format!("{HEADER}{SOURCE}{TUMBLING}");
     let dir = interrupted_job(&job);
-    let mut command = Command::new(kflow_bin());
-    command
-        .current_dir(dir.path())
-        .args(["checkpoints", "job.toml"]);
-    let out = run_with_timeout(command, TIMEOUT).unwrap();
+    let out = dir.list_checkpoints();
     assert!(out.status.success(), "{}", out.stderr);
     for expected in [
         "checkpoint 2",

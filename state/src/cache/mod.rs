@@ -137,6 +137,32 @@ impl<V> Table<V> {
     }
 }
 
+impl<V: StateValue> Table<V> {
+    /// Inserts `(key, value())` unless the key is already here (memory
+    /// wins over what is stored); `value` runs only for a new key. Returns
+    /// the heap bytes the new entry owns.
+    fn insert_absent(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        dirty: bool,
+        value: impl FnOnce() -> Result<V, StateError>,
+    ) -> Result<usize, StateError> {
+        let TableEntry::Vacant(slot) = self.entry(hash, key) else {
+            return Ok(0);
+        };
+        let entry = Entry {
+            hash,
+            key: Key::from_slice(key),
+            value: value()?,
+            dirty,
+        };
+        let bytes = entry.bytes();
+        slot.insert(entry);
+        Ok(bytes)
+    }
+}
+
 /// Keyed partials of one operator instance, by time.
 pub struct WindowCache<V> {
     instance: u32,

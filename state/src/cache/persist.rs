@@ -1,9 +1,7 @@
 //! Moving a [`WindowCache`]'s partials to and from RocksDB: snapshots
 //! (packed or key by key), eviction, and loading stored times back.
 
-use hashbrown::hash_table::Entry as TableEntry;
-
-use super::{table_of, Entry, Key, Table, WindowCache};
+use super::{table_of, Entry, Table, WindowCache};
 use crate::codec;
 use crate::pack;
 use crate::store::{Family, StateStore};
@@ -51,21 +49,11 @@ impl<V: StateValue> WindowCache<V> {
                     Ok(())
                 })?;
                 let table = table_of(&mut self.times, time);
-                let mut grown = 0;
                 for (&i, value) in part.iter().zip(found.drain(..)) {
                     let (hash, key) = keys[i];
-                    if let TableEntry::Vacant(slot) = table.entry(hash, key) {
-                        let entry = Entry {
-                            hash,
-                            key: Key::from_slice(key),
-                            value: value.unwrap_or_else(&init),
-                            dirty: true,
-                        };
-                        grown += entry.bytes();
-                        slot.insert(entry);
-                    }
+                    self.bytes +=
+                        table.insert_absent(hash, key, true, || Ok(value.unwrap_or_else(&init)))?;
                 }
-                self.bytes += grown;
             }
         }
         for (i, &(hash, key)) in keys.iter().enumerate() {
@@ -110,16 +98,7 @@ impl<V: StateValue> WindowCache<V> {
                 for entry in pack::entries(&bytes) {
                     let (key, value) = entry?;
                     let hash = xxhash_rust::xxh3::xxh3_64(key);
-                    if let TableEntry::Vacant(slot) = table.entry(hash, key) {
-                        let entry = Entry {
-                            hash,
-                            key: Key::from_slice(key),
-                            value: V::decode(value)?,
-                            dirty: false,
-                        };
-                        self.bytes += entry.bytes();
-                        slot.insert(entry);
-                    }
+                    self.bytes += table.insert_absent(hash, key, false, || V::decode(value))?;
                 }
             }
             self.packed.insert(time);
@@ -142,16 +121,7 @@ impl<V: StateValue> WindowCache<V> {
         for (full, bytes) in found {
             let (_, _, key) = codec::decode_key(&full)?;
             let hash = xxhash_rust::xxh3::xxh3_64(key);
-            if let TableEntry::Vacant(slot) = table.entry(hash, key) {
-                let entry = Entry {
-                    hash,
-                    key: Key::from_slice(key),
-                    value: V::decode(&bytes)?,
-                    dirty: false,
-                };
-                self.bytes += entry.bytes();
-                slot.insert(entry);
-            }
+            self.bytes += table.insert_absent(hash, key, false, || V::decode(&bytes))?;
         }
         Ok(())
     }

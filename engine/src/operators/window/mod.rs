@@ -121,7 +121,7 @@ impl WindowTask {
                     | kflow_jobs::AggregateFunction::Percentile(_)
             )
         });
-        let restore = ctx.restore.unwrap_or(WindowState {
+        let mut restore = ctx.restore.unwrap_or(WindowState {
             fired_through: i64::MIN,
             watermark: i64::MIN,
             ..WindowState::default()
@@ -140,7 +140,7 @@ impl WindowTask {
             .collect();
         let mut cache = WindowCache::new(ctx.instance, ctx.budget);
         cache.add_spilled(restore.stored_times.iter().copied());
-        let packed = restore.packed_times.clone();
+        let packed = std::mem::take(&mut restore.packed_times);
         WindowTask {
             task: ctx.task,
             panes: ctx.panes,
