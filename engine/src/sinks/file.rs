@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
+use super::write_behind::WriteBehind;
 use super::LineWriter;
 use crate::error::EngineError;
 use crate::runtime::checkpoint::{Durability, SinkState};
@@ -16,6 +17,8 @@ pub struct FileWriter {
     file: Option<BufWriter<File>>,
     /// Bytes in the file, written or buffered.
     length: u64,
+    /// Pushes what the OS holds to disk ahead of the checkpoints' syncs.
+    behind: Option<WriteBehind>,
 }
 
 impl FileWriter {
@@ -38,6 +41,7 @@ impl FileWriter {
             path,
             file: None,
             length: 0,
+            behind: None,
         };
         match committed {
             Some(length) => writer.reopen(length)?,
@@ -83,6 +87,7 @@ impl FileWriter {
         file.seek(SeekFrom::Start(length)).map_err(|e| self.io(e))?;
         self.file = Some(BufWriter::with_capacity(1 << 20, file));
         self.length = length;
+        self.behind = WriteBehind::start(&self.name, &self.path, length);
         Ok(())
     }
 
@@ -101,6 +106,7 @@ impl FileWriter {
             let synced = File::open(dir).and_then(|d| d.sync_all());
             synced.map_err(|e| self.io(e))?;
             self.file = Some(BufWriter::with_capacity(1 << 20, file));
+            self.behind = WriteBehind::start(&self.name, &self.path, 0);
         }
         match self.file.as_mut() {
             Some(f) => Ok(f),
@@ -111,8 +117,13 @@ impl FileWriter {
 
 impl LineWriter for FileWriter {
     fn write(&mut self, lines: &[u8]) -> Result<(), EngineError> {
-        let result = self.open()?.write_all(lines);
+        let file = self.open()?;
+        let result = file.write_all(lines);
+        let buffered = file.buffer().len() as u64;
         self.length += lines.len() as u64;
+        if let Some(behind) = self.behind.as_mut() {
+            behind.handed(self.length.saturating_sub(buffered));
+        }
         result.map_err(|e| self.io(e))
     }
 

@@ -5,7 +5,8 @@
 //! checkpoint barrier (aligned over its inputs) a file sink flushes, and
 //! reports its length (the committed prefix of the file) with the
 //! `fdatasync` that makes it durable, which the checkpoint coordinator runs
-//! before it commits while the sink writes on. After a
+//! before it commits while the sink writes on; a background thread syncs the
+//! file every 16 MB in between, so that sync finds little left. After a
 //! crash the file is cut back to that length and the replay writes the rest
 //! again, so the file ends up exactly as one uninterrupted run would leave
 //! it. The stdout sink cannot take rows back: it is at-least-once. The file
@@ -15,6 +16,7 @@
 mod file;
 mod kinesis;
 mod stdout;
+mod write_behind;
 
 use std::sync::Arc;
 
