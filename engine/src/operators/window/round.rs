@@ -11,40 +11,119 @@ use crate::json;
 /// A value whose shortest round-trip form has at most 15 significant digits
 /// is already its own rounding (it is within half an ulp of that decimal,
 /// far less than half a step of the 15-digit grid), so only longer ones are
-/// rounded, on the stack.
+/// rounded.
 pub fn round_15(v: f64) -> f64 {
     if !v.is_finite() || v == 0.0 {
         return v;
     }
     let mut shortest = zmij::Buffer::new();
-    if significant_digits(shortest.format_finite(v)) <= 15 {
+    let text = shortest.format_finite(v);
+    if significant_digits(text) <= 15 {
         return v;
     }
-    let mut text = StackText::default();
-    if std::fmt::Write::write_fmt(&mut text, format_args!("{v:.14e}")).is_err() {
-        return v;
-    }
-    text.as_str().parse().unwrap_or(v)
+    round_long(v, text)
 }
 
 /// Writes `round_15(v)` as `json::write_f64` would. A whole number below
 /// 10^15 and a fraction whose shortest form has at most 15 significant
 /// digits are their own rounding and are printed straight away; only the
-/// rest take the round trip.
+/// rest are rounded.
 pub fn write_rounded(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() && v.fract() != 0.0 {
         let mut shortest = zmij::Buffer::new();
         let text = shortest.format_finite(v);
         if significant_digits(text) <= 15 {
             out.extend_from_slice(text.as_bytes());
-            return;
+        } else {
+            json::write_f64(out, round_long(v, text));
         }
+        return;
     } else if v.abs() < 1e15 {
         // Whole (or -0.0): at most 15 digits, printed as an integer.
         out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
         return;
     }
     json::write_f64(out, round_15(v));
+}
+
+/// `v` rounded to 15 significant digits, given its shortest round-trip
+/// form `text` (16 or 17 digits).
+///
+/// The digits past the 15th decide the rounding as the exact value's would:
+/// unless `text` is exactly halfway between two 15-digit neighbours, it lies
+/// on the same side of that midpoint as `v` (were the midpoint between them,
+/// it would be a 16-digit decimal nearer to `v` than `text`, which is the
+/// nearest of the shortest ones). The rounded decimal, at most 10^15 times a
+/// power of ten up to 10^22, becomes the nearest f64 with one exact
+/// multiplication or division. Halfway cases and other exponents take the
+/// exact route: formatting with 15 digits and parsing back.
+fn round_long(v: f64, text: &str) -> f64 {
+    if let Some(rounded) = round_digits(text) {
+        return rounded;
+    }
+    let mut exact = StackText::default();
+    if std::fmt::Write::write_fmt(&mut exact, format_args!("{v:.14e}")).is_err() {
+        return v;
+    }
+    exact.as_str().parse().unwrap_or(v)
+}
+
+/// Powers of ten that are exact as f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The fast route of [`round_long`]; `None` for a halfway case, an exponent
+/// out of range, or text it does not expect.
+fn round_digits(text: &str) -> Option<f64> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (rest, 0),
+    };
+    // The significant digits as an integer, and the power of ten of its
+    // last digit.
+    let mut digits: u64 = 0;
+    let mut count = 0u32;
+    let mut scale = exponent;
+    let mut after_point = false;
+    for b in mantissa.bytes() {
+        match b {
+            b'.' => after_point = true,
+            b'0'..=b'9' => {
+                if digits != 0 || b != b'0' {
+                    digits = digits.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                    count += 1;
+                }
+                if after_point {
+                    scale -= 1;
+                }
+            }
+            _ => return None,
+        }
+    }
+    let drop = count.checked_sub(15).filter(|d| (1..=2).contains(d))?;
+    let unit = 10u64.pow(drop);
+    let (mut kept, tail) = (digits / unit, digits % unit);
+    let half = unit / 2;
+    if tail == half {
+        return None;
+    }
+    if tail > half {
+        kept += 1;
+    }
+    let scale = scale + drop as i32;
+    let kept = kept as f64; // at most 10^15: exact
+    let magnitude = if scale >= 0 {
+        kept * *POW10.get(usize::try_from(scale).ok()?)?
+    } else {
+        kept / *POW10.get(usize::try_from(-scale).ok()?)?
+    };
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 /// Digits from the first to the last non-zero one of a number's mantissa.
@@ -110,6 +189,13 @@ mod tests {
         assert_eq!(significant_digits("1230000.0"), 3);
         assert_eq!(significant_digits("0.000120"), 2);
         assert_eq!(significant_digits("1.0000000000000002e-7"), 17);
+        // The fast route, and its refusals.
+        assert_eq!(round_digits("801.6300000000001"), Some(801.63));
+        assert_eq!(round_digits("-246.99999999999997"), Some(-247.0));
+        assert_eq!(round_digits("1.0000000000000002e-7"), Some(1e-7));
+        assert_eq!(round_digits("1000000000000005.0"), None, "halfway");
+        assert_eq!(round_digits("1.2345678901234567e-30"), None, "exponent");
+        assert_eq!(round_15(1000000000000005.0), 1000000000000000.0);
     }
 
     proptest! {
@@ -121,6 +207,30 @@ mod tests {
                 if v.is_finite() && v != 0.0 {
                     let slow: f64 = format!("{v:.14e}").parse().unwrap();
                     prop_assert_eq!(round_15(v).to_bits(), slow.to_bits(), "{}", v);
+                }
+            }
+        }
+
+        // Values with 16 and 17 digits, halfway cases among them (whole
+        // numbers past 10^15 ending in 5), and sums of cents: the fast
+        // route agrees with formatting and parsing, and so does the text.
+        #[test]
+        fn long_values_round_as_through_text(
+            whole in 1_000_000_000_000_000u64..100_000_000_000_000_000,
+            cents in proptest::collection::vec(-1_000_000i64..1_000_000, 1..40),
+            shift in -30i32..30,
+        ) {
+            let sum: f64 = cents.iter().map(|c| *c as f64 / 100.0).sum();
+            let halfway = (whole / 10 * 10 + 5) as f64;
+            for v in [whole as f64, halfway, sum, sum * 10f64.powi(shift)] {
+                if v.is_finite() && v != 0.0 {
+                    let slow: f64 = format!("{v:.14e}").parse().unwrap();
+                    prop_assert_eq!(round_15(v).to_bits(), slow.to_bits(), "{}", v);
+                    let mut text = Vec::new();
+                    write_rounded(&mut text, v);
+                    let mut expected = Vec::new();
+                    json::write_f64(&mut expected, slow);
+                    prop_assert_eq!(text, expected, "{}", v);
                 }
             }
         }
