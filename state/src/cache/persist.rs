@@ -29,16 +29,18 @@ impl<V: StateValue> WindowCache<V> {
     ) -> Result<(), StateError> {
         if self.spilled.contains(&time) {
             let table = table_of(&mut self.times, time);
-            let mut missing: Vec<usize> = (0..keys.len())
+            let mut missing: Vec<(u64, usize)> = (0..keys.len())
                 .filter(|&i| table.find(keys[i].0, keys[i].1).is_none())
+                .map(|i| (order_prefix(keys[i].1), i))
                 .collect();
-            missing.sort_unstable_by(|&a, &b| keys[a].1.cmp(keys[b].1));
-            missing.dedup_by(|a, b| keys[*a].1 == keys[*b].1);
+            missing
+                .sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| keys[a.1].1.cmp(keys[b.1].1)));
+            missing.dedup_by(|a, b| keys[a.1].1 == keys[b.1].1);
             let mut full: Vec<Vec<u8>> = Vec::new();
             let mut found: Vec<Option<V>> = Vec::new();
             for part in missing.chunks(READ_BATCH) {
                 full.resize_with(part.len(), Vec::new);
-                for (bytes, &i) in full.iter_mut().zip(part) {
+                for (bytes, &(_, i)) in full.iter_mut().zip(part) {
                     bytes.clear();
                     codec::encode_key(self.instance, time, keys[i].1, bytes);
                 }
@@ -49,7 +51,7 @@ impl<V: StateValue> WindowCache<V> {
                     Ok(())
                 })?;
                 let table = table_of(&mut self.times, time);
-                for (&i, value) in part.iter().zip(found.drain(..)) {
+                for (&(_, i), value) in part.iter().zip(found.drain(..)) {
                     let (hash, key) = keys[i];
                     self.bytes +=
                         table.insert_absent(hash, key, true, || Ok(value.unwrap_or_else(&init)))?;
@@ -293,6 +295,18 @@ fn time_range(instance: u32, time: i64) -> (Vec<u8>, Vec<u8>) {
     (from, to)
 }
 
+/// A key's first eight bytes as a big-endian number (zero-padded): sorting
+/// by it, then by the whole key, gives the keys' byte order, and most
+/// comparisons are decided by the number alone, in the sort's own array,
+/// instead of by a `memcmp` through pointers to keys scattered in memory
+/// (the profile of a 5M-key spilling run: a sixth of the window thread).
+fn order_prefix(key: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = key.len().min(8);
+    head[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(head)
+}
+
 /// Writes the dirty entries of `table` (with `all`, every entry) key by
 /// key, in key order: RocksDB's memtable inserts a sorted run far faster
 /// than keys in hash order (each insert starts where the last one ended).
@@ -304,14 +318,41 @@ fn write_keyed<V: StateValue>(
     batch: &mut StateBatch,
     (key, value): &mut (Vec<u8>, Vec<u8>),
 ) {
-    let mut entries: Vec<&mut Entry<V>> = table.iter_mut().filter(|e| all || e.dirty).collect();
-    entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    for entry in entries {
+    let mut entries: Vec<(u64, &mut Entry<V>)> = table
+        .iter_mut()
+        .filter(|e| all || e.dirty)
+        .map(|e| (order_prefix(&e.key), e))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key.cmp(&b.1.key)));
+    for (_, entry) in entries {
         key.clear();
         codec::encode_key(instance, time, &entry.key, key);
         value.clear();
         entry.value.encode(value);
         batch.put(Family::Windows, key, value);
         entry.dirty = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_prefix;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Prefix first, then the whole key: exactly the keys' byte order,
+        // short keys, zero bytes and shared prefixes included.
+        #[test]
+        fn prefix_then_key_is_byte_order(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..12),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..12),
+        ) {
+            let by_prefix = order_prefix(&a).cmp(&order_prefix(&b)).then_with(|| a.cmp(&b));
+            prop_assert_eq!(by_prefix, a.cmp(&b));
+            let mut longer = a.clone();
+            longer.extend_from_slice(&b);
+            let by_prefix = order_prefix(&a).cmp(&order_prefix(&longer)).then_with(|| a.cmp(&longer));
+            prop_assert_eq!(by_prefix, a.cmp(&longer));
+        }
     }
 }
