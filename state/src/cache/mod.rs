@@ -4,7 +4,8 @@
 //! with the caller's stable hash, so an update is one BTreeMap step to the
 //! time and one hash probe, with no RocksDB access. RocksDB is read only for
 //! times that were evicted ("spilled") earlier, so a job whose state fits in
-//! memory never reads the database. [`WindowCache::snapshot`] (in
+//! memory never reads the database, nor does a key the cache knows it never
+//! wrote (see `written.rs`). [`WindowCache::snapshot`] (in
 //! `persist.rs`, with eviction and loading) writes what changed, and the
 //! removal of fired times, into a [`crate::StateBatch`]: a time wholly in
 //! memory as [`crate::pack`]s, rewriting the buckets that changed; a time
@@ -21,8 +22,10 @@ use smallvec::SmallVec;
 use crate::codec;
 use crate::store::{Family, StateStore};
 use crate::StateError;
+use written::WrittenKeys;
 
 mod persist;
+mod written;
 
 /// A value the cache can keep and persist.
 pub trait StateValue: Sized {
@@ -173,6 +176,10 @@ pub struct WindowCache<V> {
     on_disk: BTreeSet<i64>,
     /// Times stored as packs: wholly in memory, never evicted.
     packed: BTreeSet<i64>,
+    /// For keyed times whose every stored key was written by this cache
+    /// (not restored), which keys those are: a key it never wrote is not
+    /// looked up.
+    written: BTreeMap<i64, WrittenKeys>,
     /// Stored times removed since the last snapshot, whose RocksDB entries
     /// (in this family) must go.
     removed: Vec<(Family, i64)>,
@@ -190,6 +197,7 @@ impl<V: StateValue> WindowCache<V> {
             spilled: BTreeSet::new(),
             on_disk: BTreeSet::new(),
             packed: BTreeSet::new(),
+            written: BTreeMap::new(),
             removed: Vec::new(),
             bytes: 0,
             budget,
@@ -219,7 +227,8 @@ impl<V: StateValue> WindowCache<V> {
     /// capacity, used or not, with their control bytes) plus what entries
     /// own on the heap.
     pub fn bytes(&self) -> usize {
-        self.bytes + self.table_bytes()
+        let filters: usize = self.written.values().map(WrittenKeys::bytes).sum();
+        self.bytes + self.table_bytes() + filters
     }
 
     fn table_bytes(&self) -> usize {
@@ -285,7 +294,7 @@ impl<V: StateValue> WindowCache<V> {
                 Ok(&mut entry.value)
             }
             TableEntry::Vacant(slot) => {
-                let value = if self.spilled.contains(&time) {
+                let value = if may_be_stored(&self.spilled, &self.written, time, hash) {
                     let mut full = Vec::with_capacity(codec::PREFIX_LEN + key.len());
                     codec::encode_key(self.instance, time, key, &mut full);
                     match store.get(Family::Windows, &full)? {
@@ -308,10 +317,12 @@ impl<V: StateValue> WindowCache<V> {
     }
 
     /// Whether updating `(time, key)` would read RocksDB: the time has
-    /// spilled entries and the key is not in memory. Callers gather such
-    /// updates for [`WindowCache::update_spilled`].
+    /// spilled entries, the key is not in memory, and it may be stored (the
+    /// cache did not write every stored key of the time, or wrote one with
+    /// this hash). Callers gather such updates for
+    /// [`WindowCache::update_spilled`].
     pub fn is_spilled_miss(&self, time: i64, hash: u64, key: &[u8]) -> bool {
-        self.spilled.contains(&time)
+        may_be_stored(&self.spilled, &self.written, time, hash)
             && self
                 .times
                 .get(&time)
@@ -358,6 +369,7 @@ impl<V: StateValue> WindowCache<V> {
             self.bytes = self.bytes.saturating_sub(freed);
         }
         self.spilled.remove(&time);
+        self.written.remove(&time);
         if self.on_disk.remove(&time) {
             self.removed.push((Family::Windows, time));
         }
@@ -365,6 +377,19 @@ impl<V: StateValue> WindowCache<V> {
             self.removed.push((Family::Packs, time));
         }
     }
+}
+
+/// Whether a key of `time` with `hash` that is not in memory may have a
+/// stored partial: the time has evicted entries, and (when the cache wrote
+/// all of them) one with that hash was written. A free function on the
+/// fields it reads, for callers that hold one of the cache's tables.
+fn may_be_stored(
+    spilled: &BTreeSet<i64>,
+    written: &BTreeMap<i64, WrittenKeys>,
+    time: i64,
+    hash: u64,
+) -> bool {
+    spilled.contains(&time) && written.get(&time).is_none_or(|w| w.may_contain(hash))
 }
 
 /// The table of `time`, created (sized like the time before it) if new.

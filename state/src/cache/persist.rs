@@ -1,6 +1,7 @@
 //! Moving a [`WindowCache`]'s partials to and from RocksDB: snapshots
 //! (packed or key by key), eviction, and loading stored times back.
 
+use super::written::WrittenKeys;
 use super::{table_of, Entry, Table, WindowCache};
 use crate::codec;
 use crate::pack;
@@ -29,7 +30,9 @@ impl<V: StateValue> WindowCache<V> {
     ) -> Result<(), StateError> {
         if self.spilled.contains(&time) {
             let table = table_of(&mut self.times, time);
+            let written = self.written.get(&time);
             let mut missing: Vec<(u64, usize)> = (0..keys.len())
+                .filter(|&i| written.is_none_or(|w| w.may_contain(keys[i].0)))
                 .filter(|&i| table.find(keys[i].0, keys[i].1).is_none())
                 .map(|i| (order_prefix(keys[i].1), i))
                 .collect();
@@ -198,7 +201,16 @@ impl<V: StateValue> WindowCache<V> {
         let mut scratch = (Vec::new(), Vec::new());
         for (time, table) in &mut self.times {
             if self.on_disk.contains(time) {
-                write_keyed(self.instance, *time, table, false, batch, &mut scratch);
+                let written = self.written.get_mut(time);
+                write_keyed(
+                    self.instance,
+                    *time,
+                    table,
+                    false,
+                    written,
+                    batch,
+                    &mut scratch,
+                );
                 continue;
             }
             let mut buckets = [0u64; pack::BUCKETS / 64];
@@ -216,7 +228,22 @@ impl<V: StateValue> WindowCache<V> {
             let rewritten: usize = buckets.iter().map(|w| w.count_ones() as usize).sum();
             let per_bucket = table.len() / pack::BUCKETS + 1;
             if key_by_key || rewritten * per_bucket > PUT_COST * dirty {
-                write_keyed(self.instance, *time, table, true, batch, &mut scratch);
+                // Its first keyed write: every key it will ever have
+                // stored goes through this cache from here on.
+                let keys = table.len();
+                let written = self
+                    .written
+                    .entry(*time)
+                    .or_insert_with(|| WrittenKeys::expecting(keys));
+                write_keyed(
+                    self.instance,
+                    *time,
+                    table,
+                    true,
+                    Some(written),
+                    batch,
+                    &mut scratch,
+                );
                 if self.packed.remove(time) {
                     let (from, to) = time_range(self.instance, *time);
                     batch.delete_range(Family::Packs, &from, &to);
@@ -310,11 +337,13 @@ fn order_prefix(key: &[u8]) -> u64 {
 /// Writes the dirty entries of `table` (with `all`, every entry) key by
 /// key, in key order: RocksDB's memtable inserts a sorted run far faster
 /// than keys in hash order (each insert starts where the last one ended).
+/// Each written key is recorded in `written`, when the time keeps one.
 fn write_keyed<V: StateValue>(
     instance: u32,
     time: i64,
     table: &mut Table<V>,
     all: bool,
+    mut written: Option<&mut WrittenKeys>,
     batch: &mut StateBatch,
     (key, value): &mut (Vec<u8>, Vec<u8>),
 ) {
@@ -331,6 +360,9 @@ fn write_keyed<V: StateValue>(
         entry.value.encode(value);
         batch.put(Family::Windows, key, value);
         entry.dirty = false;
+        if let Some(written) = written.as_deref_mut() {
+            written.insert(entry.hash);
+        }
     }
 }
 
