@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of kflow's hot parts: decoding the projected
 //! fields of a JSON line, evaluating a filter, updating a window partial in
-//! the cache (hit), reading an evicted partial back from RocksDB (miss), and
-//! writing a checkpoint batch.
+//! the cache (hit), reading an evicted partial back from RocksDB (miss), a
+//! new key in an evicted window with and without the cache's filter of
+//! written keys, and writing a checkpoint batch.
 //!
 //! `cargo bench -p kflow-benches --bench micro`
 
@@ -96,7 +97,12 @@ fn aggregates() -> Vec<AggregatePlan> {
 }
 
 fn keys(n: usize) -> Vec<(u64, Vec<u8>)> {
-    (0..n)
+    keys_from(0, n)
+}
+
+/// `n` keys `u{from}`, `u{from + 1}`, ... with their hashes.
+fn keys_from(from: usize, n: usize) -> Vec<(u64, Vec<u8>)> {
+    (from..from + n)
         .map(|i| {
             let key = format!("u{i}").into_bytes();
             (xxhash_rust_hash(&key), key)
@@ -158,6 +164,58 @@ fn window_state(c: &mut Criterion) {
             }
         })
     });
+    group.finish();
+
+    // New keys in a time with evicted entries (millions of keys each seen
+    // once): the cache that wrote the time knows from its filter of written
+    // keys that they are not stored; a cache restored from a checkpoint has
+    // to ask RocksDB. 100k new keys into a time that evicted 100k.
+    let mut group = c.benchmark_group("window, new keys in a spilled time");
+    group.throughput(Throughput::Elements(100_000));
+    group.sample_size(20);
+    let mut next = 1_000_000;
+    for (name, restored) in [
+        ("known unwritten, no read", false),
+        ("restored, read", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut cache: WindowCache<Partial> = WindowCache::new(4, usize::MAX);
+                    for (hash, key) in &keys {
+                        if let Ok(p) =
+                            cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs))
+                        {
+                            p.update(&args);
+                        }
+                    }
+                    let mut batch = StateBatch::new();
+                    cache.snapshot(&mut batch, true);
+                    if let Err(e) = store.write(batch, false) {
+                        panic!("{e}");
+                    }
+                    cache.evict();
+                    if restored {
+                        cache = WindowCache::new(4, usize::MAX);
+                        cache.add_spilled([60_000]);
+                    }
+                    next += 100_000;
+                    (cache, keys_from(next, 100_000))
+                },
+                |(mut cache, fresh)| {
+                    for (hash, key) in &fresh {
+                        if let Ok(p) =
+                            cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs))
+                        {
+                            p.update(&args);
+                        }
+                    }
+                    (cache, fresh)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("checkpoint");
