@@ -10,11 +10,12 @@
 //! for its files.
 //!
 //! The background syncs go through a file description of their own, opened
-//! on the same file. Linux reports a writeback error once to each open
-//! description, so an error seen here is still reported to the sink's own
-//! description by the sync that commits; this helper can therefore only
-//! make commits faster, never make them wrong, and its own errors only stop
-//! it.
+//! on the same file. Linux (since 4.13, `errseq`) reports a writeback error
+//! once to each open description, so an error seen here is still reported
+//! to the sink's own description by the sync that commits; this helper can
+//! therefore only make commits faster, never make them wrong, and its own
+//! errors only stop it. Elsewhere an error could be reported to whichever
+//! sync asks first, so other systems do without write-behind.
 
 use std::fs::File;
 use std::path::Path;
@@ -37,6 +38,9 @@ impl WriteBehind {
     /// `None` when the file cannot be opened a second time or the thread
     /// cannot start: the sink then works as before, with larger syncs.
     pub fn start(name: &str, path: &Path, start: u64) -> Option<WriteBehind> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
         let file = match File::open(path) {
             Ok(file) => file,
             Err(e) => {
@@ -49,7 +53,8 @@ impl WriteBehind {
         let (requests, pending) = sync_channel::<()>(1);
         let sink = name.to_owned();
         let spawned = std::thread::Builder::new()
-            .name(format!("sink {name} sync"))
+            // A thread name must not hold a NUL (a job file's name could).
+            .name(format!("sink {} sync", name.replace('\0', "")))
             .spawn(move || {
                 while pending.recv().is_ok() {
                     if let Err(e) = file.sync_data() {

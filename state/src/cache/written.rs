@@ -4,20 +4,21 @@
 //! An update of a key that is not in memory, for a time with evicted
 //! entries, has to ask RocksDB for the stored partial. When every record
 //! brings a new key (sessions, devices, orders seen once) the answer is
-//! almost always "nothing", and asking was a third of the window thread
+//! almost always "nothing", and asking was a fifth of the window thread
 //! (a multi-get through the Bloom filters and indexes of every level).
-//! [`WrittenKeys`] answers "never written" from memory for all but about
-//! one key in a hundred.
+//! [`WrittenKeys`] answers "never written" from memory for all but a few
+//! keys in a hundred (about one per stage, see below).
 //!
 //! A filter only exists for a time whose every keyed write went through it
 //! (times that moved to keys during this run); a time restored from a
 //! checkpoint has none and is always asked. The filter never forgets a key
-//! (no false negative), so a "no" is exact.
+//! (no false negative), so a "no" is exact. The cache drops filters that
+//! grow past a share of its budget (a time without one is always read).
 //!
-//! Layout: 512-bit blocks (one cache line); a key sets [`PROBES`] bits of
-//! one block, so a query costs one memory access. The filter grows by
-//! stages, each twice the capacity of the one before; a key is added to the
-//! newest stage and looked for in all.
+//! Layout: 512-bit blocks aligned to cache lines; a key sets [`PROBES`]
+//! bits of one block, so a query costs one memory access per stage. The
+//! filter grows by stages, each twice the capacity of the one before; a key
+//! not yet recorded is added to the newest stage, and looked for in all.
 
 /// Bits per key at a stage's capacity: with 7 probes in one 512-bit block,
 /// about one false "maybe" in a hundred.
@@ -27,9 +28,14 @@ const PROBES: u32 = 7;
 /// Keys the first stage holds at least.
 const SMALLEST_STAGE: usize = 512;
 
+/// 512 bits, one cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(align(64))]
+struct Block([u64; 8]);
+
 /// One fixed-size blocked Bloom filter.
 struct Stage {
-    blocks: Vec<[u64; 8]>,
+    blocks: Vec<Block>,
     capacity: usize,
     len: usize,
 }
@@ -38,7 +44,7 @@ impl Stage {
     fn new(capacity: usize) -> Stage {
         let blocks = (capacity * BITS_PER_KEY).div_ceil(512).max(1);
         Stage {
-            blocks: vec![[0; 8]; blocks],
+            blocks: vec![Block::default(); blocks],
             capacity,
             len: 0,
         }
@@ -61,7 +67,7 @@ impl Stage {
 
     fn insert(&mut self, hash: u64) {
         let (block, probes) = self.probes(hash);
-        if let Some(words) = self.blocks.get_mut(block) {
+        if let Some(Block(words)) = self.blocks.get_mut(block) {
             for (word, mask) in probes {
                 words[word] |= mask;
             }
@@ -73,7 +79,7 @@ impl Stage {
         let (block, mut probes) = self.probes(hash);
         self.blocks
             .get(block)
-            .is_some_and(|words| probes.all(|(word, mask)| words[word] & mask != 0))
+            .is_some_and(|Block(words)| probes.all(|(word, mask)| words[word] & mask != 0))
     }
 }
 
@@ -95,8 +101,13 @@ impl WrittenKeys {
         }
     }
 
-    /// Records that the key with `hash` is stored.
+    /// Records that the key with `hash` is stored. A key already recorded
+    /// (or a false "maybe") adds nothing, so the filter grows with the
+    /// distinct keys written, not with how often they are rewritten.
     pub(super) fn insert(&mut self, hash: u64) {
+        if self.may_contain(hash) {
+            return;
+        }
         let full = self.stages.last().is_none_or(|s| s.len >= s.capacity);
         if full {
             let capacity = self.stages.last().map_or(self.first, |s| s.capacity * 2);
@@ -147,5 +158,14 @@ mod tests {
         );
         assert_eq!(written.stages.len(), 5);
         assert!(written.bytes() < 2 * n as usize * BITS_PER_KEY / 8 + 64 * 5);
+        // Rewriting the same keys (every checkpoint of a long window) does
+        // not grow it.
+        let bytes = written.bytes();
+        for _ in 0..10 {
+            for i in 0..n {
+                written.insert(hash(i));
+            }
+        }
+        assert_eq!(written.bytes(), bytes);
     }
 }
