@@ -138,17 +138,8 @@ fn window_state(c: &mut Criterion) {
     });
     group.bench_function("update partial, cache miss (read from RocksDB)", |b| {
         let mut cache: WindowCache<Partial> = WindowCache::new(2, usize::MAX);
-        for (hash, key) in &keys {
-            if let Ok(p) = cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs)) {
-                p.update(&args);
-            }
-        }
-        let mut batch = StateBatch::new();
-        cache.snapshot(&mut batch, true);
-        if let Err(e) = store.write(batch, false) {
-            panic!("{e}");
-        }
-        cache.evict();
+        update_all(&mut cache, &store, 60_000, &keys, &aggs, &args);
+        spill(&mut cache, &store);
         let mut i = 0;
         b.iter(|| {
             let (hash, key) = &keys[i % keys.len()];
@@ -157,10 +148,7 @@ fn window_state(c: &mut Criterion) {
                 p.update(&args);
             }
             if i % keys.len() == 0 {
-                let mut batch = StateBatch::new();
-                cache.snapshot(&mut batch, true);
-                let _ = store.write(batch, false);
-                cache.evict();
+                spill(&mut cache, &store);
             }
         })
     });
@@ -182,19 +170,8 @@ fn window_state(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let mut cache: WindowCache<Partial> = WindowCache::new(4, usize::MAX);
-                    for (hash, key) in &keys {
-                        if let Ok(p) =
-                            cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs))
-                        {
-                            p.update(&args);
-                        }
-                    }
-                    let mut batch = StateBatch::new();
-                    cache.snapshot(&mut batch, true);
-                    if let Err(e) = store.write(batch, false) {
-                        panic!("{e}");
-                    }
-                    cache.evict();
+                    update_all(&mut cache, &store, 60_000, &keys, &aggs, &args);
+                    spill(&mut cache, &store);
                     if restored {
                         cache = WindowCache::new(4, usize::MAX);
                         cache.add_spilled([60_000]);
@@ -203,13 +180,7 @@ fn window_state(c: &mut Criterion) {
                     (cache, keys_from(next, 100_000))
                 },
                 |(mut cache, fresh)| {
-                    for (hash, key) in &fresh {
-                        if let Ok(p) =
-                            cache.get_mut(&store, 60_000, *hash, key, || Partial::new(&aggs))
-                        {
-                            p.update(&args);
-                        }
-                    }
+                    update_all(&mut cache, &store, 60_000, &fresh, &aggs, &args);
                     (cache, fresh)
                 },
                 BatchSize::PerIteration,
@@ -228,13 +199,7 @@ fn window_state(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let mut cache: WindowCache<Partial> = WindowCache::new(3, usize::MAX);
-                    for (hash, key) in keys.iter().take(10_000) {
-                        if let Ok(p) =
-                            cache.get_mut(&store, 120_000, *hash, key, || Partial::new(&aggs))
-                        {
-                            p.update(&args);
-                        }
-                    }
+                    update_all(&mut cache, &store, 120_000, &keys[..10_000], &aggs, &args);
                     cache
                 },
                 |mut cache| {
@@ -249,6 +214,33 @@ fn window_state(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Updates the partial of every key in `keys` at `time` once.
+fn update_all(
+    cache: &mut WindowCache<Partial>,
+    store: &StateStore,
+    time: i64,
+    keys: &[(u64, Vec<u8>)],
+    aggs: &[AggregatePlan],
+    args: &[Arg],
+) {
+    for (hash, key) in keys {
+        if let Ok(p) = cache.get_mut(store, time, *hash, key, || Partial::new(aggs)) {
+            p.update(args);
+        }
+    }
+}
+
+/// Stores every entry of `cache` key by key and evicts them all, as an
+/// early checkpoint does when the cache is full.
+fn spill(cache: &mut WindowCache<Partial>, store: &StateStore) {
+    let mut batch = StateBatch::new();
+    cache.snapshot(&mut batch, true);
+    if let Err(e) = store.write(batch, false) {
+        panic!("{e}");
+    }
+    cache.evict();
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

@@ -227,8 +227,12 @@ impl<V: StateValue> WindowCache<V> {
     /// capacity, used or not, with their control bytes) plus what entries
     /// own on the heap.
     pub fn bytes(&self) -> usize {
-        let filters: usize = self.written.values().map(WrittenKeys::bytes).sum();
-        self.bytes + self.table_bytes() + filters
+        self.bytes + self.table_bytes() + self.filter_bytes()
+    }
+
+    /// Bytes held by the filters of written keys.
+    fn filter_bytes(&self) -> usize {
+        self.written.values().map(WrittenKeys::bytes).sum()
     }
 
     fn table_bytes(&self) -> usize {

@@ -305,7 +305,7 @@ impl<V: StateValue> WindowCache<V> {
         // Filters of written keys cannot be evicted, only dropped (a time
         // without one is always read): keep them to a quarter of the
         // budget, or they would crowd out the partials they serve.
-        let mut filters: usize = self.written.values().map(WrittenKeys::bytes).sum();
+        let mut filters = self.filter_bytes();
         while filters > self.budget / 4 {
             let largest = self.written.iter().max_by_key(|(_, w)| w.bytes());
             let Some((&time, written)) = largest else {

@@ -33,6 +33,13 @@ fn bump(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, key: &str
         .0 += 1;
 }
 
+/// Bumps `user0` .. `user{n - 1}` at `time` once each.
+fn bump_users(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, n: usize) {
+    for i in 0..n {
+        bump(cache, store, time, &format!("user{i}"));
+    }
+}
+
 fn counts(cache: &WindowCache<Count>, time: i64) -> Vec<(String, u64)> {
     let mut out: Vec<_> = cache
         .entries(time)
@@ -84,9 +91,7 @@ fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(7, 2_000);
-    for i in 0..100 {
-        bump(&mut cache, &store, 60_000, &format!("user{i}"));
-    }
+    bump_users(&mut cache, &store, 60_000, 100);
     assert!(cache.over_budget(), "100 entries should pass a 2 kB budget");
     assert!(cache.should_spill());
     let mut batch = StateBatch::new();
@@ -240,15 +245,11 @@ fn a_packed_time_with_few_changes_is_stored_key_by_key_from_then_on() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(4, usize::MAX);
-    for i in 0..20_000 {
-        bump(&mut cache, &store, 60_000, &format!("user{i}"));
-    }
+    bump_users(&mut cache, &store, 60_000, 20_000);
     commit(&mut cache, &store, false);
     // 100 changes touch ~83 of the 256 buckets: rewriting them would copy
     // ~6,500 entries, more than 16 puts per change.
-    for i in 0..100 {
-        bump(&mut cache, &store, 60_000, &format!("user{i}"));
-    }
+    bump_users(&mut cache, &store, 60_000, 100);
     let batch = commit(&mut cache, &store, false);
     assert_eq!(families(&batch), (20_000, 0, 1));
     assert_eq!(cache.stored_times(), [60_000]);
@@ -372,15 +373,11 @@ fn a_cache_past_a_third_of_its_budget_stores_key_by_key() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(4, 1 << 20);
-    for i in 0..100 {
-        bump(&mut cache, &store, 60_000, &format!("user{i}"));
-    }
+    bump_users(&mut cache, &store, 60_000, 100);
     assert!(cache.bytes() < (1 << 20) / 3);
     commit(&mut cache, &store, false);
     assert_eq!(cache.packed_times(), [60_000]);
-    for i in 0..20_000 {
-        bump(&mut cache, &store, 120_000, &format!("user{i}"));
-    }
+    bump_users(&mut cache, &store, 120_000, 20_000);
     assert!(cache.bytes() > (1 << 20) / 3);
     // Both times move to keys, the clean packed one included.
     assert_eq!(families(&commit(&mut cache, &store, false)), (20_100, 0, 1));
@@ -490,9 +487,7 @@ fn a_key_the_cache_never_wrote_is_not_looked_up_until_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let mut cache = WindowCache::new(7, usize::MAX);
-    for i in 0..100 {
-        bump(&mut cache, &store, 60_000, &format!("user{i}"));
-    }
+    bump_users(&mut cache, &store, 60_000, 100);
     commit(&mut cache, &store, true);
     cache.evict();
     // Partials planted behind the cache's back: only a lookup can see them.
