@@ -111,7 +111,7 @@ fn keys_from(from: usize, n: usize) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn xxhash_rust_hash(bytes: &[u8]) -> u64 {
-    kflow::operators::window::key::hash(bytes)
+    kflow::dataflow::key::hash(bytes)
 }
 
 fn window_state(c: &mut Criterion) {
@@ -205,7 +205,7 @@ fn window_state(c: &mut Criterion) {
                 |mut cache| {
                     let mut batch = StateBatch::new();
                     cache.snapshot(&mut batch, evicting);
-                    if let Err(e) = store.write(batch, true) {
+                    if let Err(e) = store.write(batch, kflow_state::WriteMode::Synced) {
                         panic!("{e}");
                     }
                 },
@@ -237,7 +237,7 @@ fn update_all(
 fn spill(cache: &mut WindowCache<Partial>, store: &StateStore) {
     let mut batch = StateBatch::new();
     cache.snapshot(&mut batch, true);
-    if let Err(e) = store.write(batch, false) {
+    if let Err(e) = store.write(batch, kflow_state::WriteMode::Buffered) {
         panic!("{e}");
     }
     cache.evict();

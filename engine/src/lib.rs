@@ -6,19 +6,26 @@
 //! the plan's tasks and runs them. Data flows source -> (fused filters) ->
 //! window partitions -> sinks in batches over bounded channels, with
 //! watermarks in-band.
+//!
+//! Layers, each importing only those below it:
+//!
+//! ```text
+//! cli, main.rs          commands
+//! runtime               the assembler: topology, run, coordinator
+//! sources  operators  sinks
+//! dataflow  aws         what every task shares; AWS clients
+//! kflow-jobs  kflow-state
+//! ```
 
+pub mod aws;
+pub mod cli;
+pub mod dataflow;
 pub mod error;
-pub mod explain;
-pub mod inspect;
-pub mod json;
-pub mod kinesis;
-pub mod metrics;
 pub mod operators;
-pub mod produce;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;
 
 pub use error::EngineError;
-pub use metrics::RunSummary;
+pub use runtime::summary::RunSummary;
 pub use runtime::{run, RunOptions};

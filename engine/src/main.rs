@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use kflow::{explain, RunOptions};
+use kflow::cli::{checkpoints, plan as explain, produce};
+use kflow::RunOptions;
 use kflow_jobs::JobError;
 
 /// mimalloc returns freed memory to the OS and keeps no per-thread arenas
@@ -176,7 +177,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Checkpoints { job } => match load(&job) {
-            Ok(plan) => match kflow::inspect::checkpoints(&plan) {
+            Ok(plan) => match checkpoints::checkpoints(&plan) {
                 Ok(report) => {
                     print!("{report}");
                     ExitCode::SUCCESS
@@ -219,11 +220,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let options = kflow::produce::ProduceOptions {
+            let options = produce::ProduceOptions {
                 stream,
                 partition_key,
                 file,
-                endpoint: kflow::kinesis::Endpoint {
+                endpoint: kflow::aws::Endpoint {
                     region,
                     url: endpoint,
                 },
@@ -231,7 +232,7 @@ fn main() -> ExitCode {
                 progress: !quiet,
                 create_shards,
             };
-            match kflow::produce::produce(&options) {
+            match produce::produce(&options) {
                 Ok(summary) => {
                     if !quiet {
                         eprint!("{}", summary.render(&options.stream));

@@ -62,6 +62,22 @@ pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Writes `ms` back in the job file's notation, in its largest whole unit:
+/// `60000` -> `1m`, `250` -> `250ms` (the inverse of [`parse_duration`]).
+pub fn format_duration(ms: i64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms != 0 && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -107,5 +123,14 @@ mod tests {
         fn never_panics(text in "\\PC{0,12}") {
             let _ = parse_duration(&text);
         }
+    }
+
+    #[test]
+    fn formatting_uses_the_largest_whole_unit() {
+        assert_eq!(format_duration(60_000), "1m");
+        assert_eq!(format_duration(250), "250ms");
+        assert_eq!(format_duration(0), "0ms");
+        assert_eq!(format_duration(90_000), "90s");
+        assert_eq!(format_duration(86_400_000), "1d");
     }
 }

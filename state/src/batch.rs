@@ -1,7 +1,7 @@
 //! [`StateBatch`]: a set of writes that [`crate::StateStore::write`]
 //! applies atomically, kept as a compact log in chunks until then.
 
-use crate::store::Family;
+use crate::family::Family;
 use crate::StateError;
 
 /// A set of writes applied atomically by [`crate::StateStore::write`].
@@ -171,7 +171,7 @@ mod tests {
         let ops = batch.len() + part.len();
         batch.append(part);
         assert_eq!(batch.len(), ops);
-        store.write(batch, false).unwrap();
+        store.write(batch, crate::WriteMode::Buffered).unwrap();
         assert!(
             store.memory() >= 3 * CHUNK as u64,
             "the memtables hold the batch"
@@ -193,7 +193,7 @@ mod tests {
         batch.put(Family::Windows, b"k", b"v");
         batch.chunks[0].extend_from_slice(&[PUT, Family::Windows as u8, 9, 0, 0, 0, b'x']);
         assert!(matches!(
-            store.write(batch, false),
+            store.write(batch, crate::WriteMode::Buffered),
             Err(StateError::Corrupt(_))
         ));
         assert!(store.get(Family::Windows, b"k").unwrap().is_none());

@@ -15,10 +15,12 @@ pub mod batch;
 pub mod cache;
 pub mod codec;
 mod error;
+pub mod family;
 pub mod pack;
 pub mod store;
 
 pub use batch::StateBatch;
 pub use cache::{StateValue, WindowCache};
 pub use error::StateError;
-pub use store::{Family, StateStore};
+pub use family::{Family, WriteMode};
+pub use store::StateStore;

@@ -11,44 +11,12 @@ use rocksdb::{
 };
 
 use crate::batch::{Op, StateBatch};
+use crate::family::{Family, WriteMode};
 use crate::StateError;
 
 /// The marker every kflow state directory carries in its meta family.
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT_VALUE: &[u8] = b"kflow-state 1";
-
-/// The column families of a kflow state directory. The discriminant is the
-/// family's byte in a [`StateBatch`] log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Family {
-    /// Window partial aggregates: `operator | window_end | key` -> partial.
-    Windows = 0,
-    /// Seen dedup ids: `source | id` -> expiry.
-    Dedup = 1,
-    /// Checkpoint metadata, the format marker and the job fingerprint.
-    Meta = 2,
-    /// Packed window partials: `operator | time | bucket` -> partials
-    /// (see [`crate::pack`]).
-    Packs = 3,
-}
-
-impl Family {
-    const ALL: [Family; 4] = [Family::Windows, Family::Dedup, Family::Meta, Family::Packs];
-
-    fn name(self) -> &'static str {
-        match self {
-            Family::Windows => "windows",
-            Family::Dedup => "dedup",
-            Family::Meta => "meta",
-            Family::Packs => "packs",
-        }
-    }
-
-    pub(crate) fn from_byte(byte: u8) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| *f as u8 == byte)
-    }
-}
 
 /// A stored `(key, value)` pair.
 pub type Entry = (Box<[u8]>, Box<[u8]>);
@@ -186,7 +154,7 @@ impl StateStore {
             };
             let mut batch = StateBatch::new();
             batch.put(Family::Meta, FORMAT_KEY, FORMAT_VALUE);
-            store.write(batch, true)?;
+            store.write(batch, WriteMode::Synced)?;
         }
         // `dir` may exist as an empty folder.
         let _ = std::fs::remove_dir(dir);
@@ -255,7 +223,7 @@ impl StateStore {
     ///
     /// # Errors
     /// [`StateError::Rocks`] when RocksDB fails the write.
-    pub fn write(&self, batch: StateBatch, sync: bool) -> Result<(), StateError> {
+    pub fn write(&self, batch: StateBatch, sync: WriteMode) -> Result<(), StateError> {
         let mut wb = WriteBatch::default();
         for chunk in batch.chunks {
             for op in StateBatch::ops_of(&chunk) {
@@ -270,7 +238,7 @@ impl StateStore {
             // `chunk` is freed here: RocksDB's batch holds its writes now.
         }
         let mut options = WriteOptions::default();
-        options.set_sync(sync);
+        options.set_sync(sync == WriteMode::Synced);
         self.db.write_opt(wb, &options).map_err(|e| self.rocks(e))
     }
 
@@ -390,7 +358,7 @@ impl StateStore {
                 batch.put(Family::Meta, FORMAT_KEY, FORMAT_VALUE);
             }
         }
-        self.write(batch, true)
+        self.write(batch, WriteMode::Synced)
     }
 
     /// Bytes of SST and log files on disk, as RocksDB estimates them.
@@ -444,10 +412,10 @@ mod tests {
             batch.put(Family::Windows, b"a1", b"x");
             batch.put(Family::Windows, b"a2", b"y");
             batch.put(Family::Windows, b"b1", b"z");
-            store.write(batch, true).unwrap();
+            store.write(batch, WriteMode::Synced).unwrap();
             let mut batch = StateBatch::new();
             batch.delete(Family::Windows, b"a2");
-            store.write(batch, true).unwrap();
+            store.write(batch, WriteMode::Synced).unwrap();
         }
         let store = StateStore::open(dir.path()).unwrap();
         let found = store.scan_prefix(Family::Windows, b"a").unwrap();
@@ -457,7 +425,7 @@ mod tests {
         let mut batch = StateBatch::new();
         batch.put(Family::Meta, b"checkpoint", b"{}");
         batch.put(Family::Windows, &[0xff, 0xff, 0xff], b"last");
-        store.write(batch, true).unwrap();
+        store.write(batch, WriteMode::Synced).unwrap();
         store.clear(&[Family::Windows, Family::Meta]).unwrap();
         assert!(store.scan_prefix(Family::Windows, b"").unwrap().is_empty());
         assert_eq!(store.scan_prefix(Family::Meta, b"").unwrap().len(), 1);
@@ -516,7 +484,7 @@ mod tests {
         assert_eq!(store.get(Family::Windows, b"k").unwrap().unwrap(), b"v");
         let mut batch = StateBatch::new();
         batch.put(Family::Packs, b"p", b"q");
-        store.write(batch, true).unwrap();
+        store.write(batch, WriteMode::Synced).unwrap();
         drop(store);
         let store = StateStore::open(dir.path()).unwrap();
         assert_eq!(store.get(Family::Packs, b"p").unwrap().unwrap(), b"q");

@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-use kflow::kinesis::{connect, Endpoint};
+use kflow::aws::{connect, Endpoint};
 use kflow_benches::workload::{write_events, Workload};
 
 struct Args {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use kflow_jobs::{ConnectorPlan, JobPlan, NodeKind, SinkPlan, StartAt, StopAt};
 
-use crate::explain::format_duration;
+use kflow_jobs::duration::format_duration;
 
 /// Descriptions of the stateful and the stateless parts of `plan`, by
 /// `kind name`.

@@ -6,12 +6,10 @@
 //! `async-channel`s so that async sources (Kinesis) can feed the same
 //! operators later without a second channel type.
 
-pub mod align;
-pub mod checkpoint;
+pub mod coordinator;
 pub mod fingerprint;
-pub mod message;
-pub mod route;
-pub mod row;
+pub mod meta;
+pub mod summary;
 pub mod topology;
 
 use std::io::IsTerminal;
@@ -20,12 +18,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kflow_jobs::JobPlan;
+use kflow_jobs::{ConnectorPlan, JobPlan, NodeKind};
 use kflow_state::{Family, StateStore};
 
+use serde::Deserialize;
+
+use crate::dataflow::metrics::{group, Metrics};
 use crate::error::EngineError;
-use crate::metrics::{group, Metrics, RunSummary};
-use checkpoint::{CheckpointMeta, CheckpointStats, Coordinator};
+use crate::sources::file::FilePosition;
+use crate::sources::kinesis::position::KinesisPosition;
+use coordinator::{CheckpointStats, Coordinator};
+use meta::CheckpointMeta;
+use summary::RunSummary;
 
 /// How to run a job.
 #[derive(Debug, Clone)]
@@ -73,7 +77,7 @@ pub enum Start {
 
 impl Start {
     /// One line for the log.
-    pub fn describe(&self) -> String {
+    pub fn describe(&self, plan: &JobPlan) -> String {
         match self {
             Start::Fresh { why } => format!("starting from empty state ({why})"),
             Start::Restored { meta, changes } => {
@@ -82,19 +86,7 @@ impl Start {
                 let positions: Vec<String> = meta
                     .sources
                     .iter()
-                    .map(|(name, s)| match &s.kinesis {
-                        None => format!(
-                            "{name} at line {} (byte {})",
-                            group(s.line),
-                            group(s.offset)
-                        ),
-                        Some(k) => format!(
-                            "{name} after {} records, {} shards ({} finished)",
-                            group(s.line),
-                            k.shards.len(),
-                            k.shards.values().filter(|s| s.finished).count()
-                        ),
-                    })
+                    .map(|(name, stored)| describe_position(plan, name, stored))
                     .collect();
                 let mut line = format!(
                     "restored checkpoint {} taken {age:.1} s ago: {}",
@@ -112,6 +104,37 @@ impl Start {
             }
         }
     }
+}
+
+/// One source's restored position for the log: a file's line and byte, or
+/// a Kinesis source's records and shards.
+fn describe_position(plan: &JobPlan, name: &str, stored: &serde_json::Value) -> String {
+    let connector = plan.nodes.iter().find_map(|n| match &n.kind {
+        NodeKind::Source(s) if n.name == name => Some(&s.connector),
+        _ => None,
+    });
+    let described = match connector {
+        Some(ConnectorPlan::Kinesis(_)) => KinesisPosition::deserialize(stored)
+            .map(|k| {
+                format!(
+                    "{name} after {} records, {} shards ({} finished)",
+                    group(k.records),
+                    k.stream.shards.len(),
+                    k.stream.shards.values().filter(|s| s.finished).count()
+                )
+            })
+            .ok(),
+        _ => FilePosition::deserialize(stored)
+            .map(|f| {
+                format!(
+                    "{name} at line {} (byte {})",
+                    group(f.line),
+                    group(f.offset)
+                )
+            })
+            .ok(),
+    };
+    described.unwrap_or_else(|| format!("{name} at an unreadable position"))
 }
 
 /// Opens the state, decides how to start and checks the job against the
@@ -171,7 +194,7 @@ pub fn database_dir(plan: &JobPlan) -> std::path::PathBuf {
 pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     let (store, start) = prepare(plan, options)?;
-    tracing::info!("{}", start.describe());
+    tracing::info!("{}", start.describe(plan));
     let restore = match &start {
         Start::Restored { meta, .. } => Some(meta.as_ref()),
         Start::Fresh { .. } => None,
@@ -194,14 +217,14 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         .filter(|d| !d.is_zero());
     // The coordinator learns the task names once the topology exists.
     let mut coordinator = Coordinator::new(store.clone(), interval, Vec::new(), base);
-    let topology = topology::build(
+    let topology = topology::build(&topology::BuildCtx {
         plan,
-        &store,
-        &metrics,
+        store: &store,
+        metrics: &metrics,
         parallelism,
-        &coordinator.ctx(),
+        checkpoints: &coordinator.ctx(),
         restore,
-    )?;
+    })?;
     coordinator.set_tasks(topology.task_names());
 
     let spawn = |name: String, f: Box<dyn FnOnce() -> Result<(), EngineError> + Send>| {
@@ -298,7 +321,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         elapsed: started.elapsed(),
         dead_letter_path: plan.dead_letter_path.clone(),
         checkpoints,
-        start: start.describe(),
+        start: start.describe(plan),
         shards: metrics.shards(),
         throttles: metrics.throttles.load(Ordering::Relaxed),
         latency_us: metrics.latency_summary(),

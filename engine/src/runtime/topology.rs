@@ -6,28 +6,39 @@
 //! windows and sinks are walked once here and fused into its [`Router`].
 //! Every consumer learns exactly which emitters feed it, so it knows when all
 //! of them have ended and which watermarks to take the minimum of.
+//!
+//! [`build`] runs four named steps: number the emitters, open the channels,
+//! build each emitter's router, then make the source, window and sink
+//! tasks. This is the only place that knows every kind of task.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_channel::{bounded, Receiver, Sender};
-use kflow_jobs::{ConnectorPlan, JobPlan, NodeId, NodeKind, Port, SinkPlan, StreamRef, WindowPlan};
+use kflow_jobs::{
+    ConnectorPlan, FieldId, JobPlan, NodeId, NodeKind, Port, SinkPlan, SourcePlan, StreamRef,
+    WindowPlan,
+};
 use kflow_state::StateStore;
 
+use crate::aws::Endpoint;
+use crate::dataflow::checkpoint::{restore_part, CheckpointCtx};
+use crate::dataflow::message::{InputId, SinkMsg, WindowMsg};
+use crate::dataflow::metrics::Metrics;
+use crate::dataflow::route::{ArgSpec, Route, Router, SinkOut, Target, WindowOut};
+use crate::dataflow::row::SlotMap;
 use crate::error::EngineError;
-use crate::kinesis::Endpoint;
-use crate::metrics::Metrics;
 use crate::operators::window::assign::Panes;
 use crate::operators::window::{ResultEmitter, WindowTask, WindowTaskCtx};
-use crate::runtime::checkpoint::{CheckpointCtx, CheckpointMeta};
-use crate::runtime::message::{InputId, SinkMsg, WindowMsg};
-use crate::runtime::route::{ArgSpec, Route, Router, SinkOut, Target, WindowOut};
-use crate::runtime::row::SlotMap;
-use crate::sinks::{FileWriter, KinesisWriter, LineWriter, SinkTask, StdoutWriter};
+use crate::runtime::meta::CheckpointMeta;
+use crate::sinks::{
+    Creation, FileSinkPosition, FileWriter, KinesisWriter, LineWriter, SinkTask, StdoutWriter,
+};
+use crate::sources::core::SourceCore;
 use crate::sources::decode::Projection;
 use crate::sources::dedup::Dedup;
-use crate::sources::file::FileSourceTask;
+use crate::sources::file::{FilePosition, FileSourceTask, Follow};
 use crate::sources::ingest::Ingest;
 use crate::sources::kinesis::reader::StreamId;
 use crate::sources::kinesis::{KinesisSettings, KinesisSourceTask};
@@ -39,8 +50,7 @@ pub const DEAD_LETTER: &str = "(dead-letter)";
 /// Channel capacity, in batches. A window's work is bursty (a fire emits a
 /// whole window's rows at once), so its queue holds ~130k records: enough
 /// for the sources to keep decoding through a fire instead of taking turns
-/// with it (16 batches ran the two threads mostly one after the other:
-/// 684k -> 1,058k events/s on W1 at 5M by deepening it).
+/// with it (see docs/performance.md).
 const WINDOW_QUEUE: usize = 128;
 const SINK_QUEUE: usize = 64;
 
@@ -64,6 +74,136 @@ impl Topology {
     }
 }
 
+/// What every task is built with.
+pub struct BuildCtx<'a> {
+    /// The job.
+    pub plan: &'a JobPlan,
+    /// Its state.
+    pub store: &'a Arc<StateStore>,
+    /// Shared counters.
+    pub metrics: &'a Arc<Metrics>,
+    /// Partitions per window.
+    pub parallelism: usize,
+    /// Checkpoint coordination.
+    pub checkpoints: &'a CheckpointCtx,
+    /// The checkpoint to resume from, if any.
+    pub restore: Option<&'a CheckpointMeta>,
+}
+
+/// Builds every task of the plan in `ctx`.
+///
+/// # Errors
+/// I/O errors opening sink files, Kinesis sinks that cannot start, state
+/// errors restoring dedup ids, positions in the checkpoint that do not
+/// parse.
+pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
+    let emitters = Emitters::number(ctx.plan, ctx.parallelism.max(1));
+    let mut channels = Channels::open(ctx.plan, ctx.parallelism.max(1));
+    let mut routers = BTreeMap::new();
+    let mut late_outs = BTreeMap::new();
+    for (&node, ids) in &emitters.ids {
+        for &input in ids {
+            let (router, late) = channels.router(ctx.plan, node, input);
+            routers.insert(input, router);
+            late_outs.insert(input, late);
+        }
+    }
+    let mut topology = Topology {
+        sources: Vec::new(),
+        windows: Vec::new(),
+        sinks: Vec::new(),
+    };
+    let budget = (ctx.plan.state_memory_bytes as usize) / channels.partitions().max(1);
+    for (&node_id, ids) in &emitters.ids {
+        let node = ctx.plan.node(node_id);
+        match &node.kind {
+            NodeKind::Source(source) => {
+                let router = routers.remove(&ids[0]).unwrap_or_default();
+                topology
+                    .sources
+                    .push(source_task(ctx, &node.name, source, router)?);
+            }
+            NodeKind::Window(w) => {
+                let window = channels
+                    .windows
+                    .remove(&node_id)
+                    .unwrap_or_else(|| unreachable!("every window has channels"));
+                let columns = result_columns(ctx.plan, w);
+                for (partition, &input) in ids.iter().enumerate() {
+                    let out = ResultEmitter::new(
+                        node.name.clone(),
+                        w.key_names.clone(),
+                        w.aggregates.clone(),
+                        routers.remove(&input).unwrap_or_default(),
+                        columns.clone(),
+                    );
+                    let task = format!("{}/{partition}", node.name);
+                    let restore = ctx.restore.and_then(|m| m.windows.get(&task));
+                    let task_ctx = WindowTaskCtx {
+                        instance: kflow_state::codec::instance(node_id.0 as u16, partition as u16),
+                        restore: restore_part(&task, restore)?,
+                        task,
+                        panes: Panes::new(w.kind.size_ms(), w.kind.slide_ms()),
+                        lateness: w.allowed_lateness_ms,
+                        inputs: window
+                            .inputs
+                            .iter()
+                            .map(|id| (*id, emitters.name(*id)))
+                            .collect(),
+                        store: ctx.store.clone(),
+                        budget,
+                        late: late_outs.remove(&input).unwrap_or_default(),
+                        metrics: ctx.metrics.clone(),
+                        checkpoints: ctx.checkpoints.clone(),
+                    };
+                    let receiver = window.receivers[partition].clone();
+                    topology
+                        .windows
+                        .push(WindowTask::new(task_ctx, receiver, out));
+                }
+            }
+            NodeKind::Filter(_) | NodeKind::Sink(_) => {}
+        }
+    }
+    topology.sinks = channels.sink_tasks(ctx)?;
+    Ok(topology)
+}
+
+/// Emitter ids: one per source, one per window partition.
+struct Emitters {
+    ids: BTreeMap<NodeId, Vec<InputId>>,
+    names: BTreeMap<InputId, String>,
+}
+
+impl Emitters {
+    fn number(plan: &JobPlan, parallelism: usize) -> Emitters {
+        let mut emitters = Emitters {
+            ids: BTreeMap::new(),
+            names: BTreeMap::new(),
+        };
+        let mut next: InputId = 0;
+        for (i, node) in plan.nodes.iter().enumerate() {
+            let names: Vec<String> = match node.kind {
+                NodeKind::Source(_) => vec![node.name.clone()],
+                NodeKind::Window(_) => (0..parallelism)
+                    .map(|p| format!("{}/{p}", node.name))
+                    .collect(),
+                NodeKind::Filter(_) | NodeKind::Sink(_) => continue,
+            };
+            let ids: Vec<InputId> = (next..next + names.len() as InputId).collect();
+            next += names.len() as InputId;
+            emitters.names.extend(ids.iter().copied().zip(names));
+            emitters.ids.insert(NodeId(i as u32), ids);
+        }
+        emitters
+    }
+
+    fn name(&self, id: InputId) -> String {
+        self.names.get(&id).cloned().unwrap_or_default()
+    }
+}
+
+/// A sink's channel and the emitters connected to it.
 struct SinkChannel {
     name: String,
     sender: Sender<SinkMsg>,
@@ -88,36 +228,36 @@ impl SinkChannel {
     }
 }
 
+/// A window's partition channels and the emitters connected to them.
 struct WindowChannels {
     senders: Vec<Sender<WindowMsg>>,
     receivers: Vec<Receiver<WindowMsg>>,
     inputs: Vec<InputId>,
 }
 
+/// Every channel of the job.
+struct Channels {
+    windows: BTreeMap<NodeId, WindowChannels>,
+    sinks: BTreeMap<NodeId, SinkChannel>,
+    dead_letter: SinkChannel,
+}
+
 /// A path from an emitter through filters to a window or sink.
-struct Path_ {
+struct FilterPath {
     filters: Vec<NodeId>,
     target: NodeId,
 }
 
 /// Every window or sink reachable from `stream`, through filters.
-fn walk(plan: &JobPlan, stream: StreamRef, filters: &mut Vec<NodeId>, out: &mut Vec<Path_>) {
+fn walk(plan: &JobPlan, stream: StreamRef, filters: &mut Vec<NodeId>, out: &mut Vec<FilterPath>) {
     for (id, node) in plan.consumers(stream) {
         match node.kind {
             NodeKind::Filter(_) => {
                 filters.push(id);
-                walk(
-                    plan,
-                    StreamRef {
-                        node: id,
-                        port: Port::Main,
-                    },
-                    filters,
-                    out,
-                );
+                walk(plan, main(id), filters, out);
                 filters.pop();
             }
-            NodeKind::Window(_) | NodeKind::Sink(_) => out.push(Path_ {
+            NodeKind::Window(_) | NodeKind::Sink(_) => out.push(FilterPath {
                 filters: filters.clone(),
                 target: id,
             }),
@@ -126,19 +266,297 @@ fn walk(plan: &JobPlan, stream: StreamRef, filters: &mut Vec<NodeId>, out: &mut 
     }
 }
 
+fn main(node: NodeId) -> StreamRef {
+    StreamRef {
+        node,
+        port: Port::Main,
+    }
+}
+
 /// The sinks reading a side output (the compiler allows only sinks there).
-fn side_output_sinks(plan: &JobPlan, stream: StreamRef) -> Vec<NodeId> {
-    plan.consumers(stream)
+fn side_output_sinks(plan: &JobPlan, node: NodeId, port: Port) -> Vec<NodeId> {
+    plan.consumers(StreamRef { node, port })
         .filter(|(_, node)| matches!(node.kind, NodeKind::Sink(_)))
         .map(|(id, _)| id)
         .collect()
 }
 
-fn window_plan(plan: &JobPlan, id: NodeId) -> Option<&WindowPlan> {
-    match &plan.node(id).kind {
-        NodeKind::Window(w) => Some(w),
-        _ => None,
+impl Channels {
+    fn open(plan: &JobPlan, parallelism: usize) -> Channels {
+        let mut channels = Channels {
+            windows: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            dead_letter: SinkChannel::new(DEAD_LETTER.into()),
+        };
+        for (i, node) in plan.nodes.iter().enumerate() {
+            let id = NodeId(i as u32);
+            match &node.kind {
+                NodeKind::Window(_) => {
+                    let (senders, receivers) =
+                        (0..parallelism).map(|_| bounded(WINDOW_QUEUE)).unzip();
+                    let window = WindowChannels {
+                        senders,
+                        receivers,
+                        inputs: Vec::new(),
+                    };
+                    channels.windows.insert(id, window);
+                }
+                NodeKind::Sink(_) => {
+                    channels
+                        .sinks
+                        .insert(id, SinkChannel::new(node.name.clone()));
+                }
+                NodeKind::Source(_) | NodeKind::Filter(_) => {}
+            }
+        }
+        channels
     }
+
+    /// Window partitions in the job.
+    fn partitions(&self) -> usize {
+        self.windows.values().map(|w| w.receivers.len()).sum()
+    }
+
+    /// The router of emitter instance `input` of `node`, and its `.late`
+    /// outputs (window partitions only).
+    fn router(&mut self, plan: &JobPlan, node: NodeId, input: InputId) -> (Router, Vec<SinkOut>) {
+        let mut paths = Vec::new();
+        walk(plan, main(node), &mut Vec::new(), &mut paths);
+        let mut router = Router::new(plan.node(node).name.clone());
+        let mut filter_index: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut target_index: BTreeMap<NodeId, Target> = BTreeMap::new();
+        for path in &paths {
+            let chain = path
+                .filters
+                .iter()
+                .map(|f| {
+                    *filter_index.entry(*f).or_insert_with(|| {
+                        let expr = match &plan.node(*f).kind {
+                            NodeKind::Filter(filter) => filter.expr.clone(),
+                            _ => unreachable!("walk only collects filters"),
+                        };
+                        router.filters.push(expr);
+                        router.filters.len() - 1
+                    })
+                })
+                .collect();
+            let target = match target_index.get(&path.target) {
+                Some(t) => *t,
+                None => {
+                    let t = self.connect(plan, path.target, input, &mut router);
+                    target_index.insert(path.target, t);
+                    t
+                }
+            };
+            router.routes.push(Route { chain, target });
+        }
+        let is_source = matches!(plan.node(node).kind, NodeKind::Source(_));
+        let error_sinks = if is_source {
+            side_output_sinks(plan, node, Port::Errors)
+        } else {
+            Vec::new()
+        };
+        if error_sinks.is_empty() {
+            router.errors.push(self.dead_letter.connect(input));
+            router.errors_to_dead_letter = true;
+        } else {
+            router.errors = self.connect_sinks(&error_sinks, input);
+        }
+        let late = if is_source {
+            Vec::new()
+        } else {
+            self.connect_sinks(&side_output_sinks(plan, node, Port::Late), input)
+        };
+        (router, late)
+    }
+
+    fn connect_sinks(&mut self, sinks: &[NodeId], input: InputId) -> Vec<SinkOut> {
+        sinks
+            .iter()
+            .filter_map(|sink| self.sinks.get_mut(sink).map(|c| c.connect(input)))
+            .collect()
+    }
+
+    /// Connects emitter `input` to window or sink `target`.
+    fn connect(
+        &mut self,
+        plan: &JobPlan,
+        target: NodeId,
+        input: InputId,
+        router: &mut Router,
+    ) -> Target {
+        let NodeKind::Window(w) = &plan.node(target).kind else {
+            let channel = self
+                .sinks
+                .get_mut(&target)
+                .unwrap_or_else(|| unreachable!("every sink has a channel"));
+            router.sinks.push(channel.connect(input));
+            return Target::Sink(router.sinks.len() - 1);
+        };
+        let channels = self
+            .windows
+            .get_mut(&target)
+            .unwrap_or_else(|| unreachable!("every window has channels"));
+        channels.inputs.push(input);
+        let carry_raw = plan
+            .consumers(StreamRef {
+                node: target,
+                port: Port::Late,
+            })
+            .next()
+            .is_some();
+        let field_name = |f: FieldId| plan.fields[f.index()].dotted.clone();
+        router.windows.push(WindowOut::new(
+            plan.node(target).name.clone(),
+            input,
+            w.key.iter().map(|f| (*f, field_name(*f))).collect(),
+            w.aggregates
+                .iter()
+                .map(|a| ArgSpec {
+                    name: a.name.clone(),
+                    function: a.function,
+                    field: a.field.map(|f| (f, field_name(f))),
+                })
+                .collect(),
+            carry_raw,
+            channels.senders.clone(),
+        ));
+        Target::Window(router.windows.len() - 1)
+    }
+
+    /// One task per sink, and the dead-letter writer if any emitter may
+    /// write to it.
+    fn sink_tasks(self, ctx: &BuildCtx<'_>) -> Result<Vec<SinkTask>, EngineError> {
+        let plan = ctx.plan;
+        let committed = |name: &str| -> Result<Option<u64>, EngineError> {
+            let stored = ctx.restore.and_then(|m| m.sinks.get(name));
+            Ok(restore_part::<FileSinkPosition>(name, stored)?.map(|p| p.length))
+        };
+        let mut tasks = Vec::new();
+        for (node_id, channel) in self.sinks {
+            let node = plan.node(node_id);
+            let writer: Box<dyn LineWriter> = match &node.kind {
+                NodeKind::Sink(SinkPlan::File { path }) => Box::new(FileWriter::new(
+                    node.name.clone(),
+                    path.clone(),
+                    Creation::AtStart,
+                    committed(&node.name)?,
+                )?),
+                NodeKind::Sink(SinkPlan::Kinesis {
+                    stream,
+                    region,
+                    endpoint,
+                }) => Box::new(KinesisWriter::new(
+                    node.name.clone(),
+                    stream.clone(),
+                    &Endpoint {
+                        region: region.clone(),
+                        url: endpoint.clone(),
+                    },
+                    sink_key_columns(plan, node_id),
+                )?),
+                _ => Box::new(StdoutWriter::new(node.name.clone())),
+            };
+            tasks.push(sink_task(ctx, channel, writer));
+        }
+        if !self.dead_letter.inputs.is_empty() {
+            let writer = FileWriter::new(
+                DEAD_LETTER.into(),
+                plan.dead_letter_path.clone(),
+                Creation::OnFirstLine,
+                committed(DEAD_LETTER)?,
+            )?;
+            tasks.push(sink_task(ctx, self.dead_letter, Box::new(writer)));
+        }
+        Ok(tasks)
+    }
+}
+
+fn sink_task(ctx: &BuildCtx<'_>, channel: SinkChannel, writer: Box<dyn LineWriter>) -> SinkTask {
+    SinkTask {
+        name: channel.name,
+        inputs: channel.inputs,
+        receiver: channel.receiver,
+        writer,
+        checkpoints: ctx.checkpoints.clone(),
+        metrics: ctx.metrics.clone(),
+    }
+}
+
+/// The task of source `name`, routing through `router`.
+fn source_task(
+    ctx: &BuildCtx<'_>,
+    name: &str,
+    source: &SourcePlan,
+    router: Router,
+) -> Result<SourceTask, EngineError> {
+    let plan = ctx.plan;
+    let dedup = match &source.dedup {
+        Some(d) => {
+            let mut dedup = Dedup::new(name, d.within_ms);
+            if ctx.restore.is_some() {
+                dedup.restore(ctx.store)?;
+            }
+            Some((d.field, dedup))
+        }
+        None => None,
+    };
+    let ingest = Ingest {
+        projection: Projection::new(source.projection.iter().map(|f| &plan.fields[f.index()])),
+        slots: SlotMap::new(plan.fields.len(), source.projection.iter().copied()),
+        event_time: source
+            .event_time
+            .map(|f| (f, plan.fields[f.index()].dotted.clone())),
+        dedup,
+        router,
+    };
+    let core = SourceCore::new(
+        name.to_string(),
+        ingest,
+        source.max_out_of_orderness_ms,
+        source.idle_timeout,
+        ctx.metrics.clone(),
+        ctx.checkpoints.clone(),
+    );
+    let stored = ctx.restore.and_then(|m| m.sources.get(name));
+    Ok(match &source.connector {
+        ConnectorPlan::File(file) => {
+            let job_dir = plan.job_path.parent().unwrap_or(Path::new("."));
+            SourceTask::File(Box::new(FileSourceTask {
+                core,
+                path: file.path.clone(),
+                display_path: file
+                    .path
+                    .strip_prefix(job_dir)
+                    .unwrap_or(&file.path)
+                    .display()
+                    .to_string(),
+                follow: if file.follow {
+                    Follow::Tail
+                } else {
+                    Follow::No
+                },
+                restore: restore_part::<FilePosition>(name, stored)?.unwrap_or_default(),
+            }))
+        }
+        ConnectorPlan::Kinesis(k) => SourceTask::Kinesis(Box::new(KinesisSourceTask {
+            core,
+            settings: KinesisSettings {
+                stream: StreamId {
+                    id: k.stream.clone(),
+                    is_arn: k.is_arn,
+                },
+                endpoint: Endpoint {
+                    region: k.region.clone(),
+                    url: k.endpoint.clone(),
+                },
+                start_at: k.start_at,
+                stop_at: k.stop_at,
+                on_expired: k.on_expired,
+            },
+            restore: restore_part(name, stored)?,
+        })),
+    })
 }
 
 /// The key columns of the windows feeding a sink (through filters): a
@@ -162,371 +580,6 @@ fn sink_key_columns(plan: &JobPlan, sink: NodeId) -> Vec<String> {
     columns
 }
 
-/// Builds every task of `plan`.
-///
-/// # Errors
-/// I/O errors opening sink files, Kinesis sinks that cannot start.
-pub fn build(
-    plan: &JobPlan,
-    store: &Arc<StateStore>,
-    metrics: &Arc<Metrics>,
-    parallelism: usize,
-    checkpoints: &CheckpointCtx,
-    restore: Option<&CheckpointMeta>,
-) -> Result<Topology, EngineError> {
-    let parallelism = parallelism.max(1);
-    let field_count = plan.fields.len();
-    let job_dir = plan.job_path.parent().unwrap_or(Path::new("."));
-
-    // Emitter ids: one per source, one per window partition.
-    let mut emitters: BTreeMap<NodeId, Vec<InputId>> = BTreeMap::new();
-    let mut emitter_names: BTreeMap<InputId, String> = BTreeMap::new();
-    let mut next: InputId = 0;
-    for (i, node) in plan.nodes.iter().enumerate() {
-        let names: Vec<String> = match node.kind {
-            NodeKind::Source(_) => vec![node.name.clone()],
-            NodeKind::Window(_) => (0..parallelism)
-                .map(|p| format!("{}/{p}", node.name))
-                .collect(),
-            _ => continue,
-        };
-        let ids: Vec<InputId> = (next..next + names.len() as InputId).collect();
-        next += names.len() as InputId;
-        emitter_names.extend(ids.iter().copied().zip(names));
-        emitters.insert(NodeId(i as u32), ids);
-    }
-
-    // Channels.
-    let mut windows: BTreeMap<NodeId, WindowChannels> = BTreeMap::new();
-    let mut sinks: BTreeMap<NodeId, SinkChannel> = BTreeMap::new();
-    for (i, node) in plan.nodes.iter().enumerate() {
-        let id = NodeId(i as u32);
-        match &node.kind {
-            NodeKind::Window(_) => {
-                let (senders, receivers) = (0..parallelism).map(|_| bounded(WINDOW_QUEUE)).unzip();
-                windows.insert(
-                    id,
-                    WindowChannels {
-                        senders,
-                        receivers,
-                        inputs: Vec::new(),
-                    },
-                );
-            }
-            NodeKind::Sink(_) => {
-                sinks.insert(id, SinkChannel::new(node.name.clone()));
-            }
-            NodeKind::Source(_) | NodeKind::Filter(_) => {}
-        }
-    }
-    let mut dead_letter = SinkChannel::new(DEAD_LETTER.into());
-
-    // Routers, one per emitter instance.
-    let mut routers: BTreeMap<InputId, Router> = BTreeMap::new();
-    let mut late_outs: BTreeMap<InputId, Vec<SinkOut>> = BTreeMap::new();
-    for (&node_id, ids) in &emitters {
-        let node = plan.node(node_id);
-        let mut paths = Vec::new();
-        walk(
-            plan,
-            StreamRef {
-                node: node_id,
-                port: Port::Main,
-            },
-            &mut Vec::new(),
-            &mut paths,
-        );
-        let error_sinks = match node.kind {
-            NodeKind::Source(_) => side_output_sinks(
-                plan,
-                StreamRef {
-                    node: node_id,
-                    port: Port::Errors,
-                },
-            ),
-            _ => Vec::new(),
-        };
-        let late_sinks = match node.kind {
-            NodeKind::Window(_) => side_output_sinks(
-                plan,
-                StreamRef {
-                    node: node_id,
-                    port: Port::Late,
-                },
-            ),
-            _ => Vec::new(),
-        };
-        for &input in ids {
-            let mut router = Router::new(node.name.clone());
-            let mut filter_index: BTreeMap<NodeId, usize> = BTreeMap::new();
-            let mut window_index: BTreeMap<NodeId, usize> = BTreeMap::new();
-            let mut sink_index: BTreeMap<NodeId, usize> = BTreeMap::new();
-            for path in &paths {
-                let chain = path
-                    .filters
-                    .iter()
-                    .map(|f| {
-                        *filter_index.entry(*f).or_insert_with(|| {
-                            let expr = match &plan.node(*f).kind {
-                                NodeKind::Filter(filter) => filter.expr.clone(),
-                                _ => unreachable!("walk only collects filters"),
-                            };
-                            router.filters.push(expr);
-                            router.filters.len() - 1
-                        })
-                    })
-                    .collect();
-                let target = if let Some(w) = window_plan(plan, path.target) {
-                    let index = match window_index.get(&path.target) {
-                        Some(i) => *i,
-                        None => {
-                            let channels = windows
-                                .get_mut(&path.target)
-                                .unwrap_or_else(|| unreachable!("every window has channels"));
-                            channels.inputs.push(input);
-                            let carry_raw = plan
-                                .consumers(StreamRef {
-                                    node: path.target,
-                                    port: Port::Late,
-                                })
-                                .next()
-                                .is_some();
-                            let field_name =
-                                |f: kflow_jobs::FieldId| plan.fields[f.index()].dotted.clone();
-                            router.windows.push(WindowOut::new(
-                                plan.node(path.target).name.clone(),
-                                input,
-                                w.key.iter().map(|f| (*f, field_name(*f))).collect(),
-                                w.aggregates
-                                    .iter()
-                                    .map(|a| ArgSpec {
-                                        name: a.name.clone(),
-                                        function: a.function,
-                                        field: a.field.map(|f| (f, field_name(f))),
-                                    })
-                                    .collect(),
-                                carry_raw,
-                                channels.senders.clone(),
-                            ));
-                            window_index.insert(path.target, router.windows.len() - 1);
-                            router.windows.len() - 1
-                        }
-                    };
-                    Target::Window(index)
-                } else {
-                    let index = match sink_index.get(&path.target) {
-                        Some(i) => *i,
-                        None => {
-                            let channel = sinks
-                                .get_mut(&path.target)
-                                .unwrap_or_else(|| unreachable!("every sink has a channel"));
-                            router.sinks.push(channel.connect(input));
-                            sink_index.insert(path.target, router.sinks.len() - 1);
-                            router.sinks.len() - 1
-                        }
-                    };
-                    Target::Sink(index)
-                };
-                router.routes.push(Route { chain, target });
-            }
-            if error_sinks.is_empty() {
-                router.errors.push(dead_letter.connect(input));
-                router.errors_to_dead_letter = true;
-            } else {
-                for sink in &error_sinks {
-                    if let Some(channel) = sinks.get_mut(sink) {
-                        router.errors.push(channel.connect(input));
-                    }
-                }
-            }
-            let mut late = Vec::new();
-            for sink in &late_sinks {
-                if let Some(channel) = sinks.get_mut(sink) {
-                    late.push(channel.connect(input));
-                }
-            }
-            late_outs.insert(input, late);
-            routers.insert(input, router);
-        }
-    }
-
-    // Tasks.
-    let mut topology = Topology {
-        sources: Vec::new(),
-        windows: Vec::new(),
-        sinks: Vec::new(),
-    };
-    let partitions = windows
-        .values()
-        .map(|w| w.receivers.len())
-        .sum::<usize>()
-        .max(1);
-    let budget = (plan.state_memory_bytes as usize) / partitions;
-    for (&node_id, ids) in &emitters {
-        let node = plan.node(node_id);
-        match &node.kind {
-            NodeKind::Source(source) => {
-                let input = ids[0];
-                let router = routers.remove(&input).unwrap_or_default();
-                let projection =
-                    Projection::new(source.projection.iter().map(|f| &plan.fields[f.index()]));
-                let dedup = match &source.dedup {
-                    Some(d) => {
-                        let mut dedup = Dedup::new(&node.name, d.within_ms);
-                        if restore.is_some() {
-                            dedup.restore(store)?;
-                        }
-                        Some((d.field, dedup))
-                    }
-                    None => None,
-                };
-                let ingest = Ingest {
-                    projection,
-                    slots: SlotMap::new(field_count, source.projection.iter().copied()),
-                    event_time: source
-                        .event_time
-                        .map(|f| (f, plan.fields[f.index()].dotted.clone())),
-                    dedup,
-                    router,
-                };
-                let restore_state = restore
-                    .and_then(|m| m.sources.get(&node.name))
-                    .cloned()
-                    .unwrap_or_default();
-                let task = match &source.connector {
-                    ConnectorPlan::File(file) => SourceTask::File(Box::new(FileSourceTask {
-                        name: node.name.clone(),
-                        path: file.path.clone(),
-                        display_path: file
-                            .path
-                            .strip_prefix(job_dir)
-                            .unwrap_or(&file.path)
-                            .display()
-                            .to_string(),
-                        follow: file.follow,
-                        ingest,
-                        max_out_of_orderness_ms: source.max_out_of_orderness_ms,
-                        idle_timeout: source.idle_timeout,
-                        metrics: metrics.clone(),
-                        checkpoints: checkpoints.clone(),
-                        restore: restore_state,
-                    })),
-                    ConnectorPlan::Kinesis(k) => SourceTask::Kinesis(Box::new(KinesisSourceTask {
-                        name: node.name.clone(),
-                        settings: KinesisSettings {
-                            stream: StreamId {
-                                id: k.stream.clone(),
-                                is_arn: k.is_arn,
-                            },
-                            endpoint: Endpoint {
-                                region: k.region.clone(),
-                                url: k.endpoint.clone(),
-                            },
-                            start_at: k.start_at,
-                            stop_at: k.stop_at,
-                            on_expired: k.on_expired,
-                        },
-                        ingest,
-                        max_out_of_orderness_ms: source.max_out_of_orderness_ms,
-                        idle_timeout: source.idle_timeout,
-                        metrics: metrics.clone(),
-                        checkpoints: checkpoints.clone(),
-                        restore: restore_state,
-                    })),
-                };
-                topology.sources.push(task);
-            }
-            NodeKind::Window(w) => {
-                let channels = windows
-                    .remove(&node_id)
-                    .unwrap_or_else(|| unreachable!("every window has channels"));
-                let columns = result_columns(plan, w);
-                for (partition, &input) in ids.iter().enumerate() {
-                    let router = routers.remove(&input).unwrap_or_default();
-                    let out = ResultEmitter::new(
-                        node.name.clone(),
-                        w.key_names.clone(),
-                        w.aggregates.clone(),
-                        router,
-                        columns.clone(),
-                    );
-                    let task = format!("{}/{partition}", node.name);
-                    let ctx = WindowTaskCtx {
-                        instance: kflow_state::codec::instance(node_id.0 as u16, partition as u16),
-                        restore: restore.and_then(|m| m.windows.get(&task)).cloned(),
-                        task,
-                        panes: Panes::new(w.kind.size_ms(), w.kind.slide_ms()),
-                        lateness: w.allowed_lateness_ms,
-                        inputs: channels
-                            .inputs
-                            .iter()
-                            .map(|id| (*id, emitter_names.get(id).cloned().unwrap_or_default()))
-                            .collect(),
-                        store: store.clone(),
-                        budget,
-                        late: late_outs.remove(&input).unwrap_or_default(),
-                        metrics: metrics.clone(),
-                        checkpoints: checkpoints.clone(),
-                    };
-                    topology.windows.push(WindowTask::new(
-                        ctx,
-                        channels.receivers[partition].clone(),
-                        out,
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
-    let committed = |name: &str| restore.and_then(|m| m.sinks.get(name)).map(|s| s.length);
-    for (node_id, channel) in sinks {
-        let node = plan.node(node_id);
-        let writer: Box<dyn LineWriter> = match &node.kind {
-            NodeKind::Sink(SinkPlan::File { path }) => Box::new(FileWriter::new(
-                node.name.clone(),
-                path.clone(),
-                false,
-                committed(&node.name),
-            )?),
-            NodeKind::Sink(SinkPlan::Kinesis {
-                stream,
-                region,
-                endpoint,
-            }) => Box::new(KinesisWriter::new(
-                node.name.clone(),
-                stream.clone(),
-                &Endpoint {
-                    region: region.clone(),
-                    url: endpoint.clone(),
-                },
-                sink_key_columns(plan, node_id),
-            )?),
-            _ => Box::new(StdoutWriter::new(node.name.clone())),
-        };
-        topology.sinks.push(SinkTask {
-            name: channel.name,
-            inputs: channel.inputs,
-            receiver: channel.receiver,
-            writer,
-            checkpoints: checkpoints.clone(),
-            metrics: metrics.clone(),
-        });
-    }
-    if !dead_letter.inputs.is_empty() {
-        let path = plan.dead_letter_path.clone();
-        let writer = FileWriter::new(DEAD_LETTER.into(), path, true, committed(DEAD_LETTER))?;
-        topology.sinks.push(SinkTask {
-            name: dead_letter.name,
-            inputs: dead_letter.inputs,
-            receiver: dead_letter.receiver,
-            writer: Box::new(writer),
-            checkpoints: checkpoints.clone(),
-            metrics: metrics.clone(),
-        });
-    }
-    Ok(topology)
-}
-
 /// Field id -> column of a window's result rows: `window_start`,
 /// `window_end`, the keys, then the aggregates.
 fn result_columns(plan: &JobPlan, w: &WindowPlan) -> SlotMap {
@@ -537,7 +590,7 @@ fn result_columns(plan: &JobPlan, w: &WindowPlan) -> SlotMap {
         names
             .iter()
             .position(|n| *n == path.dotted)
-            .map(|column| (kflow_jobs::FieldId(i as u32), column))
+            .map(|column| (FieldId(i as u32), column))
     });
     SlotMap::from_pairs(plan.fields.len(), pairs)
 }

@@ -5,10 +5,31 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use super::write_behind::WriteBehind;
-use super::LineWriter;
+use super::{Committed, LineWriter};
+use crate::dataflow::checkpoint::Durability;
 use crate::error::EngineError;
-use crate::runtime::checkpoint::{Durability, SinkState};
+
+/// A file sink's checkpointed position: everything after `length` bytes
+/// of `path` is uncommitted and cut off on recovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileSinkPosition {
+    /// The file.
+    pub path: PathBuf,
+    /// Committed length in bytes.
+    pub length: u64,
+}
+
+/// When a file sink creates its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    /// At start (an empty result is an empty file).
+    AtStart,
+    /// With the first line (the dead-letter file: a clean run leaves none).
+    OnFirstLine,
+}
 
 /// Writes lines to a file.
 pub struct FileWriter {
@@ -23,8 +44,8 @@ pub struct FileWriter {
 
 impl FileWriter {
     /// A writer for `path`. With `committed`, the file is cut back to that
-    /// many bytes (recovery); without it the file starts empty (created
-    /// only when the first line arrives if `lazy`).
+    /// many bytes (recovery); without it the file starts empty, created as
+    /// `creation` says.
     ///
     /// # Errors
     /// [`EngineError::SinkIo`] when the file cannot be opened, or is shorter
@@ -33,7 +54,7 @@ impl FileWriter {
     pub fn new(
         name: String,
         path: PathBuf,
-        lazy: bool,
+        creation: Creation,
         committed: Option<u64>,
     ) -> Result<FileWriter, EngineError> {
         let mut writer = FileWriter {
@@ -45,7 +66,7 @@ impl FileWriter {
         };
         match committed {
             Some(length) => writer.reopen(length)?,
-            None if lazy => {
+            None if creation == Creation::OnFirstLine => {
                 // A leftover from an earlier run must not survive this one.
                 match std::fs::remove_file(&writer.path) {
                     Ok(()) => {}
@@ -135,13 +156,13 @@ impl LineWriter for FileWriter {
         result.map_err(|e| self.io(e))
     }
 
-    fn commit(&mut self) -> Result<(SinkState, Option<Durability>), EngineError> {
-        let state = SinkState {
-            path: Some(self.path.clone()),
+    fn commit(&mut self) -> Result<Committed, EngineError> {
+        let position = FileSinkPosition {
+            path: self.path.clone(),
             length: self.length,
         };
         let Some(file) = self.file.as_mut() else {
-            return Ok((state, None));
+            return Committed::new(&self.name, &position, None);
         };
         // Flushed here, synced by the coordinator (through a second handle
         // on the same file) while this sink writes on: the sync then covers
@@ -154,6 +175,6 @@ impl LineWriter for FileWriter {
                 .sync_data()
                 .map_err(|source| EngineError::SinkIo { name, path, source })
         });
-        Ok((state, Some(sync)))
+        Committed::new(&self.name, &position, Some(sync))
     }
 }

@@ -7,16 +7,25 @@
 //! window, its bounds, the key and the values), so a consumer can drop the
 //! repeats. At each checkpoint the sink waits until every queued row is
 //! written (partial failures retried, per-key order kept; see
-//! [`crate::kinesis::put`]).
+//! [`crate::aws::put`]).
 
 use std::fmt::Write as _;
 
-use crate::error::EngineError;
-use crate::kinesis::put::{PutEntry, PutError, Putter};
-use crate::kinesis::{connect, Endpoint};
-use crate::runtime::checkpoint::{Durability, SinkState};
+use serde::{Deserialize, Serialize};
 
-use super::LineWriter;
+use super::{Committed, LineWriter};
+use crate::aws::put::{PutEntry, PutError, Putter};
+use crate::aws::{connect, Endpoint};
+use crate::error::EngineError;
+
+/// What a Kinesis sink has put (informational: a stream cannot take
+/// records back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KinesisSinkPosition {
+    /// Rows put and acknowledged.
+    #[serde(alias = "length")]
+    pub rows: u64,
+}
 
 /// Writes rows to a Kinesis stream.
 pub struct KinesisWriter {
@@ -128,14 +137,13 @@ impl LineWriter for KinesisWriter {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<(SinkState, Option<Durability>), EngineError> {
+    fn commit(&mut self) -> Result<Committed, EngineError> {
         let result = self.runtime.block_on(self.putter.flush());
         result.map_err(|e| self.error(e))?;
-        let state = SinkState {
-            path: None,
-            length: self.putter.stats().records,
+        let position = KinesisSinkPosition {
+            rows: self.putter.stats().records,
         };
-        Ok((state, None))
+        Committed::new(&self.name, &position, None)
     }
 }
 

@@ -22,18 +22,45 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 use hdrhistogram::Histogram;
+use serde::Serialize;
 
-use crate::error::EngineError;
-use crate::metrics::Metrics;
-use crate::runtime::align::Aligner;
-use crate::runtime::checkpoint::{
-    CheckpointCtx, CrashPoint, Durability, Part, PartState, SinkState,
+use crate::dataflow::checkpoint::{
+    save_part, CheckpointCtx, CrashPoint, Durability, Part, PartKind,
 };
-use crate::runtime::message::{InputId, SinkMsg};
+use crate::dataflow::message::{InputId, SinkMsg};
+use crate::dataflow::metrics::Metrics;
+use crate::dataflow::task::{run_aligned, AlignedTask};
+use crate::error::EngineError;
 
-pub use file::FileWriter;
-pub use kinesis::KinesisWriter;
-pub use stdout::StdoutWriter;
+pub use file::{Creation, FileSinkPosition, FileWriter};
+pub use kinesis::{KinesisSinkPosition, KinesisWriter};
+pub use stdout::{StdoutPosition, StdoutWriter};
+
+/// What a writer reports at a checkpoint: its position, serialised, and the
+/// work that makes its output durable, which the checkpoint coordinator
+/// runs before it commits.
+#[derive(Debug)]
+pub struct Committed {
+    state: serde_json::Value,
+    durability: Option<Durability>,
+}
+
+impl Committed {
+    /// Sink `name`'s `position`, durable once `durability` (if any) ran.
+    ///
+    /// # Errors
+    /// [`EngineError::State`] when the position does not serialise (a bug).
+    pub fn new(
+        name: &str,
+        position: &impl Serialize,
+        durability: Option<Durability>,
+    ) -> Result<Committed, EngineError> {
+        Ok(Committed {
+            state: save_part(name, position)?,
+            durability,
+        })
+    }
+}
 
 /// Where a sink's bytes go.
 pub trait LineWriter: Send {
@@ -48,12 +75,11 @@ pub trait LineWriter: Send {
     /// The sink's I/O error.
     fn flush(&mut self) -> Result<(), EngineError>;
     /// Says how much has been written and makes it durable, now or by the
-    /// returned work, which the checkpoint coordinator runs before it
-    /// commits the checkpoint.
+    /// returned work.
     ///
     /// # Errors
     /// The sink's I/O error.
-    fn commit(&mut self) -> Result<(SinkState, Option<Durability>), EngineError>;
+    fn commit(&mut self) -> Result<Committed, EngineError>;
 }
 
 /// A sink task.
@@ -72,66 +98,86 @@ pub struct SinkTask {
     pub metrics: Arc<Metrics>,
 }
 
+/// A running sink: the task and what it measures.
+struct Running {
+    task: SinkTask,
+    crash: Option<CrashPoint>,
+    /// End-to-end latency of the rows written, microseconds.
+    latency: Option<Histogram<u64>>,
+}
+
 impl SinkTask {
     /// Writes until every input has ended.
     ///
     /// # Errors
     /// I/O errors, or [`EngineError::Disconnected`] when an input vanished
     /// without ending (it failed: its own error is reported).
-    pub fn run(mut self) -> Result<(), EngineError> {
-        let crash = CrashPoint::from_env();
-        // Microseconds from 1 us to 1 hour, 3 significant digits.
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok();
-        let mut aligner: Aligner<SinkMsg> = Aligner::new(&self.inputs);
-        while !aligner.all_ended() {
-            let msg = aligner
-                .next(&self.receiver)
-                .ok_or_else(|| EngineError::Disconnected(self.name.clone()))?;
-            let snapshot = match msg {
-                SinkMsg::Lines(_, lines, origin) => {
-                    if let Some(CrashPoint::SinkWrite(n)) = crash {
-                        if self.checkpoints.committed() >= n && lines.len() > 1 {
-                            // Test hook: a torn write, then a crash.
-                            self.writer.write(&lines[..lines.len() / 2])?;
-                            self.writer.flush()?;
-                            eprintln!("kflow: test hook: aborting in the middle of a sink write");
-                            std::process::abort();
-                        }
-                    }
-                    self.writer.write(&lines)?;
-                    if let (Some(origin), Some(h)) = (origin, latency.as_mut()) {
-                        let rows = memchr::memchr_iter(b'\n', &lines).count() as u64;
-                        let us = origin.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
-                        let _ = h.record_n(us, rows);
-                    }
-                    None
-                }
-                SinkMsg::Barrier(input, id) => aligner.barrier(input, id),
-                SinkMsg::End(input) => aligner.end(input),
-            };
-            if let Some(id) = snapshot {
-                let committed = self.writer.commit()?;
-                self.report(Some(id), committed)?;
-                aligner.release();
-            }
-        }
-        let committed = self.writer.commit()?;
-        if let Some(h) = &latency {
-            self.metrics.add_latency(h);
-        }
-        self.report(None, committed)
+    pub fn run(self) -> Result<(), EngineError> {
+        let inputs = self.inputs.clone();
+        let receiver = self.receiver.clone();
+        let mut running = Running {
+            task: self,
+            crash: CrashPoint::from_env(),
+            // Microseconds from 1 us to 1 hour, 3 significant digits.
+            latency: Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok(),
+        };
+        run_aligned(&mut running, &inputs, &receiver)
+    }
+}
+
+impl Running {
+    fn report(&mut self, checkpoint: Option<u64>) -> Result<(), EngineError> {
+        let task = &mut self.task;
+        let committed = task.writer.commit()?;
+        task.checkpoints.report(Part {
+            task: task.name.clone(),
+            checkpoint,
+            kind: PartKind::Sink,
+            state: committed.state,
+            batch: kflow_state::StateBatch::new(),
+            durability: committed.durability,
+        })
+    }
+}
+
+impl AlignedTask for Running {
+    type Msg = SinkMsg;
+
+    fn name(&self) -> &str {
+        &self.task.name
     }
 
-    fn report(
-        &self,
-        checkpoint: Option<u64>,
-        (state, durable): (SinkState, Option<Durability>),
-    ) -> Result<(), EngineError> {
-        self.checkpoints.report(Part {
-            task: self.name.clone(),
-            checkpoint,
-            state: PartState::Sink(state, durable),
-            batch: kflow_state::StateBatch::new(),
-        })
+    fn on_data(&mut self, msg: SinkMsg) -> Result<(), EngineError> {
+        let SinkMsg::Lines(_, lines, origin) = msg else {
+            return Ok(());
+        };
+        let writer = &mut self.task.writer;
+        if let Some(CrashPoint::SinkWrite(n)) = self.crash {
+            if self.task.checkpoints.committed() >= n && lines.len() > 1 {
+                // Test hook: a torn write, then a crash.
+                writer.write(&lines[..lines.len() / 2])?;
+                writer.flush()?;
+                eprintln!("kflow: test hook: aborting in the middle of a sink write");
+                std::process::abort();
+            }
+        }
+        writer.write(&lines)?;
+        if let (Some(origin), Some(h)) = (origin, self.latency.as_mut()) {
+            let rows = memchr::memchr_iter(b'\n', &lines).count() as u64;
+            let us = origin.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
+            let _ = h.record_n(us, rows);
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, checkpoint: u64) -> Result<(), EngineError> {
+        self.report(Some(checkpoint))
+    }
+
+    fn on_end(&mut self) -> Result<(), EngineError> {
+        if let Some(h) = &self.latency {
+            self.task.metrics.add_latency(h);
+        }
+        self.report(None)
     }
 }

@@ -3,9 +3,19 @@
 
 use std::io::Write;
 
-use super::LineWriter;
+use serde::{Deserialize, Serialize};
+
+use super::{Committed, LineWriter};
 use crate::error::EngineError;
-use crate::runtime::checkpoint::{Durability, SinkState};
+
+/// What a stdout sink has written (informational: stdout cannot take
+/// anything back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StdoutPosition {
+    /// Bytes written.
+    #[serde(alias = "length")]
+    pub bytes: u64,
+}
 
 /// Writes lines to standard output.
 pub struct StdoutWriter {
@@ -41,12 +51,11 @@ impl LineWriter for StdoutWriter {
         std::io::stdout().lock().flush().map_err(|e| self.io(e))
     }
 
-    fn commit(&mut self) -> Result<(SinkState, Option<Durability>), EngineError> {
+    fn commit(&mut self) -> Result<Committed, EngineError> {
         self.flush()?;
-        let state = SinkState {
-            path: None,
-            length: self.written,
+        let position = StdoutPosition {
+            bytes: self.written,
         };
-        Ok((state, None))
+        Committed::new(&self.name, &position, None)
     }
 }

@@ -14,7 +14,7 @@ use std::fmt;
 
 use kflow_jobs::{FieldPath, Value};
 
-use crate::json;
+use crate::dataflow::json;
 
 /// Nesting deeper than this is rejected (as `serde_json` does), so a hostile
 /// line cannot exhaust the stack.

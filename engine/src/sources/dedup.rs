@@ -12,7 +12,7 @@ use hashbrown::HashMap;
 use kflow_jobs::Value;
 use kflow_state::{Family, StateBatch, StateError, StateStore};
 
-use crate::operators::window::key;
+use crate::dataflow::key;
 
 /// The seen-id set of one source.
 #[derive(Debug)]
@@ -138,7 +138,7 @@ mod tests {
         assert!(!d.is_duplicate(&Value::Null, 5_000, 0));
         let mut batch = StateBatch::new();
         d.snapshot(&mut batch);
-        store.write(batch, true).unwrap();
+        store.write(batch, kflow_state::WriteMode::Synced).unwrap();
 
         let mut restored = Dedup::new("clicks", 10_000);
         restored.restore(&store).unwrap();
@@ -147,7 +147,7 @@ mod tests {
         assert!(!restored.is_duplicate(&id("a"), 20_000, 12_000));
         let mut batch = StateBatch::new();
         restored.snapshot(&mut batch);
-        store.write(batch, true).unwrap();
+        store.write(batch, kflow_state::WriteMode::Synced).unwrap();
         assert_eq!(
             store.scan_prefix(Family::Dedup, b"clicks\0").unwrap().len(),
             2

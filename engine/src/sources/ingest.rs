@@ -5,10 +5,11 @@
 use kflow_jobs::{FieldId, Row, Value};
 use kflow_state::StateBatch;
 
+use crate::dataflow::metrics::LocalCounts;
+use crate::dataflow::position::Position;
+use crate::dataflow::route::Router;
+use crate::dataflow::row::{MappedRow, SlotMap};
 use crate::error::EngineError;
-use crate::metrics::LocalCounts;
-use crate::runtime::route::{Position, Router};
-use crate::runtime::row::{MappedRow, SlotMap};
 use crate::sources::decode::Projection;
 use crate::sources::dedup::Dedup;
 use crate::sources::time::{event_time, TimeError};

@@ -2,6 +2,7 @@
 //! event time and watermarks, drop duplicates, and route records to their
 //! consumers.
 
+pub mod core;
 pub mod decode;
 pub mod dedup;
 pub mod file;
@@ -23,8 +24,8 @@ impl SourceTask {
     /// The source's name (its task name in checkpoints).
     pub fn name(&self) -> &str {
         match self {
-            SourceTask::File(t) => &t.name,
-            SourceTask::Kinesis(t) => &t.name,
+            SourceTask::File(t) => &t.core.name,
+            SourceTask::Kinesis(t) => &t.core.name,
         }
     }
 

@@ -20,7 +20,8 @@ use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 use smallvec::SmallVec;
 
 use crate::codec;
-use crate::store::{Family, StateStore};
+use crate::family::Family;
+use crate::store::StateStore;
 use crate::StateError;
 use written::WrittenKeys;
 

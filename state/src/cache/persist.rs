@@ -4,8 +4,9 @@
 use super::written::WrittenKeys;
 use super::{table_of, Entry, Table, WindowCache};
 use crate::codec;
+use crate::family::Family;
 use crate::pack;
-use crate::store::{Family, StateStore};
+use crate::store::StateStore;
 use crate::{StateBatch, StateError, StateValue};
 
 impl<V: StateValue> WindowCache<V> {

@@ -97,7 +97,7 @@ fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
     let mut batch = StateBatch::new();
     cache.snapshot(&mut batch, true);
     assert_eq!(batch.len(), 100);
-    store.write(batch, false).unwrap();
+    store.write(batch, crate::WriteMode::Buffered).unwrap();
     cache.evict();
     assert_eq!(cache.len(), 0);
     // The filter of the keys written (512 keys' worth, 640 bytes) is past
@@ -122,7 +122,7 @@ fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
     assert!(cache.is_empty());
     let mut batch = StateBatch::new();
     cache.snapshot(&mut batch, true);
-    store.write(batch, false).unwrap();
+    store.write(batch, crate::WriteMode::Buffered).unwrap();
     assert!(store.scan_prefix(Family::Windows, &[]).unwrap().is_empty());
 }
 
@@ -136,7 +136,7 @@ fn drain_visits_stored_and_memory_entries_once_with_memory_winning() {
     }
     let mut batch = StateBatch::new();
     cache.snapshot(&mut batch, true);
-    store.write(batch, false).unwrap();
+    store.write(batch, crate::WriteMode::Buffered).unwrap();
     cache.evict();
     // `b` is updated again: memory (2) shadows the stored copy (1).
     bump(&mut cache, &store, 60_000, "b");
@@ -167,7 +167,7 @@ fn times_are_found_in_order_across_memory_and_disk() {
     bump(&mut cache, &store, -120_000, "a");
     let mut batch = StateBatch::new();
     cache.snapshot(&mut batch, true);
-    store.write(batch, false).unwrap();
+    store.write(batch, crate::WriteMode::Buffered).unwrap();
     cache.evict();
     bump(&mut cache, &store, 60_000, "b");
     assert_eq!(cache.first_time_from(i64::MIN), Some(-120_000));
@@ -188,7 +188,7 @@ fn commit(cache: &mut WindowCache<Count>, store: &StateStore, evicting: bool) ->
             }
         }
     }
-    store.write(batch, false).unwrap();
+    store.write(batch, crate::WriteMode::Buffered).unwrap();
     copy
 }
 
@@ -422,7 +422,7 @@ fn batched_updates_of_evicted_keys_equal_updates_one_by_one() {
         }
         let mut batch = StateBatch::new();
         cache.snapshot(&mut batch, true);
-        store.write(batch, false).unwrap();
+        store.write(batch, crate::WriteMode::Buffered).unwrap();
         cache.evict();
         assert_eq!(cache.len(), 0);
         // A few keys back in memory: hits among the misses.
@@ -497,7 +497,7 @@ fn a_key_the_cache_never_wrote_is_not_looked_up_until_a_restart() {
         codec::encode_key(7, 60_000, ghost.as_bytes(), &mut key);
         planted.put(Family::Windows, &key, &41u64.to_le_bytes());
     }
-    store.write(planted, false).unwrap();
+    store.write(planted, crate::WriteMode::Buffered).unwrap();
     let hash = |n: &str| xxhash_rust::xxh3::xxh3_64(n.as_bytes());
 
     // This cache wrote every stored key of the time: "ghost" is not one.

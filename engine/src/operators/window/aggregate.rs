@@ -16,24 +16,14 @@ use kflow_state::{StateError, StateValue};
 use smallvec::SmallVec;
 
 use super::round::{round_15, write_rounded};
-use crate::json;
+pub use crate::dataflow::arg::Arg;
+use crate::dataflow::json;
 
 /// Largest group whose percentile is computed exactly.
 pub const EXACT_LIMIT: usize = 128;
 
 /// Percentile values are recorded in histograms as integers of 1/SCALE.
 const SCALE: f64 = 1000.0;
-
-/// One aggregate's input for one record, prepared by the source task.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Arg {
-    /// No value: `count()`, or a null/missing field.
-    None,
-    /// A number.
-    Num(f64),
-    /// The stable hash of a value (for `count_distinct`).
-    Hash(u64),
-}
 
 /// The running state of one aggregate.
 #[derive(Debug, Clone, PartialEq)]
@@ -540,7 +530,7 @@ mod tests {
 
     fn result(f: AggregateFunction, acc: &Acc) -> String {
         let mut out = Vec::new();
-        crate::json::write_value(&mut out, &acc.value(f));
+        crate::dataflow::json::write_value(&mut out, &acc.value(f));
         String::from_utf8(out).unwrap()
     }
 

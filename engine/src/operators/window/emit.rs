@@ -7,12 +7,13 @@
 use kflow_jobs::{AggregatePlan, Value};
 
 use super::aggregate::Partial;
-use super::key;
+use crate::dataflow::json;
+use crate::dataflow::key;
+use crate::dataflow::metrics::LocalCounts;
+use crate::dataflow::position::Position;
+use crate::dataflow::route::Router;
+use crate::dataflow::row::{MappedRow, SlotMap};
 use crate::error::EngineError;
-use crate::json;
-use crate::metrics::LocalCounts;
-use crate::runtime::route::{Position, Router};
-use crate::runtime::row::{MappedRow, SlotMap};
 
 /// Writes result rows and routes them downstream.
 pub struct ResultEmitter {

@@ -12,8 +12,8 @@
 pub mod aggregate;
 pub mod assign;
 mod emit;
-pub mod key;
 mod round;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,15 +24,16 @@ use kflow_state::cache::SHARDS;
 use kflow_state::{StateBatch, StateStore, StateValue, WindowCache};
 use smallvec::SmallVec;
 
+use crate::dataflow::checkpoint::{CheckpointCtx, Part, PartKind};
+use crate::dataflow::message::{InputId, WindowBatch, WindowMsg};
+use crate::dataflow::metrics::{LocalCounts, Metrics};
+use crate::dataflow::route::SinkOut;
+use crate::dataflow::task::{run_aligned, AlignedTask};
 use crate::error::EngineError;
-use crate::metrics::{LocalCounts, Metrics};
-use crate::runtime::align::Aligner;
-use crate::runtime::checkpoint::{CheckpointCtx, Part, PartState, WindowState};
-use crate::runtime::message::{InputId, WindowBatch, WindowMsg};
-use crate::runtime::route::SinkOut;
 use aggregate::Partial;
 use assign::Panes;
 pub use emit::ResultEmitter;
+pub use state::WindowState;
 
 /// How long a window well over its memory budget waits for the checkpoint
 /// that lets it evict, before going on regardless (a stuck coordinator must
@@ -81,7 +82,6 @@ pub struct WindowTask {
     panes: Panes,
     lateness: i64,
     receiver: Receiver<WindowMsg>,
-    aligner: Aligner<WindowMsg>,
     inputs: Vec<InputState>,
     store: Arc<StateStore>,
     cache: WindowCache<Partial>,
@@ -126,7 +126,6 @@ impl WindowTask {
             watermark: i64::MIN,
             ..WindowState::default()
         });
-        let ids: Vec<InputId> = ctx.inputs.iter().map(|(id, _)| *id).collect();
         let inputs = ctx
             .inputs
             .into_iter()
@@ -146,7 +145,6 @@ impl WindowTask {
             panes: ctx.panes,
             lateness: ctx.lateness,
             receiver,
-            aligner: Aligner::new(&ids),
             inputs,
             store: ctx.store,
             cache,
@@ -174,51 +172,9 @@ impl WindowTask {
     pub fn run(mut self) -> Result<(), EngineError> {
         let packed = std::mem::take(&mut self.packed);
         self.cache.load_packed(&self.store, packed)?;
-        while !self.aligner.all_ended() {
-            let msg = self
-                .aligner
-                .next(&self.receiver)
-                .ok_or_else(|| EngineError::Disconnected(self.task.clone()))?;
-            // Rows this message fires measure their latency from when its
-            // input was read.
-            self.out.router.origin = match &msg {
-                WindowMsg::Batch(batch) => batch.origin,
-                _ => Some(std::time::Instant::now()),
-            };
-            let snapshot = match msg {
-                WindowMsg::Batch(batch) => {
-                    self.on_batch(batch)?;
-                    None
-                }
-                WindowMsg::Idle(id) => {
-                    if let Some(i) = self.input_index(id) {
-                        self.inputs[i].idle = true;
-                        self.recompute_watermark()?;
-                    }
-                    None
-                }
-                WindowMsg::Barrier(id, checkpoint) => self.aligner.barrier(id, checkpoint),
-                WindowMsg::End(id) => {
-                    if let Some(i) = self.input_index(id) {
-                        self.inputs[i].ended = true;
-                        self.recompute_watermark()?;
-                    }
-                    self.aligner.end(id)
-                }
-            };
-            if let Some(checkpoint) = snapshot {
-                self.snapshot(Some(checkpoint))?;
-                self.aligner.release();
-            }
-            self.counts.publish(&self.metrics);
-        }
-        self.advance(i64::MAX)?;
-        self.out.router.end(i64::MAX)?;
-        for sink in &mut self.late {
-            sink.end()?;
-        }
-        self.counts.publish(&self.metrics);
-        self.snapshot(None)
+        let inputs: Vec<InputId> = self.inputs.iter().map(|i| i.id).collect();
+        let receiver = self.receiver.clone();
+        run_aligned(&mut self, &inputs, &receiver)
     }
 
     /// `window/partition`.
@@ -267,12 +223,13 @@ impl WindowTask {
             // cache meanwhile, a later growth must be able to ask again.
             self.early_requested = false;
         }
-        self.checkpoints.report(Part {
-            task: self.task.clone(),
+        self.checkpoints.report(Part::new(
+            &self.task,
             checkpoint,
-            state: PartState::Window(state),
+            PartKind::Window,
+            &state,
             batch,
-        })
+        )?)
     }
 
     fn on_batch(&mut self, batch: WindowBatch) -> Result<(), EngineError> {
@@ -525,5 +482,61 @@ impl WindowTask {
             self.cache.remove(pane);
         }
         Ok(())
+    }
+}
+
+impl AlignedTask for WindowTask {
+    type Msg = WindowMsg;
+
+    fn name(&self) -> &str {
+        &self.task
+    }
+
+    fn on_data(&mut self, msg: WindowMsg) -> Result<(), EngineError> {
+        match msg {
+            WindowMsg::Batch(batch) => {
+                // Rows this batch fires measure their latency from when its
+                // input was read.
+                self.out.router.origin = batch.origin;
+                self.on_batch(batch)
+            }
+            WindowMsg::Idle(id) => {
+                self.out.router.origin = Some(std::time::Instant::now());
+                if let Some(i) = self.input_index(id) {
+                    self.inputs[i].idle = true;
+                    self.recompute_watermark()?;
+                }
+                Ok(())
+            }
+            WindowMsg::Barrier(..) | WindowMsg::End(_) => Ok(()),
+        }
+    }
+
+    fn on_input_end(&mut self, input: InputId) -> Result<(), EngineError> {
+        self.out.router.origin = Some(std::time::Instant::now());
+        if let Some(i) = self.input_index(input) {
+            self.inputs[i].ended = true;
+            self.recompute_watermark()?;
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, checkpoint: u64) -> Result<(), EngineError> {
+        self.snapshot(Some(checkpoint))
+    }
+
+    fn after_message(&mut self) {
+        self.counts.publish(&self.metrics);
+    }
+
+    fn on_end(&mut self) -> Result<(), EngineError> {
+        self.out.router.origin = Some(std::time::Instant::now());
+        self.advance(i64::MAX)?;
+        self.out.router.end(i64::MAX)?;
+        for sink in &mut self.late {
+            sink.end()?;
+        }
+        self.counts.publish(&self.metrics);
+        self.snapshot(None)
     }
 }

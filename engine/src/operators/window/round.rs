@@ -1,7 +1,7 @@
 //! Sums and means printed with the digits an f64 sum holds: rounded to 15
 //! significant digits, and written as JSON without printing them twice.
 
-use crate::json;
+use crate::dataflow::json;
 
 /// Rounds a computed sum or mean to 15 significant digits, all that an f64
 /// sum reliably holds: `801.6300000000001` becomes `801.63`, and sums of the

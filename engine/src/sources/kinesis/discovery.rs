@@ -9,7 +9,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
 
 use super::reader::StreamId;
-use crate::kinesis::client::{classify, describe, Backoff, Fault};
+use crate::aws::client::{classify, describe, Backoff, Fault};
 
 /// One shard as ListShards describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

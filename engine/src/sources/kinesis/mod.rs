@@ -26,6 +26,7 @@
 
 pub mod discovery;
 pub mod kpl;
+pub mod position;
 pub mod reader;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,17 +40,16 @@ use kflow_jobs::{OnExpired, StartAt, StopAt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
+use crate::aws::client::{connect, sequence_cmp, Endpoint};
+use crate::dataflow::json::format_time;
+use crate::dataflow::metrics::ShardMetrics;
+use crate::dataflow::position::Position;
 use crate::error::EngineError;
-use crate::json::format_time;
-use crate::kinesis::client::{connect, sequence_cmp, Endpoint};
-use crate::metrics::{LocalCounts, Metrics, ShardMetrics};
-use crate::runtime::checkpoint::{
-    CheckpointCtx, KinesisState, Part, PartState, ShardState, SourceState,
-};
-use crate::runtime::route::Position;
-use crate::sources::ingest::{now_ms, Ingest};
+use crate::sources::core::SourceCore;
+use crate::sources::ingest::now_ms;
 use discovery::{list_shards, oldest_sequence, stream_created_ms, ShardInfo};
 use kpl::Records;
+use position::{KinesisPosition, ShardPosition, StreamPosition};
 use reader::{arrival_ms, FaultInjection, ReaderEvent, ShardReader, StartPosition, StreamId};
 
 /// How often shards are listed (besides right after a shard ends).
@@ -74,28 +74,18 @@ pub struct KinesisSettings {
 
 /// One Kinesis source task.
 pub struct KinesisSourceTask {
-    /// Source name.
-    pub name: String,
+    /// What every source does.
+    pub core: SourceCore,
     /// Stream, endpoint, start and stop.
     pub settings: KinesisSettings,
-    /// Decoding, dedup and routing.
-    pub ingest: Ingest,
-    /// Watermark lag behind the maximum event time.
-    pub max_out_of_orderness_ms: i64,
-    /// When a quiet shard stops holding the watermark back.
-    pub idle_timeout: Option<Duration>,
-    /// Shared counters.
-    pub metrics: Arc<Metrics>,
-    /// Checkpoint coordination.
-    pub checkpoints: CheckpointCtx,
-    /// Where to resume (from the last checkpoint).
-    pub restore: SourceState,
+    /// Where to resume (`None`: no checkpoint yet).
+    pub restore: Option<KinesisPosition>,
 }
 
 /// A shard this task knows.
 #[derive(Debug, Default)]
 struct Slot {
-    state: ShardState,
+    state: ShardPosition,
     running: bool,
     stopped: bool,
     /// Start here instead of the default (an expired position reset).
@@ -123,16 +113,34 @@ struct Reading {
     client: Client,
     events_tx: Sender<ReaderEvent>,
     events: Receiver<ReaderEvent>,
-    stream: KinesisState,
+    stream: StreamPosition,
     slots: BTreeMap<String, Slot>,
     watermark: i64,
     max_time: i64,
     records: u64,
-    checkpoint: u64,
     throttles: Arc<AtomicU64>,
     faults: FaultInjection,
     next_discovery: Instant,
-    idle_sent: bool,
+}
+
+impl Reading {
+    /// The source's position after the records processed so far.
+    fn position(&self, ended: bool) -> KinesisPosition {
+        KinesisPosition {
+            records: self.records,
+            max_time: (self.max_time != i64::MIN).then_some(self.max_time),
+            ended,
+            stream: StreamPosition {
+                shards: self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.state != ShardPosition::default() || s.running)
+                    .map(|(id, s)| (id.clone(), s.state.clone()))
+                    .collect(),
+                ..self.stream.clone()
+            },
+        }
+    }
 }
 
 fn kinesis_error(name: &str, message: String) -> EngineError {
@@ -152,10 +160,12 @@ impl KinesisSourceTask {
     pub fn run(mut self) -> Result<(), EngineError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name(format!("kinesis {}", self.name))
+            .thread_name(format!("kinesis {}", self.core.name))
             .enable_all()
             .build()
-            .map_err(|e| kinesis_error(&self.name, format!("cannot start its runtime: {e}")))?;
+            .map_err(|e| {
+                kinesis_error(&self.core.name, format!("cannot start its runtime: {e}"))
+            })?;
         let client = runtime.block_on(connect(&self.settings.endpoint));
         let (events_tx, events) = channel(64);
         let mut r = Reading {
@@ -163,16 +173,18 @@ impl KinesisSourceTask {
             client,
             events_tx,
             events,
-            stream: KinesisState::default(),
+            stream: StreamPosition::default(),
             slots: BTreeMap::new(),
             watermark: i64::MIN,
-            max_time: self.restore.max_time.unwrap_or(i64::MIN),
-            records: self.restore.line,
-            checkpoint: self.checkpoints.committed(),
+            max_time: self
+                .restore
+                .as_ref()
+                .and_then(|p| p.max_time)
+                .unwrap_or(i64::MIN),
+            records: self.restore.as_ref().map_or(0, |p| p.records),
             throttles: Arc::new(AtomicU64::new(0)),
             faults: FaultInjection::from_env(),
             next_discovery: Instant::now(),
-            idle_sent: false,
         };
         self.open(&mut r)?;
         let result = self.read(&mut r);
@@ -183,7 +195,7 @@ impl KinesisSourceTask {
     /// Resolves the start and stop positions, restores shard positions and
     /// checks them against the stream's retention.
     fn open(&mut self, r: &mut Reading) -> Result<(), EngineError> {
-        let name = self.name.clone();
+        let name = self.core.name.clone();
         let stream = self.settings.stream.clone();
         let created = r
             .runtime
@@ -194,8 +206,8 @@ impl KinesisSourceTask {
             .block_on(list_shards(&r.client, &stream))
             .map_err(|e| kinesis_error(&name, e))?;
         let now = now_ms();
-        let Some(restored) = self.restore.kinesis.clone() else {
-            r.stream = KinesisState {
+        let Some(restored) = self.restore.as_ref().map(|p| p.stream.clone()) else {
+            r.stream = StreamPosition {
                 stream_created_ms: created,
                 start_ms: match self.settings.start_at {
                     StartAt::Latest => Some(now),
@@ -211,7 +223,7 @@ impl KinesisSourceTask {
             };
             if r.stream.start_ms.is_some() || r.stream.stop_ms.is_some() {
                 // Pin the resolved start and stop in a checkpoint right away.
-                self.checkpoints.request_early();
+                self.core.checkpoints.request_early();
             }
             if self.settings.start_at == StartAt::Latest {
                 // Closed shards hold nothing newer than now.
@@ -219,9 +231,9 @@ impl KinesisSourceTask {
                     r.slots.insert(
                         shard.id.clone(),
                         Slot {
-                            state: ShardState {
+                            state: ShardPosition {
                                 finished: true,
-                                ..ShardState::default()
+                                ..ShardPosition::default()
                             },
                             ..Slot::default()
                         },
@@ -230,7 +242,7 @@ impl KinesisSourceTask {
             }
             return Ok(());
         };
-        r.stream = KinesisState {
+        r.stream = StreamPosition {
             shards: BTreeMap::new(),
             ..restored.clone()
         };
@@ -247,7 +259,6 @@ impl KinesisSourceTask {
                 )
             })
             .collect();
-        r.max_time = self.restore.max_time.unwrap_or(i64::MIN);
         // Is every checkpointed position still in the stream?
         let mut expired: Vec<String> = Vec::new();
         let mut expired_shards: Vec<String> = Vec::new();
@@ -333,7 +344,7 @@ impl KinesisSourceTask {
         let listing: Vec<ShardInfo> = r
             .runtime
             .block_on(list_shards(&r.client, &self.settings.stream))
-            .map_err(|e| kinesis_error(&self.name, e))?;
+            .map_err(|e| kinesis_error(&self.core.name, e))?;
         r.next_discovery = Instant::now() + DISCOVERY_EVERY;
         let listed: BTreeSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
         let mut started = 0;
@@ -356,7 +367,7 @@ impl KinesisSourceTask {
             };
             tracing::debug!(
                 "source `{}`: reading shard {} from {start:?}",
-                self.name,
+                self.core.name,
                 info.id
             );
             slot.running = true;
@@ -378,7 +389,6 @@ impl KinesisSourceTask {
     }
 
     fn read(&mut self, r: &mut Reading) -> Result<(), EngineError> {
-        let mut counts = LocalCounts::default();
         self.discover(r)?;
         let bounded = r.stream.stop_ms.is_some();
         loop {
@@ -392,29 +402,15 @@ impl KinesisSourceTask {
                 .runtime
                 .block_on(async { tokio::time::timeout(TICK, r.events.recv()).await });
             if let Ok(Some(event)) = event {
-                self.handle(r, event, &mut counts)?;
+                self.handle(r, event)?;
             }
-            self.chores(r, &mut counts)?;
+            self.chores(r)?;
         }
-        self.chores(r, &mut counts)?;
-        self.ingest.router.end(i64::MAX)?;
-        counts.publish(&self.metrics);
-        let batch = self.ingest.dedup_batch();
-        let state = self.source_state(r, true);
-        self.checkpoints.report(Part {
-            task: self.name.clone(),
-            checkpoint: None,
-            state: PartState::Source(state),
-            batch,
-        })
+        self.chores(r)?;
+        self.core.finish(&r.position(true))
     }
 
-    fn handle(
-        &mut self,
-        r: &mut Reading,
-        event: ReaderEvent,
-        counts: &mut LocalCounts,
-    ) -> Result<(), EngineError> {
+    fn handle(&mut self, r: &mut Reading, event: ReaderEvent) -> Result<(), EngineError> {
         match event {
             ReaderEvent::Records {
                 shard,
@@ -425,19 +421,19 @@ impl KinesisSourceTask {
                     slot.behind_ms = behind_ms;
                     if !records.is_empty() {
                         slot.last_data = Some(Instant::now());
-                        if r.idle_sent {
-                            r.idle_sent = false;
-                        }
+                        self.core.set_idle(false, i64::MIN)?;
                     }
                 }
                 let watermark = self.watermark(r);
                 for record in &records {
-                    self.record(r, &shard, record, watermark, counts)?;
-                    self.maybe_checkpoint(r)?;
+                    self.record(r, &shard, record, watermark)?;
+                    let watermark = self.watermark(r);
+                    self.core
+                        .maybe_checkpoint(watermark, || r.position(false))?;
                 }
                 if !records.is_empty() {
                     let watermark = self.watermark(r);
-                    self.ingest.router.flush(watermark)?;
+                    self.core.ingest.router.flush(watermark)?;
                 }
             }
             ReaderEvent::End { shard } => {
@@ -445,7 +441,7 @@ impl KinesisSourceTask {
                     slot.running = false;
                     slot.state.finished = true;
                 }
-                tracing::info!("source `{}`: shard {shard} ended", self.name);
+                tracing::info!("source `{}`: shard {shard} ended", self.core.name);
                 r.next_discovery = Instant::now();
             }
             ReaderEvent::Stopped { shard } => {
@@ -456,7 +452,7 @@ impl KinesisSourceTask {
             }
             ReaderEvent::Failed { shard, message } => {
                 return Err(kinesis_error(
-                    &self.name,
+                    &self.core.name,
                     format!("shard {shard}: {message}"),
                 ));
             }
@@ -471,8 +467,9 @@ impl KinesisSourceTask {
         shard: &str,
         record: &Record,
         watermark: i64,
-        counts: &mut LocalCounts,
     ) -> Result<(), EngineError> {
+        let core = &mut self.core;
+        let counts = &mut core.counts;
         let sequence = record.sequence_number();
         let arrival = arrival_ms(record).unwrap_or_else(now_ms);
         let data = record.data().as_ref();
@@ -481,26 +478,26 @@ impl KinesisSourceTask {
         match kpl::deaggregate(data) {
             Ok(Records::Single(data)) => {
                 counts.read += 1;
-                let mut values = self.ingest.values();
+                let mut values = core.ingest.values();
                 let position = Position::Shard {
                     shard,
                     sequence,
                     subsequence: None,
                 };
                 max_time =
-                    self.ingest
+                    core.ingest
                         .record(data, &mut values, position, arrival, watermark, counts)?;
             }
             Ok(Records::Aggregated(users)) => {
                 for user in &users {
                     counts.read += 1;
-                    let mut values = self.ingest.values();
+                    let mut values = core.ingest.values();
                     let position = Position::Shard {
                         shard,
                         sequence,
                         subsequence: Some(user.subsequence),
                     };
-                    let time = self.ingest.record(
+                    let time = core.ingest.record(
                         &user.data,
                         &mut values,
                         position,
@@ -519,7 +516,7 @@ impl KinesisSourceTask {
                     sequence,
                     subsequence: None,
                 };
-                self.ingest
+                core.ingest
                     .router
                     .error(&e.to_string(), position, data, counts)?;
             }
@@ -544,7 +541,7 @@ impl KinesisSourceTask {
     /// The minimum over the shards being read (not idle ones), less the
     /// allowed out-of-orderness; never moves back.
     fn watermark(&self, r: &mut Reading) -> i64 {
-        let idle_after = self.idle_timeout;
+        let idle_after = self.core.idle_timeout;
         let min = r
             .slots
             .values()
@@ -558,20 +555,19 @@ impl KinesisSourceTask {
         if let Some(min) = min.filter(|m| *m != i64::MIN) {
             r.watermark = r
                 .watermark
-                .max(min.saturating_sub(self.max_out_of_orderness_ms));
+                .max(min.saturating_sub(self.core.max_out_of_orderness_ms));
         }
         r.watermark
     }
 
     /// Periodic work: flush, metrics, idleness, checkpoints.
-    fn chores(&mut self, r: &mut Reading, counts: &mut LocalCounts) -> Result<(), EngineError> {
+    fn chores(&mut self, r: &mut Reading) -> Result<(), EngineError> {
         let watermark = self.watermark(r);
-        self.ingest.router.flush(watermark)?;
-        counts.publish(&self.metrics);
+        let metrics = &self.core.metrics;
         for (id, slot) in &r.slots {
             if slot.running || slot.records_this_run > 0 || slot.stopped {
-                self.metrics.set_shard(
-                    format!("{}/{id}", self.name),
+                metrics.set_shard(
+                    format!("{}/{id}", self.core.name),
                     ShardMetrics {
                         records: slot.records_this_run,
                         behind_ms: slot.behind_ms,
@@ -580,58 +576,19 @@ impl KinesisSourceTask {
                 );
             }
         }
-        self.metrics
+        metrics
             .throttles
             .fetch_max(r.throttles.load(Ordering::Relaxed), Ordering::Relaxed);
-        if let Some(timeout) = self.idle_timeout {
+        if let Some(timeout) = self.core.idle_timeout {
             let running: Vec<&Slot> = r.slots.values().filter(|s| s.running).collect();
             let all_idle = !running.is_empty()
                 && running
                     .iter()
                     .all(|s| s.last_data.is_some_and(|at| at.elapsed() >= timeout));
-            if all_idle && !r.idle_sent {
-                self.ingest.router.idle(watermark)?;
-                r.idle_sent = true;
+            if all_idle {
+                self.core.set_idle(true, watermark)?;
             }
         }
-        self.maybe_checkpoint(r)
-    }
-
-    fn source_state(&self, r: &Reading, ended: bool) -> SourceState {
-        SourceState {
-            offset: 0,
-            line: r.records,
-            max_time: (r.max_time != i64::MIN).then_some(r.max_time),
-            ended,
-            kinesis: Some(KinesisState {
-                shards: r
-                    .slots
-                    .iter()
-                    .filter(|(_, s)| s.state != ShardState::default() || s.running)
-                    .map(|(id, s)| (id.clone(), s.state.clone()))
-                    .collect(),
-                ..r.stream.clone()
-            }),
-        }
-    }
-
-    /// Sends barriers for a requested checkpoint, if any.
-    fn maybe_checkpoint(&mut self, r: &mut Reading) -> Result<(), EngineError> {
-        let requested = self.checkpoints.requested();
-        if requested <= r.checkpoint {
-            return Ok(());
-        }
-        let watermark = self.watermark(r);
-        self.ingest.router.barrier(requested, watermark)?;
-        let batch = self.ingest.dedup_batch();
-        let state = self.source_state(r, false);
-        self.checkpoints.report(Part {
-            task: self.name.clone(),
-            checkpoint: Some(requested),
-            state: PartState::Source(state),
-            batch,
-        })?;
-        r.checkpoint = requested;
-        Ok(())
+        self.core.chores(watermark, || r.position(false))
     }
 }

@@ -20,7 +20,7 @@ use aws_smithy_types::DateTime;
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
-use crate::kinesis::client::{classify, describe, Backoff, Fault};
+use crate::aws::client::{classify, describe, Backoff, Fault};
 
 /// GetRecords calls per second per shard, at most (the service limit).
 const CALL_INTERVAL: Duration = Duration::from_millis(200);

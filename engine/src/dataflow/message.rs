@@ -7,7 +7,7 @@
 //! record, no matter how records were batched: replaying a source yields
 //! the same late records and the same results.
 
-use crate::operators::window::aggregate::Arg;
+use crate::dataflow::arg::Arg;
 
 /// Identifies one emitter instance (a source task or a window partition)
 /// among a consumer's inputs.
@@ -37,6 +37,14 @@ impl Envelope for WindowMsg {
         match self {
             WindowMsg::Batch(b) => b.input,
             WindowMsg::Idle(i) | WindowMsg::Barrier(i, _) | WindowMsg::End(i) => *i,
+        }
+    }
+
+    fn signal(&self) -> Signal {
+        match self {
+            WindowMsg::Batch(_) | WindowMsg::Idle(_) => Signal::Data,
+            WindowMsg::Barrier(_, id) => Signal::Barrier(*id),
+            WindowMsg::End(_) => Signal::End,
         }
     }
 }
@@ -141,10 +149,31 @@ impl Envelope for SinkMsg {
             SinkMsg::Lines(i, _, _) | SinkMsg::Barrier(i, _) | SinkMsg::End(i) => *i,
         }
     }
+
+    fn signal(&self) -> Signal {
+        match self {
+            SinkMsg::Lines(..) => Signal::Data,
+            SinkMsg::Barrier(_, id) => Signal::Barrier(*id),
+            SinkMsg::End(_) => Signal::End,
+        }
+    }
 }
 
-/// A message that says which emitter sent it.
+/// What a message means to the task loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Records, rows or a watermark change: the task's own business.
+    Data,
+    /// Checkpoint barrier `N` from the sending emitter.
+    Barrier(u64),
+    /// The sending emitter is done.
+    End,
+}
+
+/// A message that says which emitter sent it and what it means.
 pub trait Envelope {
     /// The sending emitter.
     fn input(&self) -> InputId;
+    /// Data, a barrier or the end of the input.
+    fn signal(&self) -> Signal;
 }

@@ -12,77 +12,18 @@ use kflow_jobs::expr::CompiledExpr;
 use kflow_jobs::{AggregateFunction, FieldId, Row, Value};
 use std::time::Instant;
 
+use crate::dataflow::arg::Arg;
+use crate::dataflow::json;
+use crate::dataflow::key;
+use crate::dataflow::message::{InputId, SinkMsg, WindowBatch, WindowMsg};
+use crate::dataflow::metrics::LocalCounts;
+use crate::dataflow::position::Position;
 use crate::error::EngineError;
-use crate::json;
-use crate::metrics::LocalCounts;
-use crate::operators::window::aggregate::Arg;
-use crate::operators::window::key;
-use crate::runtime::message::{InputId, SinkMsg, WindowBatch, WindowMsg};
 
 /// Records per window batch before it is sent.
 const WINDOW_BATCH: usize = 1024;
 /// Bytes buffered per sink before they are sent.
 const SINK_BATCH: usize = 64 * 1024;
-
-/// Where a record came from, for error reports.
-#[derive(Debug, Clone, Copy)]
-pub enum Position<'a> {
-    /// Line `line` (1-based) of `file` (as the job names it).
-    File {
-        /// The path as written in the job file.
-        file: &'a str,
-        /// 1-based line number.
-        line: u64,
-    },
-    /// A record of a Kinesis shard (`subsequence` inside a KPL aggregate).
-    Shard {
-        /// Shard id.
-        shard: &'a str,
-        /// Sequence number.
-        sequence: &'a str,
-        /// Subsequence number, for de-aggregated user records.
-        subsequence: Option<u64>,
-    },
-    /// A result row of a window.
-    Window {
-        /// The window's name.
-        window: &'a str,
-    },
-}
-
-impl Position<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        match self {
-            Position::File { file, line } => {
-                out.extend_from_slice(b"{\"file\":");
-                json::write_str(out, file);
-                out.extend_from_slice(b",\"line\":");
-                json::write_u64(out, *line);
-                out.push(b'}');
-            }
-            Position::Shard {
-                shard,
-                sequence,
-                subsequence,
-            } => {
-                out.extend_from_slice(b"{\"shard\":");
-                json::write_str(out, shard);
-                out.extend_from_slice(b",\"sequence\":");
-                json::write_str(out, sequence);
-                if let Some(sub) = subsequence {
-                    out.extend_from_slice(b",\"subsequence\":");
-                    json::write_u64(out, *sub);
-                }
-                out.push(b'}');
-            }
-            Position::Window { window } => {
-                out.extend_from_slice(b"{\"window\":");
-                json::write_str(out, window);
-                out.push(b'}');
-            }
-        }
-    }
-}
 
 /// A sink destination: buffered JSON lines.
 #[derive(Debug)]

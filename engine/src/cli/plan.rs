@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use kflow_jobs::duration::format_duration;
 use kflow_jobs::{
     AggregateFunction, AggregatePlan, ConnectorPlan, JobPlan, NodeKind, Port, SinkPlan, StreamRef,
     WindowKind,
@@ -14,21 +15,6 @@ fn stream_name(plan: &JobPlan, s: &StreamRef) -> String {
         Port::Late => format!("{name}.late"),
         Port::Errors => format!("{name}.errors"),
     }
-}
-
-/// `1m`, `250ms`, ... for milliseconds.
-pub fn format_duration(ms: i64) -> String {
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms != 0 && ms % size == 0 {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
 }
 
 fn aggregate_text(plan: &JobPlan, a: &AggregatePlan) -> String {
@@ -179,17 +165,4 @@ pub fn dot(plan: &JobPlan) -> String {
     }
     out.push_str("}\n");
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(format_duration(60_000), "1m");
-        assert_eq!(format_duration(250), "250ms");
-        assert_eq!(format_duration(0), "0ms");
-        assert_eq!(format_duration(90_000), "90s");
-    }
 }

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use async_channel::Receiver;
 
-use crate::runtime::message::{Envelope, InputId};
+use crate::dataflow::message::{Envelope, InputId};
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -114,7 +114,7 @@ impl<M: Envelope> Aligner<M> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::runtime::message::SinkMsg;
+    use crate::dataflow::message::SinkMsg;
 
     fn lines(input: InputId, text: &str) -> SinkMsg {
         SinkMsg::Lines(input, text.as_bytes().to_vec(), None)

@@ -5,7 +5,7 @@
 //! dotted path; strings as they are, numbers and booleans as JSON text).
 //! Records go out in PutRecords batches of up to 500 records / 5 MiB with
 //! per-key order kept and partial failures retried (see
-//! [`crate::kinesis::put`]); `--rate` paces them. Lines that are not JSON
+//! [`crate::aws::put`]); `--rate` paces them. Lines that are not JSON
 //! objects or lack the key field are skipped, counted and reported with
 //! their line numbers.
 
@@ -13,9 +13,9 @@ use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::kinesis::put::{PutEntry, PutError, PutStats, Putter};
-use crate::kinesis::{connect, Endpoint};
-use crate::metrics::group;
+use crate::aws::put::{PutEntry, PutError, PutStats, Putter};
+use crate::aws::{connect, Endpoint};
+use crate::dataflow::metrics::group;
 
 /// What to produce, and where.
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ async fn ensure_stream(
             .shard_count(shards)
             .send()
             .await
-            .map_err(|e| failed(crate::kinesis::client::describe(&e)))?;
+            .map_err(|e| failed(crate::aws::client::describe(&e)))?;
         tracing::info!("created stream `{stream}` with {shards} shards");
     }
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -1,0 +1,266 @@
+//! The task side of aligned checkpoints: how a task learns that a
+//! checkpoint is wanted, and the [`Part`] it reports when it has taken its
+//! snapshot.
+//!
+//! The coordinator (in the runtime) asks sources to inject barrier N
+//! through an atomic counter they poll on their own clock. A source sends
+//! barrier N downstream right after the record it last processed and
+//! reports its position; a window partition or sink waits until barrier N
+//! has arrived on every live input ([`crate::dataflow::align`]), snapshots
+//! and forwards the barrier. A task that ends reports a *final* part
+//! instead, which stands in for every later checkpoint.
+//!
+//! A part's position is opaque here: each connector and operator defines
+//! its own position type beside its code and serialises it into
+//! [`Part::state`]; the coordinator stores it as it is and hands it back
+//! to the same task kind on restore.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use kflow_state::{StateBatch, StateError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::EngineError;
+
+/// What kind of task a part comes from (where the coordinator files it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartKind {
+    /// A source: its position and clock.
+    Source,
+    /// A window partition: its clock and where its state lives.
+    Window,
+    /// A sink: its committed output.
+    Sink,
+}
+
+/// One task's contribution to a checkpoint.
+#[derive(Debug)]
+pub struct Part {
+    /// The task (`source`, `window/0`, `sink`).
+    pub task: String,
+    /// The checkpoint, or `None` for a task's final part.
+    pub checkpoint: Option<u64>,
+    /// Where the coordinator files `state`.
+    pub kind: PartKind,
+    /// The task's own position type, serialised by the task.
+    pub state: serde_json::Value,
+    /// Its state changes since its previous part.
+    pub batch: StateBatch,
+    /// Work that makes the task's output durable, run by the coordinator
+    /// before it commits (a file sink's `fdatasync`).
+    pub durability: Option<Durability>,
+}
+
+impl Part {
+    /// A part carrying `state` serialised.
+    ///
+    /// # Errors
+    /// [`EngineError::State`] when `state` does not serialise (a bug).
+    pub fn new(
+        task: &str,
+        checkpoint: Option<u64>,
+        kind: PartKind,
+        state: &impl Serialize,
+        batch: StateBatch,
+    ) -> Result<Part, EngineError> {
+        Ok(Part {
+            task: task.to_string(),
+            checkpoint,
+            kind,
+            state: save_part(task, state)?,
+            batch,
+            durability: None,
+        })
+    }
+
+    /// The same part, with work to run before the commit.
+    pub fn with_durability(mut self, durability: Option<Durability>) -> Part {
+        self.durability = durability;
+        self
+    }
+}
+
+/// Serialises task `task`'s position for a [`Part`].
+///
+/// # Errors
+/// [`EngineError::State`] when `state` does not serialise (a bug).
+pub fn save_part(task: &str, state: &impl Serialize) -> Result<serde_json::Value, EngineError> {
+    serde_json::to_value(state).map_err(|e| {
+        EngineError::State(StateError::Corrupt(format!(
+            "checkpoint part of `{task}`: {e}"
+        )))
+    })
+}
+
+/// Reads a task's position back from a checkpoint (`None`: the task has
+/// none there, it starts fresh).
+///
+/// # Errors
+/// [`EngineError::State`] when the stored position is not of type `T`
+/// (corrupt or foreign state).
+pub fn restore_part<T: DeserializeOwned>(
+    task: &str,
+    stored: Option<&serde_json::Value>,
+) -> Result<Option<T>, EngineError> {
+    stored
+        .map(|v| {
+            T::deserialize(v).map_err(|e| {
+                EngineError::State(StateError::Corrupt(format!(
+                    "checkpoint position of `{task}` does not parse: {e}"
+                )))
+            })
+        })
+        .transpose()
+}
+
+/// Work that makes a part's output durable (a file sink's `fdatasync`),
+/// run by the coordinator before it commits the checkpoint. The sink goes on
+/// writing meanwhile instead of waiting for the disk, which with a large
+/// output stalled the whole pipeline for the length of the sync.
+pub struct Durability(Box<dyn FnOnce() -> Result<(), EngineError> + Send>);
+
+impl Durability {
+    /// Work to run before the checkpoint commits.
+    pub fn new(work: impl FnOnce() -> Result<(), EngineError> + Send + 'static) -> Durability {
+        Durability(Box::new(work))
+    }
+
+    /// Runs every piece of work, at the same time when there are several
+    /// (one per file sink), and returns the first error.
+    pub fn run_all(work: Vec<Durability>) -> Result<(), EngineError> {
+        if work.len() <= 1 {
+            return work.into_iter().try_for_each(|w| (w.0)());
+        }
+        std::thread::scope(|scope| {
+            let running: Vec<_> = work
+                .into_iter()
+                .map(|w| scope.spawn(move || (w.0)()))
+                .collect();
+            let mut first = Ok(());
+            for handle in running {
+                let result = handle.join().unwrap_or_else(|_| {
+                    Err(EngineError::Panicked(
+                        "checkpoints".into(),
+                        "a sink's sync panicked".into(),
+                    ))
+                });
+                first = first.and(result);
+            }
+            first
+        })
+    }
+}
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Durability")
+    }
+}
+
+/// What tasks share with the coordinator.
+#[derive(Debug, Clone)]
+pub struct CheckpointCtx {
+    requested: Arc<AtomicU64>,
+    committed: Arc<AtomicU64>,
+    early: Arc<AtomicBool>,
+    parts: Sender<Part>,
+}
+
+impl CheckpointCtx {
+    /// A handle whose counters start at `committed`, sending parts to
+    /// `parts` (the coordinator's side).
+    pub fn new(committed: u64, parts: Sender<Part>) -> CheckpointCtx {
+        CheckpointCtx {
+            requested: Arc::new(AtomicU64::new(committed)),
+            committed: Arc::new(AtomicU64::new(committed)),
+            early: Arc::new(AtomicBool::new(false)),
+            parts,
+        }
+    }
+
+    /// Asks tasks for checkpoint `id` (the coordinator).
+    pub fn request(&self, id: u64) {
+        self.requested.store(id, Ordering::Release);
+    }
+
+    /// Records that checkpoint `id` is written (the coordinator).
+    pub fn set_committed(&self, id: u64) {
+        self.committed.store(id, Ordering::Release);
+    }
+
+    /// Takes a pending early request, if any (the coordinator).
+    pub fn take_early(&self) -> bool {
+        self.early.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether a task asked for an early checkpoint (the coordinator).
+    pub fn early_pending(&self) -> bool {
+        self.early.load(Ordering::Acquire)
+    }
+
+    /// The same counters, with parts going to `parts` instead.
+    pub fn with_parts(&self, parts: Sender<Part>) -> CheckpointCtx {
+        CheckpointCtx {
+            parts,
+            ..self.clone()
+        }
+    }
+}
+
+impl CheckpointCtx {
+    /// The newest checkpoint the coordinator asked for.
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// The newest checkpoint written to RocksDB.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Asks for a checkpoint now (a cache passed its memory budget).
+    pub fn request_early(&self) {
+        self.early.store(true, Ordering::Release);
+    }
+
+    /// Sends a part to the coordinator.
+    ///
+    /// # Errors
+    /// [`EngineError::Disconnected`] when the coordinator is gone.
+    pub fn report(&self, part: Part) -> Result<(), EngineError> {
+        let task = part.task.clone();
+        self.parts
+            .send(part)
+            .map_err(|_| EngineError::Disconnected(task))
+    }
+}
+
+/// Where the test suite may abort the process to prove recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After collecting every part of checkpoint N, before writing it.
+    BeforeCommit(u64),
+    /// Right after checkpoint N was written.
+    AfterCommit(u64),
+    /// In the middle of a sink's write after checkpoint N committed.
+    SinkWrite(u64),
+}
+
+impl CrashPoint {
+    /// Reads `KFLOW_CRASH_AT` (`before-commit:N`, `after-commit:N`,
+    /// `sink-write:N`): a test hook, never set in production.
+    pub fn from_env() -> Option<CrashPoint> {
+        let value = std::env::var("KFLOW_CRASH_AT").ok()?;
+        let (what, n) = value.split_once(':')?;
+        let n = n.parse().ok()?;
+        match what {
+            "before-commit" => Some(CrashPoint::BeforeCommit(n)),
+            "after-commit" => Some(CrashPoint::AfterCommit(n)),
+            "sink-write" => Some(CrashPoint::SinkWrite(n)),
+            _ => None,
+        }
+    }
+}

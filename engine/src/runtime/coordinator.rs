@@ -1,0 +1,219 @@
+//! The checkpoint coordinator: asks for checkpoints on the job's interval
+//! (or when a cache passes its budget), collects one [`Part`] from every
+//! task, and commits them atomically.
+//!
+//! When every task has answered, the coordinator runs the parts' durability
+//! work (sink syncs), then writes all state changes and the metadata with
+//! every task's position in one synced RocksDB write: the database always
+//! equals the last completed checkpoint. Only then may window caches evict
+//! what they snapshotted.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kflow_state::{Family, StateBatch, StateStore, WriteMode};
+
+use crate::dataflow::checkpoint::{CheckpointCtx, CrashPoint, Durability, Part, PartKind};
+use crate::error::EngineError;
+use crate::runtime::meta::{CheckpointMeta, META_KEY};
+
+/// Totals of a run's checkpoints.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckpointStats {
+    /// Checkpoints committed in this run.
+    pub count: u64,
+    /// Of which early (memory budget).
+    pub early: u64,
+    /// Time spent writing them.
+    pub write_time: Duration,
+    /// Bytes of state written.
+    pub bytes: u64,
+}
+
+/// Collects parts and commits checkpoints.
+pub struct Coordinator {
+    store: Arc<StateStore>,
+    ctx: CheckpointCtx,
+    receiver: Receiver<Part>,
+    interval: Option<Duration>,
+    tasks: Vec<String>,
+    meta: CheckpointMeta,
+    crash: Option<CrashPoint>,
+}
+
+impl Coordinator {
+    /// A coordinator for `tasks`, continuing from `meta` (restored, or a
+    /// fresh one with id 0), checkpointing every `interval` (`None`: only
+    /// when a cache asks).
+    pub fn new(
+        store: Arc<StateStore>,
+        interval: Option<Duration>,
+        tasks: Vec<String>,
+        meta: CheckpointMeta,
+    ) -> Coordinator {
+        let (parts, receiver) = std::sync::mpsc::channel();
+        let ctx = CheckpointCtx::new(meta.id, parts);
+        Coordinator {
+            store,
+            ctx,
+            receiver,
+            interval,
+            tasks,
+            meta,
+            crash: CrashPoint::from_env(),
+        }
+    }
+
+    /// Sets the tasks whose parts make a checkpoint complete.
+    pub fn set_tasks(&mut self, tasks: Vec<String>) {
+        self.tasks = tasks;
+    }
+
+    /// The handle tasks use.
+    pub fn ctx(&self) -> CheckpointCtx {
+        self.ctx.clone()
+    }
+
+    /// Runs until every task has sent its final part, then writes the final
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// State errors writing a checkpoint, or [`EngineError::Disconnected`]
+    /// when a task died (its own error is the cause).
+    pub fn run(mut self) -> Result<CheckpointStats, EngineError> {
+        // Only tasks hold senders from here on: if they all die, recv fails.
+        let (dead, _) = std::sync::mpsc::channel();
+        self.ctx = self.ctx.with_parts(dead);
+        let mut queues: BTreeMap<String, VecDeque<Part>> = self
+            .tasks
+            .iter()
+            .map(|t| (t.clone(), VecDeque::new()))
+            .collect();
+        // Tasks whose final part is committed: it stands for every later
+        // checkpoint.
+        let mut ended: BTreeSet<String> = BTreeSet::new();
+        let mut stats = CheckpointStats::default();
+        let mut last = Instant::now();
+        loop {
+            // Wait until a checkpoint is due or every task has ended.
+            loop {
+                let all_final = queues.iter().all(|(task, q)| {
+                    ended.contains(task) || q.iter().any(|p| p.checkpoint.is_none())
+                });
+                let due = self.interval.is_some_and(|i| last.elapsed() >= i);
+                if all_final || due || self.ctx.early_pending() {
+                    break;
+                }
+                self.receive(&mut queues, Duration::from_millis(10))?;
+            }
+            let early = self.ctx.take_early();
+            let id = self.meta.id + 1;
+            self.ctx.request(id);
+            // Collect part `id` (or a final part) from every task.
+            loop {
+                let complete = queues.iter().all(|(task, q)| {
+                    ended.contains(task) || q.iter().any(|p| p.checkpoint.is_none_or(|c| c == id))
+                });
+                if complete {
+                    break;
+                }
+                self.receive(&mut queues, Duration::from_millis(50))?;
+            }
+            let mut batch = StateBatch::new();
+            let mut durability = Vec::new();
+            for (task, queue) in &mut queues {
+                if ended.contains(task) {
+                    continue;
+                }
+                // The task's parts up to and including the one for `id`, in
+                // the order it sent them.
+                while let Some(part) = queue.pop_front() {
+                    let is_final = part.checkpoint.is_none();
+                    batch.append(part.batch);
+                    durability.extend(part.durability);
+                    let filed = match part.kind {
+                        PartKind::Source => &mut self.meta.sources,
+                        PartKind::Window => &mut self.meta.windows,
+                        PartKind::Sink => &mut self.meta.sinks,
+                    };
+                    filed.insert(task.clone(), part.state);
+                    if is_final {
+                        ended.insert(task.clone());
+                        break;
+                    }
+                    if part.checkpoint == Some(id) {
+                        break;
+                    }
+                }
+            }
+            let finished = ended.len() == queues.len();
+            let started = Instant::now();
+            Durability::run_all(durability)?;
+            stats.write_time += started.elapsed();
+            self.commit(id, finished, batch, &mut stats)?;
+            if early {
+                stats.early += 1;
+            }
+            last = Instant::now();
+            if finished {
+                return Ok(stats);
+            }
+        }
+    }
+
+    fn receive(
+        &self,
+        queues: &mut BTreeMap<String, VecDeque<Part>>,
+        timeout: Duration,
+    ) -> Result<(), EngineError> {
+        match self.receiver.recv_timeout(timeout) {
+            Ok(part) => {
+                if let Some(queue) = queues.get_mut(&part.task) {
+                    queue.push_back(part);
+                }
+                Ok(())
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(EngineError::Disconnected("checkpoint coordinator".into()))
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        id: u64,
+        finished: bool,
+        mut batch: StateBatch,
+        stats: &mut CheckpointStats,
+    ) -> Result<(), EngineError> {
+        self.meta.id = id;
+        self.meta.finished = finished;
+        self.meta.created_ms = chrono::Utc::now().timestamp_millis();
+        let meta = self.meta.to_bytes()?;
+        batch.put(Family::Meta, META_KEY, &meta);
+        if self.crash == Some(CrashPoint::BeforeCommit(id)) {
+            eprintln!("kflow: test hook: aborting before checkpoint {id} is written");
+            std::process::abort();
+        }
+        let started = Instant::now();
+        stats.bytes += batch.bytes() as u64;
+        self.store.write(batch, WriteMode::Synced)?;
+        stats.write_time += started.elapsed();
+        stats.count += 1;
+        self.ctx.set_committed(id);
+        if self.crash == Some(CrashPoint::AfterCommit(id)) {
+            eprintln!("kflow: test hook: aborting after checkpoint {id} was written");
+            std::process::abort();
+        }
+        tracing::debug!(
+            checkpoint = id,
+            finished,
+            rocksdb_memory = self.store.memory(),
+            "checkpoint committed"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! What every source task does besides reading: watermarks from its largest
+//! event time, barriers when the coordinator asks, the final part at its
+//! end, idleness, and publishing its counters.
+//!
+//! A source checks for a checkpoint request after every record it routes
+//! (one atomic load), so the barrier goes out right behind the last record
+//! it covers, whatever the batch or publishing cadence. The position it
+//! reports is the connector's own type ([`crate::sources::file::FilePosition`],
+//! [`crate::sources::kinesis::position::KinesisPosition`]), serialised into
+//! the checkpoint part.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::dataflow::checkpoint::{CheckpointCtx, Part, PartKind};
+use crate::dataflow::metrics::{LocalCounts, Metrics};
+use crate::error::EngineError;
+use crate::sources::ingest::Ingest;
+
+/// Records between two publications of a source's counters.
+pub const PUBLISH_EVERY: u64 = 1024;
+
+/// The parts of a source task that do not depend on its connector.
+pub struct SourceCore {
+    /// Source name (its task name in checkpoints).
+    pub name: String,
+    /// Decoding, dedup and routing.
+    pub ingest: Ingest,
+    /// Watermark lag behind the maximum event time.
+    pub max_out_of_orderness_ms: i64,
+    /// When a quiet source (or shard) stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+    /// Checkpoint coordination.
+    pub checkpoints: CheckpointCtx,
+    /// Counters not yet published.
+    pub counts: LocalCounts,
+    /// The newest checkpoint whose barrier this source sent.
+    sent: u64,
+    /// Whether the window consumers were told this source is idle.
+    idle: bool,
+}
+
+impl SourceCore {
+    /// A core that has sent barriers up to the last committed checkpoint.
+    pub fn new(
+        name: String,
+        ingest: Ingest,
+        max_out_of_orderness_ms: i64,
+        idle_timeout: Option<Duration>,
+        metrics: Arc<Metrics>,
+        checkpoints: CheckpointCtx,
+    ) -> SourceCore {
+        let sent = checkpoints.committed();
+        SourceCore {
+            name,
+            ingest,
+            max_out_of_orderness_ms,
+            idle_timeout,
+            metrics,
+            checkpoints,
+            counts: LocalCounts::default(),
+            sent,
+            idle: false,
+        }
+    }
+
+    /// The watermark that a largest event time of `max_time` gives
+    /// (`i64::MIN` before any record).
+    pub fn watermark_of(&self, max_time: i64) -> i64 {
+        if max_time == i64::MIN {
+            i64::MIN
+        } else {
+            max_time.saturating_sub(self.max_out_of_orderness_ms)
+        }
+    }
+
+    /// Whether the coordinator asked for a checkpoint this source has not
+    /// sent a barrier for.
+    pub fn checkpoint_due(&self) -> bool {
+        self.checkpoints.requested() > self.sent
+    }
+
+    /// Sends the barrier of the requested checkpoint, if one is due, with
+    /// `position()` (where the source is right after the records routed so
+    /// far) and its dedup changes.
+    ///
+    /// # Errors
+    /// A lost downstream task or coordinator.
+    pub fn maybe_checkpoint<P: Serialize>(
+        &mut self,
+        watermark: i64,
+        position: impl FnOnce() -> P,
+    ) -> Result<(), EngineError> {
+        if !self.checkpoint_due() {
+            return Ok(());
+        }
+        let requested = self.checkpoints.requested();
+        self.ingest.router.barrier(requested, watermark)?;
+        self.report(Some(requested), &position())?;
+        self.sent = requested;
+        Ok(())
+    }
+
+    /// Flushes, publishes counters and answers a due checkpoint: the chores
+    /// of a source between blocks of records.
+    ///
+    /// # Errors
+    /// A lost downstream task or coordinator.
+    pub fn chores<P: Serialize>(
+        &mut self,
+        watermark: i64,
+        position: impl FnOnce() -> P,
+    ) -> Result<(), EngineError> {
+        self.ingest.router.flush(watermark)?;
+        self.counts.publish(&self.metrics);
+        self.maybe_checkpoint(watermark, position)
+    }
+
+    /// Publishes the counters once enough records were read.
+    ///
+    /// # Errors
+    /// A lost downstream task.
+    pub fn publish_every(&mut self, watermark: i64) -> Result<(), EngineError> {
+        if self.counts.read >= PUBLISH_EVERY {
+            self.ingest.router.flush(watermark)?;
+            self.counts.publish(&self.metrics);
+        }
+        Ok(())
+    }
+
+    /// Marks the source idle (`true`: its consumers stop waiting for its
+    /// watermark until its next record) or busy again.
+    ///
+    /// # Errors
+    /// A lost downstream task.
+    pub fn set_idle(&mut self, idle: bool, watermark: i64) -> Result<(), EngineError> {
+        if idle && !self.idle {
+            self.ingest.router.idle(watermark)?;
+        }
+        self.idle = idle;
+        Ok(())
+    }
+
+    /// Ends every output and reports the source's final part at
+    /// `position`.
+    ///
+    /// # Errors
+    /// A lost downstream task or coordinator.
+    pub fn finish(&mut self, position: &impl Serialize) -> Result<(), EngineError> {
+        self.ingest.router.end(i64::MAX)?;
+        self.counts.publish(&self.metrics);
+        self.report(None, position)
+    }
+
+    fn report(
+        &mut self,
+        checkpoint: Option<u64>,
+        position: &impl Serialize,
+    ) -> Result<(), EngineError> {
+        let batch = self.ingest.dedup_batch();
+        let part = Part::new(&self.name, checkpoint, PartKind::Source, position, batch)?;
+        self.checkpoints.report(part)
+    }
+}
