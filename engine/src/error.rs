@@ -8,7 +8,7 @@ use kflow_state::StateError;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// A source could not read its input.
-    #[error("source `{name}`: {path}: {source}")]
+    #[error("source `{name}`: {path}")]
     SourceIo {
         /// The source's name.
         name: String,
@@ -18,7 +18,7 @@ pub enum EngineError {
         source: std::io::Error,
     },
     /// A sink could not write its output.
-    #[error("sink `{name}`: {path}: {source}")]
+    #[error("sink `{name}`: {path}")]
     SinkIo {
         /// The sink's name.
         name: String,
@@ -29,14 +29,14 @@ pub enum EngineError {
     },
     /// A Kinesis call failed for good (not throttling or a transient
     /// fault, which are retried).
-    #[error("{what} `{name}`: Kinesis: {message}")]
+    #[error("{what} `{name}`: Kinesis")]
     Kinesis {
         /// `source` or `sink`.
         what: &'static str,
         /// The node's name.
         name: String,
-        /// What failed, with the service's error.
-        message: String,
+        /// What failed, with the service's error as its source.
+        source: crate::aws::AwsError,
     },
     /// Checkpointed shard positions are past the stream's retention.
     #[error(
@@ -52,7 +52,7 @@ pub enum EngineError {
         details: Vec<String>,
     },
     /// The state store failed.
-    #[error("state: {0}")]
+    #[error("state")]
     State(#[from] StateError),
     /// The job's stateful parts changed since its checkpoint.
     #[error(

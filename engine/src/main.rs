@@ -24,8 +24,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// later, and glibc malloc, which RocksDB's C++ allocates with, keeps two
 /// arenas instead of eight per core. A job whose state spills frees tens of
 /// megabytes at every early checkpoint; with these its peak RSS is about a
-/// third lower at no measured cost in speed (README, "State larger than
-/// memory"). A value the user set wins.
+/// third lower at no measured cost in speed (docs/performance.md, "State
+/// larger than memory"). A value the user set wins.
 const ALLOCATOR_ENV: [(&str, &str); 2] = [("MIMALLOC_PURGE_DELAY", "0"), ("MALLOC_ARENA_MAX", "2")];
 
 /// Runs this program again, same arguments and pid, with every
@@ -78,8 +78,8 @@ enum Command {
         reset: bool,
         /// Override the job's checkpoint_interval (`1s`, `10s`, ...; `off`:
         /// only the memory budget takes checkpoints).
-        #[arg(long, value_name = "DURATION|off")]
-        checkpoint_interval: Option<String>,
+        #[arg(long, value_name = "DURATION|off", value_parser = parse_interval)]
+        checkpoint_interval: Option<Interval>,
     },
     /// Check a job file and report every error with its line and column.
     Validate {
@@ -107,8 +107,8 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
         /// Records per second, at most (`500` or `500/s`).
-        #[arg(long, value_name = "N/s")]
-        rate: Option<String>,
+        #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+        rate: Option<f64>,
         /// Create the stream with this many shards if it does not exist.
         #[arg(long, value_name = "SHARDS")]
         create_shards: Option<i32>,
@@ -145,7 +145,7 @@ fn load(path: &std::path::Path) -> Result<kflow_jobs::JobPlan, ExitCode> {
             Err(ExitCode::from(2))
         }
         Err(e) => {
-            eprintln!("kflow: {e}");
+            eprintln!("kflow: {}", causes(&e));
             Err(ExitCode::from(2))
         }
     }
@@ -183,7 +183,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("kflow: {e}");
+                    eprintln!("kflow: {}", causes(&e));
                     ExitCode::from(1)
                 }
             },
@@ -209,17 +209,6 @@ fn main() -> ExitCode {
             quiet,
             file,
         } => {
-            let rate = match rate
-                .as_deref()
-                .map(|r| r.trim_end_matches("/s").parse::<f64>())
-            {
-                None => None,
-                Some(Ok(r)) if r > 0.0 => Some(r),
-                Some(_) => {
-                    eprintln!("kflow: --rate: expected a positive number of records per second, like 500/s");
-                    return ExitCode::from(2);
-                }
-            };
             let options = produce::ProduceOptions {
                 stream,
                 partition_key,
@@ -240,7 +229,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("kflow: produce: {e}");
+                    eprintln!("kflow: produce: {}", causes(&e));
                     ExitCode::from(1)
                 }
             }
@@ -262,22 +251,14 @@ fn main() -> ExitCode {
             }
             options.status = !quiet;
             options.reset = reset;
-            if let Some(text) = checkpoint_interval {
-                options.checkpoint_interval = match text.as_str() {
-                    "off" => Some(None),
-                    _ => match kflow_jobs::duration::parse_duration(&text) {
-                        Ok(d) => Some(Some(d)),
-                        Err(e) => {
-                            eprintln!("kflow: --checkpoint-interval: {e}");
-                            return ExitCode::from(2);
-                        }
-                    },
-                };
-            }
+            options.checkpoint_interval = checkpoint_interval.map(|i| match i {
+                Interval::Off => None,
+                Interval::Every(d) => Some(d),
+            });
             match run(&plan, &options, quiet) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("kflow: {}", causes(&e));
+                    eprintln!("kflow: {}", causes(e.as_ref()));
                     ExitCode::from(1)
                 }
             }
@@ -294,18 +275,39 @@ fn run(plan: &kflow_jobs::JobPlan, options: &RunOptions, quiet: bool) -> anyhow:
     Ok(())
 }
 
-/// An error and its causes on one line, each cause once: kflow's errors
-/// already print the error they wrap, which is also their `source()`.
-fn causes(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&message);
-        }
+/// An error and its causes on one line (`error: cause: cause`): each
+/// error prints only its own message and keeps its cause as `source()`.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
     }
     text
+}
+
+/// `--checkpoint-interval`: a duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+enum Interval {
+    /// Only the memory budget takes checkpoints.
+    Off,
+    /// Every this long.
+    Every(std::time::Duration),
+}
+
+fn parse_interval(text: &str) -> Result<Interval, String> {
+    match text {
+        "off" => Ok(Interval::Off),
+        _ => kflow_jobs::duration::parse_duration(text).map(Interval::Every),
+    }
+}
+
+/// `--rate`: `500` or `500/s`, more than zero.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches("/s").parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err("expected a positive number of records per second, like 500/s".into()),
+    }
 }

@@ -9,7 +9,7 @@ use crate::diagnostic::{self, Diagnostic};
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// The file could not be read.
-    #[error("cannot read job file {}: {source}", path.display())]
+    #[error("cannot read job file {}", path.display())]
     Io {
         /// The path as given.
         path: PathBuf,

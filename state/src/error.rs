@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// RocksDB refused an operation.
-    #[error("rocksdb at {path}: {source}")]
+    #[error("rocksdb at {path}")]
     Rocks {
         /// The state directory.
         path: PathBuf,
@@ -26,7 +26,9 @@ pub enum StateError {
     },
     /// Another process (another `kflow run` of the same job) has the
     /// database open: RocksDB's lock file is held.
-    #[error("{path} is in use by another process (is another `kflow run` of this job still running?): {source}")]
+    #[error(
+        "{path} is in use by another process (is another `kflow run` of this job still running?)"
+    )]
     InUse {
         /// The state directory.
         path: PathBuf,
@@ -34,7 +36,7 @@ pub enum StateError {
         source: rocksdb::Error,
     },
     /// Filesystem trouble around the database.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path involved.
         path: PathBuf,

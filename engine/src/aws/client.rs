@@ -1,10 +1,11 @@
-//! Building a Kinesis client, and deciding what to do when a call fails.
+//! Building a Kinesis client.
 //!
 //! The client uses the standard AWS chains for credentials and region. For
 //! a loopback `endpoint` (an emulator) it uses fixed dummy credentials and
 //! `us-east-1` unless the environment provides others, so that nothing ever
 //! probes the EC2 metadata address from a test. The SDK's own retries are
-//! off: every caller retries with [`Backoff`] and counts what it retried.
+//! off: every caller retries through [`crate::aws::retry`] and counts what
+//! it retried.
 
 use std::time::Duration;
 
@@ -12,10 +13,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::config::Credentials;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use rand::Rng;
 
 /// Where to reach Kinesis.
 #[derive(Debug, Clone, Default)]
@@ -82,99 +81,6 @@ pub async fn connect(endpoint: &Endpoint) -> Client {
     Client::new(&loader.load().await)
 }
 
-/// What to do about a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Throttled (ProvisionedThroughputExceeded, LimitExceeded, KMS
-    /// throttling): back off and retry.
-    Throttled,
-    /// The shard iterator expired: get a new one from the last position.
-    ExpiredIterator,
-    /// Network trouble, timeouts, 5xx: back off and retry.
-    Transient,
-    /// Anything else: stop with the error.
-    Fatal,
-}
-
-/// Classifies a failed SDK call.
-pub fn classify<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Fault {
-    match error {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            Fault::Transient
-        }
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "LimitExceededException"
-                | "ThrottlingException"
-                | "KMSThrottlingException",
-            ) => Fault::Throttled,
-            Some("ExpiredIteratorException") => Fault::ExpiredIterator,
-            Some("InternalFailure" | "InternalFailureException" | "ServiceUnavailable") => {
-                Fault::Transient
-            }
-            _ => Fault::Fatal,
-        },
-        _ => Fault::Fatal,
-    }
-}
-
-/// The code and message of a failed call, for logs and errors.
-pub fn describe<E, R>(error: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    aws_sdk_kinesis::error::DisplayErrorContext(error).to_string()
-}
-
-/// Exponential backoff with full jitter: the n-th retry waits a random time
-/// up to `min(cap, base * 2^n)`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A backoff starting at `base`, never waiting longer than `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Backoff {
-        Backoff {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The wait before the next retry.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        let millis = ceiling.as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(millis / 4..=millis))
-    }
-
-    /// Retries so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-
-    /// After a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// Compares two Kinesis sequence numbers (decimal strings of up to 128
-/// bits, so compared by length, then digits).
-pub fn sequence_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,30 +96,5 @@ mod tests {
         assert!(e("http://[::1]:80").is_loopback());
         assert!(!e("https://kinesis.us-east-1.amazonaws.com").is_loopback());
         assert!(!Endpoint::default().is_loopback());
-    }
-
-    #[test]
-    fn backoff_grows_to_its_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        for _ in 0..20 {
-            assert!(b.next_delay() <= Duration::from_secs(2));
-        }
-        assert_eq!(b.attempts(), 20);
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn sequence_numbers_compare_numerically() {
-        use std::cmp::Ordering::*;
-        assert_eq!(sequence_cmp("9", "10"), Less);
-        assert_eq!(
-            sequence_cmp(
-                "49590338271490256608559692538361571095921575989136588898",
-                "49590338271490256608559692540925702759324208523137515618"
-            ),
-            Less
-        );
-        assert_eq!(sequence_cmp("123", "123"), Equal);
     }
 }

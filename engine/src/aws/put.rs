@@ -10,13 +10,14 @@
 //! flight at a time, so a key's next record always waits for its retry.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
 
-use super::client::{classify, describe, Backoff, Fault};
+use super::retry::{retry, Backoff, RetryCounts, RetryPolicy};
+use super::{AwsError, StreamId};
 
 /// Most entries in one PutRecords call.
 pub const MAX_BATCH_RECORDS: usize = 500;
@@ -26,28 +27,6 @@ pub const MAX_BATCH_BYTES: usize = 5 << 20;
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// How far past the front a batch looks for keys not yet in it.
 const LOOKAHEAD: usize = 4 * MAX_BATCH_RECORDS;
-
-/// Why a put failed for good.
-#[derive(Debug, thiserror::Error)]
-pub enum PutError {
-    /// A record over the 1 MiB limit, or a key of 0 or more than 256 chars.
-    #[error("record {index}: {reason}")]
-    Invalid {
-        /// Position of the record in what was pushed (0-based).
-        index: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The service refused the request (not throttling or a transient
-    /// fault, which are retried).
-    #[error("PutRecords to `{stream}` failed: {message}")]
-    Refused {
-        /// The stream.
-        stream: String,
-        /// The service's error.
-        message: String,
-    },
-}
 
 /// One record to put.
 #[derive(Debug, Clone)]
@@ -67,9 +46,9 @@ pub struct PutStats {
     pub bytes: u64,
     /// PutRecords calls.
     pub calls: u64,
-    /// Entries (or whole calls) retried after a transient failure.
+    /// Entries, and whole calls, retried after a transient failure.
     pub retries: u64,
-    /// Entries (or whole calls) retried after throttling.
+    /// Entries, and whole calls, retried after throttling.
     pub throttles: u64,
 }
 
@@ -77,26 +56,27 @@ pub struct PutStats {
 #[derive(Debug)]
 pub struct Putter {
     client: Client,
-    stream: String,
-    is_arn: bool,
+    stream: StreamId,
     pending: VecDeque<PutEntry>,
     pending_bytes: usize,
     pushed: u64,
     backoff: Backoff,
+    /// Whole calls retried (entries are counted in `stats`).
+    call_retries: RetryCounts,
     stats: PutStats,
 }
 
 impl Putter {
-    /// A putter writing to `stream` (a name, or an ARN when `is_arn`).
-    pub fn new(client: Client, stream: String, is_arn: bool) -> Putter {
+    /// A putter writing to `stream`.
+    pub fn new(client: Client, stream: StreamId) -> Putter {
         Putter {
             client,
             stream,
-            is_arn,
             pending: VecDeque::new(),
             pending_bytes: 0,
             pushed: 0,
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            backoff: RetryPolicy::PATIENT.backoff(),
+            call_retries: RetryCounts::default(),
             stats: PutStats::default(),
         }
     }
@@ -104,20 +84,20 @@ impl Putter {
     /// Queues a record.
     ///
     /// # Errors
-    /// [`PutError::Invalid`] for a record Kinesis would refuse.
-    pub fn push(&mut self, entry: PutEntry) -> Result<(), PutError> {
+    /// [`AwsError::Invalid`] for a record Kinesis would refuse.
+    pub fn push(&mut self, entry: PutEntry) -> Result<(), AwsError> {
         let index = self.pushed;
         self.pushed += 1;
         let chars = entry.key.chars().count();
         if chars == 0 || chars > 256 {
-            return Err(PutError::Invalid {
+            return Err(AwsError::Invalid {
                 index,
                 reason: format!("partition key has {chars} characters (1 to 256 allowed)"),
             });
         }
         let size = entry.data.len() + entry.key.len();
         if size > MAX_RECORD_BYTES {
-            return Err(PutError::Invalid {
+            return Err(AwsError::Invalid {
                 index,
                 reason: format!("{size} bytes is over Kinesis' 1 MiB record limit"),
             });
@@ -139,7 +119,12 @@ impl Putter {
 
     /// What was done so far.
     pub fn stats(&self) -> PutStats {
-        self.stats
+        let calls = &self.call_retries;
+        PutStats {
+            retries: self.stats.retries + calls.transient.load(Ordering::Relaxed),
+            throttles: self.stats.throttles + calls.throttled.load(Ordering::Relaxed),
+            ..self.stats
+        }
     }
 
     /// Takes the next batch: in queue order, at most one entry per key.
@@ -182,12 +167,14 @@ impl Putter {
         }
     }
 
-    /// Sends one batch. Failed entries go back to the front of the queue
-    /// (and the call waits out a backoff); written ones are counted.
+    /// Sends one batch. A call that fails for a retryable reason is sent
+    /// again under the retry policy; entries the service rejects go back to
+    /// the front of the queue (and the call waits out a backoff); written
+    /// ones are counted.
     ///
     /// # Errors
-    /// [`PutError::Refused`] when the service refuses the request.
-    pub async fn send_batch(&mut self) -> Result<(), PutError> {
+    /// [`AwsError::Call`] when the service refuses the request.
+    pub async fn send_batch(&mut self) -> Result<(), AwsError> {
         let batch = self.take_batch();
         if batch.is_empty() {
             return Ok(());
@@ -202,78 +189,61 @@ impl Putter {
                     .ok()
             })
             .collect();
-        let mut request = self.client.put_records().set_records(Some(entries));
-        request = if self.is_arn {
-            request.stream_arn(&self.stream)
-        } else {
-            request.stream_name(&self.stream)
-        };
+        let request = self
+            .client
+            .put_records()
+            .set_records(Some(entries))
+            .set_stream_name(self.stream.name())
+            .set_stream_arn(self.stream.arn());
         self.stats.calls += 1;
-        match request.send().await {
-            Ok(out) => {
-                let mut failed = Vec::new();
-                let mut throttled = false;
-                for (entry, result) in batch.into_iter().zip(out.records()) {
-                    match result.error_code() {
-                        None => {
-                            self.stats.records += 1;
-                            self.stats.bytes += entry.data.len() as u64;
-                        }
-                        Some(code) => {
-                            if code == "ProvisionedThroughputExceededException" {
-                                self.stats.throttles += 1;
-                                throttled = true;
-                            } else {
-                                self.stats.retries += 1;
-                            }
-                            failed.push(entry);
-                        }
-                    }
-                }
-                if failed.is_empty() {
-                    self.backoff.reset();
-                } else {
-                    if !throttled {
-                        tracing::debug!("{} PutRecords entries failed; retrying", failed.len());
-                    }
-                    self.requeue(failed);
-                    tokio::time::sleep(self.backoff.next_delay()).await;
-                }
-                Ok(())
-            }
+        let counts = Some(&self.call_retries);
+        let sent = retry(&mut self.backoff, "PutRecords", counts, || {
+            request.clone().send()
+        })
+        .await;
+        let out = match sent {
+            Ok(out) => out,
             Err(e) => {
-                let fault = classify(&e);
-                match fault {
-                    Fault::Throttled => self.stats.throttles += batch.len() as u64,
-                    Fault::Transient => {
-                        self.stats.retries += batch.len() as u64;
-                        if self.backoff.attempts() % 10 == 3 {
-                            tracing::warn!(
-                                "PutRecords to `{}` keeps failing, retrying: {}",
-                                self.stream,
-                                describe(&e)
-                            );
-                        }
-                    }
-                    Fault::ExpiredIterator | Fault::Fatal => {
-                        return Err(PutError::Refused {
-                            stream: self.stream.clone(),
-                            message: describe(&e),
-                        })
-                    }
-                }
                 self.requeue(batch);
-                tokio::time::sleep(self.backoff.next_delay()).await;
-                Ok(())
+                return Err(e);
+            }
+        };
+        let mut failed = Vec::new();
+        let mut throttled = false;
+        for (entry, result) in batch.into_iter().zip(out.records()) {
+            match result.error_code() {
+                None => {
+                    self.stats.records += 1;
+                    self.stats.bytes += entry.data.len() as u64;
+                }
+                Some(code) => {
+                    if code == "ProvisionedThroughputExceededException" {
+                        self.stats.throttles += 1;
+                        throttled = true;
+                    } else {
+                        self.stats.retries += 1;
+                    }
+                    failed.push(entry);
+                }
             }
         }
+        if failed.is_empty() {
+            self.backoff.reset();
+        } else {
+            if !throttled {
+                tracing::debug!("{} PutRecords entries failed; retrying", failed.len());
+            }
+            self.requeue(failed);
+            tokio::time::sleep(self.backoff.next_delay()).await;
+        }
+        Ok(())
     }
 
     /// Sends batches until the queue is empty.
     ///
     /// # Errors
     /// As [`Putter::send_batch`].
-    pub async fn flush(&mut self) -> Result<(), PutError> {
+    pub async fn flush(&mut self) -> Result<(), AwsError> {
         while !self.pending.is_empty() {
             self.send_batch().await?;
         }
@@ -289,7 +259,7 @@ mod tests {
         let config = aws_sdk_kinesis::Config::builder()
             .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
             .build();
-        Putter::new(Client::from_conf(config), "s".into(), false)
+        Putter::new(Client::from_conf(config), StreamId::Name("s".into()))
     }
 
     fn entry(key: &str, n: u8) -> PutEntry {
@@ -339,7 +309,7 @@ mod tests {
         };
         assert!(matches!(
             p.push(big),
-            Err(PutError::Invalid { index: 0, .. })
+            Err(AwsError::Invalid { index: 0, .. })
         ));
         assert!(p.push(entry("", 1)).is_err());
         assert!(p.push(entry(&"x".repeat(257), 1)).is_err());

@@ -13,8 +13,9 @@ use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::aws::put::{PutEntry, PutError, PutStats, Putter};
+use crate::aws::put::{PutEntry, PutStats, Putter};
 use crate::aws::{connect, Endpoint};
+use crate::aws::{AwsError, StreamId};
 use crate::dataflow::metrics::group;
 
 /// What to produce, and where.
@@ -70,7 +71,7 @@ impl ProduceSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     /// The input file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -78,15 +79,23 @@ pub enum ProduceError {
         source: std::io::Error,
     },
     /// The service refused the records.
-    #[error(transparent)]
-    Put(#[from] PutError),
+    #[error("putting records")]
+    Put(#[from] AwsError),
     /// The stream could not be created.
     #[error("creating stream `{stream}`: {message}")]
     Create {
         /// The stream.
         stream: String,
-        /// The service's error.
+        /// What went wrong.
         message: String,
+    },
+    /// The service refused to create the stream.
+    #[error("creating stream `{stream}`")]
+    CreateRefused {
+        /// The stream.
+        stream: String,
+        /// The service's error.
+        source: crate::aws::BoxError,
     },
 }
 
@@ -114,7 +123,10 @@ async fn ensure_stream(
             .shard_count(shards)
             .send()
             .await
-            .map_err(|e| failed(crate::aws::client::describe(&e)))?;
+            .map_err(|e| ProduceError::CreateRefused {
+                stream: stream.to_string(),
+                source: e.into(),
+            })?;
         tracing::info!("created stream `{stream}` with {shards} shards");
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -187,8 +199,7 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceSummary, ProduceError>
     if let Some(shards) = options.create_shards {
         runtime.block_on(ensure_stream(&client, &options.stream, shards))?;
     }
-    let is_arn = options.stream.starts_with("arn:");
-    let mut putter = Putter::new(client, options.stream.clone(), is_arn);
+    let mut putter = Putter::new(client, StreamId::parse(&options.stream));
     let path: Vec<&str> = options.partition_key.split('.').collect();
     let progress = options.progress && std::io::stderr().is_terminal();
     let started = Instant::now();

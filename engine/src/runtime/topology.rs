@@ -22,7 +22,7 @@ use kflow_jobs::{
 };
 use kflow_state::StateStore;
 
-use crate::aws::Endpoint;
+use crate::aws::{Endpoint, StreamId};
 use crate::dataflow::checkpoint::{restore_part, CheckpointCtx};
 use crate::dataflow::message::{InputId, SinkMsg, WindowMsg};
 use crate::dataflow::metrics::Metrics;
@@ -40,7 +40,6 @@ use crate::sources::decode::Projection;
 use crate::sources::dedup::Dedup;
 use crate::sources::file::{FilePosition, FileSourceTask, Follow};
 use crate::sources::ingest::Ingest;
-use crate::sources::kinesis::reader::StreamId;
 use crate::sources::kinesis::{KinesisSettings, KinesisSourceTask};
 use crate::sources::SourceTask;
 
@@ -542,9 +541,10 @@ fn source_task(
         ConnectorPlan::Kinesis(k) => SourceTask::Kinesis(Box::new(KinesisSourceTask {
             core,
             settings: KinesisSettings {
-                stream: StreamId {
-                    id: k.stream.clone(),
-                    is_arn: k.is_arn,
+                stream: if k.is_arn {
+                    StreamId::Arn(k.stream.clone())
+                } else {
+                    StreamId::Name(k.stream.clone())
                 },
                 endpoint: Endpoint {
                     region: k.region.clone(),

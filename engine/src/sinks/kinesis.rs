@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Committed, LineWriter};
-use crate::aws::put::{PutEntry, PutError, Putter};
-use crate::aws::{connect, Endpoint};
+use crate::aws::put::{PutEntry, Putter};
+use crate::aws::{connect, AwsError, Endpoint, StreamId};
 use crate::error::EngineError;
 
 /// What a Kinesis sink has put (informational: a stream cannot take
@@ -53,23 +53,22 @@ impl KinesisWriter {
             .map_err(|e| EngineError::Kinesis {
                 what: "sink",
                 name: name.clone(),
-                message: format!("cannot start its runtime: {e}"),
+                source: AwsError::Runtime(e),
             })?;
         let client = runtime.block_on(connect(endpoint));
-        let is_arn = stream.starts_with("arn:");
         Ok(KinesisWriter {
             name,
             runtime,
-            putter: Putter::new(client, stream, is_arn),
+            putter: Putter::new(client, StreamId::parse(&stream)),
             key_columns,
         })
     }
 
-    fn error(&self, e: PutError) -> EngineError {
+    fn error(&self, source: AwsError) -> EngineError {
         EngineError::Kinesis {
             what: "sink",
             name: self.name.clone(),
-            message: e.to_string(),
+            source,
         }
     }
 

@@ -3,13 +3,10 @@
 //! stream), and a shard's oldest retained record (to notice a checkpointed
 //! position that fell out of retention).
 
-use std::time::Duration;
-
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
 
-use super::reader::StreamId;
-use crate::aws::client::{classify, describe, Backoff, Fault};
+use crate::aws::{retry, AwsError, RetryPolicy, SequenceNumber, StreamId};
 
 /// One shard as ListShards describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,42 +19,23 @@ pub struct ShardInfo {
     pub closed: bool,
 }
 
-/// Retries `call` on throttling and transient faults; fails on the rest.
-macro_rules! with_retries {
-    ($what:expr, $call:expr) => {{
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            match $call.await {
-                Ok(out) => break Ok(out),
-                Err(e) => match classify(&e) {
-                    Fault::Throttled | Fault::Transient if backoff.attempts() < 40 => {
-                        if backoff.attempts() % 10 == 5 {
-                            tracing::warn!("{} keeps failing, retrying: {}", $what, describe(&e));
-                        }
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                    _ => break Err(format!("{} failed: {}", $what, describe(&e))),
-                },
-            }
-        }
-    }};
-}
-
 /// Every shard of the stream, in shard id order.
 ///
 /// # Errors
 /// The service's error, after retrying throttling and transient faults.
-pub async fn list_shards(client: &Client, stream: &StreamId) -> Result<Vec<ShardInfo>, String> {
+pub async fn list_shards(client: &Client, stream: &StreamId) -> Result<Vec<ShardInfo>, AwsError> {
     let mut shards = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let mut request = client.list_shards();
         request = match &token {
             Some(t) => request.next_token(t),
-            None if stream.is_arn => request.stream_arn(&stream.id),
-            None => request.stream_name(&stream.id),
+            None => request
+                .set_stream_name(stream.name())
+                .set_stream_arn(stream.arn()),
         };
-        let out = with_retries!("ListShards", request.clone().send())?;
+        let mut backoff = RetryPolicy::BOUNDED.backoff();
+        let out = retry(&mut backoff, "ListShards", None, || request.clone().send()).await?;
         for shard in out.shards() {
             let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
                 .into_iter()
@@ -88,14 +66,17 @@ pub async fn list_shards(client: &Client, stream: &StreamId) -> Result<Vec<Shard
 ///
 /// # Errors
 /// The service's error (e.g. the stream does not exist).
-pub async fn stream_created_ms(client: &Client, stream: &StreamId) -> Result<Option<i64>, String> {
-    let mut request = client.describe_stream_summary();
-    request = if stream.is_arn {
-        request.stream_arn(&stream.id)
-    } else {
-        request.stream_name(&stream.id)
-    };
-    let out = with_retries!("DescribeStreamSummary", request.clone().send())?;
+pub async fn stream_created_ms(
+    client: &Client,
+    stream: &StreamId,
+) -> Result<Option<i64>, AwsError> {
+    let request = client
+        .describe_stream_summary()
+        .set_stream_name(stream.name())
+        .set_stream_arn(stream.arn());
+    let mut backoff = RetryPolicy::BOUNDED.backoff();
+    let call = "DescribeStreamSummary";
+    let out = retry(&mut backoff, call, None, || request.clone().send()).await?;
     Ok(out
         .stream_description_summary()
         .and_then(|s| s.stream_creation_timestamp().to_millis().ok()))
@@ -110,24 +91,25 @@ pub async fn oldest_sequence(
     client: &Client,
     stream: &StreamId,
     shard: &str,
-) -> Result<Option<String>, String> {
-    let mut request = client
+) -> Result<Option<SequenceNumber>, AwsError> {
+    let request = client
         .get_shard_iterator()
         .shard_id(shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon);
-    request = if stream.is_arn {
-        request.stream_arn(&stream.id)
-    } else {
-        request.stream_name(&stream.id)
-    };
-    let out = with_retries!("GetShardIterator", request.clone().send())?;
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .set_stream_name(stream.name())
+        .set_stream_arn(stream.arn());
+    let mut backoff = RetryPolicy::BOUNDED.backoff();
+    let out = retry(&mut backoff, "GetShardIterator", None, || {
+        request.clone().send()
+    })
+    .await?;
     let Some(iterator) = out.shard_iterator() else {
         return Ok(None);
     };
     let request = client.get_records().shard_iterator(iterator).limit(1);
-    let out = with_retries!("GetRecords", request.clone().send())?;
+    let out = retry(&mut backoff, "GetRecords", None, || request.clone().send()).await?;
     Ok(out
         .records()
         .first()
-        .map(|r| r.sequence_number().to_string()))
+        .map(|r| SequenceNumber(r.sequence_number().to_string())))
 }

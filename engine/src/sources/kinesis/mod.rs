@@ -30,7 +30,7 @@ pub mod position;
 pub mod reader;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use kflow_jobs::{OnExpired, StartAt, StopAt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
-use crate::aws::client::{connect, sequence_cmp, Endpoint};
+use crate::aws::{connect, AwsError, Endpoint, RetryCounts, SequenceNumber, StreamId};
 use crate::dataflow::json::format_time;
 use crate::dataflow::metrics::ShardMetrics;
 use crate::dataflow::position::Position;
@@ -50,7 +50,7 @@ use crate::sources::ingest::now_ms;
 use discovery::{list_shards, oldest_sequence, stream_created_ms, ShardInfo};
 use kpl::Records;
 use position::{KinesisPosition, ShardPosition, StreamPosition};
-use reader::{arrival_ms, FaultInjection, ReaderEvent, ShardReader, StartPosition, StreamId};
+use reader::{arrival_ms, FaultInjection, ReaderEvent, ShardReader, StartPosition};
 
 /// How often shards are listed (besides right after a shard ends).
 const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
@@ -118,7 +118,7 @@ struct Reading {
     watermark: i64,
     max_time: i64,
     records: u64,
-    throttles: Arc<AtomicU64>,
+    retries: Arc<RetryCounts>,
     faults: FaultInjection,
     next_discovery: Instant,
 }
@@ -143,11 +143,11 @@ impl Reading {
     }
 }
 
-fn kinesis_error(name: &str, message: String) -> EngineError {
+fn kinesis_error(name: &str, source: AwsError) -> EngineError {
     EngineError::Kinesis {
         what: "source",
         name: name.to_string(),
-        message,
+        source,
     }
 }
 
@@ -163,9 +163,7 @@ impl KinesisSourceTask {
             .thread_name(format!("kinesis {}", self.core.name))
             .enable_all()
             .build()
-            .map_err(|e| {
-                kinesis_error(&self.core.name, format!("cannot start its runtime: {e}"))
-            })?;
+            .map_err(|e| kinesis_error(&self.core.name, AwsError::Runtime(e)))?;
         let client = runtime.block_on(connect(&self.settings.endpoint));
         let (events_tx, events) = channel(64);
         let mut r = Reading {
@@ -182,7 +180,7 @@ impl KinesisSourceTask {
                 .and_then(|p| p.max_time)
                 .unwrap_or(i64::MIN),
             records: self.restore.as_ref().map_or(0, |p| p.records),
-            throttles: Arc::new(AtomicU64::new(0)),
+            retries: Arc::new(RetryCounts::default()),
             faults: FaultInjection::from_env(),
             next_discovery: Instant::now(),
         };
@@ -267,14 +265,14 @@ impl KinesisSourceTask {
         if recreated {
             expired.push(format!(
                 "stream `{}` was created at {} but the checkpoint belongs to the stream created at {}: it was deleted and recreated",
-                stream.id,
+                stream,
                 format_time(created.unwrap_or(0)),
                 format_time(restored.stream_created_ms.unwrap_or(0)),
             ));
         } else {
             let listed: BTreeSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
             for (id, slot) in &r.slots {
-                let Some(sequence) = slot.state.sequence.as_deref() else {
+                let Some(sequence) = slot.state.sequence.as_ref() else {
                     continue;
                 };
                 if slot.state.finished {
@@ -292,7 +290,7 @@ impl KinesisSourceTask {
                     .block_on(oldest_sequence(&r.client, &stream, id))
                     .map_err(|e| kinesis_error(&name, e))?;
                 if let Some(oldest) = oldest {
-                    if sequence_cmp(&oldest, sequence) == std::cmp::Ordering::Greater {
+                    if oldest > *sequence {
                         expired.push(format!(
                             "shard {id}: checkpointed at sequence {sequence}, but its oldest retained record is {oldest}"
                         ));
@@ -379,7 +377,7 @@ impl KinesisSourceTask {
                 start,
                 stop_ms: r.stream.stop_ms,
                 events: r.events_tx.clone(),
-                throttles: r.throttles.clone(),
+                retries: r.retries.clone(),
                 faults: r.faults,
             };
             r.runtime.spawn(reader.run());
@@ -450,11 +448,12 @@ impl KinesisSourceTask {
                     slot.stopped = true;
                 }
             }
-            ReaderEvent::Failed { shard, message } => {
-                return Err(kinesis_error(
-                    &self.core.name,
-                    format!("shard {shard}: {message}"),
-                ));
+            ReaderEvent::Failed { shard, error } => {
+                let error = AwsError::Shard {
+                    shard: shard.to_string(),
+                    source: Box::new(error),
+                };
+                return Err(kinesis_error(&self.core.name, error));
             }
         }
         Ok(())
@@ -526,7 +525,7 @@ impl KinesisSourceTask {
             r.max_time = r.max_time.max(t);
         }
         if let Some(slot) = r.slots.get_mut(shard) {
-            slot.state.sequence = Some(sequence.to_string());
+            slot.state.sequence = Some(SequenceNumber(sequence.to_string()));
             slot.state.subsequence = last_sub;
             slot.state.arrival_ms = Some(arrival);
             slot.state.records += 1;
@@ -576,9 +575,10 @@ impl KinesisSourceTask {
                 );
             }
         }
-        metrics
-            .throttles
-            .fetch_max(r.throttles.load(Ordering::Relaxed), Ordering::Relaxed);
+        metrics.throttles.fetch_max(
+            r.retries.throttled.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         if let Some(timeout) = self.core.idle_timeout {
             let running: Vec<&Slot> = r.slots.values().filter(|s| s.running).collect();
             let all_idle = !running.is_empty()

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aws::SequenceNumber;
+
 /// A Kinesis source's checkpointed position and clock.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KinesisPosition {
@@ -47,7 +49,7 @@ pub struct StreamPosition {
 pub struct ShardPosition {
     /// Sequence number of the last Kinesis record processed completely
     /// (restart reads `AFTER_SEQUENCE_NUMBER` it).
-    pub sequence: Option<String>,
+    pub sequence: Option<SequenceNumber>,
     /// Subsequence number of the last user record of that record when it
     /// was a KPL aggregate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,7 +80,7 @@ mod tests {
         assert_eq!(p.records, 7);
         assert_eq!(p.stream.stream_created_ms, Some(1));
         let shard = &p.stream.shards["shardId-000000000000"];
-        assert_eq!(shard.sequence.as_deref(), Some("49"));
+        assert_eq!(shard.sequence.as_ref().map(|s| s.as_str()), Some("49"));
         assert_eq!(shard.records, 7);
     }
 }

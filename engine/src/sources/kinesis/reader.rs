@@ -10,7 +10,6 @@
 //! reader ends at SHARD_END (with the child shards), or at the source's stop
 //! time (records that arrived at or after it are not passed on).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,9 @@ use aws_smithy_types::DateTime;
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
-use crate::aws::client::{classify, describe, Backoff, Fault};
+use crate::aws::{
+    retry, AwsError, Backoff, Fault, RetryCounts, RetryPolicy, SequenceNumber, StreamId,
+};
 
 /// GetRecords calls per second per shard, at most (the service limit).
 const CALL_INTERVAL: Duration = Duration::from_millis(200);
@@ -33,20 +34,11 @@ const LIMIT: i32 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartPosition {
     /// After this sequence number (a checkpointed position).
-    After(String),
+    After(SequenceNumber),
     /// The oldest retained record.
     TrimHorizon,
     /// Records that arrived at or after this time (epoch ms).
     AtTimestamp(i64),
-}
-
-/// The stream, by name or ARN.
-#[derive(Debug, Clone)]
-pub struct StreamId {
-    /// Name or ARN.
-    pub id: String,
-    /// Whether `id` is an ARN.
-    pub is_arn: bool,
 }
 
 /// What readers tell the source task, in each shard's order.
@@ -76,7 +68,7 @@ pub enum ReaderEvent {
         /// Shard id.
         shard: Arc<str>,
         /// What failed.
-        message: String,
+        error: AwsError,
     },
 }
 
@@ -125,8 +117,8 @@ pub struct ShardReader {
     pub stop_ms: Option<i64>,
     /// Where batches go.
     pub events: Sender<ReaderEvent>,
-    /// Throttled calls, shared with the source (for the summary).
-    pub throttles: Arc<AtomicU64>,
+    /// Retried calls, shared with the source (for the summary).
+    pub retries: Arc<RetryCounts>,
     /// Test fault injection.
     pub faults: FaultInjection,
 }
@@ -144,112 +136,83 @@ impl ShardReader {
     pub async fn run(self) {
         let shard = self.shard.clone();
         let events = self.events.clone();
-        if let Err(message) = self.read().await {
-            let _ = events.send(ReaderEvent::Failed { shard, message }).await;
+        if let Err(error) = self.read().await {
+            let _ = events.send(ReaderEvent::Failed { shard, error }).await;
         }
     }
 
-    async fn iterator(&self, position: &StartPosition) -> Result<String, String> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            let mut request = self.client.get_shard_iterator().shard_id(&*self.shard);
-            request = if self.stream.is_arn {
-                request.stream_arn(&self.stream.id)
-            } else {
-                request.stream_name(&self.stream.id)
-            };
-            request = match position {
-                StartPosition::After(sequence) => request
-                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                    .starting_sequence_number(sequence),
-                StartPosition::TrimHorizon => {
-                    request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-                }
-                StartPosition::AtTimestamp(ms) => request
-                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                    .timestamp(DateTime::from_millis(*ms)),
-            };
-            match request.send().await {
-                Ok(out) => {
-                    return out.shard_iterator().map(str::to_string).ok_or_else(|| {
-                        format!("GetShardIterator for {} returned no iterator", self.shard)
-                    })
-                }
-                Err(e) => match classify(&e) {
-                    Fault::Throttled | Fault::Transient => {
-                        self.retry_note(&backoff, &describe(&e));
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                    Fault::ExpiredIterator | Fault::Fatal => {
-                        return Err(format!(
-                            "GetShardIterator for {} failed: {}",
-                            self.shard,
-                            describe(&e)
-                        ))
-                    }
-                },
+    async fn iterator(&self, position: &StartPosition) -> Result<String, AwsError> {
+        let mut request = self
+            .client
+            .get_shard_iterator()
+            .shard_id(&*self.shard)
+            .set_stream_name(self.stream.name())
+            .set_stream_arn(self.stream.arn());
+        request = match position {
+            StartPosition::After(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence.as_str()),
+            StartPosition::TrimHorizon => {
+                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
             }
-        }
+            StartPosition::AtTimestamp(ms) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from_millis(*ms)),
+        };
+        let mut backoff = RetryPolicy::PATIENT.backoff();
+        let out = retry(&mut backoff, "GetShardIterator", None, || {
+            request.clone().send()
+        })
+        .await?;
+        out.shard_iterator()
+            .map(str::to_string)
+            .ok_or(AwsError::Missing {
+                call: "GetShardIterator",
+                what: "iterator",
+            })
     }
 
-    fn retry_note(&self, backoff: &Backoff, what: &str) {
-        if backoff.attempts() % 20 == 5 {
-            tracing::warn!("shard {}: still retrying: {what}", self.shard);
-        }
-    }
-
-    async fn read(&self) -> Result<(), String> {
+    async fn read(&self) -> Result<(), AwsError> {
         let mut iterator = self.iterator(&self.start).await?;
-        let mut last_sequence: Option<String> = match &self.start {
+        let mut last_sequence: Option<SequenceNumber> = match &self.start {
             StartPosition::After(s) => Some(s.clone()),
             _ => None,
         };
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff: Backoff = RetryPolicy::PATIENT.backoff();
         let mut next_call = Instant::now();
         loop {
             tokio::time::sleep_until(next_call).await;
             next_call = Instant::now() + CALL_INTERVAL;
             if self.faults.throttled() {
-                self.throttles.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(backoff.next_delay()).await;
+                backoff
+                    .wait(Fault::Throttled, "GetRecords", Some(&self.retries))
+                    .await;
                 continue;
             }
-            let result = self
+            let request = self
                 .client
                 .get_records()
                 .shard_iterator(&iterator)
-                .limit(self.faults.limit)
-                .send()
-                .await;
-            let out = match result {
+                .limit(self.faults.limit);
+            let counts = Some(&*self.retries);
+            let out = match retry(&mut backoff, "GetRecords", counts, || {
+                request.clone().send()
+            })
+            .await
+            {
                 Ok(out) => out,
-                Err(e) => {
-                    match classify(&e) {
-                        Fault::Throttled => {
-                            self.throttles.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(backoff.next_delay()).await;
-                        }
-                        Fault::Transient => {
-                            self.retry_note(&backoff, &describe(&e));
-                            tokio::time::sleep(backoff.next_delay()).await;
-                        }
-                        Fault::ExpiredIterator => {
-                            let from = match &last_sequence {
-                                Some(s) => StartPosition::After(s.clone()),
-                                None => self.start.clone(),
-                            };
-                            iterator = self.iterator(&from).await?;
-                        }
-                        Fault::Fatal => {
-                            return Err(format!(
-                                "GetRecords on {} failed: {}",
-                                self.shard,
-                                describe(&e)
-                            ))
-                        }
-                    }
+                Err(AwsError::Call {
+                    fault: Fault::ExpiredIterator,
+                    ..
+                }) => {
+                    let from = match &last_sequence {
+                        Some(s) => StartPosition::After(s.clone()),
+                        None => self.start.clone(),
+                    };
+                    iterator = self.iterator(&from).await?;
                     continue;
                 }
+                Err(e) => return Err(e),
             };
             backoff.reset();
             let behind_ms = out.millis_behind_latest();
@@ -267,7 +230,7 @@ impl ShardReader {
             }
             let empty = records.is_empty();
             if let Some(last) = records.last() {
-                last_sequence = Some(last.sequence_number().to_string());
+                last_sequence = Some(SequenceNumber(last.sequence_number().to_string()));
             }
             let event = ReaderEvent::Records {
                 shard: self.shard.clone(),
