@@ -133,10 +133,6 @@ pub struct SourcePlan {
     /// downstream of it through filters and windows, plus its event-time
     /// and dedup fields. Sorted, no duplicates.
     pub projection: Vec<FieldId>,
-    /// Whether some consumer needs the record's original text (a sink
-    /// reading the source or a filter of it directly, or a window `.late`
-    /// output that a sink reads).
-    pub keep_raw: bool,
 }
 
 /// Source connector settings.

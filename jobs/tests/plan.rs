@@ -1,5 +1,5 @@
 //! Valid jobs compile into the expected plan: topological order, resolved
-//! inputs, defaults, field table, projections and `keep_raw`. And no input
+//! inputs, defaults, field table and projections. And no input
 //! whatsoever makes compiling panic.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -216,8 +216,6 @@ fn projection_covers_filters_windows_and_time_fields() {
         clicks.projection,
         fields(&plan, &["ts", "event_id", "type", "amount", "user_id"])
     );
-    // A sink reads `per_user.late`: the records' original text is needed.
-    assert!(clicks.keep_raw);
     let NodeKind::Source(replay) = &plan.node(id(&plan, "replay")).kind else {
         panic!("replay is a source");
     };
@@ -225,7 +223,6 @@ fn projection_covers_filters_windows_and_time_fields() {
         replay.projection,
         fields(&plan, &["ts", "type", "amount", "user_id"])
     );
-    assert!(replay.keep_raw);
 }
 
 #[test]
@@ -372,8 +369,7 @@ fn pipeline_with_windows_over_windows() {
     assert_eq!(kinesis.start_at, StartAt::Timestamp(1_767_225_600_000));
     assert_eq!(kinesis.stop_at, Some(StopAt::Timestamp(1_767_225_600_000)));
     assert_eq!(kinesis.on_expired, OnExpired::TrimHorizon);
-    // Read directly by a sink: raw text, no decoded fields.
-    assert!(events.keep_raw);
+    // Read directly by a sink: no decoded fields.
     assert!(events.projection.is_empty());
 
     let NodeKind::Source(metrics) = &plan.node(id(&plan, "metrics")).kind else {
@@ -389,7 +385,6 @@ fn pipeline_with_windows_over_windows() {
         metrics.projection,
         fields(&plan, &["device.id", "region", "device.temp"])
     );
-    assert!(!metrics.keep_raw);
 
     let NodeKind::Window(per_device) = &plan.node(id(&plan, "per_device")).kind else {
         panic!("window");

@@ -46,8 +46,31 @@ pub struct ShardMetrics {
     pub records: u64,
     /// MillisBehindLatest of the last GetRecords call.
     pub behind_ms: Option<i64>,
-    /// `reading`, `finished` (SHARD_END) or `stopped` (stop time).
-    pub state: &'static str,
+    /// Where the shard is.
+    pub state: ShardStatus,
+}
+
+/// Where a shard's reading is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShardStatus {
+    /// Being read.
+    #[default]
+    Reading,
+    /// Reached SHARD_END and every record was processed.
+    Finished,
+    /// Reached the source's stop time.
+    Stopped,
+}
+
+impl ShardStatus {
+    /// The word the summary and status line print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardStatus::Reading => "reading",
+            ShardStatus::Finished => "finished",
+            ShardStatus::Stopped => "stopped",
+        }
+    }
 }
 
 impl Metrics {

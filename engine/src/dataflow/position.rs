@@ -64,3 +64,24 @@ impl Position<'_> {
         }
     }
 }
+
+/// A record as an emitter handles it: its original text and where it came
+/// from (what an error row reports).
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// The record's text (a JSON line, a Kinesis user record, a result row).
+    pub text: &'a [u8],
+    /// Where it came from.
+    pub position: Position<'a>,
+}
+
+/// A record's place in event time: its time and the emitter's watermark
+/// before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    /// Event time, epoch ms (a source without an event-time field gives
+    /// the arrival time).
+    pub time: i64,
+    /// The emitter's watermark before this record.
+    pub watermark: i64,
+}

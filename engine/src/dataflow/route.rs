@@ -17,7 +17,7 @@ use crate::dataflow::json;
 use crate::dataflow::key;
 use crate::dataflow::message::{InputId, SinkMsg, WindowBatch, WindowMsg};
 use crate::dataflow::metrics::LocalCounts;
-use crate::dataflow::position::Position;
+use crate::dataflow::position::{RawRecord, Stamp};
 use crate::error::EngineError;
 
 /// Records per window batch before it is sent.
@@ -167,10 +167,10 @@ impl WindowOut {
     fn push<R: Row + ?Sized>(
         &mut self,
         row: &R,
-        time: i64,
-        watermark: i64,
+        stamp: Stamp,
         raw: &[u8],
     ) -> Result<Result<(), String>, EngineError> {
+        let Stamp { time, watermark } = stamp;
         self.scratch.clear();
         for (field, dotted) in &self.key_fields {
             if key::encode_value(row.field(*field), &mut self.scratch).is_none() {
@@ -351,10 +351,8 @@ impl Router {
     pub fn route<R: Row + ?Sized>(
         &mut self,
         row: &R,
-        time: i64,
-        watermark: i64,
-        raw: &[u8],
-        position: Position<'_>,
+        record: RawRecord<'_>,
+        stamp: Stamp,
         counts: &mut LocalCounts,
     ) -> Result<(), EngineError> {
         self.memo.clear();
@@ -370,10 +368,10 @@ impl Router {
             }
             delivered = true;
             match self.routes[r].target {
-                Target::Sink(s) => self.sinks[s].push_line_from(raw, self.origin)?,
+                Target::Sink(s) => self.sinks[s].push_line_from(record.text, self.origin)?,
                 Target::Window(w) => {
-                    if let Err(reason) = self.windows[w].push(row, time, watermark, raw)? {
-                        self.error(&reason, position, raw, counts)?;
+                    if let Err(reason) = self.windows[w].push(row, stamp, record.text)? {
+                        self.error(&reason, record, counts)?;
                     }
                 }
             }
@@ -388,8 +386,7 @@ impl Router {
     pub fn error(
         &mut self,
         reason: &str,
-        position: Position<'_>,
-        raw: &[u8],
+        record: RawRecord<'_>,
         counts: &mut LocalCounts,
     ) -> Result<(), EngineError> {
         counts.errors += 1;
@@ -403,9 +400,9 @@ impl Router {
         line.extend_from_slice(b",\"reason\":");
         json::write_str(line, reason);
         line.extend_from_slice(b",\"position\":");
-        position.write_json(line);
+        record.position.write_json(line);
         line.extend_from_slice(b",\"record\":");
-        json::write_str(line, &String::from_utf8_lossy(raw));
+        json::write_str(line, &String::from_utf8_lossy(record.text));
         line.push(b'}');
         for sink in &mut self.errors {
             sink.push_line(&self.error_line)?;
@@ -413,44 +410,37 @@ impl Router {
         Ok(())
     }
 
+    /// Calls `window` on every window destination, then `sink` on every
+    /// sink and error destination: the order every control message keeps.
+    fn each(
+        &mut self,
+        mut window: impl FnMut(&mut WindowOut) -> Result<(), EngineError>,
+        mut sink: impl FnMut(&mut SinkOut) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        self.windows.iter_mut().try_for_each(&mut window)?;
+        self.sinks
+            .iter_mut()
+            .chain(self.errors.iter_mut())
+            .try_for_each(&mut sink)
+    }
+
     /// Sends all buffered records, with the emitter's watermark.
     pub fn flush(&mut self, watermark: i64) -> Result<(), EngineError> {
-        for w in &mut self.windows {
-            w.flush(watermark)?;
-        }
-        for s in self.sinks.iter_mut().chain(self.errors.iter_mut()) {
-            s.flush()?;
-        }
-        Ok(())
+        self.each(|w| w.flush(watermark), SinkOut::flush)
     }
 
     /// Marks the emitter idle for its window consumers.
     pub fn idle(&mut self, watermark: i64) -> Result<(), EngineError> {
-        for w in &mut self.windows {
-            w.idle(watermark)?;
-        }
-        Ok(())
+        self.windows.iter_mut().try_for_each(|w| w.idle(watermark))
     }
 
     /// Flushes and sends checkpoint barrier `id` to every destination.
     pub fn barrier(&mut self, id: u64, watermark: i64) -> Result<(), EngineError> {
-        for w in &mut self.windows {
-            w.barrier(id, watermark)?;
-        }
-        for s in self.sinks.iter_mut().chain(self.errors.iter_mut()) {
-            s.barrier(id)?;
-        }
-        Ok(())
+        self.each(|w| w.barrier(id, watermark), |s| s.barrier(id))
     }
 
     /// Flushes and ends every destination.
     pub fn end(&mut self, watermark: i64) -> Result<(), EngineError> {
-        for w in &mut self.windows {
-            w.end(watermark)?;
-        }
-        for s in self.sinks.iter_mut().chain(self.errors.iter_mut()) {
-            s.end()?;
-        }
-        Ok(())
+        self.each(|w| w.end(watermark), SinkOut::end)
     }
 }

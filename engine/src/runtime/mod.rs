@@ -23,7 +23,7 @@ use kflow_state::{Family, StateStore};
 
 use serde::Deserialize;
 
-use crate::dataflow::metrics::{group, Metrics};
+use crate::dataflow::metrics::{group, Metrics, ShardStatus};
 use crate::error::EngineError;
 use crate::sources::file::FilePosition;
 use crate::sources::kinesis::position::KinesisPosition;
@@ -343,7 +343,10 @@ fn status_line(done: &AtomicBool, metrics: &Metrics, started: Instant) {
         let lag = if shards.is_empty() {
             String::new()
         } else {
-            let reading = shards.values().filter(|s| s.state == "reading").count();
+            let reading = shards
+                .values()
+                .filter(|s| s.state == ShardStatus::Reading)
+                .count();
             let behind = shards
                 .values()
                 .filter_map(|s| s.behind_ms)

@@ -111,7 +111,7 @@ impl RunSummary {
                     "    {shard:<36}{:>12} records  {:>9}/s  lag {lag:<8} {}",
                     group(m.records),
                     group((m.records as f64 / secs) as u64),
-                    m.state
+                    m.state.as_str()
                 );
             }
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataflow::position::Position;
+use crate::dataflow::position::{Position, RawRecord, Stamp};
 use crate::error::EngineError;
 use crate::sources::core::SourceCore;
 use crate::sources::ingest::now_ms;
@@ -165,24 +165,24 @@ impl FileSourceTask {
                 continue;
             }
             core.counts.read += 1;
-            let position = Position::File {
-                file: &self.display_path,
-                line: p.line,
+            let record = RawRecord {
+                text: line,
+                position: Position::File {
+                    file: &self.display_path,
+                    line: p.line,
+                },
             };
-            let watermark = core.watermark_of(p.max_time);
-            let arrival = if core.ingest.event_time.is_none() {
-                now_ms()
-            } else {
-                0
+            let clock = Stamp {
+                time: if core.ingest.event_time.is_none() {
+                    now_ms()
+                } else {
+                    0
+                },
+                watermark: core.watermark_of(p.max_time),
             };
-            let routed = core.ingest.record(
-                line,
-                &mut values,
-                position,
-                arrival,
-                watermark,
-                &mut core.counts,
-            )?;
+            let routed = core
+                .ingest
+                .record(record, &mut values, clock, &mut core.counts)?;
             if let Some(time) = routed {
                 p.max_time = p.max_time.max(time);
             }

@@ -6,7 +6,7 @@ use kflow_jobs::{FieldId, Row, Value};
 use kflow_state::StateBatch;
 
 use crate::dataflow::metrics::LocalCounts;
-use crate::dataflow::position::Position;
+use crate::dataflow::position::{RawRecord, Stamp};
 use crate::dataflow::route::Router;
 use crate::dataflow::row::{MappedRow, SlotMap};
 use crate::error::EngineError;
@@ -34,24 +34,23 @@ impl Ingest {
         vec![Value::Null; self.projection.slots()]
     }
 
-    /// Decodes and routes one record. `arrival_ms` stands in for event time
-    /// when the job names no event-time field. Returns the record's event
-    /// time when it was routed (not when it went to the error output or was
-    /// dropped as a duplicate).
+    /// Decodes and routes one record. `clock.time` (the arrival time)
+    /// stands in for event time when the job names no event-time field;
+    /// `clock.watermark` is the source's watermark before the record.
+    /// Returns the record's event time when it was routed (not when it went
+    /// to the error output or was dropped as a duplicate).
     ///
     /// # Errors
     /// A lost downstream task.
     pub fn record<'a>(
         &mut self,
-        raw: &'a [u8],
+        record: RawRecord<'a>,
         values: &mut [Value<'a>],
-        position: Position<'_>,
-        arrival_ms: i64,
-        watermark: i64,
+        clock: Stamp,
         counts: &mut LocalCounts,
     ) -> Result<Option<i64>, EngineError> {
-        if let Err(e) = self.projection.decode(raw, values) {
-            self.router.error(&e.0, position, raw, counts)?;
+        if let Err(e) = self.projection.decode(record.text, values) {
+            self.router.error(&e.0, record, counts)?;
             return Ok(None);
         }
         let row = MappedRow {
@@ -59,25 +58,28 @@ impl Ingest {
             map: &self.slots,
         };
         let time = match &self.event_time {
-            None => arrival_ms,
+            None => clock.time,
             Some((field, name)) => match event_time(row.field(*field)) {
                 Ok(t) => t,
                 Err(e) => {
                     let reason = time_reason(e, name);
-                    self.router.error(&reason, position, raw, counts)?;
+                    self.router.error(&reason, record, counts)?;
                     return Ok(None);
                 }
             },
         };
         counts.decoded += 1;
         if let Some((field, dedup)) = &mut self.dedup {
-            if dedup.is_duplicate(row.field(*field), time, watermark) {
+            if dedup.is_duplicate(row.field(*field), time, clock.watermark) {
                 counts.duplicates += 1;
                 return Ok(None);
             }
         }
-        self.router
-            .route(&row, time, watermark, raw, position, counts)?;
+        let stamp = Stamp {
+            time,
+            watermark: clock.watermark,
+        };
+        self.router.route(&row, record, stamp, counts)?;
         Ok(Some(time))
     }
 

@@ -85,8 +85,8 @@ pub(crate) fn compile_job(ctx: &mut Ctx<'_>, job: Option<&Spanned<JobSection>>) 
     }
 }
 
-/// Compiles a source; `None` if it had errors (all reported). Projection
-/// and `keep_raw` are filled in once the whole DAG is known.
+/// Compiles a source; `None` if it had errors (all reported). The
+/// projection is filled in once the whole DAG is known.
 pub(crate) fn compile_source(
     ctx: &mut Ctx<'_>,
     name_span: Range<usize>,
@@ -204,7 +204,6 @@ pub(crate) fn compile_source(
                 idle_timeout: record.idle_timeout,
                 dedup: record.dedup,
                 projection: Vec::new(),
-                keep_raw: false,
             })
         }
         _ => None,

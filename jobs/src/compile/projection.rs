@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use crate::plan::{NodeKind, NodePlan, Port};
 use crate::value::FieldId;
 
-/// Fills `projection` and `keep_raw` of every source. `nodes` are in
+/// Fills `projection` of every source. `nodes` are in
 /// topological order with resolved inputs.
 pub(crate) fn fill(nodes: &mut [NodePlan]) {
     // consumers[node] = (port read, consumer) pairs.
@@ -32,7 +32,6 @@ pub(crate) fn fill(nodes: &mut [NodePlan]) {
         let mut fields: BTreeSet<FieldId> = BTreeSet::new();
         fields.extend(plan.event_time);
         fields.extend(plan.dedup.as_ref().map(|d| d.field));
-        let mut keep_raw = false;
         let mut seen: HashSet<(usize, Port)> = HashSet::new();
         let mut stack = vec![(source, Port::Main)];
         while let Some((node, port)) = stack.pop() {
@@ -53,14 +52,12 @@ pub(crate) fn fill(nodes: &mut [NodePlan]) {
                         fields.extend(window.aggregates.iter().filter_map(|a| a.field));
                         stack.push((consumer, Port::Late));
                     }
-                    NodeKind::Sink(_) => keep_raw = true,
-                    NodeKind::Source(_) => {}
+                    NodeKind::Sink(_) | NodeKind::Source(_) => {}
                 }
             }
         }
         if let NodeKind::Source(plan) = &mut nodes[source].kind {
             plan.projection = fields.into_iter().collect();
-            plan.keep_raw = keep_raw;
         }
     }
 }

@@ -10,7 +10,7 @@ use super::aggregate::Partial;
 use crate::dataflow::json;
 use crate::dataflow::key;
 use crate::dataflow::metrics::LocalCounts;
-use crate::dataflow::position::Position;
+use crate::dataflow::position::{Position, RawRecord, Stamp};
 use crate::dataflow::route::Router;
 use crate::dataflow::row::{MappedRow, SlotMap};
 use crate::error::EngineError;
@@ -137,9 +137,15 @@ impl ResultEmitter {
             values: &values,
             map,
         };
-        let routed = self
-            .router
-            .route(&row, end - 1, watermark, &line, position, counts);
+        let record = RawRecord {
+            text: &line,
+            position,
+        };
+        let stamp = Stamp {
+            time: end - 1,
+            watermark,
+        };
+        let routed = self.router.route(&row, record, stamp, counts);
         self.line = line;
         routed
     }

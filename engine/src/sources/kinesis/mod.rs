@@ -42,8 +42,8 @@ use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 use crate::aws::{connect, AwsError, Endpoint, RetryCounts, SequenceNumber, StreamId};
 use crate::dataflow::json::format_time;
-use crate::dataflow::metrics::ShardMetrics;
-use crate::dataflow::position::Position;
+use crate::dataflow::metrics::{ShardMetrics, ShardStatus};
+use crate::dataflow::position::{Position, RawRecord, Stamp};
 use crate::error::EngineError;
 use crate::sources::core::SourceCore;
 use crate::sources::ingest::now_ms;
@@ -96,13 +96,13 @@ struct Slot {
 }
 
 impl Slot {
-    fn status(&self) -> &'static str {
+    fn status(&self) -> ShardStatus {
         if self.state.finished {
-            "finished"
+            ShardStatus::Finished
         } else if self.stopped {
-            "stopped"
+            ShardStatus::Stopped
         } else {
-            "reading"
+            ShardStatus::Reading
         }
     }
 }
@@ -470,54 +470,49 @@ impl KinesisSourceTask {
         let core = &mut self.core;
         let counts = &mut core.counts;
         let sequence = record.sequence_number();
-        let arrival = arrival_ms(record).unwrap_or_else(now_ms);
+        let clock = Stamp {
+            time: arrival_ms(record).unwrap_or_else(now_ms),
+            watermark,
+        };
+        let arrival = clock.time;
         let data = record.data().as_ref();
+        let at = |subsequence| Position::Shard {
+            shard,
+            sequence,
+            subsequence,
+        };
         let mut max_time: Option<i64> = None;
         let mut last_sub = None;
         match kpl::deaggregate(data) {
             Ok(Records::Single(data)) => {
                 counts.read += 1;
                 let mut values = core.ingest.values();
-                let position = Position::Shard {
-                    shard,
-                    sequence,
-                    subsequence: None,
+                let raw = RawRecord {
+                    text: data,
+                    position: at(None),
                 };
-                max_time =
-                    core.ingest
-                        .record(data, &mut values, position, arrival, watermark, counts)?;
+                max_time = core.ingest.record(raw, &mut values, clock, counts)?;
             }
             Ok(Records::Aggregated(users)) => {
                 for user in &users {
                     counts.read += 1;
                     let mut values = core.ingest.values();
-                    let position = Position::Shard {
-                        shard,
-                        sequence,
-                        subsequence: Some(user.subsequence),
+                    let raw = RawRecord {
+                        text: &user.data,
+                        position: at(Some(user.subsequence)),
                     };
-                    let time = core.ingest.record(
-                        &user.data,
-                        &mut values,
-                        position,
-                        arrival,
-                        watermark,
-                        counts,
-                    )?;
+                    let time = core.ingest.record(raw, &mut values, clock, counts)?;
                     max_time = max_time.max(time);
                     last_sub = Some(user.subsequence);
                 }
             }
             Err(e) => {
                 counts.read += 1;
-                let position = Position::Shard {
-                    shard,
-                    sequence,
-                    subsequence: None,
+                let raw = RawRecord {
+                    text: data,
+                    position: at(None),
                 };
-                core.ingest
-                    .router
-                    .error(&e.to_string(), position, data, counts)?;
+                core.ingest.router.error(&e.to_string(), raw, counts)?;
             }
         }
         r.records += 1;

@@ -245,23 +245,15 @@ impl ShardReader {
                 .stop_ms
                 .is_some_and(|s| crate::sources::ingest::now_ms() >= s);
             if stop || (caught_up && past_stop) {
-                let _ = self
-                    .events
-                    .send(ReaderEvent::Stopped {
-                        shard: self.shard.clone(),
-                    })
-                    .await;
+                let shard = self.shard.clone();
+                let _ = self.events.send(ReaderEvent::Stopped { shard }).await;
                 return Ok(());
             }
             match next {
                 Some(next) => iterator = next,
                 None => {
-                    let _ = self
-                        .events
-                        .send(ReaderEvent::End {
-                            shard: self.shard.clone(),
-                        })
-                        .await;
+                    let shard = self.shard.clone();
+                    let _ = self.events.send(ReaderEvent::End { shard }).await;
                     return Ok(());
                 }
             }
