@@ -9,16 +9,21 @@
 //! [`compare_jsonl`]: rows as a multiset, numbers within a relative
 //! tolerance. Crash tests reuse the same pieces ([`golden::StagedCase`],
 //! [`process::run_with_timeout`]) to kill and restart kflow mid-run.
-//! Kinesis tests run against emulators started by [`kinesis::Emulator`].
+//! Kinesis tests run against emulators started by [`kinesis::Emulator`];
+//! both drive jobs in scratch folders through [`job::JobDir`] and build
+//! their job files from [`fixtures`].
 //!
 //! Test-only code: panicking with a message is how it reports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod compare;
+pub mod fixtures;
 pub mod golden;
+pub mod job;
 pub mod kinesis;
 pub mod process;
 
 pub use compare::{compare_jsonl, Mismatch, RowKind};
 pub use golden::{run_case, Case, RunMode, StagedCase};
+pub use job::JobDir;
 pub use process::kflow_bin;

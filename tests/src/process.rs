@@ -4,9 +4,10 @@
 //! runs, rather than calling the engine as a library: exit codes, argument
 //! parsing and file handling are part of what is tested.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -69,14 +70,24 @@ pub struct RunOutput {
 /// A message when the command cannot start or does not finish in time.
 pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<RunOutput, String> {
     let described = format!("{command:?}");
-    let mut child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|error| format!("cannot start {described}: {error}"))?;
-    let stdout = drain(child.stdout.take());
+    wait_with_timeout(child, timeout).map_err(|problem| format!("{described}: {problem}"))
+}
+
+/// Waits for a spawned child (its stderr piped, or not) to finish, killing
+/// it after `timeout`; what it wrote to stderr comes back with its status.
+///
+/// # Errors
+///
+/// A message, with its stderr, when it does not finish in time.
+pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Result<RunOutput, String> {
     let stderr = drain(child.stderr.take());
+    let stdout = drain(child.stdout.take());
     let waited = wait_until(&mut child, Instant::now() + timeout);
     let (stdout, stderr) = (join(stdout), join(stderr));
     match waited {
@@ -86,8 +97,102 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<RunOu
             stderr,
         }),
         Err(problem) => Err(format!(
-            "{described}: {problem}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+            "{problem}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
         )),
+    }
+}
+
+/// A running child whose stderr lines are collected as they come, so a
+/// test can wait for what it logs (with `KFLOW_LOG=debug`, every committed
+/// checkpoint) instead of sleeping.
+pub struct Watched {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Watched {
+    /// Starts `command` with stderr collected.
+    ///
+    /// # Panics
+    ///
+    /// When the command cannot start.
+    pub fn spawn(command: &mut Command) -> Watched {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let reader = child.stderr.take().map(|pipe| {
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(mut lines) = lines.lock() {
+                        lines.push(line);
+                    }
+                }
+            })
+        });
+        Watched {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    /// How many lines so far contain `text`.
+    pub fn count(&self, text: &str) -> usize {
+        self.lines
+            .lock()
+            .map(|lines| lines.iter().filter(|l| l.contains(text)).count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `count` lines contain `text`; panics (with the log) if
+    /// the process exits first or `timeout` passes.
+    pub fn wait_for(&mut self, text: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count(text) < count {
+            let exited = self.child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "waited for {count} lines with `{text}` in vain ({}):\n{}",
+                exited.map_or("timed out".to_string(), |s| s.to_string()),
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+
+    /// Waits for the process to exit (killing it after `timeout`); its
+    /// status and log.
+    ///
+    /// # Errors
+    ///
+    /// A message with the log when it does not exit in time.
+    pub fn wait(mut self, timeout: Duration) -> Result<(ExitStatus, String), String> {
+        let waited = wait_until(&mut self.child, Instant::now() + timeout);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        waited
+            .map(|status| (status, self.log()))
+            .map_err(|problem| format!("{problem}\n{}", self.log()))
     }
 }
 

@@ -9,127 +9,37 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kflow_benches::workload::{write_events, Workload};
+use kflow_benches::jobs::{ClickJob, ClickSource};
+use kflow_benches::workload::Workload;
 use kflow_tests::compare::{compare_jsonl, RowKind};
-use kflow_tests::process::{kflow_bin, run_with_timeout, RunOutput};
+use kflow_tests::fixtures;
+use kflow_tests::job::{JobDir, TIMEOUT};
+use kflow_tests::process::run_with_timeout;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
-const TIMEOUT: Duration = Duration::from_secs(300);
 const MIN_KILLS: usize = 10;
 
-const HEADER: &str = r#"
-[job]
-name = "crash"
-checkpoint_interval = "10s"
-"#;
-
-const SOURCE: &str = r#"
-[sources.clicks]
-type = "file"
-path = "clicks.jsonl"
-event_time = { field = "ts" }
-watermark = { max_out_of_orderness = "5s" }
-"#;
-
-const TUMBLING: &str = r#"
-[filters.checkouts]
-input = "clicks"
-where = "type != 'product_view'"
-
-[windows.per_user]
-input = "checkouts"
-key = ["user_id"]
-tumbling = "1m"
-aggregates = { events = "count()", revenue = "sum(amount)", top = "max(amount)" }
-
-[sinks.result]
-input = "per_user"
-type = "file"
-path = "out/result.jsonl"
-"#;
-
-/// A job directory with its input files.
-struct JobDir {
-    dir: tempfile::TempDir,
+/// The clickstream job every crash test starts from: `clicks.jsonl`,
+/// checkpoints every 10 s, checkouts per user per minute.
+fn crash_job() -> ClickJob {
+    let mut job = ClickJob::new(
+        "crash",
+        ClickSource::File {
+            path: "clicks.jsonl".into(),
+        },
+    );
+    job.checkpoint_interval = Some("10s".into());
+    job
 }
 
-impl JobDir {
-    fn new(job: &str, inputs: &[(&str, Workload)]) -> JobDir {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("job.toml"), job).unwrap();
-        for (name, workload) in inputs {
-            let mut file =
-                std::io::BufWriter::new(fs::File::create(dir.path().join(name)).unwrap());
-            write_events(workload, &mut file).unwrap();
-        }
-        JobDir { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.loud_command();
-        command.arg("-q").args(args);
-        command
-    }
-
-    /// `kflow run job.toml` with its status line and run summary.
-    fn loud_command(&self) -> Command {
-        let mut command = Command::new(kflow_bin());
-        command.current_dir(self.path()).arg("run").arg("job.toml");
-        command
-    }
-
-    /// `kflow checkpoints job.toml`.
-    fn list_checkpoints(&self) -> RunOutput {
-        let mut command = Command::new(kflow_bin());
-        command
-            .current_dir(self.path())
-            .args(["checkpoints", "job.toml"]);
-        run_with_timeout(command, TIMEOUT).unwrap()
-    }
-
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> RunOutput {
-        let mut command = self.command(args);
-        command.envs(env.iter().copied());
-        run_with_timeout(command, TIMEOUT).unwrap()
-    }
-
-    fn run_ok(&self, args: &[&str]) {
-        let out = self.run(args, &[]);
-        assert!(
-            out.status.success(),
-            "kflow failed: {}\n{}",
-            out.status,
-            out.stderr
-        );
-    }
-
-    /// Every output file (sinks and the dead-letter file), by relative path.
-    fn outputs(&self) -> Vec<(PathBuf, String)> {
-        let mut files = Vec::new();
-        for dir in ["out", ".kflow/crash"] {
-            let Ok(entries) = fs::read_dir(self.path().join(dir)) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if path.extension().is_some_and(|e| e == "jsonl") {
-                    let rel = path.strip_prefix(self.path()).unwrap().to_path_buf();
-                    files.push((rel, fs::read_to_string(&path).unwrap()));
-                }
-            }
-        }
-        files.sort();
-        files
-    }
+/// The `[job]` table alone.
+fn header() -> String {
+    fixtures::header("crash", "10s")
 }
 
 fn seed() -> u64 {
@@ -147,8 +57,8 @@ fn seed() -> u64 {
 }
 
 fn assert_same_outputs(reference: &JobDir, crashed: &JobDir) {
-    let expected = reference.outputs();
-    let actual = crashed.outputs();
+    let expected = reference.outputs(&["out", ".kflow/crash"]);
+    let actual = crashed.outputs(&["out", ".kflow/crash"]);
     assert!(!expected.is_empty(), "the reference run wrote nothing");
     let names = |v: &[(PathBuf, String)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
     assert_eq!(names(&expected), names(&actual), "different output files");
@@ -181,9 +91,9 @@ fn assert_same_outputs(reference: &JobDir, crashed: &JobDir) {
 /// SIGKILL at random moments at least `MIN_KILLS` times before letting it
 /// finish; both must produce the same outputs.
 fn kill_and_restart(job: &str, inputs: &[(&str, Workload)]) {
-    let reference = JobDir::new(job, inputs);
+    let reference = JobDir::with_workloads(job, inputs);
     let started = Instant::now();
-    reference.run_ok(&[]);
+    reference.run_job_ok(&[]);
     kill_and_restart_against(&reference, started.elapsed(), job, inputs);
 }
 
@@ -196,7 +106,7 @@ fn kill_and_restart_against(
     job: &str,
     inputs: &[(&str, Workload)],
 ) {
-    let crashed = JobDir::new(job, inputs);
+    let crashed = JobDir::with_workloads(job, inputs);
     let mut rng = Pcg64::seed_from_u64(seed());
     let mut kills = 0;
     let mut attempts = 0;
@@ -207,7 +117,7 @@ fn kill_and_restart_against(
             "could not kill the job {MIN_KILLS} times mid-run in 100 attempts"
         );
         let mut child = crashed
-            .command(&["--checkpoint-interval", "50ms"])
+            .job_command(&["--checkpoint-interval", "50ms"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -224,7 +134,7 @@ fn kill_and_restart_against(
         }
         child.wait().unwrap();
     }
-    crashed.run_ok(&["--checkpoint-interval", "50ms"]);
+    crashed.run_job_ok(&["--checkpoint-interval", "50ms"]);
     println!("{kills} kills in {attempts} runs");
     assert_same_outputs(reference, &crashed);
 }
@@ -240,14 +150,15 @@ fn events(n: u64, users: u64, seed: u64) -> Workload {
 
 #[test]
 fn issue_3_tumbling_survives_repeated_kills() {
-    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let job = crash_job().toml();
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 2_000, 1))]);
 }
 
 #[test]
 fn issue_3_sliding_survives_repeated_kills() {
     let job = format!(
-        "{HEADER}{SOURCE}{}",
+        "{}{}",
+        crash_job().head(),
         r#"
 [windows.recent]
 input = "clicks"
@@ -295,12 +206,14 @@ type = "file"
 path = "out/recent.jsonl"
 "#;
     let inputs = [("clicks.jsonl", events(200_000, 20_000, 5))];
-    let in_memory = JobDir::new(&format!("{HEADER}{SOURCE}{windows}"), &inputs);
-    in_memory.run_ok(&[]);
-    let spilling_job = format!("{HEADER}state_memory = \"64KB\"\n{SOURCE}{windows}");
-    let spilling = JobDir::new(&spilling_job, &inputs);
+    let in_memory = JobDir::with_workloads(&format!("{}{windows}", crash_job().head()), &inputs);
+    in_memory.run_job_ok(&[]);
+    let mut spilling = crash_job();
+    spilling.state_memory = Some("64KB".into());
+    let spilling_job = format!("{}{windows}", spilling.head());
+    let spilling = JobDir::with_workloads(&spilling_job, &inputs);
     let started = Instant::now();
-    let out = run_with_timeout(spilling.loud_command(), TIMEOUT).unwrap();
+    let out = run_with_timeout(spilling.loud_job_command(), TIMEOUT).unwrap();
     let full = started.elapsed();
     assert!(out.status.success(), "kflow failed: {}", out.stderr);
     // The run summary: `checkpoints  N  (…, M early (memory budget, …))`;
@@ -329,7 +242,8 @@ path = "out/recent.jsonl"
 #[test]
 fn issue_3_dedup_survives_repeated_kills() {
     let job = format!(
-        "{HEADER}{}",
+        "{}{}",
+        header(),
         r#"
 [sources.clicks]
 type = "file"
@@ -356,10 +270,10 @@ path = "out/result.jsonl"
     };
     // Dedup must actually drop the retries: the counts equal those of the
     // same events without duplicates.
-    let clean = JobDir::new(&job, &[("clicks.jsonl", events(200_000, 1_000, 3))]);
-    clean.run_ok(&[]);
-    let retried = JobDir::new(&job, &[("clicks.jsonl", with_retries.clone())]);
-    retried.run_ok(&[]);
+    let clean = JobDir::with_workloads(&job, &[("clicks.jsonl", events(200_000, 1_000, 3))]);
+    clean.run_job_ok(&[]);
+    let retried = JobDir::with_workloads(&job, &[("clicks.jsonl", with_retries.clone())]);
+    retried.run_job_ok(&[]);
     let lines = fs::read_to_string(retried.path().join("clicks.jsonl"))
         .unwrap()
         .lines()
@@ -375,7 +289,8 @@ path = "out/result.jsonl"
 #[test]
 fn issue_3_two_source_union_survives_repeated_kills() {
     let job = format!(
-        "{HEADER}{}",
+        "{}{}",
+        header(),
         r#"
 [sources.web]
 type = "file"
@@ -412,12 +327,12 @@ path = "out/result.jsonl"
 
 /// Aborts the process at a test hook, then restarts it to completion.
 fn abort_then_recover(hook: &str) {
-    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let job = crash_job().toml();
     let inputs = [("clicks.jsonl", events(200_000, 2_000, 6))];
-    let reference = JobDir::new(&job, &inputs);
-    reference.run_ok(&[]);
-    let crashed = JobDir::new(&job, &inputs);
-    let out = crashed.run(
+    let reference = JobDir::with_workloads(&job, &inputs);
+    reference.run_job_ok(&[]);
+    let crashed = JobDir::with_workloads(&job, &inputs);
+    let out = crashed.run_job(
         &["--checkpoint-interval", "20ms"],
         &[("KFLOW_CRASH_AT", hook)],
     );
@@ -427,7 +342,7 @@ fn abort_then_recover(hook: &str) {
         out.stderr
     );
     assert!(out.stderr.contains("test hook"), "{}", out.stderr);
-    crashed.run_ok(&["--checkpoint-interval", "20ms"]);
+    crashed.run_job_ok(&["--checkpoint-interval", "20ms"]);
     assert_same_outputs(&reference, &crashed);
 }
 
@@ -451,8 +366,8 @@ fn issue_3_abort_in_the_middle_of_a_sink_write() {
 /// in before it was taken), which resumes as a fresh start: then try again.
 fn interrupted_job(job: &str) -> JobDir {
     for _ in 0..5 {
-        let dir = JobDir::new(job, &[("clicks.jsonl", events(100_000, 1_000, 8))]);
-        let out = dir.run(
+        let dir = JobDir::with_workloads(job, &[("clicks.jsonl", events(100_000, 1_000, 8))]);
+        let out = dir.run_job(
             &["--checkpoint-interval", "20ms"],
             &[("KFLOW_CRASH_AT", "after-commit:2")],
         );
@@ -469,14 +384,14 @@ fn interrupted_job(job: &str) -> JobDir {
 
 #[test]
 fn issue_3_changed_window_refuses_to_resume_unless_reset() {
-    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let job = crash_job().toml();
     let dir = interrupted_job(&job);
     fs::write(
         dir.path().join("job.toml"),
         job.replace("tumbling = \"1m\"", "tumbling = \"5m\""),
     )
     .unwrap();
-    let out = dir.run(&[], &[]);
+    let out = dir.run_job(&[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(
         out.stderr.contains("window per_user changed"),
@@ -485,20 +400,20 @@ fn issue_3_changed_window_refuses_to_resume_unless_reset() {
     );
     assert!(out.stderr.contains("--reset"), "{}", out.stderr);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    let out = dir.run(&["--reset"], &[]);
+    let out = dir.run_job(&["--reset"], &[]);
     assert!(out.status.success(), "{}", out.stderr);
 }
 
 #[test]
 fn issue_3_changed_filter_resumes_and_says_so() {
-    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let job = crash_job().toml();
     let dir = interrupted_job(&job);
     fs::write(
         dir.path().join("job.toml"),
         job.replace("'product_view'", "'add_to_cart'"),
     )
     .unwrap();
-    let out = run_with_timeout(dir.loud_command(), TIMEOUT).unwrap();
+    let out = run_with_timeout(dir.loud_job_command(), TIMEOUT).unwrap();
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
         out.stderr.contains("restored checkpoint 2"),
@@ -514,7 +429,7 @@ fn issue_3_changed_filter_resumes_and_says_so() {
 
 #[test]
 fn issue_3_checkpoints_command_lists_the_last_checkpoint() {
-    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let job = crash_job().toml();
     let dir = interrupted_job(&job);
     let out = dir.list_checkpoints();
     assert!(out.status.success(), "{}", out.stderr);
@@ -537,12 +452,12 @@ fn issue_3_checkpoints_command_lists_the_last_checkpoint() {
 
 #[test]
 fn issue_3_foreign_state_dir_is_refused_not_reset() {
-    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
-    let dir = JobDir::new(&job, &[("clicks.jsonl", events(1_000, 10, 9))]);
+    let job = crash_job().toml();
+    let dir = JobDir::with_workloads(&job, &[("clicks.jsonl", events(1_000, 10, 9))]);
     let db = dir.path().join(".kflow/crash/db");
     fs::create_dir_all(&db).unwrap();
     fs::write(db.join("notes.txt"), "not a database").unwrap();
-    let out = dir.run(&[], &[]);
+    let out = dir.run_job(&[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(
         out.stderr.contains("is not a kflow state directory"),
@@ -559,11 +474,12 @@ fn issue_3_foreign_state_dir_is_refused_not_reset() {
 #[test]
 fn issue_3_a_second_run_of_a_running_job_is_refused() {
     // A following source keeps the first run going until it is killed.
-    let source = SOURCE.replace("event_time", "follow = true\nevent_time");
-    let job = format!("{HEADER}{source}{TUMBLING}");
-    let dir = JobDir::new(&job, &[("clicks.jsonl", events(1_000, 10, 9))]);
+    let job = crash_job()
+        .toml()
+        .replace("event_time", "follow = true\nevent_time");
+    let dir = JobDir::with_workloads(&job, &[("clicks.jsonl", events(1_000, 10, 9))]);
     let mut first = dir
-        .command(&[])
+        .job_command(&[])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -580,7 +496,7 @@ fn issue_3_a_second_run_of_a_running_job_is_refused() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = run_with_timeout(dir.command(&[]), Duration::from_secs(60));
+    let out = run_with_timeout(dir.job_command(&[]), Duration::from_secs(60));
     assert!(
         first.try_wait().unwrap().is_none(),
         "the first run must still be running"
@@ -599,7 +515,7 @@ fn issue_3_a_second_run_of_a_running_job_is_refused() {
 
 #[test]
 fn issue_3_corrupted_state_is_an_error_not_a_fresh_start() {
-    let job = format!("{HEADER}{SOURCE}{TUMBLING}");
+    let job = crash_job().toml();
     let dir = interrupted_job(&job);
     let db = dir.path().join(".kflow/crash/db");
     let mut corrupted = 0;
@@ -612,7 +528,7 @@ fn issue_3_corrupted_state_is_an_error_not_a_fresh_start() {
         }
     }
     assert!(corrupted > 0);
-    let out = dir.run(&[], &[]);
+    let out = dir.run_job(&[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("state"), "{}", out.stderr);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);

@@ -8,37 +8,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kflow_benches::workload::{write_events, Workload, START_MS};
 use kflow_tests::compare::{compare_jsonl, RowKind};
+use kflow_tests::fixtures::{self, kinesis_source};
+use kflow_tests::job::{now_ms, JobDir};
 use kflow_tests::kinesis::{Emulator, EmulatorKind};
-use kflow_tests::process::{kflow_bin, run_with_timeout, RunOutput};
+use kflow_tests::process::{wait_with_timeout, RunOutput, Watched};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-/// The windows and the file sink every job here shares.
-const WINDOWS: &str = r#"
-[filters.checkouts]
-input = "clicks"
-where = "type != 'product_view'"
-
-[windows.per_user]
-input = "checkouts"
-key = ["user_id"]
-tumbling = "1m"
-aggregates = { events = "count()", revenue = "sum(amount)", top = "max(amount)" }
-
-[sinks.result]
-input = "per_user"
-type = "file"
-path = "out/result.jsonl"
-"#;
 
 /// Events over ten minutes of event time, `users` users.
 fn events(n: u64, users: u64, seed: u64) -> String {
@@ -55,54 +36,15 @@ fn events(n: u64, users: u64, seed: u64) -> String {
 }
 
 fn header(name: &str) -> String {
-    format!("[job]\nname = \"{name}\"\ncheckpoint_interval = \"300ms\"\n")
-}
-
-/// A Kinesis source named `clicks`.
-fn kinesis_source(stream: &str, endpoint: &str, settings: &str) -> String {
-    format!(
-        "[sources.clicks]\ntype = \"kinesis\"\nstream = \"{stream}\"\nendpoint = \"{endpoint}\"\n\
-         event_time = {{ field = \"ts\" }}\nwatermark = {{ max_out_of_orderness = \"20m\" }}\n{settings}\n"
-    )
-}
-
-fn job_dir(job: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("job.toml"), job).unwrap();
-    dir
-}
-
-fn kflow(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(kflow_bin());
-    command
-        .current_dir(dir)
-        .args(args)
-        .envs(env.iter().copied());
-    command
-}
-
-fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> RunOutput {
-    run_with_timeout(kflow(dir, args, env), TIMEOUT).unwrap()
-}
-
-fn run_ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> RunOutput {
-    let out = run(dir, args, env);
-    assert!(
-        out.status.success(),
-        "kflow {args:?} failed: {}\n{}",
-        out.status,
-        out.stderr
-    );
-    out
+    fixtures::header(name, "300ms")
 }
 
 /// `kflow produce` of `lines` into `stream`, keyed by user.
 fn produce(em: &Emulator, stream: &str, lines: &str) -> RunOutput {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("events.jsonl"), lines).unwrap();
+    let dir = JobDir::new("");
+    dir.write("events.jsonl", lines);
     let endpoint = em.endpoint();
-    run_ok(
-        dir.path(),
+    dir.run_ok(
         &[
             "produce",
             "--stream",
@@ -119,12 +61,12 @@ fn produce(em: &Emulator, stream: &str, lines: &str) -> RunOutput {
 
 /// The window results of the same job over `lines` read from a file.
 fn file_reference(lines: &str) -> String {
-    let source = "[sources.clicks]\ntype = \"file\"\npath = \"events.jsonl\"\n\
-                  event_time = { field = \"ts\" }\nwatermark = { max_out_of_orderness = \"20m\" }\n";
-    let dir = job_dir(&format!("{}{source}{WINDOWS}", header("reference")));
-    fs::write(dir.path().join("events.jsonl"), lines).unwrap();
-    run_ok(dir.path(), &["run", "job.toml", "-q"], &[]);
-    let result = fs::read_to_string(dir.path().join("out/result.jsonl")).unwrap();
+    let source = fixtures::file_source("events.jsonl", "20m");
+    let windows = fixtures::click_windows();
+    let dir = JobDir::new(&format!("{}{source}{windows}", header("reference")));
+    dir.write("events.jsonl", lines);
+    dir.run_job_ok(&[]);
+    let result = dir.read("out/result.jsonl");
     assert!(
         result.lines().count() > 10,
         "the reference has too few rows"
@@ -142,8 +84,8 @@ fn assert_rows_equal(expected: &str, actual: &str) {
     }
 }
 
-fn result_of(dir: &Path) -> String {
-    fs::read_to_string(dir.join("out/result.jsonl")).unwrap_or_default()
+fn result_of(dir: &JobDir) -> String {
+    dir.read("out/result.jsonl")
 }
 
 /// `ts` of each record, per user, in the order a raw sink wrote them.
@@ -177,8 +119,9 @@ fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids(
         "\n[sinks.stream]\ninput = \"per_user\"\ntype = \"kinesis\"\nstream = \"{output}\"\nendpoint = \"{}\"\n",
         em.endpoint()
     );
+    let windows = fixtures::click_windows();
     let job = format!(
-        "{}{}{WINDOWS}{sink}",
+        "{}{}{windows}{sink}",
         header("produce-run"),
         kinesis_source(
             &input,
@@ -186,11 +129,10 @@ fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids(
             "start_at = \"trim_horizon\"\nstop_at = \"latest\""
         )
     );
-    let dir = job_dir(&job);
+    let dir = JobDir::new(&job);
     // Throttle half of the GetRecords calls (at least 15 of them, at 100
     // records a call): retried, nothing lost.
-    let out = run_ok(
-        dir.path(),
+    let out = dir.run_ok(
         &["run", "job.toml"],
         &[
             ("KFLOW_KINESIS_FAULTS", "throttle:0.5"),
@@ -209,7 +151,7 @@ fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids(
     assert!(throttled > 0, "no throttling was injected:\n{}", out.stderr);
 
     let expected = file_reference(&lines);
-    let actual = result_of(dir.path());
+    let actual = result_of(&dir);
     assert_rows_equal(&expected, &actual);
 
     // The Kinesis sink: the same rows plus a result id, keyed by user.
@@ -238,10 +180,11 @@ fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
     let client = em.client();
     let stream = client.create_fresh_stream("reshard", 2);
     // A bounded run that stops at a time after all producing is done.
-    let stop_ms = chrono_now_ms() + 45_000;
+    let stop_ms = now_ms() + 45_000;
     let raw_sink = "\n[sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n";
+    let windows = fixtures::click_windows();
     let job = format!(
-        "{}{}{WINDOWS}{raw_sink}",
+        "{}{}{windows}{raw_sink}",
         header("reshard"),
         kinesis_source(
             &stream,
@@ -252,11 +195,11 @@ fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
             )
         )
     );
-    let dir = job_dir(&job);
-    let child = kflow(dir.path(), &["run", "job.toml", "-q"], &[])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+    let dir = JobDir::new(&job);
+    let child = dir
+        .job_command(&[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
 
@@ -285,51 +228,19 @@ fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
     client.update_shard_count(&stream, 4);
     produce(&em, &stream, &rounds[3]);
     assert!(
-        chrono_now_ms() < stop_ms - 2000,
+        now_ms() < stop_ms - 2000,
         "producing took too long for the run's stop time"
     );
     let shards = client.list_shards(&stream);
     assert!(shards.len() >= 7, "resharding happened: {shards:?}");
 
-    let out = wait_with_timeout(child, TIMEOUT);
-    assert!(out.0, "kflow failed:\n{}", out.1);
-    assert_rows_equal(&file_reference(&all), &result_of(dir.path()));
+    let out = wait_with_timeout(child, TIMEOUT).unwrap();
+    assert!(out.status.success(), "kflow failed:\n{}", out.stderr);
+    assert_rows_equal(&file_reference(&all), &result_of(&dir));
     // Per-key order: each user's records in the order they were produced.
-    let raw = fs::read_to_string(dir.path().join("out/raw.jsonl")).unwrap();
+    let raw = dir.read("out/raw.jsonl");
     assert_eq!(raw.lines().count(), 2000);
     assert_eq!(per_user_order(&raw), per_user_order(&all));
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Waits for a spawned kflow; returns (success, stderr).
-fn wait_with_timeout(mut child: Child, timeout: Duration) -> (bool, String) {
-    let deadline = Instant::now() + timeout;
-    let mut stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(s) = stderr.as_mut() {
-            use std::io::Read;
-            let _ = s.read_to_string(&mut text);
-        }
-        text
-    });
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.success(), reader.join().unwrap());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (false, format!("timed out\n{}", reader.join().unwrap()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -339,8 +250,9 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
     let stream = client.create_fresh_stream("kill", 2);
     let lines = events(1500, 40, 23);
     produce(&em, &stream, &lines);
+    let windows = fixtures::click_windows();
     let job = format!(
-        "{}{}{WINDOWS}",
+        "{}{}{windows}",
         header("kill"),
         kinesis_source(
             &stream,
@@ -348,23 +260,19 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
             "start_at = \"trim_horizon\"\nstop_at = \"latest\""
         )
     );
-    let dir = job_dir(&job);
+    let dir = JobDir::new(&job);
     // 20 records per call, 5 calls/s per shard: about 8 s of reading.
     let env = [("KFLOW_KINESIS_LIMIT", "20")];
     let seed: u64 = std::env::var("KFLOW_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| chrono_now_ms() as u64);
+        .unwrap_or_else(|| now_ms() as u64);
     println!("kill schedule seed: {seed} (KFLOW_CRASH_SEED={seed} replays it)");
     let mut rng = Pcg64::seed_from_u64(seed);
     let mut kills = 0;
     for _ in 0..5 {
-        let mut child = kflow(dir.path(), &["run", "job.toml", "-q"], &env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = dir.spawn(&["run", "job.toml", "-q"], &env);
+        // The kill moment: anywhere in the first ~2 s of reading.
         std::thread::sleep(Duration::from_millis(rng.random_range(800..2000)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
@@ -373,8 +281,8 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
         child.wait().unwrap();
     }
     assert!(kills >= 3, "only {kills} runs were killed mid-stream");
-    run_ok(dir.path(), &["run", "job.toml", "-q"], &env);
-    assert_rows_equal(&file_reference(&lines), &result_of(dir.path()));
+    dir.run_ok(&["run", "job.toml", "-q"], &env);
+    assert_rows_equal(&file_reference(&lines), &result_of(&dir));
 }
 
 #[test]
@@ -384,8 +292,9 @@ fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
     let stream = client.create_fresh_stream("restart", 2);
     let lines = events(1500, 40, 31);
     produce(&em, &stream, &lines);
+    let windows = fixtures::click_windows();
     let job = format!(
-        "{}{}{WINDOWS}",
+        "{}{}{windows}",
         header("restart"),
         kinesis_source(
             &stream,
@@ -393,24 +302,18 @@ fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
             "start_at = \"trim_horizon\"\nstop_at = \"latest\""
         )
     );
-    let dir = job_dir(&job);
-    let child = kflow(
-        dir.path(),
-        &["run", "job.toml", "-q"],
-        &[("KFLOW_KINESIS_LIMIT", "20")],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let dir = JobDir::new(&job);
+    let env = [("KFLOW_KINESIS_LIMIT", "20"), ("KFLOW_LOG", "kflow=debug")];
+    let mut run = Watched::spawn(dir.job_command(&[]).envs(env));
+    // Both shards are being read (20 records a call: ~7 s of reading)...
+    run.wait_for("reading shard", 2, TIMEOUT);
+    // ...when the emulator goes away for 1.5 s (the fault under test).
     em.kill();
     std::thread::sleep(Duration::from_millis(1500));
     em.restart();
-    let (ok, stderr) = wait_with_timeout(child, TIMEOUT);
-    assert!(ok, "kflow failed:\n{stderr}");
-    assert_rows_equal(&file_reference(&lines), &result_of(dir.path()));
+    let (status, log) = run.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "kflow failed:\n{log}");
+    assert_rows_equal(&file_reference(&lines), &result_of(&dir));
 }
 
 #[test]
@@ -421,12 +324,15 @@ fn start_at_a_timestamp_replays_from_there() {
     let before = events(400, 20, 41);
     let after = events(600, 20, 43);
     produce(&em, &stream, &before);
+    // Clock gaps, not waits for kflow: every record of `before` arrived
+    // well before `from`, every record of `after` well after it.
     std::thread::sleep(Duration::from_millis(1500));
-    let from = chrono_now_ms();
+    let from = now_ms();
     std::thread::sleep(Duration::from_millis(1500));
     produce(&em, &stream, &after);
+    let windows = fixtures::click_windows();
     let job = format!(
-        "{}{}{WINDOWS}",
+        "{}{}{windows}",
         header("replay"),
         kinesis_source(
             &stream,
@@ -437,9 +343,9 @@ fn start_at_a_timestamp_replays_from_there() {
             )
         )
     );
-    let dir = job_dir(&job);
-    run_ok(dir.path(), &["run", "job.toml", "-q"], &[]);
-    assert_rows_equal(&file_reference(&after), &result_of(dir.path()));
+    let dir = JobDir::new(&job);
+    dir.run_job_ok(&[]);
+    assert_rows_equal(&file_reference(&after), &result_of(&dir));
 }
 
 #[test]
@@ -461,28 +367,17 @@ fn a_position_in_a_recreated_stream_fails_clearly_unless_on_expired_says_otherwi
             )
         )
     };
-    let dir = job_dir(&job(""));
-    let raw_lines = |dir: &Path| {
-        fs::read_to_string(dir.join("out/raw.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
+    let dir = JobDir::new(&job(""));
     // An unbounded run: read everything, checkpoint, then die.
-    let mut child = kflow(dir.path(), &["run", "job.toml", "-q"], &[])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while raw_lines(dir.path()) < 300 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let checkpoint = run_ok(dir.path(), &["checkpoints", "job.toml"], &[]);
+    let committed = "checkpoint committed";
+    let mut run = Watched::spawn(dir.job_command(&[]).env("KFLOW_LOG", "kflow=debug"));
+    dir.wait_for_lines("out/raw.jsonl", 300, Duration::from_secs(60));
+    // The lines reach the file at a checkpoint's barrier; the next commit
+    // after that covers every one of them.
+    let seen = run.count(committed);
+    run.wait_for(committed, seen + 1, Duration::from_secs(60));
+    run.kill();
+    let checkpoint = dir.run_ok(&["checkpoints", "job.toml"], &[]);
     assert!(
         checkpoint.stdout.contains("shardId-"),
         "{}",
@@ -495,7 +390,7 @@ fn a_position_in_a_recreated_stream_fails_clearly_unless_on_expired_says_otherwi
     client.create_stream(&stream, 1);
     let second = events(200, 10, 53);
     produce(&em, &stream, &second);
-    let out = run(dir.path(), &["run", "job.toml", "-q"], &[]);
+    let out = dir.run_job(&[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(
         out.stderr.contains("deleted and recreated") && out.stderr.contains("on_expired"),
@@ -504,24 +399,12 @@ fn a_position_in_a_recreated_stream_fails_clearly_unless_on_expired_says_otherwi
     );
 
     // With on_expired = "trim_horizon" the new stream is read from its start.
-    fs::write(
-        dir.path().join("job.toml"),
-        job("on_expired = \"trim_horizon\""),
-    )
-    .unwrap();
-    let mut child = kflow(dir.path(), &["run", "job.toml", "-q"], &[])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while raw_lines(dir.path()) < 500 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    dir.write("job.toml", &job("on_expired = \"trim_horizon\""));
+    let mut child = dir.spawn(&["run", "job.toml", "-q"], &[]);
+    dir.wait_for_lines("out/raw.jsonl", 500, Duration::from_secs(60));
     child.kill().unwrap();
     child.wait().unwrap();
-    let raw = fs::read_to_string(dir.path().join("out/raw.jsonl")).unwrap();
+    let raw = dir.read("out/raw.jsonl");
     let ids: BTreeMap<&str, usize> =
         raw.lines()
             .map(|l| (l, 1))
@@ -544,8 +427,9 @@ fn a_bad_record_goes_to_the_dead_letter_file_with_its_shard_and_sequence() {
         START_MS
     );
     client.put_records(&stream, &[("u1", "not json at all"), ("u1", good.as_str())]);
+    let windows = fixtures::click_windows();
     let job = format!(
-        "{}{}{WINDOWS}",
+        "{}{}{windows}",
         header("bad"),
         kinesis_source(
             &stream,
@@ -553,26 +437,27 @@ fn a_bad_record_goes_to_the_dead_letter_file_with_its_shard_and_sequence() {
             "start_at = \"trim_horizon\"\nstop_at = \"latest\""
         )
     );
-    let dir = job_dir(&job);
-    run_ok(dir.path(), &["run", "job.toml", "-q"], &[]);
-    let dead = fs::read_to_string(dir.path().join(".kflow/bad/dead-letter.jsonl")).unwrap();
+    let dir = JobDir::new(&job);
+    dir.run_job_ok(&[]);
+    let dead = dir.read(".kflow/bad/dead-letter.jsonl");
     let row: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
     assert_eq!(row["position"]["shard"], "shardId-000000000000", "{dead}");
     assert!(row["position"]["sequence"].as_str().unwrap().len() > 10);
-    let result = result_of(dir.path());
+    let result = result_of(&dir);
     assert!(result.contains("\"events\":1"), "{result}");
 }
 
 #[test]
 fn a_stream_that_does_not_exist_fails_clearly() {
     let em = Emulator::start(EmulatorKind::Kinesalite);
+    let windows = fixtures::click_windows();
     let job = format!(
-        "{}{}{WINDOWS}",
+        "{}{}{windows}",
         header("missing"),
         kinesis_source("no-such-stream", &em.endpoint(), "stop_at = \"latest\"")
     );
-    let dir = job_dir(&job);
-    let out = run(dir.path(), &["run", "job.toml", "-q"], &[]);
+    let dir = JobDir::new(&job);
+    let out = dir.run_job(&[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(
         out.stderr.contains("source `clicks`: Kinesis")
@@ -637,7 +522,7 @@ fn kpl_aggregates_are_split_and_arrival_time_stands_in_for_event_time() {
         ],
     );
     let plain = event("u2", 8.0);
-    let before = chrono_now_ms();
+    let before = now_ms();
     client.put_records(
         &stream,
         &[("a", aggregate.as_slice()), ("b", plain.as_bytes())],
@@ -648,11 +533,11 @@ fn kpl_aggregates_are_split_and_arrival_time_stands_in_for_event_time() {
          start_at = \"trim_horizon\"\nstop_at = \"latest\"\n{}",
         header("kpl"),
         em.endpoint(),
-        WINDOWS.replace("tumbling = \"1m\"", "tumbling = \"1d\"")
+        fixtures::click_windows().replace("tumbling = \"1m\"", "tumbling = \"1d\"")
     );
-    let dir = job_dir(&job);
-    run_ok(dir.path(), &["run", "job.toml", "-q"], &[]);
-    let result = result_of(dir.path());
+    let dir = JobDir::new(&job);
+    dir.run_job_ok(&[]);
+    let result = result_of(&dir);
     let rows: Vec<serde_json::Value> = result
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -663,7 +548,7 @@ fn kpl_aggregates_are_split_and_arrival_time_stands_in_for_event_time() {
         kflow_benches::workload::rfc3339_millis(ms - ms.rem_euclid(86_400_000))
             .replace(".000Z", "Z")
     };
-    let days = [day(before), day(chrono_now_ms())];
+    let days = [day(before), day(now_ms())];
     for row in &rows {
         let (events, revenue) = match row["user_id"].as_str().unwrap() {
             "u1" => (2, 5.0),

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kflow_benches::jobs::{ClickJob, ClickSource};
 use kflow_benches::workload::{write_events, Workload};
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -169,46 +170,22 @@ fn measure(mut command: Command) -> Result<Run, String> {
 }
 
 fn job(workload: &str, interval_dir: &Path, input: &Path) -> String {
-    let window = match workload {
-        "W2" => r#"sliding = { size = "5m", slide = "1m" }"#,
-        _ => r#"tumbling = "1m""#,
-    };
-    let memory = if workload == "W3" {
-        "state_memory = \"64MB\"\n"
-    } else {
-        ""
-    };
-    format!(
-        r#"[job]
-name = "bench-{w}"
-state_dir = "{state}"
-{memory}
-[sources.clicks]
-type = "file"
-path = "{input}"
-event_time = {{ field = "ts" }}
-watermark = {{ max_out_of_orderness = "5s" }}
-
-[filters.interesting]
-input = "clicks"
-where = "type != 'product_view'"
-
-[windows.per_user]
-input = "interesting"
-key = ["user_id"]
-{window}
-aggregates = {{ events = "count()", revenue = "sum(amount)" }}
-
-[sinks.out]
-input = "per_user"
-type = "file"
-path = "{out}"
-"#,
-        w = workload.to_lowercase(),
-        state = interval_dir.join("state").display(),
-        input = input.display(),
-        out = interval_dir.join("kflow.jsonl").display(),
-    )
+    let mut job = ClickJob::new(
+        &format!("bench-{}", workload.to_lowercase()),
+        ClickSource::File {
+            path: input.display().to_string(),
+        },
+    );
+    if workload == "W2" {
+        job.window = r#"sliding = { size = "5m", slide = "1m" }"#.into();
+    }
+    if workload == "W3" {
+        job.state_memory = Some("64MB".into());
+    }
+    job.state_dir = Some(interval_dir.join("state").display().to_string());
+    job.aggregates = r#"events = "count()", revenue = "sum(amount)""#.into();
+    job.sink_path = interval_dir.join("kflow.jsonl").display().to_string();
+    job.toml()
 }
 
 fn main() {

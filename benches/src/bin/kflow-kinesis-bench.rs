@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use kflow::aws::{connect, Endpoint};
+use kflow_benches::jobs::{ClickJob, ClickSource};
 use kflow_benches::workload::{write_events, Workload};
 
 struct Args {
@@ -226,32 +227,17 @@ fn bench() -> Result<(), String> {
         loop_best = loop_best.min(seconds);
     }
 
-    let job = format!(
-        r#"[job]
-name = "kinesis-bench"
-checkpoint_interval = "10s"
-[sources.clicks]
-type = "kinesis"
-stream = "{stream}"
-endpoint = "{endpoint}"
-start_at = "trim_horizon"
-stop_at = "latest"
-event_time = {{ field = "ts" }}
-watermark = {{ max_out_of_orderness = "5s" }}
-[filters.checkouts]
-input = "clicks"
-where = "type != 'product_view'"
-[windows.per_user]
-input = "checkouts"
-key = ["user_id"]
-tumbling = "1m"
-aggregates = {{ events = "count()", revenue = "sum(amount)" }}
-[sinks.result]
-input = "per_user"
-type = "file"
-path = "out/result.jsonl"
-"#
+    let mut job = ClickJob::new(
+        "kinesis-bench",
+        ClickSource::Kinesis {
+            stream: stream.to_string(),
+            endpoint: endpoint.to_string(),
+            settings: "start_at = \"trim_horizon\"\nstop_at = \"latest\"".into(),
+        },
     );
+    job.checkpoint_interval = Some("10s".into());
+    job.aggregates = r#"events = "count()", revenue = "sum(amount)""#.into();
+    let job = job.toml();
     fs::write(dir.join("job.toml"), job).map_err(|e| e.to_string())?;
     let mut kflow_best = f64::MAX;
     for _ in 0..2 {

@@ -114,15 +114,15 @@ impl<M: Envelope> Aligner<M> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::dataflow::message::SinkMsg;
+    use crate::dataflow::message::{Lines, SinkMsg};
 
     fn lines(input: InputId, text: &str) -> SinkMsg {
-        SinkMsg::Lines(input, text.as_bytes().to_vec(), None)
+        SinkMsg::Lines(input, Lines::plain(text.as_bytes().to_vec()))
     }
 
     fn text(msg: &SinkMsg) -> String {
         match msg {
-            SinkMsg::Lines(i, l, _) => format!("{i}:{}", String::from_utf8_lossy(l)),
+            SinkMsg::Lines(i, l) => format!("{i}:{}", String::from_utf8_lossy(&l.text)),
             SinkMsg::Barrier(i, n) => format!("{i}:barrier{n}"),
             SinkMsg::End(i) => format!("{i}:end"),
         }

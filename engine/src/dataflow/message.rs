@@ -135,8 +135,8 @@ impl WindowBatch {
 /// A message to a sink.
 #[derive(Debug)]
 pub enum SinkMsg {
-    /// Complete JSON lines, each ending in `\n`.
-    Lines(InputId, Vec<u8>, Option<std::time::Instant>),
+    /// Complete JSON lines.
+    Lines(InputId, Lines),
     /// Checkpoint barrier (see [`WindowMsg::Barrier`]).
     Barrier(InputId, u64),
     /// The emitter will send nothing more.
@@ -146,7 +146,7 @@ pub enum SinkMsg {
 impl Envelope for SinkMsg {
     fn input(&self) -> InputId {
         match self {
-            SinkMsg::Lines(i, _, _) | SinkMsg::Barrier(i, _) | SinkMsg::End(i) => *i,
+            SinkMsg::Lines(i, _) | SinkMsg::Barrier(i, _) | SinkMsg::End(i) => *i,
         }
     }
 
@@ -156,6 +156,46 @@ impl Envelope for SinkMsg {
             SinkMsg::Barrier(_, id) => Signal::Barrier(*id),
             SinkMsg::End(_) => Signal::End,
         }
+    }
+}
+
+/// Rows for a sink: JSON lines, and for a sink that partitions its
+/// output (Kinesis) each line's partition key as the emitter gave it.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// Complete JSON lines, each ending in `\n`.
+    pub text: Vec<u8>,
+    /// Partition keys, concatenated (empty: the sink picks one).
+    pub keys: Vec<u8>,
+    /// End offsets into `keys`, one per line (keyed sinks only).
+    pub key_ends: Vec<u32>,
+    /// When the input that produced the oldest line was read.
+    pub origin: Option<std::time::Instant>,
+}
+
+impl Lines {
+    /// Lines without partition keys.
+    pub fn plain(text: Vec<u8>) -> Lines {
+        Lines {
+            text,
+            ..Lines::default()
+        }
+    }
+
+    /// Each line (without its newline, the empty rest after the last
+    /// newline included) with its partition key, when the emitter gave
+    /// keys.
+    pub fn rows(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        let mut ends = self.key_ends.iter();
+        let mut start = 0usize;
+        self.text.split(|&b| b == b'\n').map(move |line| {
+            let key = ends.next().map(|&end| {
+                let key = self.keys.get(start..end as usize).unwrap_or_default();
+                start = end as usize;
+                key
+            });
+            (line, key)
+        })
     }
 }
 

@@ -73,6 +73,9 @@ pub struct RawRecord<'a> {
     pub text: &'a [u8],
     /// Where it came from.
     pub position: Position<'a>,
+    /// Its partition key for a sink that partitions (a result row's window
+    /// key); `None`: the sink picks one.
+    pub key: Option<&'a [u8]>,
 }
 
 /// A record's place in event time: its time and the emitter's watermark

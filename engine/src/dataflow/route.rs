@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::dataflow::arg::Arg;
 use crate::dataflow::json;
 use crate::dataflow::key;
-use crate::dataflow::message::{InputId, SinkMsg, WindowBatch, WindowMsg};
+use crate::dataflow::message::{InputId, Lines, SinkMsg, WindowBatch, WindowMsg};
 use crate::dataflow::metrics::LocalCounts;
 use crate::dataflow::position::{RawRecord, Stamp};
 use crate::error::EngineError;
@@ -25,53 +25,73 @@ const WINDOW_BATCH: usize = 1024;
 /// Bytes buffered per sink before they are sent.
 const SINK_BATCH: usize = 64 * 1024;
 
-/// A sink destination: buffered JSON lines.
+/// Whether a sink partitions its rows by a key the emitter gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Text only (files, stdout).
+    None,
+    /// Each line with its partition key (Kinesis).
+    PerLine,
+}
+
+/// A sink destination: buffered JSON lines (and their partition keys).
 #[derive(Debug)]
 pub struct SinkOut {
     input: InputId,
     sender: Sender<SinkMsg>,
-    buf: Vec<u8>,
+    buf: Lines,
+    keys: Keys,
     name: String,
-    /// Latency origin of the oldest buffered line.
-    origin: Option<Instant>,
     /// Length of the last batch sent (what the next one reserves).
     last_len: usize,
 }
 
 impl SinkOut {
     /// A destination sending to `sender` as input `input`.
-    pub fn new(name: String, input: InputId, sender: Sender<SinkMsg>) -> SinkOut {
+    pub fn new(name: String, input: InputId, sender: Sender<SinkMsg>, keys: Keys) -> SinkOut {
         SinkOut {
             input,
             sender,
-            buf: Vec::new(),
+            buf: Lines::default(),
+            keys,
             name,
-            origin: None,
             last_len: 0,
         }
     }
 
-    /// Appends one line (without its newline).
-    pub fn push_line(&mut self, line: &[u8]) -> Result<(), EngineError> {
-        self.push_line_from(line, None)
+    /// Whether this destination wants each line's partition key.
+    pub fn wants_keys(&self) -> bool {
+        self.keys == Keys::PerLine
     }
 
-    /// Appends one line that measures latency from `origin`.
-    pub fn push_line_from(
+    /// Appends one line (without its newline).
+    pub fn push_line(&mut self, line: &[u8]) -> Result<(), EngineError> {
+        self.push(line, None, None)
+    }
+
+    /// Appends one line, with its partition key (`None`: the sink picks
+    /// one), that measures latency from `origin`.
+    pub fn push(
         &mut self,
         line: &[u8],
+        key: Option<&[u8]>,
         origin: Option<Instant>,
     ) -> Result<(), EngineError> {
-        if self.buf.is_empty() {
-            self.origin = origin;
+        let buf = &mut self.buf;
+        if buf.text.is_empty() {
+            buf.origin = origin;
             // Sized like the previous batch: growing each batch by doubling
             // copied it four more times on the way to SINK_BATCH, while a
             // trickle of small flushes keeps small buffers.
-            self.buf.reserve(self.last_len.max(line.len() + 1));
+            buf.text.reserve(self.last_len.max(line.len() + 1));
         }
-        self.buf.extend_from_slice(line);
-        self.buf.push(b'\n');
-        if self.buf.len() >= SINK_BATCH {
+        buf.text.extend_from_slice(line);
+        buf.text.push(b'\n');
+        if self.keys == Keys::PerLine {
+            buf.keys.extend_from_slice(key.unwrap_or_default());
+            buf.key_ends.push(buf.keys.len() as u32);
+        }
+        if buf.text.len() >= SINK_BATCH {
             self.flush()?;
         }
         Ok(())
@@ -79,14 +99,14 @@ impl SinkOut {
 
     /// Sends what is buffered.
     pub fn flush(&mut self) -> Result<(), EngineError> {
-        if self.buf.is_empty() {
+        if self.buf.text.is_empty() {
             return Ok(());
         }
         let lines = std::mem::take(&mut self.buf);
         // Room for a full batch and its last line, no more.
-        self.last_len = lines.len().min(SINK_BATCH + SINK_BATCH / 4);
+        self.last_len = lines.text.len().min(SINK_BATCH + SINK_BATCH / 4);
         self.sender
-            .send_blocking(SinkMsg::Lines(self.input, lines, self.origin.take()))
+            .send_blocking(SinkMsg::Lines(self.input, lines))
             .map_err(|_| EngineError::Disconnected(self.name.clone()))
     }
 
@@ -118,14 +138,24 @@ pub struct ArgSpec {
     pub field: Option<(FieldId, String)>,
 }
 
+/// What an emitter encodes for one window.
+#[derive(Debug, Clone)]
+pub struct WindowInput {
+    /// The window's name.
+    pub name: String,
+    /// The key fields and their dotted names.
+    pub key_fields: Vec<(FieldId, String)>,
+    /// How each aggregate's argument is read.
+    pub args: Vec<ArgSpec>,
+    /// Whether records carry their text (the window's `.late` is read).
+    pub carry_raw: bool,
+}
+
 /// A window destination: encodes records and batches them per partition.
 #[derive(Debug)]
 pub struct WindowOut {
-    name: String,
+    spec: WindowInput,
     input: InputId,
-    key_fields: Vec<(FieldId, String)>,
-    args: Vec<ArgSpec>,
-    carry_raw: bool,
     partitions: Vec<Sender<WindowMsg>>,
     batches: Vec<WindowBatch>,
     scratch: Vec<u8>,
@@ -133,15 +163,9 @@ pub struct WindowOut {
 }
 
 impl WindowOut {
-    /// A destination for window `name`'s partitions.
-    pub fn new(
-        name: String,
-        input: InputId,
-        key_fields: Vec<(FieldId, String)>,
-        args: Vec<ArgSpec>,
-        carry_raw: bool,
-        partitions: Vec<Sender<WindowMsg>>,
-    ) -> WindowOut {
+    /// A destination sending `spec`'s window records to its `partitions`
+    /// as emitter `input`.
+    pub fn new(spec: WindowInput, input: InputId, partitions: Vec<Sender<WindowMsg>>) -> WindowOut {
         let batches = partitions
             .iter()
             .map(|_| WindowBatch {
@@ -150,11 +174,8 @@ impl WindowOut {
             })
             .collect();
         WindowOut {
-            name,
+            spec,
             input,
-            key_fields,
-            args,
-            carry_raw,
             partitions,
             batches,
             scratch: Vec::new(),
@@ -172,17 +193,17 @@ impl WindowOut {
     ) -> Result<Result<(), String>, EngineError> {
         let Stamp { time, watermark } = stamp;
         self.scratch.clear();
-        for (field, dotted) in &self.key_fields {
+        for (field, dotted) in &self.spec.key_fields {
             if key::encode_value(row.field(*field), &mut self.scratch).is_none() {
                 return Ok(Err(format!(
                     "key field `{dotted}` of window `{}` is an object or array",
-                    self.name
+                    self.spec.name
                 )));
             }
         }
         self.arg_scratch.clear();
         let mut distinct = Vec::new();
-        for spec in &self.args {
+        for spec in &self.spec.args {
             let arg = match (&spec.field, spec.function) {
                 (None, _) => Arg::None,
                 (Some((field, _)), AggregateFunction::CountDistinct) => {
@@ -204,7 +225,7 @@ impl WindowOut {
                         return Ok(Err(format!(
                             "aggregate `{}` of window `{}` needs a number in `{dotted}`, got {}",
                             spec.name,
-                            self.name,
+                            self.spec.name,
                             other.type_name()
                         )))
                     }
@@ -224,7 +245,7 @@ impl WindowOut {
         batch.keys.extend_from_slice(&self.scratch);
         batch.key_ends.push(batch.keys.len() as u32);
         batch.args.extend_from_slice(&self.arg_scratch);
-        if self.carry_raw {
+        if self.spec.carry_raw {
             batch.raw.extend_from_slice(raw);
             batch.raw_ends.push(batch.raw.len() as u32);
         }
@@ -241,7 +262,7 @@ impl WindowOut {
         batch.origin.get_or_insert_with(Instant::now);
         self.partitions[partition]
             .send_blocking(WindowMsg::Batch(batch))
-            .map_err(|_| EngineError::Disconnected(self.name.clone()))
+            .map_err(|_| EngineError::Disconnected(self.spec.name.clone()))
     }
 
     /// Sends every partition its batch (possibly empty) with the emitter's
@@ -258,7 +279,7 @@ impl WindowOut {
         for sender in &self.partitions {
             sender
                 .send_blocking(msg(self.input))
-                .map_err(|_| EngineError::Disconnected(self.name.clone()))?;
+                .map_err(|_| EngineError::Disconnected(self.spec.name.clone()))?;
         }
         Ok(())
     }
@@ -334,6 +355,11 @@ impl Router {
         }
     }
 
+    /// Whether a sink on a route wants each row's partition key.
+    pub fn wants_keys(&self) -> bool {
+        self.sinks.iter().any(SinkOut::wants_keys)
+    }
+
     /// Whether anything consumes this emitter's main output.
     pub fn has_routes(&self) -> bool {
         !self.routes.is_empty()
@@ -368,7 +394,7 @@ impl Router {
             }
             delivered = true;
             match self.routes[r].target {
-                Target::Sink(s) => self.sinks[s].push_line_from(record.text, self.origin)?,
+                Target::Sink(s) => self.sinks[s].push(record.text, record.key, self.origin)?,
                 Target::Window(w) => {
                     if let Err(reason) = self.windows[w].push(row, stamp, record.text)? {
                         self.error(&reason, record, counts)?;

@@ -96,7 +96,7 @@ pub fn run_aligned<T: AlignedTask>(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::dataflow::message::SinkMsg;
+    use crate::dataflow::message::{Lines, SinkMsg};
 
     /// Records every hook call.
     struct Recorder(Vec<String>);
@@ -107,8 +107,9 @@ mod tests {
             "recorder"
         }
         fn on_data(&mut self, msg: SinkMsg) -> Result<(), EngineError> {
-            if let SinkMsg::Lines(i, l, _) = msg {
-                self.0.push(format!("{i}:{}", String::from_utf8_lossy(&l)));
+            if let SinkMsg::Lines(i, l) = msg {
+                self.0
+                    .push(format!("{i}:{}", String::from_utf8_lossy(&l.text)));
             }
             Ok(())
         }
@@ -130,10 +131,10 @@ mod tests {
     fn hooks_run_in_aligned_order() {
         let (tx, rx) = async_channel::unbounded();
         for m in [
-            SinkMsg::Lines(0, b"a1".to_vec(), None),
+            SinkMsg::Lines(0, Lines::plain(b"a1".to_vec())),
             SinkMsg::Barrier(0, 1),
-            SinkMsg::Lines(0, b"a2".to_vec(), None),
-            SinkMsg::Lines(1, b"b1".to_vec(), None),
+            SinkMsg::Lines(0, Lines::plain(b"a2".to_vec())),
+            SinkMsg::Lines(1, Lines::plain(b"b1".to_vec())),
             SinkMsg::Barrier(1, 1),
             SinkMsg::End(0),
             SinkMsg::End(1),

@@ -26,7 +26,9 @@ use crate::aws::{Endpoint, StreamId};
 use crate::dataflow::checkpoint::{restore_part, CheckpointCtx};
 use crate::dataflow::message::{InputId, SinkMsg, WindowMsg};
 use crate::dataflow::metrics::Metrics;
-use crate::dataflow::route::{ArgSpec, Route, Router, SinkOut, Target, WindowOut};
+use crate::dataflow::route::{
+    ArgSpec, Keys, Route, Router, SinkOut, Target, WindowInput, WindowOut,
+};
 use crate::dataflow::row::SlotMap;
 use crate::error::EngineError;
 use crate::operators::window::assign::Panes;
@@ -208,22 +210,24 @@ struct SinkChannel {
     sender: Sender<SinkMsg>,
     receiver: Receiver<SinkMsg>,
     inputs: Vec<InputId>,
+    keys: Keys,
 }
 
 impl SinkChannel {
-    fn new(name: String) -> SinkChannel {
+    fn new(name: String, keys: Keys) -> SinkChannel {
         let (sender, receiver) = bounded(SINK_QUEUE);
         SinkChannel {
             name,
             sender,
             receiver,
             inputs: Vec::new(),
+            keys,
         }
     }
 
     fn connect(&mut self, input: InputId) -> SinkOut {
         self.inputs.push(input);
-        SinkOut::new(self.name.clone(), input, self.sender.clone())
+        SinkOut::new(self.name.clone(), input, self.sender.clone(), self.keys)
     }
 }
 
@@ -285,7 +289,7 @@ impl Channels {
         let mut channels = Channels {
             windows: BTreeMap::new(),
             sinks: BTreeMap::new(),
-            dead_letter: SinkChannel::new(DEAD_LETTER.into()),
+            dead_letter: SinkChannel::new(DEAD_LETTER.into(), Keys::None),
         };
         for (i, node) in plan.nodes.iter().enumerate() {
             let id = NodeId(i as u32);
@@ -300,10 +304,15 @@ impl Channels {
                     };
                     channels.windows.insert(id, window);
                 }
-                NodeKind::Sink(_) => {
-                    channels
-                        .sinks
-                        .insert(id, SinkChannel::new(node.name.clone()));
+                NodeKind::Sink(sink) => {
+                    // A Kinesis sink partitions rows by the key their
+                    // emitter hands over.
+                    let keys = match sink {
+                        SinkPlan::Kinesis { .. } => Keys::PerLine,
+                        SinkPlan::File { .. } | SinkPlan::Stdout => Keys::None,
+                    };
+                    let channel = SinkChannel::new(node.name.clone(), keys);
+                    channels.sinks.insert(id, channel);
                 }
                 NodeKind::Source(_) | NodeKind::Filter(_) => {}
             }
@@ -405,11 +414,11 @@ impl Channels {
             .next()
             .is_some();
         let field_name = |f: FieldId| plan.fields[f.index()].dotted.clone();
-        router.windows.push(WindowOut::new(
-            plan.node(target).name.clone(),
-            input,
-            w.key.iter().map(|f| (*f, field_name(*f))).collect(),
-            w.aggregates
+        let spec = WindowInput {
+            name: plan.node(target).name.clone(),
+            key_fields: w.key.iter().map(|f| (*f, field_name(*f))).collect(),
+            args: w
+                .aggregates
                 .iter()
                 .map(|a| ArgSpec {
                     name: a.name.clone(),
@@ -418,8 +427,9 @@ impl Channels {
                 })
                 .collect(),
             carry_raw,
-            channels.senders.clone(),
-        ));
+        };
+        let partitions = channels.senders.clone();
+        router.windows.push(WindowOut::new(spec, input, partitions));
         Target::Window(router.windows.len() - 1)
     }
 
@@ -452,7 +462,6 @@ impl Channels {
                         region: region.clone(),
                         url: endpoint.clone(),
                     },
-                    sink_key_columns(plan, node_id),
                 )?),
                 _ => Box::new(StdoutWriter::new(node.name.clone())),
             };
@@ -557,27 +566,6 @@ fn source_task(
             restore: restore_part(name, stored)?,
         })),
     })
-}
-
-/// The key columns of the windows feeding a sink (through filters): a
-/// Kinesis sink partitions rows by them.
-fn sink_key_columns(plan: &JobPlan, sink: NodeId) -> Vec<String> {
-    let mut columns = Vec::new();
-    let mut stack: Vec<NodeId> = plan.node(sink).inputs.iter().map(|i| i.node).collect();
-    while let Some(id) = stack.pop() {
-        match &plan.node(id).kind {
-            NodeKind::Window(w) => {
-                for k in &w.key_names {
-                    if !columns.contains(k) {
-                        columns.push(k.clone());
-                    }
-                }
-            }
-            NodeKind::Filter(_) => stack.extend(plan.node(id).inputs.iter().map(|i| i.node)),
-            NodeKind::Source(_) | NodeKind::Sink(_) => {}
-        }
-    }
-    columns
 }
 
 /// Field id -> column of a window's result rows: `window_start`,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::write_behind::WriteBehind;
 use super::{Committed, LineWriter};
 use crate::dataflow::checkpoint::Durability;
+use crate::dataflow::message::Lines;
 use crate::error::EngineError;
 
 /// A file sink's checkpointed position: everything after `length` bytes
@@ -137,7 +138,8 @@ impl FileWriter {
 }
 
 impl LineWriter for FileWriter {
-    fn write(&mut self, lines: &[u8]) -> Result<(), EngineError> {
+    fn write(&mut self, lines: &Lines) -> Result<(), EngineError> {
+        let lines = &lines.text[..];
         let file = self.open()?;
         let result = file.write_all(lines);
         let buffered = file.buffer().len() as u64;

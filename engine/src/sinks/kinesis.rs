@@ -1,5 +1,8 @@
 //! The Kinesis sink: each row becomes one Kinesis record, partitioned by
-//! the row's window key, carrying a deterministic `result_id`.
+//! the key its emitter hands over with it (a window row's key columns,
+//! `|`-separated), carrying a deterministic `result_id`. Rows without a key
+//! (a source's records, a window without key columns) are partitioned by
+//! their `result_id`.
 //!
 //! A Kinesis stream cannot take records back, so this sink is at-least-once:
 //! rows written after the last checkpoint are written again after a crash.
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{Committed, LineWriter};
 use crate::aws::put::{PutEntry, Putter};
 use crate::aws::{connect, AwsError, Endpoint, StreamId};
+use crate::dataflow::message::Lines;
 use crate::error::EngineError;
 
 /// What a Kinesis sink has put (informational: a stream cannot take
@@ -32,12 +36,10 @@ pub struct KinesisWriter {
     name: String,
     runtime: tokio::runtime::Runtime,
     putter: Putter,
-    key_columns: Vec<String>,
 }
 
 impl KinesisWriter {
-    /// A writer for sink `name` putting to `stream`, keyed by
-    /// `key_columns` (the window key; none: the result id).
+    /// A writer for sink `name` putting to `stream`.
     ///
     /// # Errors
     /// [`EngineError::Kinesis`] when the runtime cannot start.
@@ -45,7 +47,6 @@ impl KinesisWriter {
         name: String,
         stream: String,
         endpoint: &Endpoint,
-        key_columns: Vec<String>,
     ) -> Result<KinesisWriter, EngineError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -60,7 +61,6 @@ impl KinesisWriter {
             name,
             runtime,
             putter: Putter::new(client, StreamId::parse(&stream)),
-            key_columns,
         })
     }
 
@@ -72,30 +72,17 @@ impl KinesisWriter {
         }
     }
 
-    fn entry(&self, line: &[u8]) -> PutEntry {
+    /// The record for one row: the row with its `result_id`, under the
+    /// emitter's partition key (the result id when there is none, or when
+    /// it is not a valid Kinesis key of 1 to 256 characters).
+    fn entry(line: &[u8], key: Option<&[u8]>) -> PutEntry {
         let id = xxhash_rust::xxh3::xxh3_128(line);
         let mut result_id = String::with_capacity(32);
         let _ = write!(result_id, "{id:032x}");
-        let key = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) {
-            Ok(row) if !self.key_columns.is_empty() => {
-                let parts: Vec<String> = self
-                    .key_columns
-                    .iter()
-                    .map(|c| match row.get(c) {
-                        Some(serde_json::Value::String(s)) => s.clone(),
-                        Some(v) => v.to_string(),
-                        None => String::new(),
-                    })
-                    .collect();
-                parts.join("|")
-            }
-            _ => result_id.clone(),
-        };
-        let key = if key.is_empty() || key.chars().count() > 256 {
-            result_id.clone()
-        } else {
-            key
-        };
+        let key = key
+            .map(String::from_utf8_lossy)
+            .filter(|k| !k.is_empty() && k.chars().count() <= 256)
+            .map_or_else(|| result_id.clone(), |k| k.into_owned());
         let mut data = Vec::with_capacity(line.len() + 48);
         match line.iter().rposition(|&b| b == b'}') {
             Some(close) => {
@@ -117,13 +104,14 @@ impl KinesisWriter {
 }
 
 impl LineWriter for KinesisWriter {
-    fn write(&mut self, lines: &[u8]) -> Result<(), EngineError> {
-        for line in lines.split(|&b| b == b'\n') {
+    fn write(&mut self, lines: &Lines) -> Result<(), EngineError> {
+        for (line, key) in lines.rows() {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let entry = self.entry(line);
-            self.putter.push(entry).map_err(|e| self.error(e))?;
+            self.putter
+                .push(Self::entry(line, key))
+                .map_err(|e| self.error(e))?;
             while self.putter.batch_ready() {
                 let result = self.runtime.block_on(self.putter.send_batch());
                 result.map_err(|e| self.error(e))?;
@@ -152,21 +140,47 @@ mod tests {
 
     #[test]
     fn rows_get_a_deterministic_result_id_and_their_key() {
-        let endpoint = Endpoint {
-            region: Some("us-east-1".into()),
-            url: Some("http://127.0.0.1:9".into()),
-        };
-        let w = KinesisWriter::new("s".into(), "stream".into(), &endpoint, vec!["user".into()])
-            .unwrap();
         let line = br#"{"window_start":"a","window_end":"b","user":"u1","n":3}"#;
-        let a = w.entry(line);
-        let b = w.entry(line);
+        let a = KinesisWriter::entry(line, Some(b"u1"));
+        let b = KinesisWriter::entry(line, Some(b"u1"));
         assert_eq!(a.key, "u1");
         assert_eq!(a.data, b.data);
         let row: serde_json::Value = serde_json::from_slice(&a.data).unwrap();
         assert_eq!(row["n"], 3);
-        assert_eq!(row["result_id"].as_str().unwrap().len(), 32);
-        let other = w.entry(br#"{"window_start":"a","window_end":"b","user":"u1","n":4}"#);
+        let id = row["result_id"].as_str().unwrap();
+        assert_eq!(id.len(), 32);
+        let other = KinesisWriter::entry(
+            br#"{"window_start":"a","window_end":"b","user":"u1","n":4}"#,
+            None,
+        );
         assert_ne!(other.data, a.data);
+        // No key: the result id partitions the row.
+        let row: serde_json::Value = serde_json::from_slice(&other.data).unwrap();
+        assert_eq!(other.key, row["result_id"].as_str().unwrap());
+        // An empty or over-long key falls back to the result id too.
+        assert_eq!(KinesisWriter::entry(line, Some(b"")).key, id);
+        assert_eq!(KinesisWriter::entry(line, Some(&[b'k'; 257])).key, id);
+    }
+
+    #[test]
+    fn lines_pair_each_row_with_its_key() {
+        let lines = Lines {
+            text: b"{\"a\":1}\n{\"a\":2}\n".to_vec(),
+            keys: b"k1k22".to_vec(),
+            key_ends: vec![2, 5],
+            origin: None,
+        };
+        let pairs: Vec<(&[u8], Option<&[u8]>)> = lines.rows().collect();
+        assert_eq!(
+            pairs,
+            [
+                (&b"{\"a\":1}"[..], Some(&b"k1"[..])),
+                (&b"{\"a\":2}"[..], Some(&b"k22"[..])),
+                (&b""[..], None),
+            ]
+        );
+        let plain = Lines::plain(b"x\n".to_vec());
+        let plain: Vec<_> = plain.rows().collect();
+        assert_eq!(plain, [(&b"x"[..], None), (&b""[..], None)]);
     }
 }

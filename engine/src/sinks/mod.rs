@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::dataflow::checkpoint::{
     save_part, CheckpointCtx, CrashPoint, Durability, Part, PartKind,
 };
-use crate::dataflow::message::{InputId, SinkMsg};
+use crate::dataflow::message::{InputId, Lines, SinkMsg};
 use crate::dataflow::metrics::Metrics;
 use crate::dataflow::task::{run_aligned, AlignedTask};
 use crate::error::EngineError;
@@ -68,7 +68,7 @@ pub trait LineWriter: Send {
     ///
     /// # Errors
     /// The sink's I/O error.
-    fn write(&mut self, lines: &[u8]) -> Result<(), EngineError>;
+    fn write(&mut self, lines: &Lines) -> Result<(), EngineError>;
     /// Hands buffered bytes to the OS.
     ///
     /// # Errors
@@ -148,22 +148,23 @@ impl AlignedTask for Running {
     }
 
     fn on_data(&mut self, msg: SinkMsg) -> Result<(), EngineError> {
-        let SinkMsg::Lines(_, lines, origin) = msg else {
+        let SinkMsg::Lines(_, lines) = msg else {
             return Ok(());
         };
         let writer = &mut self.task.writer;
         if let Some(CrashPoint::SinkWrite(n)) = self.crash {
-            if self.task.checkpoints.committed() >= n && lines.len() > 1 {
+            if self.task.checkpoints.committed() >= n && lines.text.len() > 1 {
                 // Test hook: a torn write, then a crash.
-                writer.write(&lines[..lines.len() / 2])?;
+                let half = lines.text[..lines.text.len() / 2].to_vec();
+                writer.write(&Lines::plain(half))?;
                 writer.flush()?;
                 eprintln!("kflow: test hook: aborting in the middle of a sink write");
                 std::process::abort();
             }
         }
         writer.write(&lines)?;
-        if let (Some(origin), Some(h)) = (origin, self.latency.as_mut()) {
-            let rows = memchr::memchr_iter(b'\n', &lines).count() as u64;
+        if let (Some(origin), Some(h)) = (lines.origin, self.latency.as_mut()) {
+            let rows = memchr::memchr_iter(b'\n', &lines.text).count() as u64;
             let us = origin.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
             let _ = h.record_n(us, rows);
         }

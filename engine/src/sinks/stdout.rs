@@ -6,6 +6,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use super::{Committed, LineWriter};
+use crate::dataflow::message::Lines;
 use crate::error::EngineError;
 
 /// What a stdout sink has written (informational: stdout cannot take
@@ -39,7 +40,8 @@ impl StdoutWriter {
 }
 
 impl LineWriter for StdoutWriter {
-    fn write(&mut self, lines: &[u8]) -> Result<(), EngineError> {
+    fn write(&mut self, lines: &Lines) -> Result<(), EngineError> {
+        let lines = &lines.text[..];
         self.written += lines.len() as u64;
         std::io::stdout()
             .lock()

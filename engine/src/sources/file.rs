@@ -171,6 +171,7 @@ impl FileSourceTask {
                     file: &self.display_path,
                     line: p.line,
                 },
+                key: None,
             };
             let clock = Stamp {
                 time: if core.ingest.event_time.is_none() {

@@ -33,6 +33,9 @@ pub struct ResultEmitter {
     prefix: Vec<u8>,
     prefix_of: Option<(i64, i64)>,
     line: Vec<u8>,
+    /// The row's partition key (its key columns, `|`-separated), written
+    /// only when a sink on a route partitions its rows.
+    partition_key: Vec<u8>,
 }
 
 impl ResultEmitter {
@@ -64,6 +67,7 @@ impl ResultEmitter {
             prefix: Vec::new(),
             prefix_of: None,
             line: Vec::new(),
+            partition_key: Vec::new(),
         }
     }
 
@@ -114,6 +118,11 @@ impl ResultEmitter {
             return Ok(());
         }
         let position = Position::Window { window: &self.name };
+        let wants_key = self.router.wants_keys();
+        if wants_key {
+            self.partition_key.clear();
+            key::write_partition_key(key, &mut self.partition_key);
+        }
         let line = std::mem::take(&mut self.line);
         // Only filters and windows read values; a sink takes the text.
         let mut values: Vec<Value<'_>> = Vec::new();
@@ -140,6 +149,7 @@ impl ResultEmitter {
         let record = RawRecord {
             text: &line,
             position,
+            key: wants_key.then_some(&self.partition_key[..]),
         };
         let stamp = Stamp {
             time: end - 1,

@@ -25,6 +25,7 @@ use kflow_state::{StateBatch, StateStore, StateValue, WindowCache};
 use smallvec::SmallVec;
 
 use crate::dataflow::checkpoint::{CheckpointCtx, Part, PartKind};
+use crate::dataflow::key;
 use crate::dataflow::message::{InputId, WindowBatch, WindowMsg};
 use crate::dataflow::metrics::{LocalCounts, Metrics};
 use crate::dataflow::route::SinkOut;
@@ -105,6 +106,8 @@ pub struct WindowTask {
     /// `(record, pane)` updates of evicted keys gathered from a batch
     /// (kept for its capacity between batches).
     spilled_updates: Vec<(usize, i64)>,
+    /// A late record's partition key, for a `.late` sink that partitions.
+    late_key: Vec<u8>,
 }
 
 impl WindowTask {
@@ -161,6 +164,7 @@ impl WindowTask {
             merge_table: HashTable::new(),
             packed,
             spilled_updates: Vec::new(),
+            late_key: Vec::new(),
         }
     }
 
@@ -257,7 +261,14 @@ impl WindowTask {
                 }
                 if let Some(raw) = batch.raw(i) {
                     for sink in &mut self.late {
-                        sink.push_line(raw)?;
+                        let key = if sink.wants_keys() {
+                            self.late_key.clear();
+                            key::write_partition_key(batch.key(i), &mut self.late_key);
+                            Some(&self.late_key[..])
+                        } else {
+                            None
+                        };
+                        sink.push(raw, key, None)?;
                     }
                 }
                 continue;

@@ -490,6 +490,7 @@ impl KinesisSourceTask {
                 let raw = RawRecord {
                     text: data,
                     position: at(None),
+                    key: None,
                 };
                 max_time = core.ingest.record(raw, &mut values, clock, counts)?;
             }
@@ -500,6 +501,7 @@ impl KinesisSourceTask {
                     let raw = RawRecord {
                         text: &user.data,
                         position: at(Some(user.subsequence)),
+                        key: None,
                     };
                     let time = core.ingest.record(raw, &mut values, clock, counts)?;
                     max_time = max_time.max(time);
@@ -511,6 +513,7 @@ impl KinesisSourceTask {
                 let raw = RawRecord {
                     text: data,
                     position: at(None),
+                    key: None,
                 };
                 core.ingest.router.error(&e.to_string(), raw, counts)?;
             }
