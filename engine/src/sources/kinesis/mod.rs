@@ -28,6 +28,7 @@ pub mod discovery;
 pub mod kpl;
 pub mod position;
 pub mod reader;
+mod restore;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -41,13 +42,12 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 use crate::aws::{connect, AwsError, Endpoint, RetryCounts, SequenceNumber, StreamId};
-use crate::dataflow::json::format_time;
 use crate::dataflow::metrics::{ShardMetrics, ShardStatus};
 use crate::dataflow::position::{Position, RawRecord, Stamp};
 use crate::error::EngineError;
 use crate::sources::core::SourceCore;
 use crate::sources::ingest::now_ms;
-use discovery::{list_shards, oldest_sequence, stream_created_ms, ShardInfo};
+use discovery::{list_shards, ShardInfo};
 use kpl::Records;
 use position::{KinesisPosition, ShardPosition, StreamPosition};
 use reader::{arrival_ms, FaultInjection, ReaderEvent, ShardReader, StartPosition};
@@ -188,152 +188,6 @@ impl KinesisSourceTask {
         let result = self.read(&mut r);
         r.runtime.shutdown_background();
         result
-    }
-
-    /// Resolves the start and stop positions, restores shard positions and
-    /// checks them against the stream's retention.
-    fn open(&mut self, r: &mut Reading) -> Result<(), EngineError> {
-        let name = self.core.name.clone();
-        let stream = self.settings.stream.clone();
-        let created = r
-            .runtime
-            .block_on(stream_created_ms(&r.client, &stream))
-            .map_err(|e| kinesis_error(&name, e))?;
-        let listing = r
-            .runtime
-            .block_on(list_shards(&r.client, &stream))
-            .map_err(|e| kinesis_error(&name, e))?;
-        let now = now_ms();
-        let Some(restored) = self.restore.as_ref().map(|p| p.stream.clone()) else {
-            r.stream = StreamPosition {
-                stream_created_ms: created,
-                start_ms: match self.settings.start_at {
-                    StartAt::Latest => Some(now),
-                    StartAt::TrimHorizon => None,
-                    StartAt::Timestamp(t) => Some(t),
-                },
-                stop_ms: match self.settings.stop_at {
-                    Some(StopAt::Latest) => Some(now),
-                    Some(StopAt::Timestamp(t)) => Some(t),
-                    None => None,
-                },
-                shards: BTreeMap::new(),
-            };
-            if r.stream.start_ms.is_some() || r.stream.stop_ms.is_some() {
-                // Pin the resolved start and stop in a checkpoint right away.
-                self.core.checkpoints.request_early();
-            }
-            if self.settings.start_at == StartAt::Latest {
-                // Closed shards hold nothing newer than now.
-                for shard in listing.iter().filter(|s| s.closed) {
-                    r.slots.insert(
-                        shard.id.clone(),
-                        Slot {
-                            state: ShardPosition {
-                                finished: true,
-                                ..ShardPosition::default()
-                            },
-                            ..Slot::default()
-                        },
-                    );
-                }
-            }
-            return Ok(());
-        };
-        r.stream = StreamPosition {
-            shards: BTreeMap::new(),
-            ..restored.clone()
-        };
-        r.slots = restored
-            .shards
-            .into_iter()
-            .map(|(id, state)| {
-                (
-                    id,
-                    Slot {
-                        state,
-                        ..Slot::default()
-                    },
-                )
-            })
-            .collect();
-        // Is every checkpointed position still in the stream?
-        let mut expired: Vec<String> = Vec::new();
-        let mut expired_shards: Vec<String> = Vec::new();
-        let recreated =
-            matches!((restored.stream_created_ms, created), (Some(a), Some(b)) if a != b);
-        if recreated {
-            expired.push(format!(
-                "stream `{}` was created at {} but the checkpoint belongs to the stream created at {}: it was deleted and recreated",
-                stream,
-                format_time(created.unwrap_or(0)),
-                format_time(restored.stream_created_ms.unwrap_or(0)),
-            ));
-        } else {
-            let listed: BTreeSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
-            for (id, slot) in &r.slots {
-                let Some(sequence) = slot.state.sequence.as_ref() else {
-                    continue;
-                };
-                if slot.state.finished {
-                    continue;
-                }
-                if !listed.contains(id.as_str()) {
-                    expired.push(format!(
-                        "shard {id}: no longer listed (past the stream's retention); checkpointed at sequence {sequence}"
-                    ));
-                    expired_shards.push(id.clone());
-                    continue;
-                }
-                let oldest = r
-                    .runtime
-                    .block_on(oldest_sequence(&r.client, &stream, id))
-                    .map_err(|e| kinesis_error(&name, e))?;
-                if let Some(oldest) = oldest {
-                    if oldest > *sequence {
-                        expired.push(format!(
-                            "shard {id}: checkpointed at sequence {sequence}, but its oldest retained record is {oldest}"
-                        ));
-                        expired_shards.push(id.clone());
-                    }
-                }
-            }
-        }
-        if expired.is_empty() {
-            return Ok(());
-        }
-        match self.settings.on_expired {
-            OnExpired::Fail => Err(EngineError::KinesisExpired {
-                name,
-                details: expired,
-            }),
-            OnExpired::TrimHorizon => {
-                for line in &expired {
-                    tracing::warn!(
-                        "source `{name}`: {line}; reading from the trim horizon (on_expired)"
-                    );
-                }
-                if recreated {
-                    r.slots.clear();
-                    r.stream.stream_created_ms = created;
-                    r.stream.start_ms = None;
-                } else {
-                    for id in expired_shards {
-                        if let Some(slot) = r.slots.get_mut(&id) {
-                            slot.state.sequence = None;
-                            slot.state.subsequence = None;
-                            slot.from_trim_horizon = true;
-                            // A shard that is gone cannot be read: its
-                            // children may start.
-                            if !listing.iter().any(|s| s.id == id) {
-                                slot.state.finished = true;
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            }
-        }
     }
 
     /// Lists the shards and starts readers for those whose parents are done.

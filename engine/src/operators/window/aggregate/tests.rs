@@ -1,0 +1,130 @@
+//! Tests of [`super`]: merge laws, encodings and rounding of partial aggregates.
+
+#![allow(clippy::unwrap_used)]
+use super::*;
+use proptest::prelude::*;
+
+const FUNCTIONS: [AggregateFunction; 7] = [
+    AggregateFunction::Count,
+    AggregateFunction::Sum,
+    AggregateFunction::Min,
+    AggregateFunction::Max,
+    AggregateFunction::Avg,
+    AggregateFunction::CountDistinct,
+    AggregateFunction::Percentile(0.9),
+];
+
+fn arg_for(f: AggregateFunction, v: Option<i32>) -> Arg {
+    match (f, v) {
+        (_, None) => Arg::None,
+        (AggregateFunction::Count, _) => Arg::None,
+        (AggregateFunction::CountDistinct, Some(v)) => Arg::Hash(v as u64),
+        (_, Some(v)) => Arg::Num(f64::from(v) / 4.0),
+    }
+}
+
+fn fold(f: AggregateFunction, values: &[Option<i32>]) -> Acc {
+    let mut acc = Acc::new(f);
+    for v in values {
+        acc.update(arg_for(f, *v));
+    }
+    acc
+}
+
+fn result(f: AggregateFunction, acc: &Acc) -> String {
+    let mut out = Vec::new();
+    crate::dataflow::json::write_value(&mut out, &acc.value(f));
+    String::from_utf8(out).unwrap()
+}
+
+fn values() -> impl Strategy<Value = Vec<Option<i32>>> {
+    proptest::collection::vec(proptest::option::weighted(0.9, -500i32..500), 0..300)
+}
+
+proptest! {
+    // Merging partials of any split equals folding everything at once
+    // (sums are of quarters, so exact in f64 and order-independent).
+    #[test]
+    fn merge_of_split_equals_whole(a in values(), b in values(), c in values()) {
+        for f in FUNCTIONS {
+            let whole: Vec<_> = a.iter().chain(&b).chain(&c).copied().collect();
+            let mut left = fold(f, &a);
+            let mut bc = fold(f, &b);
+            bc.merge(&fold(f, &c));
+            left.merge(&bc);
+            let mut right = fold(f, &a);
+            right.merge(&fold(f, &b));
+            right.merge(&fold(f, &c));
+            prop_assert_eq!(result(f, &left), result(f, &fold(f, &whole)), "{:?} assoc", f);
+            prop_assert_eq!(result(f, &right), result(f, &fold(f, &whole)), "{:?}", f);
+            let mut ba = fold(f, &b);
+            ba.merge(&fold(f, &a));
+            let mut ab = fold(f, &a);
+            ab.merge(&fold(f, &b));
+            prop_assert_eq!(result(f, &ab), result(f, &ba), "{:?} commutes", f);
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips(a in values()) {
+        for f in FUNCTIONS {
+            let p = Partial(smallvec::smallvec![fold(f, &a)]);
+            let mut bytes = Vec::new();
+            p.encode(&mut bytes);
+            let back = Partial::decode(&bytes).unwrap();
+            prop_assert_eq!(result(f, &back.0[0]), result(f, &p.0[0]));
+        }
+    }
+
+    #[test]
+    fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = Partial::decode(&bytes);
+    }
+
+    #[test]
+    fn large_percentiles_are_close(values in proptest::collection::vec(-100_000i32..100_000, 200..2000), q in 0.0f64..=1.0) {
+        let f = AggregateFunction::Percentile(q);
+        let acc = fold(f, &values.iter().map(|v| Some(*v)).collect::<Vec<_>>());
+        let mut sorted: Vec<f64> = values.iter().map(|v| f64::from(*v) / 4.0).collect();
+        sorted.sort_by(f64::total_cmp);
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        let exact = sorted[rank - 1];
+        let Acc::Percentile(p) = &acc else { unreachable!() };
+        let got = p.value(q).unwrap();
+        prop_assert!((got - exact).abs() <= exact.abs() * 0.002 + 0.001, "{got} vs {exact}");
+    }
+}
+
+#[test]
+fn common_accumulators_fit_a_cache_entry() {
+    // Rare aggregates are boxed so the common ones stay small enough
+    // to live inline in the cache's hash-table entries.
+    assert!(std::mem::size_of::<Acc>() <= 24);
+}
+
+proptest! {
+    // Sums and means are written exactly as their rounded value would be.
+    #[test]
+    fn write_json_equals_writing_the_value(bits in any::<u64>(), cents in -10_000_000i64..10_000_000, n in 1u64..1000) {
+        let whole = cents as f64 * 1e8;
+        for sum in [f64::from_bits(bits), cents as f64 / 100.0, (cents as f64 / 100.0) * 3.0 + 0.1, whole, -0.0] {
+            for f in [AggregateFunction::Sum, AggregateFunction::Avg] {
+                let acc = Acc::Sum { sum, n };
+                let mut fast = Vec::new();
+                acc.write_json(f, &mut fast);
+                prop_assert_eq!(String::from_utf8(fast).unwrap(), result(f, &acc), "{} / {}", sum, n);
+            }
+        }
+    }
+}
+
+#[test]
+fn small_groups_are_exact_and_empty_numeric_aggregates_are_null() {
+    let f = AggregateFunction::Percentile(0.5);
+    let acc = fold(f, &[Some(4), Some(8), Some(12), None]);
+    assert_eq!(result(f, &acc), "2"); // values are v/4: 1, 2, 3 -> median 2
+    let sum = fold(AggregateFunction::Sum, &[None, None]);
+    assert_eq!(result(AggregateFunction::Sum, &sum), "null");
+    let count = fold(AggregateFunction::Count, &[None, Some(1)]);
+    assert_eq!(result(AggregateFunction::Count, &count), "2");
+}
