@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kflow::cli::{checkpoints, plan as explain, produce};
 use kflow::RunOptions;
 use kflow_jobs::JobError;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// mimalloc returns freed memory to the OS and keeps no per-thread arenas
 /// of it: a window cache that evicts after each checkpoint shrinks for real.
@@ -80,6 +83,10 @@ enum Command {
         /// only the memory budget takes checkpoints).
         #[arg(long, value_name = "DURATION|off", value_parser = parse_interval)]
         checkpoint_interval: Option<Interval>,
+        /// After SIGTERM or SIGINT, how long the final checkpoint may take
+        /// before kflow exits without it (as after a crash: still exact).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        shutdown_timeout: std::time::Duration,
     },
     /// Check a job file and report every error with its line and column.
     Validate {
@@ -240,6 +247,7 @@ fn main() -> ExitCode {
             quiet,
             reset,
             checkpoint_interval,
+            shutdown_timeout,
         } => {
             let plan = match load(&job) {
                 Ok(plan) => plan,
@@ -255,6 +263,13 @@ fn main() -> ExitCode {
                 Interval::Off => None,
                 Interval::Every(d) => Some(d),
             });
+            match stop_on_signals(shutdown_timeout) {
+                Ok(stop) => options.stop = Some(stop),
+                Err(e) => {
+                    eprintln!("kflow: cannot handle SIGTERM and SIGINT: {e}");
+                    return ExitCode::from(1);
+                }
+            }
             match run(&plan, &options, quiet) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -286,6 +301,39 @@ fn causes(error: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     text
+}
+
+/// The first SIGTERM or SIGINT asks the run to stop gracefully (a final
+/// checkpoint, then exit 0); a second one, or `timeout` passing without
+/// that checkpoint, exits at once with status 1, as a crash would: the
+/// last checkpoint is still exact.
+fn stop_on_signals(timeout: std::time::Duration) -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        // Registered first: it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let watched = stop.clone();
+    std::thread::Builder::new()
+        .name("shutdown timeout".into())
+        .spawn(move || {
+            while !watched.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            std::thread::sleep(timeout);
+            eprintln!(
+                "kflow: no final checkpoint within {} of the stop signal: exiting without one \
+                 (a restart resumes from the last checkpoint)",
+                kflow_jobs::duration::format_duration(timeout.as_millis() as i64)
+            );
+            std::process::exit(1);
+        })?;
+    Ok(stop)
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    kflow_jobs::duration::parse_duration(text)
 }
 
 /// `--checkpoint-interval`: a duration, or `off`.

@@ -112,14 +112,23 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// Starts `command` with stderr collected.
+    /// Starts `command` with stderr collected and stdout discarded.
     ///
     /// # Panics
     ///
     /// When the command cannot start.
     pub fn spawn(command: &mut Command) -> Watched {
+        Watched::spawn_to(command, Stdio::null())
+    }
+
+    /// Starts `command` with stderr collected and stdout to `stdout`.
+    ///
+    /// # Panics
+    ///
+    /// When the command cannot start.
+    pub fn spawn_to(command: &mut Command, stdout: Stdio) -> Watched {
         let mut child = command
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
@@ -168,6 +177,19 @@ impl Watched {
     /// Everything logged so far.
     pub fn log(&self) -> String {
         self.lines.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (a graceful stop), as systemd or Kubernetes would.
+    ///
+    /// # Panics
+    ///
+    /// When `kill` cannot run.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -s TERM failed: {status}");
     }
 
     /// Sends SIGKILL and reaps the process.

@@ -166,6 +166,7 @@ pub struct CheckpointCtx {
     requested: Arc<AtomicU64>,
     committed: Arc<AtomicU64>,
     early: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
     parts: Sender<Part>,
 }
 
@@ -177,6 +178,7 @@ impl CheckpointCtx {
             requested: Arc::new(AtomicU64::new(committed)),
             committed: Arc::new(AtomicU64::new(committed)),
             early: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
             parts,
         }
     }
@@ -184,6 +186,19 @@ impl CheckpointCtx {
     /// Asks tasks for checkpoint `id` (the coordinator).
     pub fn request(&self, id: u64) {
         self.requested.store(id, Ordering::Release);
+    }
+
+    /// Marks the next requested checkpoint as the last one of a graceful
+    /// stop (the coordinator, before [`CheckpointCtx::request`]): a source
+    /// that sends its barrier reads nothing more.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether the job is stopping: a source that sees a checkpoint
+    /// request sees this too, since it is set before the request.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Records that checkpoint `id` is written (the coordinator).

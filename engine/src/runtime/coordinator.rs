@@ -9,6 +9,7 @@
 //! what they snapshotted.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,13 @@ pub struct CheckpointStats {
     pub write_time: Duration,
     /// Bytes of state written.
     pub bytes: u64,
+    /// The checkpoint a graceful stop ended the run with.
+    pub stopped_at: Option<u64>,
 }
+
+/// A request to stop gracefully (SIGTERM, SIGINT), raised from outside the
+/// run.
+pub type StopRequest = Arc<AtomicBool>;
 
 /// Collects parts and commits checkpoints.
 pub struct Coordinator {
@@ -41,6 +48,7 @@ pub struct Coordinator {
     tasks: Vec<String>,
     meta: CheckpointMeta,
     crash: Option<CrashPoint>,
+    stop: Option<StopRequest>,
 }
 
 impl Coordinator {
@@ -63,7 +71,15 @@ impl Coordinator {
             tasks,
             meta,
             crash: CrashPoint::from_env(),
+            stop: None,
         }
+    }
+
+    /// Stops the run gracefully once `stop` is raised: one more checkpoint,
+    /// after whose barrier the sources read nothing, then [`Coordinator::run`]
+    /// returns with [`CheckpointStats::stopped_at`].
+    pub fn set_stop_request(&mut self, stop: StopRequest) {
+        self.stop = Some(stop);
     }
 
     /// Sets the tasks whose parts make a checkpoint complete.
@@ -77,7 +93,8 @@ impl Coordinator {
     }
 
     /// Runs until every task has sent its final part, then writes the final
-    /// checkpoint.
+    /// checkpoint; or, on a stop request, until the checkpoint that ends
+    /// the stop is written (the tasks are left waiting: the process exits).
     ///
     /// # Errors
     /// State errors writing a checkpoint, or [`EngineError::Disconnected`]
@@ -96,6 +113,7 @@ impl Coordinator {
         let mut ended: BTreeSet<String> = BTreeSet::new();
         let mut stats = CheckpointStats::default();
         let mut last = Instant::now();
+        let mut stopping = false;
         loop {
             // Wait until a checkpoint is due or every task has ended.
             loop {
@@ -103,6 +121,18 @@ impl Coordinator {
                     ended.contains(task) || q.iter().any(|p| p.checkpoint.is_none())
                 });
                 let due = self.interval.is_some_and(|i| last.elapsed() >= i);
+                if !stopping
+                    && self
+                        .stop
+                        .as_ref()
+                        .is_some_and(|s| s.load(Ordering::Acquire))
+                {
+                    // Before the request: a source that sees it sees this.
+                    self.ctx.begin_stop();
+                    stopping = true;
+                    tracing::info!("stopping: taking a final checkpoint");
+                    break;
+                }
                 if all_final || due || self.ctx.early_pending() {
                     break;
                 }
@@ -158,6 +188,10 @@ impl Coordinator {
             }
             last = Instant::now();
             if finished {
+                return Ok(stats);
+            }
+            if stopping {
+                stats.stopped_at = Some(id);
                 return Ok(stats);
             }
         }

@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub checkpoint_interval: Option<Option<Duration>>,
     /// Ignore and delete existing state: start from empty state.
     pub reset: bool,
+    /// Raised to stop gracefully: a final checkpoint, then the run returns
+    /// (see [`coordinator::Coordinator::set_stop_request`]).
+    pub stop: Option<coordinator::StopRequest>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +56,7 @@ impl Default for RunOptions {
             status: true,
             checkpoint_interval: None,
             reset: false,
+            stop: None,
         }
     }
 }
@@ -102,6 +106,9 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         restore,
     })?;
     coordinator.set_tasks(topology.task_names());
+    if let Some(stop) = &options.stop {
+        coordinator.set_stop_request(stop.clone());
+    }
     let checkpoint_stats = Arc::new(Mutex::new(CheckpointStats::default()));
     let threads = spawn_all(topology, coordinator, checkpoint_stats.clone())?;
 
@@ -110,13 +117,16 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         let (done, metrics) = (done.clone(), metrics.clone());
         std::thread::spawn(move || status::status_line(&done, &metrics, started))
     });
-    let joined = join_all(threads);
+    let joined = join_all(threads, &checkpoint_stats);
     done.store(true, Ordering::Relaxed);
     if let Some(handle) = status {
         let _ = handle.join();
     }
     joined?;
     let checkpoints = checkpoint_stats.lock().map(|s| *s).unwrap_or_default();
+    if let Some(id) = checkpoints.stopped_at {
+        tracing::info!("stopped gracefully at checkpoint {id}: a restart resumes there");
+    }
     Ok(RunSummary {
         job: plan.name.clone(),
         counts: metrics.snapshot(),
@@ -153,16 +163,21 @@ fn spawn_all(
         let name = format!("source {}", source.name());
         work.push((name, Box::new(move || source.run())));
     }
-    work.push((
-        "checkpoints".into(),
-        Box::new(move || {
-            let totals = coordinator.run()?;
-            if let Ok(mut s) = stats.lock() {
-                *s = totals;
-            }
-            Ok(())
-        }),
-    ));
+    // The coordinator's thread first: after a graceful stop it is the only
+    // one that ends.
+    work.insert(
+        0,
+        (
+            "checkpoints".into(),
+            Box::new(move || {
+                let totals = coordinator.run()?;
+                if let Ok(mut s) = stats.lock() {
+                    *s = totals;
+                }
+                Ok(())
+            }),
+        ),
+    );
     work.into_iter()
         .map(
             |(name, f)| match std::thread::Builder::new().name(name.clone()).spawn(f) {
@@ -176,11 +191,17 @@ fn spawn_all(
         .collect()
 }
 
-/// Waits for every task; the first error that is a cause, not a symptom
-/// (a lost peer is a symptom: the peer's own error explains it).
-fn join_all(threads: Vec<TaskThread>) -> Result<(), EngineError> {
+/// Waits for every task, the coordinator (first in `threads`) first; the
+/// first error that is a cause, not a symptom (a lost peer is a symptom:
+/// the peer's own error explains it). After a graceful stop the other
+/// tasks wait for the process to exit: they are not joined.
+fn join_all(threads: Vec<TaskThread>, stats: &Mutex<CheckpointStats>) -> Result<(), EngineError> {
     let mut first_error: Option<EngineError> = None;
-    for (name, handle) in threads {
+    for (i, (name, handle)) in threads.into_iter().enumerate() {
+        let stopped = stats.lock().is_ok_and(|s| s.stopped_at.is_some());
+        if i > 0 && stopped && first_error.is_none() {
+            break;
+        }
         let result = match handle.join() {
             Ok(r) => r,
             Err(panic) => {

@@ -132,5 +132,11 @@ impl RunSummary {
             cp.write_time.as_secs_f64(),
             cp.bytes / 1_000_000
         );
+        if let Some(id) = cp.stopped_at {
+            let _ = writeln!(
+                out,
+                "  stopped gracefully at checkpoint {id}: a restart resumes there"
+            );
+        }
     }
 }

@@ -42,6 +42,8 @@ pub struct SourceCore {
     sent: u64,
     /// Whether the window consumers were told this source is idle.
     idle: bool,
+    /// The barrier of a graceful stop went out: read nothing more.
+    parked: bool,
 }
 
 impl SourceCore {
@@ -65,6 +67,7 @@ impl SourceCore {
             counts: LocalCounts::default(),
             sent,
             idle: false,
+            parked: false,
         }
     }
 
@@ -86,7 +89,8 @@ impl SourceCore {
 
     /// Sends the barrier of the requested checkpoint, if one is due, with
     /// `position()` (where the source is right after the records routed so
-    /// far) and its dedup changes.
+    /// far) and its dedup changes. When that checkpoint ends a graceful
+    /// stop, the source is [`SourceCore::parked`] from then on.
     ///
     /// # Errors
     /// A lost downstream task or coordinator.
@@ -98,11 +102,31 @@ impl SourceCore {
         if !self.checkpoint_due() {
             return Ok(());
         }
+        // Read before the request: a stop's flag is set before its request.
         let requested = self.checkpoints.requested();
+        let stopping = self.checkpoints.stopping();
         self.ingest.router.barrier(requested, watermark)?;
         self.report(Some(requested), &position())?;
         self.sent = requested;
+        self.parked = stopping;
         Ok(())
+    }
+
+    /// Whether this source sent the last barrier of a graceful stop: it
+    /// must read nothing more, so that no record after the final
+    /// checkpoint reaches a sink that cannot take it back.
+    pub fn parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Waits, reading nothing, until the process exits after the final
+    /// checkpoint (the coordinator ends the run). Keeps the outputs open:
+    /// the consumers are still taking their snapshots.
+    pub fn park(&mut self) -> Result<(), EngineError> {
+        self.counts.publish(&self.metrics);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     /// Flushes, publishes counters and answers a due checkpoint: the chores

@@ -123,6 +123,9 @@ impl FileSourceTask {
                 if self.follow == Follow::Tail {
                     let watermark = self.core.watermark_of(p.max_time);
                     self.core.chores(watermark, || p.position(false))?;
+                    if self.core.parked() {
+                        return self.core.park();
+                    }
                     if let Some(timeout) = self.core.idle_timeout {
                         if last_data.elapsed() >= timeout {
                             self.core.set_idle(true, watermark)?;
@@ -137,6 +140,9 @@ impl FileSourceTask {
                     self.process(&buf, &mut p)?;
                     p.offset -= 1;
                 }
+                if self.core.parked() {
+                    return self.core.park();
+                }
                 break;
             }
             last_data = Instant::now();
@@ -145,6 +151,9 @@ impl FileSourceTask {
                 continue;
             };
             self.process(&buf[..=last_newline], &mut p)?;
+            if self.core.parked() {
+                return self.core.park();
+            }
             buf.drain(..=last_newline);
         }
         self.core.finish(&p.position(true))
@@ -190,6 +199,9 @@ impl FileSourceTask {
             let watermark = core.watermark_of(p.max_time);
             core.publish_every(watermark)?;
             core.maybe_checkpoint(watermark, || p.position(false))?;
+            if core.parked() {
+                break;
+            }
         }
         Ok(())
     }

@@ -256,7 +256,12 @@ impl KinesisSourceTask {
             if let Ok(Some(event)) = event {
                 self.handle(r, event)?;
             }
-            self.chores(r)?;
+            if !self.core.parked() {
+                self.chores(r)?;
+            }
+            if self.core.parked() {
+                return self.core.park();
+            }
         }
         self.chores(r)?;
         self.core.finish(&r.position(true))
@@ -282,6 +287,10 @@ impl KinesisSourceTask {
                     let watermark = self.watermark(r);
                     self.core
                         .maybe_checkpoint(watermark, || r.position(false))?;
+                    if self.core.parked() {
+                        // The rest of the batch is read again on restart.
+                        return Ok(());
+                    }
                 }
                 if !records.is_empty() {
                     let watermark = self.watermark(r);

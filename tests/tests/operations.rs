@@ -1,0 +1,131 @@
+//! Running kflow as a service (issue 14): SIGTERM stops a run gracefully,
+//! with a final checkpoint after which the sources read nothing, so a
+//! restart reads no record twice and even the at-least-once stdout sink
+//! repeats no row. A second signal exits at once, as a crash would, and the
+//! exactly-once file sinks stay exact.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::time::Duration;
+
+use kflow_benches::jobs::{ClickJob, ClickSource};
+use kflow_benches::workload::Workload;
+use kflow_tests::compare::{compare_jsonl, RowKind};
+use kflow_tests::job::{JobDir, TIMEOUT};
+use kflow_tests::process::Watched;
+
+const EVENTS: u64 = 300_000;
+
+/// The clickstream job with its rows on stdout as well as in a file.
+fn job() -> String {
+    let mut job = ClickJob::new(
+        "ops",
+        ClickSource::File {
+            path: "clicks.jsonl".into(),
+        },
+    );
+    job.checkpoint_interval = Some("200ms".into());
+    job.toml() + "\n[sinks.screen]\ninput = \"per_user\"\ntype = \"stdout\"\n"
+}
+
+fn inputs() -> [(&'static str, Workload); 1] {
+    let workload = Workload {
+        events: EVENTS,
+        users: 2_000,
+        seed: 14,
+        ..Workload::default()
+    };
+    [("clicks.jsonl", workload)]
+}
+
+/// `records read` from a run summary.
+fn records_read(summary: &str) -> u64 {
+    summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("records read"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .map(|n| n.replace(',', "").parse().unwrap())
+        .unwrap_or_else(|| panic!("no `records read` in:\n{summary}"))
+}
+
+fn assert_same_rows(expected: &str, actual: &str, what: &str) {
+    if let Err(mismatch) = compare_jsonl(expected, actual, RowKind::Rows) {
+        panic!("{what} differs from one uninterrupted run:\n{mismatch}");
+    }
+    let mut seen = HashSet::new();
+    for line in actual.lines() {
+        assert!(seen.insert(line), "{what}: row written twice: {line}");
+    }
+}
+
+/// Starts `kflow run job.toml` in `dir`, its stdout to `stdout.jsonl`, and
+/// waits until it has written rows (it is well into the input).
+fn start(dir: &JobDir, stdout: &str) -> Watched {
+    let out = File::create(dir.path().join(stdout)).unwrap();
+    let run = Watched::spawn_to(&mut dir.loud_job_command(), out.into());
+    dir.wait_for_lines(stdout, 200, TIMEOUT);
+    run
+}
+
+#[test]
+fn issue_14_sigterm_takes_a_final_checkpoint_and_a_restart_repeats_nothing() {
+    let reference = JobDir::with_workloads(&job(), &inputs());
+    let uninterrupted = reference.run_job_ok(&[]);
+
+    // A run may finish before the signal on a fast machine: try again.
+    for attempt in 1..=3 {
+        let dir = JobDir::with_workloads(&job(), &inputs());
+        let run = start(&dir, "first.jsonl");
+        run.terminate();
+        let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
+        assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
+        if !log.contains("stopped gracefully at checkpoint") {
+            assert!(log.contains("finished in"), "{log}");
+            println!("attempt {attempt}: the run finished before the signal");
+            continue;
+        }
+        let first_read = records_read(&log);
+        assert!(first_read < EVENTS, "{log}");
+
+        let second = dir.run(&["run", "job.toml"], &[]);
+        assert!(second.status.success(), "{}", second.stderr);
+        // Nothing read twice, nothing skipped.
+        assert_eq!(first_read + records_read(&second.stderr), EVENTS);
+        let stdout = dir.read("first.jsonl") + &second.stdout;
+        assert_same_rows(&uninterrupted.stdout, &stdout, "stdout of both runs");
+        assert_same_rows(
+            &reference.read("out/result.jsonl"),
+            &dir.read("out/result.jsonl"),
+            "the file sink",
+        );
+        return;
+    }
+    panic!("every run finished before its SIGTERM");
+}
+
+#[test]
+fn issue_14_a_second_sigterm_exits_at_once_and_file_output_stays_exact() {
+    let reference = JobDir::with_workloads(&job(), &inputs());
+    reference.run_job_ok(&[]);
+    let dir = JobDir::with_workloads(&job(), &inputs());
+    let mut run = start(&dir, "first.jsonl");
+    run.terminate();
+    // The first signal is taken: the final checkpoint is on its way...
+    run.wait_for("stopping: taking a final checkpoint", 1, TIMEOUT);
+    // ...and a second one ends the process at once with status 1 (or, if
+    // the process had already written it and exited, that run ended 0).
+    run.terminate();
+    let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
+    let stopped = log.contains("stopped gracefully at checkpoint");
+    assert!(
+        status.code() == Some(1) || (stopped && status.success()),
+        "a second signal exits 1: {status}\n{log}"
+    );
+    dir.run_job_ok(&[]);
+    assert_same_rows(
+        &reference.read("out/result.jsonl"),
+        &dir.read("out/result.jsonl"),
+        "the file sink",
+    );
+}
