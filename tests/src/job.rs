@@ -176,3 +176,17 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// The `records read` count of a run summary (`kflow run` without `-q`).
+///
+/// # Panics
+///
+/// When the summary has none.
+pub fn records_read(summary: &str) -> u64 {
+    summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("records read"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no `records read` in:\n{summary}"))
+}

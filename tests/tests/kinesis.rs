@@ -13,7 +13,7 @@ use std::time::Duration;
 use kflow_benches::workload::{write_events, Workload, START_MS};
 use kflow_tests::compare::{compare_jsonl, RowKind};
 use kflow_tests::fixtures::{self, kinesis_source};
-use kflow_tests::job::{now_ms, JobDir};
+use kflow_tests::job::{now_ms, records_read, JobDir};
 use kflow_tests::kinesis::{Emulator, EmulatorKind};
 use kflow_tests::process::{wait_with_timeout, RunOutput, Watched};
 use rand::{Rng, SeedableRng};
@@ -283,6 +283,50 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
     assert!(kills >= 3, "only {kills} runs were killed mid-stream");
     dir.run_ok(&["run", "job.toml", "-q"], &env);
     assert_rows_equal(&file_reference(&lines), &result_of(&dir));
+}
+
+/// Issue 14: SIGTERM mid-stream takes a final checkpoint and exits 0; the
+/// restart reads no record twice and its stdout repeats no row.
+#[test]
+fn sigterm_mid_stream_stops_gracefully_and_the_restart_repeats_nothing() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let client = em.client();
+    let stream = client.create_fresh_stream("term", 2);
+    let lines = events(1500, 40, 29);
+    produce(&em, &stream, &lines);
+    let windows = fixtures::click_windows();
+    let screen = "\n[sinks.screen]\ninput = \"per_user\"\ntype = \"stdout\"\n";
+    let job = format!(
+        "{}{}{windows}{screen}",
+        header("term"),
+        kinesis_source(
+            &stream,
+            &em.endpoint(),
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
+        )
+    );
+    let dir = JobDir::new(&job);
+    // 20 records per call, 5 calls/s per shard: about 8 s of reading.
+    let env = [("KFLOW_KINESIS_LIMIT", "20"), ("KFLOW_LOG", "kflow=debug")];
+    let stdout = std::fs::File::create(dir.path().join("first.jsonl")).unwrap();
+    let mut run = Watched::spawn_to(dir.loud_job_command().envs(env), stdout.into());
+    run.wait_for("reading shard", 2, TIMEOUT);
+    // A few checkpoints into the stream (300 ms apart).
+    let seen = run.count("checkpoint committed");
+    run.wait_for("checkpoint committed", seen + 3, TIMEOUT);
+    run.terminate();
+    let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
+    assert!(log.contains("stopped gracefully at checkpoint"), "{log}");
+    let first_read = records_read(&log);
+    assert!(first_read > 0 && first_read < 1500, "{log}");
+
+    let second = dir.run(&["run", "job.toml"], &[("KFLOW_KINESIS_LIMIT", "20")]);
+    assert!(second.status.success(), "{}", second.stderr);
+    assert_eq!(first_read + records_read(&second.stderr), 1500);
+    let expected = file_reference(&lines);
+    assert_rows_equal(&expected, &(dir.read("first.jsonl") + &second.stdout));
+    assert_rows_equal(&expected, &result_of(&dir));
 }
 
 #[test]

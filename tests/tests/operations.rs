@@ -1,8 +1,9 @@
 //! Running kflow as a service (issue 14): SIGTERM stops a run gracefully,
 //! with a final checkpoint after which the sources read nothing, so a
 //! restart reads no record twice and even the at-least-once stdout sink
-//! repeats no row. A second signal exits at once, as a crash would, and the
-//! exactly-once file sinks stay exact.
+//! repeats no row, over a bounded file and over a followed one. A second
+//! signal exits at once, as a crash would, and the exactly-once file sinks
+//! stay exact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use kflow_benches::jobs::{ClickJob, ClickSource};
 use kflow_benches::workload::Workload;
 use kflow_tests::compare::{compare_jsonl, RowKind};
-use kflow_tests::job::{JobDir, TIMEOUT};
+use kflow_tests::job::{records_read, JobDir, TIMEOUT};
 use kflow_tests::process::Watched;
 
 const EVENTS: u64 = 300_000;
@@ -37,16 +38,6 @@ fn inputs() -> [(&'static str, Workload); 1] {
         ..Workload::default()
     };
     [("clicks.jsonl", workload)]
-}
-
-/// `records read` from a run summary.
-fn records_read(summary: &str) -> u64 {
-    summary
-        .lines()
-        .find(|l| l.trim_start().starts_with("records read"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .map(|n| n.replace(',', "").parse().unwrap())
-        .unwrap_or_else(|| panic!("no `records read` in:\n{summary}"))
 }
 
 fn assert_same_rows(expected: &str, actual: &str, what: &str) {
@@ -128,4 +119,60 @@ fn issue_14_a_second_sigterm_exits_at_once_and_file_output_stays_exact() {
         &dir.read("out/result.jsonl"),
         "the file sink",
     );
+}
+
+/// Epoch-free milliseconds of a `YYYY-MM-DDTHH:MM:SS[.mmm]Z` time of the
+/// workload's day (the date is checked, not counted).
+fn day_ms(time: &str) -> i64 {
+    assert!(time.starts_with("2026-11-25T"), "{time}");
+    let field = |range: std::ops::Range<usize>| time[range].parse::<i64>().unwrap();
+    let millis = if time.len() > 21 { field(20..23) } else { 0 };
+    ((field(11..13) * 60 + field(14..16)) * 60 + field(17..19)) * 1000 + millis
+}
+
+#[test]
+fn issue_14_sigterm_on_a_followed_file_and_the_restart_repeat_nothing() {
+    let followed = job().replace("event_time", "follow = true\nevent_time");
+    let reference = JobDir::with_workloads(&job(), &inputs());
+    let all_rows = reference.run_job_ok(&[]).stdout;
+    // A followed file never ends: windows fire only up to the watermark,
+    // the largest event time less the 5 s of allowed disorder.
+    let input = reference.read("clicks.jsonl");
+    let watermark = input
+        .lines()
+        .map(|l| {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            day_ms(row["ts"].as_str().unwrap())
+        })
+        .max()
+        .unwrap()
+        - 5_000;
+    let expected: String = all_rows
+        .lines()
+        .filter(|l| {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            day_ms(row["window_end"].as_str().unwrap()) <= watermark
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+
+    let dir = JobDir::with_workloads(&followed, &inputs());
+    let run = start(&dir, "first.jsonl");
+    run.terminate();
+    let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
+    let first_read = records_read(&log);
+
+    // The restart follows the file to its end, then stops the same way.
+    let out = File::create(dir.path().join("second.jsonl")).unwrap();
+    let mut command = dir.loud_job_command();
+    let mut run = Watched::spawn_to(command.env("KFLOW_LOG", "kflow=debug"), out.into());
+    run.wait_for("at the end of clicks.jsonl", 1, TIMEOUT);
+    run.terminate();
+    let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
+    assert!(log.contains("stopped gracefully at checkpoint"), "{log}");
+    assert_eq!(first_read + records_read(&log), EVENTS, "{log}");
+    let stdout = dir.read("first.jsonl") + &dir.read("second.jsonl");
+    assert_same_rows(&expected, &stdout, "stdout of both runs");
 }

@@ -114,6 +114,7 @@ impl FileSourceTask {
         };
         let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
         let mut last_data = Instant::now();
+        let mut at_end = false;
         loop {
             let filled = buf.len();
             buf.resize(filled.max(BLOCK / 2) + BLOCK / 2, 0);
@@ -121,6 +122,15 @@ impl FileSourceTask {
             buf.truncate(filled + n);
             if n == 0 {
                 if self.follow == Follow::Tail {
+                    if !at_end {
+                        tracing::debug!(
+                            "source `{}`: at the end of {} (line {}), following it",
+                            self.core.name,
+                            self.display_path,
+                            p.line
+                        );
+                        at_end = true;
+                    }
                     let watermark = self.core.watermark_of(p.max_time);
                     self.core.chores(watermark, || p.position(false))?;
                     if self.core.parked() {
@@ -146,6 +156,7 @@ impl FileSourceTask {
                 break;
             }
             last_data = Instant::now();
+            at_end = false;
             self.core.set_idle(false, i64::MIN)?;
             let Some(last_newline) = memchr::memrchr(b'\n', &buf) else {
                 continue;
