@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use kflow::cli::{checkpoints, plan as explain, produce};
 use kflow::RunOptions;
 use kflow_jobs::JobError;
@@ -67,27 +67,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a job until its sources end (or forever, when a source follows).
-    Run {
-        /// The job file.
-        job: PathBuf,
-        /// Partitions per window operator (default: half the cores, at least 1).
-        #[arg(short, long)]
-        parallelism: Option<usize>,
-        /// Print nothing but errors (no status line, no summary).
-        #[arg(short, long)]
-        quiet: bool,
-        /// Discard the job's checkpoint and state, and start from empty state.
-        #[arg(long)]
-        reset: bool,
-        /// Override the job's checkpoint_interval (`1s`, `10s`, ...; `off`:
-        /// only the memory budget takes checkpoints).
-        #[arg(long, value_name = "DURATION|off", value_parser = parse_interval)]
-        checkpoint_interval: Option<Interval>,
-        /// After SIGTERM or SIGINT, how long the final checkpoint may take
-        /// before kflow exits without it (as after a crash: still exact).
-        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-        shutdown_timeout: std::time::Duration,
-    },
+    Run(RunArgs),
     /// Check a job file and report every error with its line and column.
     Validate {
         /// The job file.
@@ -100,31 +80,7 @@ enum Command {
     },
     /// Put the JSON lines of a file into a Kinesis stream (PutRecords
     /// batches, per-key order, partial failures retried).
-    Produce {
-        /// Stream name (or ARN).
-        #[arg(long)]
-        stream: String,
-        /// The field holding each record's partition key (dotted path).
-        #[arg(long)]
-        partition_key: String,
-        /// Endpoint URL (an emulator); default: the AWS chain.
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Region; default: the AWS chain.
-        #[arg(long)]
-        region: Option<String>,
-        /// Records per second, at most (`500` or `500/s`).
-        #[arg(long, value_name = "N/s", value_parser = parse_rate)]
-        rate: Option<f64>,
-        /// Create the stream with this many shards if it does not exist.
-        #[arg(long, value_name = "SHARDS")]
-        create_shards: Option<i32>,
-        /// Print nothing but errors.
-        #[arg(short, long)]
-        quiet: bool,
-        /// The JSON-lines file.
-        file: PathBuf,
-    },
+    Produce(ProduceArgs),
     /// Print the compiled operator DAG.
     Plan {
         /// The job file.
@@ -133,6 +89,58 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
     },
+}
+
+/// `kflow run`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The job file.
+    job: PathBuf,
+    /// Partitions per window operator (default: half the cores, at least 1).
+    #[arg(short, long)]
+    parallelism: Option<usize>,
+    /// Print nothing but errors (no status line, no summary).
+    #[arg(short, long)]
+    quiet: bool,
+    /// Discard the job's checkpoint and state, and start from empty state.
+    #[arg(long)]
+    reset: bool,
+    /// Override the job's checkpoint_interval (`1s`, `10s`, ...; `off`:
+    /// only the memory budget takes checkpoints).
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_interval)]
+    checkpoint_interval: Option<Interval>,
+    /// After SIGTERM or SIGINT, how long the final checkpoint may take
+    /// before kflow exits without it (as after a crash: still exact).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: std::time::Duration,
+}
+
+/// `kflow produce`.
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// Stream name (or ARN).
+    #[arg(long)]
+    stream: String,
+    /// The field holding each record's partition key (dotted path).
+    #[arg(long)]
+    partition_key: String,
+    /// Endpoint URL (an emulator); default: the AWS chain.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Region; default: the AWS chain.
+    #[arg(long)]
+    region: Option<String>,
+    /// Records per second, at most (`500` or `500/s`).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Create the stream with this many shards if it does not exist.
+    #[arg(long, value_name = "SHARDS")]
+    create_shards: Option<i32>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// The JSON-lines file.
+    file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -161,20 +169,12 @@ fn load(path: &std::path::Path) -> Result<kflow_jobs::JobPlan, ExitCode> {
 fn main() -> ExitCode {
     tune_allocators();
     let cli = Cli::parse();
-    let quiet = matches!(
-        cli.command,
-        Command::Run { quiet: true, .. } | Command::Produce { quiet: true, .. }
-    );
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KFLOW_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+    let quiet = match &cli.command {
+        Command::Run(args) => args.quiet,
+        Command::Produce(args) => args.quiet,
+        _ => false,
+    };
+    init_logging(quiet);
     match cli.command {
         Command::Validate { job } => match load(&job) {
             Ok(plan) => {
@@ -206,77 +206,80 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Produce {
-            stream,
-            partition_key,
-            endpoint,
-            region,
-            rate,
-            create_shards,
-            quiet,
-            file,
-        } => {
-            let options = produce::ProduceOptions {
-                stream,
-                partition_key,
-                file,
-                endpoint: kflow::aws::Endpoint {
-                    region,
-                    url: endpoint,
-                },
-                rate,
-                progress: !quiet,
-                create_shards,
-            };
-            match produce::produce(&options) {
-                Ok(summary) => {
-                    if !quiet {
-                        eprint!("{}", summary.render(&options.stream));
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("kflow: produce: {}", causes(&e));
-                    ExitCode::from(1)
-                }
+        Command::Produce(args) => produce_command(args),
+        Command::Run(args) => run_command(args),
+    }
+}
+
+/// Logs to stderr, filtered by `KFLOW_LOG` (default: info, warn when
+/// quiet).
+fn init_logging(quiet: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KFLOW_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+}
+
+fn produce_command(args: ProduceArgs) -> ExitCode {
+    let options = produce::ProduceOptions {
+        stream: args.stream,
+        partition_key: args.partition_key,
+        file: args.file,
+        endpoint: kflow::aws::Endpoint {
+            region: args.region,
+            url: args.endpoint,
+        },
+        rate: args.rate,
+        progress: !args.quiet,
+        create_shards: args.create_shards,
+    };
+    match produce::produce(&options) {
+        Ok(summary) => {
+            if !args.quiet {
+                eprint!("{}", summary.render(&options.stream));
             }
+            ExitCode::SUCCESS
         }
-        Command::Run {
-            job,
-            parallelism,
-            quiet,
-            reset,
-            checkpoint_interval,
-            shutdown_timeout,
-        } => {
-            let plan = match load(&job) {
-                Ok(plan) => plan,
-                Err(code) => return code,
-            };
-            let mut options = RunOptions::default();
-            if let Some(p) = parallelism {
-                options.parallelism = p;
-            }
-            options.status = !quiet;
-            options.reset = reset;
-            options.checkpoint_interval = checkpoint_interval.map(|i| match i {
-                Interval::Off => None,
-                Interval::Every(d) => Some(d),
-            });
-            match stop_on_signals(shutdown_timeout) {
-                Ok(stop) => options.stop = Some(stop),
-                Err(e) => {
-                    eprintln!("kflow: cannot handle SIGTERM and SIGINT: {e}");
-                    return ExitCode::from(1);
-                }
-            }
-            match run(&plan, &options, quiet) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("kflow: {}", causes(e.as_ref()));
-                    ExitCode::from(1)
-                }
-            }
+        Err(e) => {
+            eprintln!("kflow: produce: {}", causes(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_command(args: RunArgs) -> ExitCode {
+    let plan = match load(&args.job) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let mut options = RunOptions::default();
+    if let Some(p) = args.parallelism {
+        options.parallelism = p;
+    }
+    options.status = !args.quiet;
+    options.reset = args.reset;
+    options.checkpoint_interval = args.checkpoint_interval.map(|i| match i {
+        Interval::Off => None,
+        Interval::Every(d) => Some(d),
+    });
+    match stop_on_signals(args.shutdown_timeout) {
+        Ok(stop) => options.stop = Some(stop),
+        Err(e) => {
+            eprintln!("kflow: cannot handle SIGTERM and SIGINT: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    match run(&plan, &options, args.quiet) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kflow: {}", causes(e.as_ref()));
+            ExitCode::from(1)
         }
     }
 }

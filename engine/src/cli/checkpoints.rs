@@ -78,6 +78,14 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
         bytes(store.size_on_disk())
     );
     let _ = writeln!(out, "parallelism  {}", meta.parallelism);
+    render_sources(plan, &meta, &mut out);
+    render_windows(plan, &meta, &store, &mut out)?;
+    render_sinks(plan, &meta, &mut out);
+    Ok(out)
+}
+
+/// Each source's position and clock.
+fn render_sources(plan: &JobPlan, meta: &CheckpointMeta, out: &mut String) {
     let _ = writeln!(out, "\nsources");
     for (name, stored) in &meta.sources {
         let source = plan.nodes.iter().find_map(|n| match &n.kind {
@@ -106,6 +114,15 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
         let text = text.unwrap_or_else(|e| e);
         let _ = writeln!(out, "  {name:<16} {text}");
     }
+}
+
+/// Each window partition's clock and the partials it has stored.
+fn render_windows(
+    plan: &JobPlan,
+    meta: &CheckpointMeta,
+    store: &StateStore,
+    out: &mut String,
+) -> Result<(), EngineError> {
     let _ = writeln!(out, "\nwindows");
     for (task, stored) in &meta.windows {
         let w = match read::<WindowState>(stored) {
@@ -146,6 +163,11 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
             group(times.len() as u64)
         );
     }
+    Ok(())
+}
+
+/// Each sink's committed output.
+fn render_sinks(plan: &JobPlan, meta: &CheckpointMeta, out: &mut String) {
     let _ = writeln!(out, "\nsinks");
     for (name, stored) in &meta.sinks {
         let kind = plan.nodes.iter().find(|n| &n.name == name).map(|n| &n.kind);
@@ -163,7 +185,6 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
         let line = line.unwrap_or_else(|e| e);
         let _ = writeln!(out, "  {name:<16} {line}");
     }
-    Ok(out)
 }
 
 /// A Kinesis source's stream and shard positions.

@@ -151,33 +151,7 @@ impl Coordinator {
                 }
                 self.receive(&mut queues, Duration::from_millis(50))?;
             }
-            let mut batch = StateBatch::new();
-            let mut durability = Vec::new();
-            for (task, queue) in &mut queues {
-                if ended.contains(task) {
-                    continue;
-                }
-                // The task's parts up to and including the one for `id`, in
-                // the order it sent them.
-                while let Some(part) = queue.pop_front() {
-                    let is_final = part.checkpoint.is_none();
-                    batch.append(part.batch);
-                    durability.extend(part.durability);
-                    let filed = match part.kind {
-                        PartKind::Source => &mut self.meta.sources,
-                        PartKind::Window => &mut self.meta.windows,
-                        PartKind::Sink => &mut self.meta.sinks,
-                    };
-                    filed.insert(task.clone(), part.state);
-                    if is_final {
-                        ended.insert(task.clone());
-                        break;
-                    }
-                    if part.checkpoint == Some(id) {
-                        break;
-                    }
-                }
-            }
+            let (batch, durability) = self.take_parts(&mut queues, &mut ended, id);
             let finished = ended.len() == queues.len();
             let started = Instant::now();
             Durability::run_all(durability)?;
@@ -195,6 +169,43 @@ impl Coordinator {
                 return Ok(stats);
             }
         }
+    }
+
+    /// Takes each live task's parts up to and including the one for `id`,
+    /// in the order it sent them, into the metadata; a final part marks
+    /// the task ended. Returns their state changes and durability work.
+    fn take_parts(
+        &mut self,
+        queues: &mut BTreeMap<String, VecDeque<Part>>,
+        ended: &mut BTreeSet<String>,
+        id: u64,
+    ) -> (StateBatch, Vec<Durability>) {
+        let mut batch = StateBatch::new();
+        let mut durability = Vec::new();
+        for (task, queue) in queues.iter_mut() {
+            if ended.contains(task) {
+                continue;
+            }
+            while let Some(part) = queue.pop_front() {
+                let is_final = part.checkpoint.is_none();
+                batch.append(part.batch);
+                durability.extend(part.durability);
+                let filed = match part.kind {
+                    PartKind::Source => &mut self.meta.sources,
+                    PartKind::Window => &mut self.meta.windows,
+                    PartKind::Sink => &mut self.meta.sinks,
+                };
+                filed.insert(task.clone(), part.state);
+                if is_final {
+                    ended.insert(task.clone());
+                    break;
+                }
+                if part.checkpoint == Some(id) {
+                    break;
+                }
+            }
+        }
+        (batch, durability)
     }
 
     fn receive(

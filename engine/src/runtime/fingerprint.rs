@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use kflow_jobs::{ConnectorPlan, JobPlan, NodeKind, SinkPlan, StartAt, StopAt};
+use kflow_jobs::{
+    ConnectorPlan, FieldId, JobPlan, NodeKind, SinkPlan, SourcePlan, StartAt, StopAt, WindowPlan,
+};
 
 use kflow_jobs::duration::format_duration;
 
@@ -18,7 +20,6 @@ use kflow_jobs::duration::format_duration;
 pub fn describe(plan: &JobPlan) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut stateful = BTreeMap::new();
     let mut stateless = BTreeMap::new();
-    let field = |f: kflow_jobs::FieldId| plan.fields[f.index()].dotted.clone();
     for node in &plan.nodes {
         let inputs: Vec<String> = node
             .inputs
@@ -27,68 +28,10 @@ pub fn describe(plan: &JobPlan) -> (BTreeMap<String, String>, BTreeMap<String, S
             .collect();
         match &node.kind {
             NodeKind::Source(s) => {
-                let connector = match &s.connector {
-                    ConnectorPlan::File(f) => format!("file {}", f.path.display()),
-                    ConnectorPlan::Kinesis(k) => format!(
-                        "kinesis {} start_at {} stop_at {}",
-                        k.stream,
-                        match k.start_at {
-                            StartAt::Latest => "latest".to_string(),
-                            StartAt::TrimHorizon => "trim_horizon".to_string(),
-                            StartAt::Timestamp(t) => t.to_string(),
-                        },
-                        match k.stop_at {
-                            None => "none".to_string(),
-                            Some(StopAt::Latest) => "latest".to_string(),
-                            Some(StopAt::Timestamp(t)) => t.to_string(),
-                        }
-                    ),
-                };
-                let time = s.event_time.map_or("arrival time".to_string(), |f| {
-                    format!("event time {}", field(f))
-                });
-                let dedup = s
-                    .dedup
-                    .as_ref()
-                    .map(|d| {
-                        format!(
-                            ", dedup {} within {}",
-                            field(d.field),
-                            format_duration(d.within_ms)
-                        )
-                    })
-                    .unwrap_or_default();
-                stateful.insert(
-                    format!("source {}", node.name),
-                    format!(
-                        "{connector}, {time}, max out of orderness {}{dedup}",
-                        format_duration(s.max_out_of_orderness_ms)
-                    ),
-                );
+                stateful.insert(format!("source {}", node.name), source(plan, s));
             }
             NodeKind::Window(w) => {
-                let aggregates: Vec<String> = w
-                    .aggregates
-                    .iter()
-                    .map(|a| {
-                        format!(
-                            "{}={:?}({})",
-                            a.name,
-                            a.function,
-                            a.field.map(field).unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                stateful.insert(
-                    format!("window {}", node.name),
-                    format!(
-                        "key [{}], {:?}, allowed lateness {}, aggregates [{}]",
-                        w.key_names.join(", "),
-                        w.kind,
-                        format_duration(w.allowed_lateness_ms),
-                        aggregates.join(", ")
-                    ),
-                );
+                stateful.insert(format!("window {}", node.name), window(plan, w));
             }
             NodeKind::Filter(f) => {
                 stateless.insert(
@@ -110,6 +53,72 @@ pub fn describe(plan: &JobPlan) -> (BTreeMap<String, String>, BTreeMap<String, S
         }
     }
     (stateful, stateless)
+}
+
+fn field(plan: &JobPlan, f: FieldId) -> String {
+    plan.fields[f.index()].dotted.clone()
+}
+
+/// A source's connector, time and dedup settings.
+fn source(plan: &JobPlan, s: &SourcePlan) -> String {
+    let connector = match &s.connector {
+        ConnectorPlan::File(f) => format!("file {}", f.path.display()),
+        ConnectorPlan::Kinesis(k) => format!(
+            "kinesis {} start_at {} stop_at {}",
+            k.stream,
+            match k.start_at {
+                StartAt::Latest => "latest".to_string(),
+                StartAt::TrimHorizon => "trim_horizon".to_string(),
+                StartAt::Timestamp(t) => t.to_string(),
+            },
+            match k.stop_at {
+                None => "none".to_string(),
+                Some(StopAt::Latest) => "latest".to_string(),
+                Some(StopAt::Timestamp(t)) => t.to_string(),
+            }
+        ),
+    };
+    let time = s.event_time.map_or("arrival time".to_string(), |f| {
+        format!("event time {}", field(plan, f))
+    });
+    let dedup = s
+        .dedup
+        .as_ref()
+        .map(|d| {
+            format!(
+                ", dedup {} within {}",
+                field(plan, d.field),
+                format_duration(d.within_ms)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{connector}, {time}, max out of orderness {}{dedup}",
+        format_duration(s.max_out_of_orderness_ms)
+    )
+}
+
+/// A window's key, kind, lateness and aggregates.
+fn window(plan: &JobPlan, w: &WindowPlan) -> String {
+    let aggregates: Vec<String> = w
+        .aggregates
+        .iter()
+        .map(|a| {
+            format!(
+                "{}={:?}({})",
+                a.name,
+                a.function,
+                a.field.map(|f| field(plan, f)).unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "key [{}], {:?}, allowed lateness {}, aggregates [{}]",
+        w.key_names.join(", "),
+        w.kind,
+        format_duration(w.allowed_lateness_ms),
+        aggregates.join(", ")
+    )
 }
 
 /// How the current job differs from the checkpointed one.

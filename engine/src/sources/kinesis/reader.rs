@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use aws_sdk_kinesis::Client;
 use aws_smithy_types::DateTime;
@@ -189,45 +190,20 @@ impl ShardReader {
                     .await;
                 continue;
             }
-            let request = self
-                .client
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(self.faults.limit);
-            let counts = Some(&*self.retries);
-            let out = match retry(&mut backoff, "GetRecords", counts, || {
-                request.clone().send()
-            })
-            .await
-            {
-                Ok(out) => out,
-                Err(AwsError::Call {
-                    fault: Fault::ExpiredIterator,
-                    ..
-                }) => {
-                    let from = match &last_sequence {
-                        Some(s) => StartPosition::After(s.clone()),
-                        None => self.start.clone(),
-                    };
-                    iterator = self.iterator(&from).await?;
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let Some(out) = self.get_records(&iterator, &mut backoff).await? else {
+                // The iterator expired: a new one after the last record sent.
+                let from = match &last_sequence {
+                    Some(s) => StartPosition::After(s.clone()),
+                    None => self.start.clone(),
+                };
+                iterator = self.iterator(&from).await?;
+                continue;
             };
             backoff.reset();
             let behind_ms = out.millis_behind_latest();
             let next = out.next_shard_iterator().map(str::to_string);
             let mut records = out.records;
-            let mut stop = false;
-            if let Some(stop_ms) = self.stop_ms {
-                if let Some(cut) = records
-                    .iter()
-                    .position(|r| arrival_ms(r).is_some_and(|t| t >= stop_ms))
-                {
-                    records.truncate(cut);
-                    stop = true;
-                }
-            }
+            let stop = self.cut_at_stop(&mut records);
             let empty = records.is_empty();
             if let Some(last) = records.last() {
                 last_sequence = Some(SequenceNumber(last.sequence_number().to_string()));
@@ -260,6 +236,47 @@ impl ShardReader {
             if caught_up {
                 next_call = Instant::now() + TIP_PAUSE;
             }
+        }
+    }
+
+    /// One GetRecords call (retried under the policy); `None` when the
+    /// iterator expired.
+    async fn get_records(
+        &self,
+        iterator: &str,
+        backoff: &mut Backoff,
+    ) -> Result<Option<GetRecordsOutput>, AwsError> {
+        let request = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(self.faults.limit);
+        let counts = Some(&*self.retries);
+        match retry(backoff, "GetRecords", counts, || request.clone().send()).await {
+            Ok(out) => Ok(Some(out)),
+            Err(AwsError::Call {
+                fault: Fault::ExpiredIterator,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the records that arrived at or after the stop time; whether
+    /// the stop time was reached.
+    fn cut_at_stop(&self, records: &mut Vec<Record>) -> bool {
+        let Some(stop_ms) = self.stop_ms else {
+            return false;
+        };
+        match records
+            .iter()
+            .position(|r| arrival_ms(r).is_some_and(|t| t >= stop_ms))
+        {
+            Some(cut) => {
+                records.truncate(cut);
+                true
+            }
+            None => false,
         }
     }
 }
