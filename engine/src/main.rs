@@ -212,18 +212,24 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr, filtered by `KFLOW_LOG` (default: info, warn when
-/// quiet).
+/// quiet); `KFLOW_LOG_FORMAT=json` writes one JSON object per event, for
+/// log collectors.
 fn init_logging(quiet: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KFLOW_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("KFLOW_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .without_time()
+            .init();
+    }
 }
 
 fn produce_command(args: ProduceArgs) -> ExitCode {

@@ -176,3 +176,28 @@ fn issue_14_sigterm_on_a_followed_file_and_the_restart_repeat_nothing() {
     let stdout = dir.read("first.jsonl") + &dir.read("second.jsonl");
     assert_same_rows(&expected, &stdout, "stdout of both runs");
 }
+
+#[test]
+fn issue_14_json_logs_are_one_object_per_event() {
+    let workload = Workload {
+        events: 2_000,
+        users: 50,
+        seed: 3,
+        ..Workload::default()
+    };
+    let dir = JobDir::with_workloads(&job(), &[("clicks.jsonl", workload)]);
+    let out = dir.run(&["run", "job.toml"], &[("KFLOW_LOG_FORMAT", "json")]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let events: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let start = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "starting from empty state (no checkpoint)")
+        .unwrap_or_else(|| panic!("no start event in:\n{}", out.stderr));
+    assert_eq!(start["level"], "INFO");
+    assert!(start["timestamp"].is_string());
+}
