@@ -111,7 +111,7 @@ struct RunArgs {
     checkpoint_interval: Option<Interval>,
     /// After SIGTERM or SIGINT, how long the final checkpoint may take
     /// before kflow exits without it (as after a crash: still exact).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = kflow_jobs::duration::parse_duration)]
     shutdown_timeout: std::time::Duration,
 }
 
@@ -339,10 +339,6 @@ fn stop_on_signals(timeout: std::time::Duration) -> std::io::Result<Arc<AtomicBo
             std::process::exit(1);
         })?;
     Ok(stop)
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    kflow_jobs::duration::parse_duration(text)
 }
 
 /// `--checkpoint-interval`: a duration, or `off`.

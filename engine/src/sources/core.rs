@@ -81,12 +81,6 @@ impl SourceCore {
         }
     }
 
-    /// Whether the coordinator asked for a checkpoint this source has not
-    /// sent a barrier for.
-    pub fn checkpoint_due(&self) -> bool {
-        self.checkpoints.requested() > self.sent
-    }
-
     /// Sends the barrier of the requested checkpoint, if one is due, with
     /// `position()` (where the source is right after the records routed so
     /// far) and its dedup changes. When that checkpoint ends a graceful
@@ -99,11 +93,11 @@ impl SourceCore {
         watermark: i64,
         position: impl FnOnce() -> P,
     ) -> Result<(), EngineError> {
-        if !self.checkpoint_due() {
+        let requested = self.checkpoints.requested();
+        if requested <= self.sent {
             return Ok(());
         }
-        // Read before the request: a stop's flag is set before its request.
-        let requested = self.checkpoints.requested();
+        // Read after the request: a stop's flag is set before its request.
         let stopping = self.checkpoints.stopping();
         self.ingest.router.barrier(requested, watermark)?;
         self.report(Some(requested), &position())?;
@@ -156,17 +150,22 @@ impl SourceCore {
         Ok(())
     }
 
-    /// Marks the source idle (`true`: its consumers stop waiting for its
-    /// watermark until its next record) or busy again.
+    /// Marks the source idle: its consumers stop waiting for its
+    /// watermark until its next record. Said once per quiet spell.
     ///
     /// # Errors
     /// A lost downstream task.
-    pub fn set_idle(&mut self, idle: bool, watermark: i64) -> Result<(), EngineError> {
-        if idle && !self.idle {
+    pub fn set_idle(&mut self, watermark: i64) -> Result<(), EngineError> {
+        if !self.idle {
             self.ingest.router.idle(watermark)?;
+            self.idle = true;
         }
-        self.idle = idle;
         Ok(())
+    }
+
+    /// Records arrived: the next quiet spell is announced again.
+    pub fn set_busy(&mut self) {
+        self.idle = false;
     }
 
     /// Ends every output and reports the source's final part at

@@ -138,7 +138,7 @@ impl FileSourceTask {
                     }
                     if let Some(timeout) = self.core.idle_timeout {
                         if last_data.elapsed() >= timeout {
-                            self.core.set_idle(true, watermark)?;
+                            self.core.set_idle(watermark)?;
                         }
                     }
                     std::thread::sleep(POLL);
@@ -157,7 +157,7 @@ impl FileSourceTask {
             }
             last_data = Instant::now();
             at_end = false;
-            self.core.set_idle(false, i64::MIN)?;
+            self.core.set_busy();
             let Some(last_newline) = memchr::memrchr(b'\n', &buf) else {
                 continue;
             };

@@ -260,14 +260,14 @@ impl WindowTask {
                     self.counts.late_dropped += 1;
                 }
                 if let Some(raw) = batch.raw(i) {
+                    let key = if self.late.iter().any(SinkOut::wants_keys) {
+                        self.late_key.clear();
+                        key::write_partition_key(batch.key(i), &mut self.late_key);
+                        Some(&self.late_key[..])
+                    } else {
+                        None
+                    };
                     for sink in &mut self.late {
-                        let key = if sink.wants_keys() {
-                            self.late_key.clear();
-                            key::write_partition_key(batch.key(i), &mut self.late_key);
-                            Some(&self.late_key[..])
-                        } else {
-                            None
-                        };
                         sink.push(raw, key, None)?;
                     }
                 }

@@ -278,7 +278,7 @@ impl KinesisSourceTask {
                     slot.behind_ms = behind_ms;
                     if !records.is_empty() {
                         slot.last_data = Some(Instant::now());
-                        self.core.set_idle(false, i64::MIN)?;
+                        self.core.set_busy();
                     }
                 }
                 let watermark = self.watermark(r);
@@ -447,7 +447,7 @@ impl KinesisSourceTask {
                     .iter()
                     .all(|s| s.last_data.is_some_and(|at| at.elapsed() >= timeout));
             if all_idle {
-                self.core.set_idle(true, watermark)?;
+                self.core.set_idle(watermark)?;
             }
         }
         self.core.chores(watermark, || r.position(false))
