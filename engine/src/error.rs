@@ -7,6 +7,14 @@ use kflow_state::StateError;
 /// Everything that can stop a run.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The metrics endpoint could not listen on its address.
+    #[error("metrics endpoint {addr}: cannot listen")]
+    Serve {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A source could not read its input.
     #[error("source `{name}`: {path}")]
     SourceIo {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kflow::cli::{checkpoints, plan as explain, produce};
+use kflow::cli::{checkpoints, plan as explain, produce, top};
 use kflow::RunOptions;
 use kflow_jobs::JobError;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -81,6 +81,9 @@ enum Command {
     /// Put the JSON lines of a file into a Kinesis stream (PutRecords
     /// batches, per-key order, partial failures retried).
     Produce(ProduceArgs),
+    /// Watch a running job: rates, watermarks, lag, state, hot keys, and
+    /// what holds each window's watermark back (reads its metrics endpoint).
+    Top(TopArgs),
     /// Print the compiled operator DAG.
     Plan {
         /// The job file.
@@ -113,6 +116,23 @@ struct RunArgs {
     /// before kflow exits without it (as after a crash: still exact).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = kflow_jobs::duration::parse_duration)]
     shutdown_timeout: std::time::Duration,
+    /// Serve /metrics, /healthz, /readyz and /status here (overrides the
+    /// job's `metrics`; like `127.0.0.1:9464`).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+/// `kflow top`.
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// The job file (its `[job] metrics` address is read).
+    job: PathBuf,
+    /// The job's metrics address, when the job file does not name it.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Print one snapshot (rates over one second) and exit.
+    #[arg(long)]
+    once: bool,
 }
 
 /// `kflow produce`.
@@ -207,6 +227,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Produce(args) => produce_command(args),
+        Command::Top(args) => top_command(args),
         Command::Run(args) => run_command(args),
     }
 }
@@ -229,6 +250,44 @@ fn init_logging(quiet: bool) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .without_time()
             .init();
+    }
+}
+
+fn top_command(args: TopArgs) -> ExitCode {
+    let plan = match load(&args.job) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let Some(addr) = args.metrics.or(plan.metrics) else {
+        eprintln!(
+            "kflow: top: job `{}` serves no metrics: set `[job] metrics = \"127.0.0.1:9464\"` or pass --metrics",
+            plan.name
+        );
+        return ExitCode::from(2);
+    };
+    let mut before = None;
+    loop {
+        let now = match top::fetch(addr) {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("kflow: top: {}", causes(&e));
+                return ExitCode::from(1);
+            }
+        };
+        if args.once && before.is_none() {
+            // Rates need a second snapshot.
+            before = Some(now);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            continue;
+        }
+        let screen = top::render(&now, before.as_ref());
+        if args.once {
+            print!("{screen}");
+            return ExitCode::SUCCESS;
+        }
+        print!("\x1b[H\x1b[2J{screen}");
+        before = Some(now);
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 
@@ -270,6 +329,7 @@ fn run_command(args: RunArgs) -> ExitCode {
     }
     options.status = !args.quiet;
     options.reset = args.reset;
+    options.metrics = args.metrics;
     options.checkpoint_interval = args.checkpoint_interval.map(|i| match i {
         Interval::Off => None,
         Interval::Every(d) => Some(d),

@@ -58,6 +58,9 @@ pub struct JobPlan {
     pub checkpoint_interval: Duration,
     /// `[job] state_memory` (default 256 MiB): the write-back cache budget.
     pub state_memory_bytes: u64,
+    /// `[job] metrics`: where to serve `/metrics`, `/healthz`, `/readyz`
+    /// and `/status` (off when `None`).
+    pub metrics: Option<std::net::SocketAddr>,
     /// Every field path any expression, key or aggregate references.
     pub fields: Vec<FieldPath>,
     /// All nodes, in topological order.

@@ -422,7 +422,7 @@ impl Drop for Emulator {
 
 /// `N` distinct free loopback ports: bound together (so they differ), read
 /// and released.
-fn free_ports<const N: usize>() -> [u16; N] {
+pub fn free_ports<const N: usize>() -> [u16; N] {
     let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port"))
         .collect();

@@ -11,7 +11,8 @@
 //! [`process::run_with_timeout`]) to kill and restart kflow mid-run.
 //! Kinesis tests run against emulators started by [`kinesis::Emulator`];
 //! both drive jobs in scratch folders through [`job::JobDir`] and build
-//! their job files from [`fixtures`].
+//! their job files from [`fixtures`]. Observability tests scrape kflow with
+//! a real Prometheus server ([`prometheus::Prometheus`]).
 //!
 //! Test-only code: panicking with a message is how it reports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,6 +23,7 @@ pub mod golden;
 pub mod job;
 pub mod kinesis;
 pub mod process;
+pub mod prometheus;
 
 pub use compare::{compare_jsonl, Mismatch, RowKind};
 pub use golden::{run_case, Case, RunMode, StagedCase};

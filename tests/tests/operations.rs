@@ -1,9 +1,10 @@
 //! Running kflow as a service (issue 14): SIGTERM stops a run gracefully,
 //! with a final checkpoint after which the sources read nothing, so a
 //! restart reads no record twice and even the at-least-once stdout sink
-//! repeats no row, over a bounded file and over a followed one. A second
-//! signal exits at once, as a crash would, and the exactly-once file sinks
-//! stay exact.
+//! repeats no row, over a bounded file and over a followed one, also when
+//! the signal lands while a checkpoint is being written. A second signal
+//! exits at once, as a crash would, and the exactly-once file sinks stay
+//! exact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -130,13 +131,14 @@ fn day_ms(time: &str) -> i64 {
     ((field(11..13) * 60 + field(14..16)) * 60 + field(17..19)) * 1000 + millis
 }
 
-#[test]
-fn issue_14_sigterm_on_a_followed_file_and_the_restart_repeat_nothing() {
+/// The followed variant of [`job`], and the rows it writes until stopped
+/// after reading the whole input: a followed file never ends, so windows
+/// fire only up to the watermark, the largest event time less the 5 s of
+/// allowed disorder.
+fn followed() -> (String, String) {
     let followed = job().replace("event_time", "follow = true\nevent_time");
     let reference = JobDir::with_workloads(&job(), &inputs());
     let all_rows = reference.run_job_ok(&[]).stdout;
-    // A followed file never ends: windows fire only up to the watermark,
-    // the largest event time less the 5 s of allowed disorder.
     let input = reference.read("clicks.jsonl");
     let watermark = input
         .lines()
@@ -155,15 +157,13 @@ fn issue_14_sigterm_on_a_followed_file_and_the_restart_repeat_nothing() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
+    (followed, expected)
+}
 
-    let dir = JobDir::with_workloads(&followed, &inputs());
-    let run = start(&dir, "first.jsonl");
-    run.terminate();
-    let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
-    assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
-    let first_read = records_read(&log);
-
-    // The restart follows the file to its end, then stops the same way.
+/// Restarts the followed job in `dir`, lets it read the file to its end,
+/// stops it with SIGTERM and checks that the two runs read every record
+/// once and wrote `expected` once, on stdout and in the file sink.
+fn finish_followed(dir: &JobDir, first_read: u64, expected: &str) {
     let out = File::create(dir.path().join("second.jsonl")).unwrap();
     let mut command = dir.loud_job_command();
     let mut run = Watched::spawn_to(command.env("KFLOW_LOG", "kflow=debug"), out.into());
@@ -174,7 +174,38 @@ fn issue_14_sigterm_on_a_followed_file_and_the_restart_repeat_nothing() {
     assert!(log.contains("stopped gracefully at checkpoint"), "{log}");
     assert_eq!(first_read + records_read(&log), EVENTS, "{log}");
     let stdout = dir.read("first.jsonl") + &dir.read("second.jsonl");
-    assert_same_rows(&expected, &stdout, "stdout of both runs");
+    assert_same_rows(expected, &stdout, "stdout of both runs");
+    assert_same_rows(expected, &dir.read("out/result.jsonl"), "the file sink");
+}
+
+#[test]
+fn issue_14_sigterm_on_a_followed_file_and_the_restart_repeat_nothing() {
+    let (followed, expected) = followed();
+    let dir = JobDir::with_workloads(&followed, &inputs());
+    let run = start(&dir, "first.jsonl");
+    run.terminate();
+    let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
+    finish_followed(&dir, records_read(&log), &expected);
+}
+
+#[test]
+fn issue_14_sigterm_while_a_checkpoint_is_written_still_stops_exactly() {
+    let (followed, expected) = followed();
+    let dir = JobDir::with_workloads(&followed, &inputs());
+    let out = File::create(dir.path().join("first.jsonl")).unwrap();
+    // Every checkpoint write takes 1.5 s more: the signal lands in one.
+    let mut command = dir.loud_job_command();
+    command.env("KFLOW_SLOW_CHECKPOINT_MS", "1500");
+    let mut run = Watched::spawn_to(&mut command, out.into());
+    run.wait_for("writing checkpoint", 1, TIMEOUT);
+    run.terminate();
+    let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
+    assert!(log.contains("stopped gracefully at checkpoint"), "{log}");
+    // The write under way completed, then the final checkpoint followed.
+    assert!(log.matches("writing checkpoint").count() >= 2, "{log}");
+    finish_followed(&dir, records_read(&log), &expected);
 }
 
 #[test]

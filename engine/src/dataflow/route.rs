@@ -64,6 +64,11 @@ impl SinkOut {
         self.keys == Keys::PerLine
     }
 
+    /// Whether the sink's channel is full.
+    pub fn is_full(&self) -> bool {
+        self.sender.is_full()
+    }
+
     /// Appends one line (without its newline).
     pub fn push_line(&mut self, line: &[u8]) -> Result<(), EngineError> {
         self.push(line, None, None)
@@ -163,6 +168,11 @@ pub struct WindowOut {
 }
 
 impl WindowOut {
+    /// Whether any partition's channel is full.
+    pub fn is_full(&self) -> bool {
+        self.partitions.iter().any(Sender::is_full)
+    }
+
     /// A destination sending `spec`'s window records to its `partitions`
     /// as emitter `input`.
     pub fn new(spec: WindowInput, input: InputId, partitions: Vec<Sender<WindowMsg>>) -> WindowOut {
@@ -358,6 +368,12 @@ impl Router {
     /// Whether a sink on a route wants each row's partition key.
     pub fn wants_keys(&self) -> bool {
         self.sinks.iter().any(SinkOut::wants_keys)
+    }
+
+    /// Whether a consumer's channel is full: the emitter is (about to be)
+    /// held back by a slower consumer.
+    pub fn backpressured(&self) -> bool {
+        self.windows.iter().any(WindowOut::is_full) || self.sinks.iter().any(SinkOut::is_full)
     }
 
     /// Whether anything consumes this emitter's main output.

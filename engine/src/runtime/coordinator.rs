@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use kflow_state::{Family, StateBatch, StateStore, WriteMode};
 
 use crate::dataflow::checkpoint::{CheckpointCtx, CrashPoint, Durability, Part, PartKind};
+use crate::dataflow::metrics::Metrics;
 use crate::error::EngineError;
 use crate::runtime::meta::{CheckpointMeta, META_KEY};
 
@@ -49,6 +50,10 @@ pub struct Coordinator {
     meta: CheckpointMeta,
     crash: Option<CrashPoint>,
     stop: Option<StopRequest>,
+    metrics: Arc<Metrics>,
+    /// Test hook `KFLOW_SLOW_CHECKPOINT_MS`: each checkpoint's write takes
+    /// this much longer, so a test can signal the process mid-write.
+    slow_write: Option<Duration>,
 }
 
 impl Coordinator {
@@ -72,7 +77,22 @@ impl Coordinator {
             meta,
             crash: CrashPoint::from_env(),
             stop: None,
+            metrics: Arc::new(Metrics::default()),
+            slow_write: std::env::var("KFLOW_SLOW_CHECKPOINT_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
         }
+    }
+
+    /// Where to record the checkpoints' count, duration and size.
+    pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        let interval_ms = self.interval.map_or(0, |i| i.as_millis() as u64);
+        metrics
+            .checkpoints
+            .interval_ms
+            .store(interval_ms, Ordering::Relaxed);
+        self.metrics = metrics;
     }
 
     /// Stops the run gracefully once `stop` is raised: one more checkpoint,
@@ -129,6 +149,7 @@ impl Coordinator {
                 {
                     // Before the request: a source that sees it sees this.
                     self.ctx.begin_stop();
+                    self.metrics.stopping.store(true, Ordering::Relaxed);
                     stopping = true;
                     tracing::info!("stopping: taking a final checkpoint");
                     break;
@@ -141,6 +162,7 @@ impl Coordinator {
             let early = self.ctx.take_early();
             let id = self.meta.id + 1;
             self.ctx.request(id);
+            let requested = Instant::now();
             // Collect part `id` (or a final part) from every task.
             loop {
                 let complete = queues.iter().all(|(task, q)| {
@@ -154,9 +176,18 @@ impl Coordinator {
             let (batch, durability) = self.take_parts(&mut queues, &mut ended, id);
             let finished = ended.len() == queues.len();
             let started = Instant::now();
-            Durability::run_all(durability)?;
-            stats.write_time += started.elapsed();
-            self.commit(id, finished, batch, &mut stats)?;
+            let bytes_before = stats.bytes;
+            let written = Durability::run_all(durability)
+                .map(|()| stats.write_time += started.elapsed())
+                .and_then(|()| self.commit(id, finished, batch, &mut stats));
+            let checkpoints = &self.metrics.checkpoints;
+            if let Err(e) = written {
+                checkpoints.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            let now = chrono::Utc::now().timestamp_millis();
+            let bytes = stats.bytes - bytes_before;
+            checkpoints.committed(id, requested.elapsed(), bytes, now);
             if early {
                 stats.early += 1;
             }
@@ -242,6 +273,10 @@ impl Coordinator {
         if self.crash == Some(CrashPoint::BeforeCommit(id)) {
             eprintln!("kflow: test hook: aborting before checkpoint {id} is written");
             std::process::abort();
+        }
+        if let Some(pause) = self.slow_write {
+            eprintln!("kflow: test hook: writing checkpoint {id} slowly");
+            std::thread::sleep(pause);
         }
         let started = Instant::now();
         stats.bytes += batch.bytes() as u64;

@@ -9,6 +9,7 @@
 pub mod coordinator;
 pub mod fingerprint;
 pub mod meta;
+pub mod observe;
 pub mod start;
 pub mod status;
 pub mod summary;
@@ -45,6 +46,8 @@ pub struct RunOptions {
     /// Raised to stop gracefully: a final checkpoint, then the run returns
     /// (see [`coordinator::Coordinator::set_stop_request`]).
     pub stop: Option<coordinator::StopRequest>,
+    /// Overrides the job's `metrics` address.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunOptions {
@@ -57,6 +60,7 @@ impl Default for RunOptions {
             checkpoint_interval: None,
             reset: false,
             stop: None,
+            metrics: None,
         }
     }
 }
@@ -106,22 +110,28 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         restore,
     })?;
     coordinator.set_tasks(topology.task_names());
+    coordinator.set_metrics(metrics.clone());
     if let Some(stop) = &options.stop {
         coordinator.set_stop_request(stop.clone());
     }
+    let server = match options.metrics.or(plan.metrics) {
+        Some(addr) => Some(observe::serve(addr, metrics.clone(), &plan.name, started)?),
+        None => None,
+    };
     let checkpoint_stats = Arc::new(Mutex::new(CheckpointStats::default()));
     let threads = spawn_all(topology, coordinator, checkpoint_stats.clone())?;
 
     let done = Arc::new(AtomicBool::new(false));
     let status = (options.status && std::io::stderr().is_terminal()).then(|| {
-        let (done, metrics) = (done.clone(), metrics.clone());
-        std::thread::spawn(move || status::status_line(&done, &metrics, started))
+        let (done, metrics, job) = (done.clone(), metrics.clone(), plan.name.clone());
+        std::thread::spawn(move || status::status_line(&done, &metrics, &job, started))
     });
     let joined = join_all(threads, &checkpoint_stats);
     done.store(true, Ordering::Relaxed);
     if let Some(handle) = status {
         let _ = handle.join();
     }
+    drop(server);
     joined?;
     let checkpoints = checkpoint_stats.lock().map(|s| *s).unwrap_or_default();
     if let Some(id) = checkpoints.stopped_at {
@@ -135,7 +145,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         checkpoints,
         start: start.describe(plan),
         shards: metrics.shards(),
-        throttles: metrics.throttles.load(Ordering::Relaxed),
+        throttles: metrics.throttles(),
         latency_us: metrics.latency_summary(),
     })
 }

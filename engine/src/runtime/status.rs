@@ -1,6 +1,7 @@
 //! The status line `kflow run` redraws on a terminal: records read and
-//! their rate, windows emitted, late records, errors, and for Kinesis
-//! sources how many shards are read and how far behind they are.
+//! their rate, windows emitted, late records, errors, for Kinesis sources
+//! how many shards are read and how far behind they are, and what holds
+//! the first window's watermark back when one is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::dataflow::metrics::{group, Metrics, ShardStatus};
 
 /// Redraws one status line on stderr every second until `done`.
-pub fn status_line(done: &AtomicBool, metrics: &Metrics, started: Instant) {
+pub fn status_line(done: &AtomicBool, metrics: &Metrics, job: &str, started: Instant) {
     let mut last = (Instant::now(), 0u64);
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
@@ -37,8 +38,16 @@ pub fn status_line(done: &AtomicBool, metrics: &Metrics, started: Instant) {
                 behind as f64 / 1000.0
             )
         };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let report = super::observe::report::build(metrics, job, started.elapsed(), now_ms);
+        let held = report
+            .windows
+            .iter()
+            .find_map(|w| w.holder.as_ref().filter(|h| h.matters()))
+            .map(|h| format!("  held by {}", h.describe()))
+            .unwrap_or_default();
         eprint!(
-            "\r\x1b[2K[{:>5.0}s] read {}  ({}/s)  windows {}  late {}  errors {}{lag}",
+            "\r\x1b[2K[{:>5.0}s] read {}  ({}/s)  windows {}  late {}  errors {}{lag}{held}",
             started.elapsed().as_secs_f64(),
             group(c.read),
             group(rate as u64),

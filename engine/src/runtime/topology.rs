@@ -518,8 +518,13 @@ fn source_task(
         dedup,
         router,
     };
+    let kind = match &source.connector {
+        ConnectorPlan::File(_) => "file",
+        ConnectorPlan::Kinesis(_) => "kinesis",
+    };
     let core = SourceCore::new(
         name.to_string(),
+        kind,
         ingest,
         source.max_out_of_orderness_ms,
         source.idle_timeout,

@@ -124,6 +124,11 @@ impl LineWriter for KinesisWriter {
         Ok(())
     }
 
+    fn retries(&self) -> (u64, u64) {
+        let stats = self.putter.stats();
+        (stats.throttles, stats.retries)
+    }
+
     fn commit(&mut self) -> Result<Committed, EngineError> {
         let result = self.runtime.block_on(self.putter.flush());
         result.map_err(|e| self.error(e))?;

@@ -18,6 +18,7 @@ mod kinesis;
 mod stdout;
 mod write_behind;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_channel::Receiver;
@@ -28,7 +29,7 @@ use crate::dataflow::checkpoint::{
     save_part, CheckpointCtx, CrashPoint, Durability, Part, PartKind,
 };
 use crate::dataflow::message::{InputId, Lines, SinkMsg};
-use crate::dataflow::metrics::Metrics;
+use crate::dataflow::metrics::{Metrics, SinkMetrics};
 use crate::dataflow::task::{run_aligned, AlignedTask};
 use crate::error::EngineError;
 
@@ -80,6 +81,10 @@ pub trait LineWriter: Send {
     /// # Errors
     /// The sink's I/O error.
     fn commit(&mut self) -> Result<Committed, EngineError>;
+    /// Writes retried so far: `(after throttling, after other faults)`.
+    fn retries(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// A sink task.
@@ -104,6 +109,8 @@ struct Running {
     crash: Option<CrashPoint>,
     /// End-to-end latency of the rows written, microseconds.
     latency: Option<Histogram<u64>>,
+    /// This sink's own metrics.
+    own: Arc<SinkMetrics>,
 }
 
 impl SinkTask {
@@ -115,7 +122,9 @@ impl SinkTask {
     pub fn run(self) -> Result<(), EngineError> {
         let inputs = self.inputs.clone();
         let receiver = self.receiver.clone();
+        let own = self.metrics.sinks.add(SinkMetrics::new(&self.name));
         let mut running = Running {
+            own,
             task: self,
             crash: CrashPoint::from_env(),
             // Microseconds from 1 us to 1 hour, 3 significant digits.
@@ -128,7 +137,19 @@ impl SinkTask {
 impl Running {
     fn report(&mut self, checkpoint: Option<u64>) -> Result<(), EngineError> {
         let task = &mut self.task;
+        let started = std::time::Instant::now();
         let committed = task.writer.commit()?;
+        self.own
+            .commits
+            .observe(started.elapsed().as_micros() as u64);
+        let (throttles, retries) = task.writer.retries();
+        self.own.throttles.store(throttles, Ordering::Relaxed);
+        self.own.retries.store(retries, Ordering::Relaxed);
+        if let Some(h) = self.latency.as_mut() {
+            // The run's histogram follows the sinks checkpoint by checkpoint.
+            task.metrics.add_latency(h);
+            h.reset();
+        }
         task.checkpoints.report(Part {
             task: task.name.clone(),
             checkpoint,
@@ -163,10 +184,18 @@ impl AlignedTask for Running {
             }
         }
         writer.write(&lines)?;
-        if let (Some(origin), Some(h)) = (lines.origin, self.latency.as_mut()) {
-            let rows = memchr::memchr_iter(b'\n', &lines.text).count() as u64;
+        let rows = memchr::memchr_iter(b'\n', &lines.text).count() as u64;
+        self.own.rows.fetch_add(rows, Ordering::Relaxed);
+        self.own
+            .bytes
+            .fetch_add(lines.text.len() as u64, Ordering::Relaxed);
+        if let Some(origin) = lines.origin {
             let us = origin.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
-            let _ = h.record_n(us, rows);
+            self.own.latency.observe_n(us, rows);
+            self.own.latency_max_us.fetch_max(us, Ordering::Relaxed);
+            if let Some(h) = self.latency.as_mut() {
+                let _ = h.record_n(us, rows);
+            }
         }
         Ok(())
     }
@@ -176,9 +205,6 @@ impl AlignedTask for Running {
     }
 
     fn on_end(&mut self) -> Result<(), EngineError> {
-        if let Some(h) = &self.latency {
-            self.task.metrics.add_latency(h);
-        }
         self.report(None)
     }
 }

@@ -9,18 +9,29 @@
 //! [`crate::sources::kinesis::position::KinesisPosition`]), serialised into
 //! the checkpoint part.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::dataflow::checkpoint::{CheckpointCtx, Part, PartKind};
-use crate::dataflow::metrics::{LocalCounts, Metrics};
+use crate::dataflow::metrics::buckets::{LocalBuckets, SIZE_BOUNDS};
+use crate::dataflow::metrics::parts::HOT_KEYS;
+use crate::dataflow::metrics::sketch::HeavyHitters;
+use crate::dataflow::metrics::{LocalCounts, Metrics, SourceMetrics};
 use crate::error::EngineError;
 use crate::sources::ingest::Ingest;
 
 /// Records between two publications of a source's counters.
 pub const PUBLISH_EVERY: u64 = 1024;
+
+/// How often a source publishes its heavy hitters.
+const HOT_KEYS_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the heavy-hitters sketch starts a new generation: the list
+/// covers the last 30 to 60 seconds.
+const HOT_KEYS_GENERATION: Duration = Duration::from_secs(30);
 
 /// The parts of a source task that do not depend on its connector.
 pub struct SourceCore {
@@ -38,6 +49,15 @@ pub struct SourceCore {
     pub checkpoints: CheckpointCtx,
     /// Counters not yet published.
     pub counts: LocalCounts,
+    /// Record sizes not yet published.
+    pub sizes: LocalBuckets,
+    /// The heaviest partition keys (Kinesis sources offer them).
+    pub hot_keys: HeavyHitters,
+    /// This source's own metrics.
+    pub own: Arc<SourceMetrics>,
+    /// When the hot keys were last published, and the sketch rotated.
+    hot_published: Instant,
+    hot_rotated: Instant,
     /// The newest checkpoint whose barrier this source sent.
     sent: u64,
     /// Whether the window consumers were told this source is idle.
@@ -47,9 +67,11 @@ pub struct SourceCore {
 }
 
 impl SourceCore {
-    /// A core that has sent barriers up to the last committed checkpoint.
+    /// A core that has sent barriers up to the last committed checkpoint;
+    /// `kind` names the connector in metrics.
     pub fn new(
         name: String,
+        kind: &'static str,
         ingest: Ingest,
         max_out_of_orderness_ms: i64,
         idle_timeout: Option<Duration>,
@@ -57,6 +79,9 @@ impl SourceCore {
         checkpoints: CheckpointCtx,
     ) -> SourceCore {
         let sent = checkpoints.committed();
+        let own = metrics
+            .sources
+            .add(SourceMetrics::new(&name, kind, idle_timeout));
         SourceCore {
             name,
             ingest,
@@ -65,6 +90,11 @@ impl SourceCore {
             metrics,
             checkpoints,
             counts: LocalCounts::default(),
+            sizes: LocalBuckets::new(SIZE_BOUNDS),
+            hot_keys: HeavyHitters::default(),
+            own,
+            hot_published: Instant::now(),
+            hot_rotated: Instant::now(),
             sent,
             idle: false,
             parked: false,
@@ -117,7 +147,7 @@ impl SourceCore {
     /// checkpoint (the coordinator ends the run). Keeps the outputs open:
     /// the consumers are still taking their snapshots.
     pub fn park(&mut self) -> Result<(), EngineError> {
-        self.counts.publish(&self.metrics);
+        self.publish(i64::MIN);
         loop {
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -134,7 +164,7 @@ impl SourceCore {
         position: impl FnOnce() -> P,
     ) -> Result<(), EngineError> {
         self.ingest.router.flush(watermark)?;
-        self.counts.publish(&self.metrics);
+        self.publish(watermark);
         self.maybe_checkpoint(watermark, position)
     }
 
@@ -145,7 +175,7 @@ impl SourceCore {
     pub fn publish_every(&mut self, watermark: i64) -> Result<(), EngineError> {
         if self.counts.read >= PUBLISH_EVERY {
             self.ingest.router.flush(watermark)?;
-            self.counts.publish(&self.metrics);
+            self.publish(watermark);
         }
         Ok(())
     }
@@ -159,13 +189,64 @@ impl SourceCore {
         if !self.idle {
             self.ingest.router.idle(watermark)?;
             self.idle = true;
+            self.own.idle.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Records arrived: the next quiet spell is announced again.
     pub fn set_busy(&mut self) {
+        if self.idle {
+            self.own.idle.store(false, Ordering::Relaxed);
+        }
         self.idle = false;
+    }
+
+    /// Counts the bytes of one record as read (before de-aggregation).
+    #[inline]
+    pub fn observe_size(&mut self, bytes: usize) {
+        self.counts.bytes += bytes as u64;
+        self.sizes.observe(bytes as u64);
+    }
+
+    /// Offers a record's partition key to the hot-keys sketch (one record
+    /// in [`crate::dataflow::metrics::sketch::SAMPLE`] is taken).
+    #[inline]
+    pub fn offer_key(&mut self, key: &str) {
+        if self.hot_keys.sampled() {
+            self.hot_keys.offer(key.as_bytes());
+        }
+    }
+
+    /// Publishes counters, sizes, the watermark (`i64::MIN`: unchanged),
+    /// backpressure and, once a second, the hot keys.
+    fn publish(&mut self, watermark: i64) {
+        let own = &self.own;
+        if self.counts.read > 0 {
+            own.last_data_ms
+                .store(crate::sources::ingest::now_ms(), Ordering::Relaxed);
+        }
+        self.counts.publish(&self.metrics, &own.counts);
+        self.sizes.publish(&own.sizes);
+        if watermark != i64::MIN {
+            own.watermark.fetch_max(watermark, Ordering::Relaxed);
+        }
+        own.backpressured
+            .store(self.ingest.router.backpressured(), Ordering::Relaxed);
+        if self.hot_published.elapsed() >= HOT_KEYS_EVERY {
+            self.hot_published = Instant::now();
+            let top = self
+                .hot_keys
+                .top(HOT_KEYS)
+                .into_iter()
+                .map(|(k, n)| (String::from_utf8_lossy(&k).into_owned(), n))
+                .collect();
+            own.set_hot_keys(top);
+            if self.hot_rotated.elapsed() >= HOT_KEYS_GENERATION {
+                self.hot_rotated = Instant::now();
+                self.hot_keys.rotate();
+            }
+        }
     }
 
     /// Ends every output and reports the source's final part at
@@ -175,7 +256,8 @@ impl SourceCore {
     /// A lost downstream task or coordinator.
     pub fn finish(&mut self, position: &impl Serialize) -> Result<(), EngineError> {
         self.ingest.router.end(i64::MAX)?;
-        self.counts.publish(&self.metrics);
+        self.publish(i64::MIN);
+        self.own.idle.store(false, Ordering::Relaxed);
         self.report(None, position)
     }
 

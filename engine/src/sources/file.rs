@@ -98,6 +98,10 @@ impl FileSourceTask {
     /// I/O errors reading the file, or a lost downstream task.
     pub fn run(mut self) -> Result<(), EngineError> {
         let mut file = File::open(&self.path).map_err(|e| self.io(e))?;
+        self.core
+            .own
+            .open
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let length = file.metadata().map_err(|e| self.io(e))?.len();
         if self.restore.offset > length {
             return Err(self.io(std::io::Error::other(format!(
@@ -185,6 +189,7 @@ impl FileSourceTask {
                 continue;
             }
             core.counts.read += 1;
+            core.observe_size(line.len() + 1);
             let record = RawRecord {
                 text: line,
                 position: Position::File {

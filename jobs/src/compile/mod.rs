@@ -83,6 +83,7 @@ pub(crate) fn compile(text: &str, job_path: &Path) -> Result<JobPlan, Vec<Diagno
         dead_letter_path: job.dead_letter_path,
         checkpoint_interval: job.checkpoint_interval,
         state_memory_bytes: job.state_memory_bytes,
+        metrics: job.metrics,
         fields: ctx.fields.into_paths(),
         nodes,
     })

@@ -1,6 +1,7 @@
 //! Compiling the `[job]` table, sources and sinks: paths resolved against
 //! the job file's folder, durations and times typed, defaults filled in.
 
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub(crate) struct JobSettings {
     pub(crate) dead_letter_path: PathBuf,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) state_memory_bytes: u64,
+    pub(crate) metrics: Option<SocketAddr>,
 }
 
 const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
@@ -34,6 +36,7 @@ pub(crate) fn compile_job(ctx: &mut Ctx<'_>, job: Option<&Spanned<JobSection>>) 
             dead_letter_path: ctx.base_dir.join(".kflow").join("dead-letter.jsonl"),
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             state_memory_bytes: DEFAULT_STATE_MEMORY,
+            metrics: None,
         };
     };
     let name = job.name.get_ref().clone();
@@ -76,12 +79,29 @@ pub(crate) fn compile_job(ctx: &mut Ctx<'_>, job: Option<&Spanned<JobSection>>) 
             }
         },
     };
+    let metrics =
+        job.metrics
+            .as_ref()
+            .and_then(|addr| match addr.get_ref().parse::<SocketAddr>() {
+                Ok(parsed) => Some(parsed),
+                Err(_) => {
+                    ctx.error(
+                        addr.span(),
+                        format!(
+                            "invalid `metrics` address `{}`: write IP:PORT, like `127.0.0.1:9464`",
+                            addr.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
     JobSettings {
         name,
         state_dir,
         dead_letter_path,
         checkpoint_interval,
         state_memory_bytes,
+        metrics,
     }
 }
 

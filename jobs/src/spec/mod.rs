@@ -71,6 +71,9 @@ pub struct JobSection {
     pub dead_letter: Option<Spanned<String>>,
     /// The state cache budget, like `256MB`; default 256 MiB.
     pub state_memory: Option<Spanned<String>>,
+    /// Where to serve metrics and health over HTTP, like `127.0.0.1:9464`;
+    /// off by default.
+    pub metrics: Option<Spanned<String>>,
 }
 
 /// `[sources.NAME]`, by its `type`.

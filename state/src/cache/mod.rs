@@ -186,6 +186,16 @@ pub struct WindowCache<V> {
     removed: Vec<(Family, i64)>,
     bytes: usize,
     budget: usize,
+    stats: CacheStats,
+}
+
+/// What a cache did since it was made, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Times it evicted its clean entries.
+    pub evictions: u64,
+    /// Entries read back from RocksDB (evicted or restored keys).
+    pub spilled_reads: u64,
 }
 
 impl<V: StateValue> WindowCache<V> {
@@ -202,7 +212,23 @@ impl<V: StateValue> WindowCache<V> {
             removed: Vec::new(),
             bytes: 0,
             budget,
+            stats: CacheStats::default(),
         }
+    }
+
+    /// Evictions and reads back since the cache was made.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// Times (window panes) with entries in memory or in RocksDB.
+    pub fn open_times(&self) -> usize {
+        let on_disk_only = self
+            .spilled
+            .iter()
+            .filter(|t| !self.times.contains_key(t))
+            .count();
+        self.times.len() + on_disk_only
     }
 
     /// Marks times found in RocksDB at start-up (restored state) as spilled.

@@ -40,6 +40,7 @@ impl<V: StateValue> WindowCache<V> {
             missing
                 .sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| keys[a.1].1.cmp(keys[b.1].1)));
             missing.dedup_by(|a, b| keys[a.1].1 == keys[b.1].1);
+            self.stats.spilled_reads += missing.len() as u64;
             let mut full: Vec<Vec<u8>> = Vec::new();
             let mut found: Vec<Option<V>> = Vec::new();
             for part in missing.chunks(READ_BATCH) {
@@ -123,6 +124,7 @@ impl<V: StateValue> WindowCache<V> {
         }
         let prefix = codec::prefix(self.instance, time);
         let found = store.scan_prefix(Family::Windows, &prefix)?;
+        self.stats.spilled_reads += found.len() as u64;
         let table = self.times.entry(time).or_default();
         for (full, bytes) in found {
             let (_, _, key) = codec::decode_key(&full)?;
@@ -277,6 +279,7 @@ impl<V: StateValue> WindowCache<V> {
     /// Call after [`WindowCache::snapshot`] has been written.
     pub fn evict(&mut self) {
         let mut freed = 0;
+        self.stats.evictions += 1;
         for (time, table) in &mut self.times {
             if self.packed.contains(time) {
                 // Its only stored copy is its packs, which are rewritten

@@ -16,6 +16,7 @@ mod round;
 pub mod state;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_channel::Receiver;
@@ -27,7 +28,9 @@ use smallvec::SmallVec;
 use crate::dataflow::checkpoint::{CheckpointCtx, Part, PartKind};
 use crate::dataflow::key;
 use crate::dataflow::message::{InputId, WindowBatch, WindowMsg};
-use crate::dataflow::metrics::{LocalCounts, Metrics};
+use crate::dataflow::metrics::parts::HOT_KEYS;
+use crate::dataflow::metrics::sketch::{HeavyHitters, SAMPLE};
+use crate::dataflow::metrics::{InputMetrics, LocalCounts, Metrics, NodeMetrics};
 use crate::dataflow::route::SinkOut;
 use crate::dataflow::task::{run_aligned, AlignedTask};
 use crate::error::EngineError;
@@ -108,7 +111,22 @@ pub struct WindowTask {
     spilled_updates: Vec<(usize, i64)>,
     /// A late record's partition key, for a `.late` sink that partitions.
     late_key: Vec<u8>,
+    /// This partition's own metrics.
+    own: Arc<NodeMetrics>,
+    /// The heaviest window keys.
+    hot_keys: HeavyHitters,
+    /// Records taken in since the last publication.
+    records_in: u64,
+    /// When the gauges were last published, and the sketch rotated.
+    published: std::time::Instant,
+    hot_rotated: std::time::Instant,
 }
+
+/// How often a partition publishes its gauges and hot keys.
+const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How often the hot-keys sketch starts a new generation.
+const HOT_KEYS_GENERATION: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl WindowTask {
     /// A partition task reading `receiver`.
@@ -143,6 +161,12 @@ impl WindowTask {
         let mut cache = WindowCache::new(ctx.instance, ctx.budget);
         cache.add_spilled(restore.stored_times.iter().copied());
         let packed = std::mem::take(&mut restore.packed_times);
+        let (node, partition) = ctx.task.rsplit_once('/').unwrap_or((&ctx.task, "0"));
+        let own = ctx.metrics.nodes.add(NodeMetrics::new(
+            node,
+            partition.parse().unwrap_or(0),
+            ctx.budget,
+        ));
         WindowTask {
             task: ctx.task,
             panes: ctx.panes,
@@ -165,6 +189,71 @@ impl WindowTask {
             packed,
             spilled_updates: Vec::new(),
             late_key: Vec::new(),
+            own,
+            hot_keys: HeavyHitters::default(),
+            records_in: 0,
+            published: std::time::Instant::now(),
+            hot_rotated: std::time::Instant::now(),
+        }
+    }
+
+    /// Offers a sample of the batch's keys to the hot-keys sketch: as many
+    /// random records as one in [`SAMPLE`] of the batch would be.
+    fn sample_keys(&mut self, batch: &WindowBatch) {
+        let n = batch.len();
+        for _ in 0..n.div_ceil(SAMPLE as usize) {
+            let pick = (self.hot_keys.random() % n as u64) as usize;
+            self.late_key.clear();
+            key::write_partition_key(batch.key(pick), &mut self.late_key);
+            self.hot_keys.offer(&self.late_key);
+        }
+    }
+
+    /// Publishes counters always and, every [`GAUGES_EVERY`], the gauges:
+    /// watermarks, state size and hot keys.
+    fn publish(&mut self, force: bool) {
+        let own = &self.own;
+        self.counts.publish(&self.metrics, &own.counts);
+        own.records_in
+            .fetch_add(std::mem::take(&mut self.records_in), Ordering::Relaxed);
+        if !force && self.published.elapsed() < GAUGES_EVERY {
+            return;
+        }
+        self.published = std::time::Instant::now();
+        own.watermark.store(self.watermark, Ordering::Relaxed);
+        own.set_inputs(
+            self.inputs
+                .iter()
+                .map(|i| InputMetrics {
+                    name: i.name.clone(),
+                    watermark: i.watermark,
+                    idle: i.idle,
+                    ended: i.ended,
+                })
+                .collect(),
+        );
+        own.open_windows
+            .store(self.cache.open_times() as u64, Ordering::Relaxed);
+        own.partials
+            .store(self.cache.len() as u64, Ordering::Relaxed);
+        own.state_bytes
+            .store(self.cache.bytes() as u64, Ordering::Relaxed);
+        own.over_budget
+            .store(self.cache.over_budget(), Ordering::Relaxed);
+        let stats = self.cache.stats();
+        own.evictions.store(stats.evictions, Ordering::Relaxed);
+        own.spilled_reads
+            .store(stats.spilled_reads, Ordering::Relaxed);
+        let top = self
+            .hot_keys
+            .top(HOT_KEYS)
+            .into_iter()
+            .map(|(k, n)| (String::from_utf8_lossy(&k).into_owned(), n))
+            .collect();
+        own.set_hot_keys(top);
+        if self.hot_rotated.elapsed() >= HOT_KEYS_GENERATION {
+            self.hot_rotated = std::time::Instant::now();
+            self.hot_keys.rotate();
         }
     }
 
@@ -241,6 +330,10 @@ impl WindowTask {
             return Ok(());
         };
         self.inputs[input].idle = false;
+        self.records_in += batch.len() as u64;
+        if !batch.is_empty() {
+            self.sample_keys(&batch);
+        }
         let n_args = self.out.aggregates.len();
         // Updates of keys evicted to RocksDB wait here and are applied
         // together, in order, after one batched read (see
@@ -537,7 +630,7 @@ impl AlignedTask for WindowTask {
     }
 
     fn after_message(&mut self) {
-        self.counts.publish(&self.metrics);
+        self.publish(false);
     }
 
     fn on_end(&mut self) -> Result<(), EngineError> {
@@ -547,7 +640,7 @@ impl AlignedTask for WindowTask {
         for sink in &mut self.late {
             sink.end()?;
         }
-        self.counts.publish(&self.metrics);
+        self.publish(true);
         self.snapshot(None)
     }
 }

@@ -91,8 +91,12 @@ struct Slot {
     /// Start here instead of the default (an expired position reset).
     from_trim_horizon: bool,
     last_data: Option<Instant>,
+    /// When the shard last returned records, epoch ms (for metrics).
+    last_data_ms: Option<i64>,
     behind_ms: Option<i64>,
     records_this_run: u64,
+    /// The unfinished parent a child shard waits for.
+    waiting_for: Option<String>,
 }
 
 impl Slot {
@@ -101,6 +105,8 @@ impl Slot {
             ShardStatus::Finished
         } else if self.stopped {
             ShardStatus::Stopped
+        } else if !self.running && self.waiting_for.is_some() {
+            ShardStatus::Waiting
         } else {
             ShardStatus::Reading
         }
@@ -204,7 +210,16 @@ impl KinesisSourceTask {
             let ready = info.parents.iter().all(|p| {
                 !listed.contains(p.as_str()) || r.slots.get(p).is_some_and(|s| s.state.finished)
             });
+            let waiting_for = info
+                .parents
+                .iter()
+                .find(|p| {
+                    listed.contains(p.as_str())
+                        && !r.slots.get(*p).is_some_and(|s| s.state.finished)
+                })
+                .cloned();
             let slot = r.slots.entry(info.id.clone()).or_default();
+            slot.waiting_for = waiting_for;
             if slot.state.finished || slot.running || slot.stopped || !ready {
                 continue;
             }
@@ -242,6 +257,7 @@ impl KinesisSourceTask {
 
     fn read(&mut self, r: &mut Reading) -> Result<(), EngineError> {
         self.discover(r)?;
+        self.core.own.open.store(true, Ordering::Relaxed);
         let bounded = r.stream.stop_ms.is_some();
         loop {
             if Instant::now() >= r.next_discovery {
@@ -273,11 +289,14 @@ impl KinesisSourceTask {
                 shard,
                 records,
                 behind_ms,
+                call_us,
             } => {
+                self.core.own.calls.observe(call_us);
                 if let Some(slot) = r.slots.get_mut(&*shard) {
                     slot.behind_ms = behind_ms;
                     if !records.is_empty() {
                         slot.last_data = Some(Instant::now());
+                        slot.last_data_ms = Some(now_ms());
                         self.core.set_busy();
                     }
                 }
@@ -331,7 +350,6 @@ impl KinesisSourceTask {
         watermark: i64,
     ) -> Result<(), EngineError> {
         let core = &mut self.core;
-        let counts = &mut core.counts;
         let sequence = record.sequence_number();
         let clock = Stamp {
             time: arrival_ms(record).unwrap_or_else(now_ms),
@@ -339,6 +357,11 @@ impl KinesisSourceTask {
         };
         let arrival = clock.time;
         let data = record.data().as_ref();
+        core.observe_size(data.len());
+        if let Some(key) = record.partition_key() {
+            core.offer_key(key);
+        }
+        let counts = &mut core.counts;
         let at = |subsequence| Position::Shard {
             shard,
             sequence,
@@ -423,21 +446,31 @@ impl KinesisSourceTask {
     /// Periodic work: flush, metrics, idleness, checkpoints.
     fn chores(&mut self, r: &mut Reading) -> Result<(), EngineError> {
         let watermark = self.watermark(r);
-        let metrics = &self.core.metrics;
+        let own = &self.core.own;
+        let ooo = self.core.max_out_of_orderness_ms;
         for (id, slot) in &r.slots {
-            if slot.running || slot.records_this_run > 0 || slot.stopped {
-                metrics.set_shard(
-                    format!("{}/{id}", self.core.name),
+            let known = slot.running || slot.records_this_run > 0 || slot.stopped;
+            if known || slot.waiting_for.is_some() {
+                own.set_shard(
+                    id,
                     ShardMetrics {
                         records: slot.records_this_run,
                         behind_ms: slot.behind_ms,
                         state: slot.status(),
+                        watermark: slot.state.max_time.map(|t| t.saturating_sub(ooo)),
+                        arrival_ms: slot.state.arrival_ms,
+                        last_data_ms: slot.last_data_ms,
+                        parent: slot.waiting_for.clone(),
                     },
                 );
             }
         }
-        metrics.throttles.fetch_max(
+        own.throttles.store(
             r.retries.throttled.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        own.retries.store(
+            r.retries.transient.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
         if let Some(timeout) = self.core.idle_timeout {

@@ -53,6 +53,8 @@ pub enum ReaderEvent {
         records: Vec<Record>,
         /// MillisBehindLatest of the call.
         behind_ms: Option<i64>,
+        /// How long the call took, retries included, microseconds.
+        call_us: u64,
     },
     /// The shard reached SHARD_END; every record was sent before this.
     End {
@@ -190,6 +192,7 @@ impl ShardReader {
                     .await;
                 continue;
             }
+            let called = Instant::now();
             let Some(out) = self.get_records(&iterator, &mut backoff).await? else {
                 // The iterator expired: a new one after the last record sent.
                 let from = match &last_sequence {
@@ -212,6 +215,7 @@ impl ShardReader {
                 shard: self.shard.clone(),
                 records,
                 behind_ms,
+                call_us: called.elapsed().as_micros() as u64,
             };
             if self.events.send(event).await.is_err() {
                 return Ok(());
