@@ -1,6 +1,8 @@
-//! kflow benchmarks: the deterministic workload generator and the
+//! kflow benches: the deterministic workload generator and the
 //! clickstream job shared by the criterion benches, the end-to-end runner
-//! and the end-to-end tests.
+//! and the end-to-end tests, and a scraper to measure what watching a job
+//! costs.
 
 pub mod jobs;
+pub mod scrape;
 pub mod workload;

@@ -10,8 +10,12 @@
 //! ```text
 //! cargo build --release -p kflow -p kflow-benches
 //! target/release/kflow-bench [--events 5000000] [--workloads W1,W2,W3] [--peers all|none|duckdb,...]
-//!     [--intervals 10s,1s,off] [--repeat N]
+//!     [--intervals 10s,1s,off] [--repeat N] [--metrics-cost]
 //! ```
+//!
+//! `--metrics-cost` adds, per workload, runs with the metrics endpoint off
+//! and on (scraped every second, `/metrics` and `/status`), alternated
+//! `--repeat` times, and prints the throughput ratio.
 //!
 //! With `--repeat N` every system runs N times in turn and the table shows
 //! each one's median run (by wall time; its CPU, RSS and latency too): on a
@@ -25,6 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kflow_benches::jobs::{ClickJob, ClickSource};
+use kflow_benches::scrape::{free_addr, Scraper};
 use kflow_benches::workload::{write_events, Workload};
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -36,6 +41,7 @@ struct Args {
     out: PathBuf,
     intervals: Vec<String>,
     repeat: usize,
+    metrics_cost: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         out: root.join("target/bench"),
         intervals: vec!["10s".into(), "1s".into(), "off".into()],
         repeat: 1,
+        metrics_cost: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
             "--kflow" => args.kflow = PathBuf::from(value()?),
             "--out" => args.out = PathBuf::from(value()?),
             "--intervals" => args.intervals = value()?.split(',').map(str::to_string).collect(),
+            "--metrics-cost" => args.metrics_cost = true,
             "--repeat" => {
                 args.repeat = value()?.parse().map_err(|e| format!("--repeat: {e}"))?;
                 if args.repeat == 0 {
@@ -188,6 +196,79 @@ fn job(workload: &str, interval_dir: &Path, input: &Path) -> String {
     job.toml()
 }
 
+/// Runs kflow on `workload` with the metrics endpoint off and on (scraped
+/// every second), alternating, `--repeat` times each; the median runs, the
+/// scrapes of the median "on" run, and the median over the back-to-back
+/// pairs of throughput on / off (steadier on a shared machine).
+fn metrics_cost(
+    args: &Args,
+    workload: &str,
+    input: &Path,
+) -> Result<(Measured, Measured, u64, f64), String> {
+    let interval = args.intervals.first().map_or("10s", String::as_str);
+    let mut runs: [Vec<(Run, u64)>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..args.repeat {
+        for (on, runs) in runs.iter_mut().enumerate() {
+            let dir = args.out.join(format!("{workload}-kflow-metrics-{on}"));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let job_path = dir.join("job.toml");
+            fs::write(&job_path, job(workload, &dir, input)).map_err(|e| e.to_string())?;
+            let mut command = Command::new(&args.kflow);
+            command
+                .arg("run")
+                .arg(&job_path)
+                .arg("--checkpoint-interval")
+                .arg(interval);
+            eprintln!(
+                "{workload}: kflow, metrics {} ...",
+                if on == 1 { "on" } else { "off" }
+            );
+            let scraper = if on == 1 {
+                let addr = free_addr().map_err(|e| e.to_string())?;
+                command.arg("--metrics").arg(addr.to_string());
+                Some(Scraper::start(addr, Duration::from_secs(1)))
+            } else {
+                None
+            };
+            let run = measure(command);
+            let scrapes = scraper.map_or(0, Scraper::stop);
+            runs.push((run?, scrapes));
+        }
+    }
+    let mut paired: Vec<f64> = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|((off, _), (on, _))| off.0 / on.0)
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    let paired = paired.get(paired.len() / 2).copied().unwrap_or(f64::NAN);
+    let mut medians = runs.into_iter().map(|mut r| {
+        r.sort_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
+        let median = r.len() / 2;
+        r.swap_remove(median)
+    });
+    let measured = |(run, _): &(Run, u64), what: &str| Measured {
+        system: format!("kflow (checkpoints {interval}, {what})"),
+        seconds: run.0,
+        cpu: run.1,
+        peak_rss_mb: run.2,
+        checkpoints: None,
+        latency: None,
+        rows: 0,
+        agrees: None,
+    };
+    let (Some(off), Some(on)) = (medians.next(), medians.next()) else {
+        return Err("no runs".into());
+    };
+    Ok((
+        measured(&off, "metrics off"),
+        measured(&on, "metrics scraped 1/s"),
+        on.1,
+        paired,
+    ))
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("kflow-bench: {e}");
@@ -216,6 +297,7 @@ fn run() -> Result<(), String> {
     };
     let mut table = String::new();
     let mut first_seconds: Vec<(String, f64)> = Vec::new();
+    let mut costs: Vec<String> = Vec::new();
     let _ = writeln!(
         table,
         "| workload | system | events/s | seconds | CPU s | peak RSS MB | checkpoints | latency p50 / p99 / max ms | rows | rows agree | kflow (10 s) speed-up |"
@@ -295,6 +377,18 @@ fn run() -> Result<(), String> {
             });
             reference.get_or_insert(output);
         }
+        if args.metrics_cost {
+            let (off, on, scrapes, paired) = metrics_cost(&args, workload, &input)?;
+            let ratio = off.seconds / on.seconds;
+            costs.push(format!(
+                "{workload}: throughput with the metrics endpoint scraped every second \
+                 ({scrapes} scrapes) / without: {ratio:.3}x of the medians, {paired:.3}x \
+                 median of {} back-to-back pairs",
+                args.repeat
+            ));
+            results.push(off);
+            results.push(on);
+        }
         for peer in &peers {
             let out = args.out.join(format!("{workload}-{peer}.jsonl"));
             if !matches!(peer.as_str(), "duckdb" | "flink-heap" | "flink-rocksdb") {
@@ -368,6 +462,9 @@ fn run() -> Result<(), String> {
         }
     }
     println!("{table}");
+    for cost in &costs {
+        println!("{cost}");
+    }
     let seconds_of = |w: &str| first_seconds.iter().find(|(n, _)| n == w).map(|(_, s)| *s);
     if let (Some(w1), Some(w2)) = (seconds_of("W1"), seconds_of("W2")) {
         println!(
