@@ -46,6 +46,32 @@ pub enum EngineError {
         /// What failed, with the service's error as its source.
         source: crate::aws::AwsError,
     },
+    /// The checkpoint store (S3) failed an operation for good.
+    #[error("checkpoint store {url}: {what}")]
+    Store {
+        /// `s3://bucket/prefix`.
+        url: String,
+        /// What was being done.
+        what: String,
+        /// What failed.
+        source: crate::aws::AwsError,
+    },
+    /// The checkpoint store holds no usable checkpoint of this job.
+    #[error("checkpoint store {url}: {what}")]
+    StoreContents {
+        /// `s3://bucket/prefix`.
+        url: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// Local files around a checkpoint upload or download.
+    #[error("checkpoint store: {path}")]
+    StoreIo {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Checkpointed shard positions are past the stream's retention.
     #[error(
         "source `{name}`: the checkpointed position is no longer in the stream:\n  {}\n\
@@ -75,4 +101,17 @@ pub enum EngineError {
     /// A task panicked (a bug).
     #[error("task `{0}` panicked: {1}")]
     Panicked(String, String),
+}
+
+/// An error and its causes on one line (`error: cause: cause`): each
+/// error prints only its own message and keeps its cause as `source()`.
+pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kflow::cli::{checkpoints, plan as explain, produce, top};
+use kflow::error::causes;
 use kflow::RunOptions;
 use kflow_jobs::JobError;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -120,6 +121,10 @@ struct RunArgs {
     /// job's `metrics`; like `127.0.0.1:9464`).
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// Restore checkpoint N from the job's checkpoint_store, replacing the
+    /// local state (a rollback; `kflow checkpoints` lists them).
+    #[arg(long, value_name = "N")]
+    from_checkpoint: Option<u64>,
 }
 
 /// `kflow top`.
@@ -204,7 +209,9 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Checkpoints { job } => match load(&job) {
-            Ok(plan) => match checkpoints::checkpoints(&plan) {
+            Ok(plan) => match checkpoints::checkpoints(&plan)
+                .and_then(|local| Ok(local + &checkpoints::store_report(&plan)?))
+            {
                 Ok(report) => {
                     print!("{report}");
                     ExitCode::SUCCESS
@@ -330,6 +337,7 @@ fn run_command(args: RunArgs) -> ExitCode {
     options.status = !args.quiet;
     options.reset = args.reset;
     options.metrics = args.metrics;
+    options.from_checkpoint = args.from_checkpoint;
     options.checkpoint_interval = args.checkpoint_interval.map(|i| match i {
         Interval::Off => None,
         Interval::Every(d) => Some(d),
@@ -357,19 +365,6 @@ fn run(plan: &kflow_jobs::JobPlan, options: &RunOptions, quiet: bool) -> anyhow:
         eprint!("{}", summary.render());
     }
     Ok(())
-}
-
-/// An error and its causes on one line (`error: cause: cause`): each
-/// error prints only its own message and keeps its cause as `source()`.
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }
 
 /// The first SIGTERM or SIGINT asks the run to stop gracefully (a final

@@ -61,6 +61,12 @@ pub struct JobPlan {
     /// `[job] metrics`: where to serve `/metrics`, `/healthz`, `/readyz`
     /// and `/status` (off when `None`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[job] checkpoint_store`: `s3://bucket/prefix` where checkpoints
+    /// are uploaded (none: local only).
+    pub checkpoint_store: Option<String>,
+    /// `[job] retain_checkpoints` (default 3): complete checkpoints kept in
+    /// the store.
+    pub retain_checkpoints: usize,
     /// Every field path any expression, key or aggregate references.
     pub fields: Vec<FieldPath>,
     /// All nodes, in topological order.
@@ -330,5 +336,12 @@ pub enum SinkPlan {
         region: Option<String>,
         /// `endpoint`, if set.
         endpoint: Option<String>,
+    },
+    /// `type = "s3"`: one object of JSON lines per checkpoint.
+    S3 {
+        /// `s3://bucket/prefix`.
+        path: String,
+        /// `compression = "gzip"`.
+        gzip: bool,
     },
 }

@@ -218,6 +218,19 @@ impl StateStore {
         }
     }
 
+    /// Writes a consistent copy of the database as it is now into `dir`
+    /// (which must not exist): the memtables are flushed, SST files are
+    /// hard-linked, the small metadata files copied. Writes that come later
+    /// do not change the copy.
+    ///
+    /// # Errors
+    /// [`StateError::Rocks`] when RocksDB cannot make the copy.
+    pub fn snapshot_to(&self, dir: &Path) -> Result<(), StateError> {
+        let checkpoint =
+            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.rocks(e))?;
+        checkpoint.create_checkpoint(dir).map_err(|e| self.rocks(e))
+    }
+
     /// Applies `batch` atomically; with `sync` the write is on disk when
     /// this returns.
     ///

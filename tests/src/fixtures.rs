@@ -1,7 +1,15 @@
 //! Job file pieces the end-to-end tests share, on top of the clickstream
 //! job builder of the benchmarks ([`kflow_benches::jobs::ClickJob`]).
 
+use std::collections::HashSet;
+
 use kflow_benches::jobs::{ClickJob, ClickSource};
+use kflow_benches::workload::{write_events, Workload};
+
+use crate::compare::{compare_jsonl, RowKind};
+use crate::job::JobDir;
+use crate::kinesis::Emulator;
+use crate::process::RunOutput;
 
 /// The `[job]` table.
 pub fn header(name: &str, checkpoint_interval: &str) -> String {
@@ -32,4 +40,70 @@ pub fn kinesis_source(stream: &str, endpoint: &str, settings: &str) -> String {
         "\n[sources.clicks]\ntype = \"kinesis\"\nstream = \"{stream}\"\nendpoint = \"{endpoint}\"\n\
          event_time = {{ field = \"ts\" }}\nwatermark = {{ max_out_of_orderness = \"20m\" }}\n{settings}\n"
     )
+}
+
+/// Events over ten minutes of event time, `users` users.
+pub fn events(n: u64, users: u64, seed: u64) -> String {
+    let workload = Workload {
+        events: n,
+        users,
+        seed,
+        span_ms: 600_000,
+        duplicate_rate: 0.0,
+    };
+    let mut out = Vec::new();
+    write_events(&workload, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// `kflow produce` of `lines` into `stream`, keyed by user.
+pub fn produce(em: &Emulator, stream: &str, lines: &str) -> RunOutput {
+    let dir = JobDir::new("");
+    dir.write("events.jsonl", lines);
+    let endpoint = em.endpoint();
+    dir.run_ok(
+        &[
+            "produce",
+            "--stream",
+            stream,
+            "--partition-key",
+            "user_id",
+            "--endpoint",
+            &endpoint,
+            "events.jsonl",
+        ],
+        &[],
+    )
+}
+
+/// The window results of the clickstream job (20 minutes of allowed
+/// disorder, as the Kinesis tests' jobs have) over `lines` read from a
+/// file: what the same job over a stream must write.
+pub fn file_reference(lines: &str) -> String {
+    let source = file_source("events.jsonl", "20m");
+    let windows = click_windows();
+    let dir = JobDir::new(&format!(
+        "{}{source}{windows}",
+        header("reference", "300ms")
+    ));
+    dir.write("events.jsonl", lines);
+    dir.run_job_ok(&[]);
+    let result = dir.read("out/result.jsonl");
+    assert!(
+        result.lines().count() > 10,
+        "the reference has too few rows"
+    );
+    result
+}
+
+/// Panics unless `actual` holds `expected`'s rows (as a multiset, numbers
+/// within tolerance) and no row twice.
+pub fn assert_rows_equal(expected: &str, actual: &str) {
+    if let Err(mismatch) = compare_jsonl(expected, actual, RowKind::Rows) {
+        panic!("window results differ from the file run:\n{mismatch}");
+    }
+    let mut seen = HashSet::new();
+    for line in actual.lines() {
+        assert!(seen.insert(line), "row written twice: {line}");
+    }
 }

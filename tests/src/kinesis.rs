@@ -78,7 +78,7 @@ pub const ACCESS_KEY: &str = "test";
 /// The preloaded watchdog: exits at once when stdin, a pipe held by the test
 /// process, closes, which happens when the test process dies without
 /// dropping its [`Emulator`] (killed, or aborted).
-const WATCHDOG_JS: &str = "\
+pub const WATCHDOG_JS: &str = "\
 // kflow tests: exit when the test process that started us goes away.
 const exit = () => process.exit(0);
 process.stdin.on('end', exit);

@@ -24,6 +24,7 @@ pub mod job;
 pub mod kinesis;
 pub mod process;
 pub mod prometheus;
+pub mod s3;
 
 pub use compare::{compare_jsonl, Mismatch, RowKind};
 pub use golden::{run_case, Case, RunMode, StagedCase};

@@ -10,78 +10,19 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use kflow_benches::workload::{write_events, Workload, START_MS};
-use kflow_tests::compare::{compare_jsonl, RowKind};
+use kflow_benches::workload::START_MS;
 use kflow_tests::fixtures::{self, kinesis_source};
+use kflow_tests::fixtures::{assert_rows_equal, events, file_reference, produce};
 use kflow_tests::job::{now_ms, records_read, JobDir};
 use kflow_tests::kinesis::{Emulator, EmulatorKind};
-use kflow_tests::process::{wait_with_timeout, RunOutput, Watched};
+use kflow_tests::process::{wait_with_timeout, Watched};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 
-/// Events over ten minutes of event time, `users` users.
-fn events(n: u64, users: u64, seed: u64) -> String {
-    let workload = Workload {
-        events: n,
-        users,
-        seed,
-        span_ms: 600_000,
-        duplicate_rate: 0.0,
-    };
-    let mut out = Vec::new();
-    write_events(&workload, &mut out).unwrap();
-    String::from_utf8(out).unwrap()
-}
-
 fn header(name: &str) -> String {
     fixtures::header(name, "300ms")
-}
-
-/// `kflow produce` of `lines` into `stream`, keyed by user.
-fn produce(em: &Emulator, stream: &str, lines: &str) -> RunOutput {
-    let dir = JobDir::new("");
-    dir.write("events.jsonl", lines);
-    let endpoint = em.endpoint();
-    dir.run_ok(
-        &[
-            "produce",
-            "--stream",
-            stream,
-            "--partition-key",
-            "user_id",
-            "--endpoint",
-            &endpoint,
-            "events.jsonl",
-        ],
-        &[],
-    )
-}
-
-/// The window results of the same job over `lines` read from a file.
-fn file_reference(lines: &str) -> String {
-    let source = fixtures::file_source("events.jsonl", "20m");
-    let windows = fixtures::click_windows();
-    let dir = JobDir::new(&format!("{}{source}{windows}", header("reference")));
-    dir.write("events.jsonl", lines);
-    dir.run_job_ok(&[]);
-    let result = dir.read("out/result.jsonl");
-    assert!(
-        result.lines().count() > 10,
-        "the reference has too few rows"
-    );
-    result
-}
-
-fn assert_rows_equal(expected: &str, actual: &str) {
-    if let Err(mismatch) = compare_jsonl(expected, actual, RowKind::Rows) {
-        panic!("window results differ from the file run:\n{mismatch}");
-    }
-    let mut seen = HashSet::new();
-    for line in actual.lines() {
-        assert!(seen.insert(line), "row written twice: {line}");
-    }
 }
 
 fn result_of(dir: &JobDir) -> String {

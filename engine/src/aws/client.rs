@@ -1,4 +1,4 @@
-//! Building a Kinesis client.
+//! Building the AWS clients (Kinesis, S3) from one shared configuration.
 //!
 //! The client uses the standard AWS chains for credentials and region. For
 //! a loopback `endpoint` (an emulator) it uses fixed dummy credentials and
@@ -44,8 +44,14 @@ impl Endpoint {
     }
 }
 
-/// Builds a client for `endpoint`.
+/// Builds a Kinesis client for `endpoint`.
 pub async fn connect(endpoint: &Endpoint) -> Client {
+    Client::new(&sdk_config(endpoint).await)
+}
+
+/// The SDK configuration for `endpoint`: the standard chains, kflow's
+/// timeouts, no SDK retries, rustls over ring.
+pub async fn sdk_config(endpoint: &Endpoint) -> aws_config::SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
@@ -78,7 +84,7 @@ pub async fn connect(endpoint: &Endpoint) -> Client {
             ));
         }
     }
-    Client::new(&loader.load().await)
+    loader.load().await
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! What the Kinesis source, the Kinesis sink and `kflow produce` share: a
-//! client built from the standard AWS chain (or loopback settings for
-//! emulators), one retry policy for every call, the stream's identity and
-//! sequence numbers, and a PutRecords writer that keeps per-key order.
+//! What the Kinesis source, the Kinesis sink, `kflow produce`, the
+//! checkpoint store and the S3 sink share: clients built from the standard
+//! AWS chain (or loopback settings for emulators), one retry policy for
+//! every call, the stream's identity and sequence numbers, a PutRecords
+//! writer that keeps per-key order, and the S3 calls kflow makes.
 
 pub mod client;
 pub mod kinesis;
 pub mod put;
 pub mod retry;
+pub mod s3;
 
 pub use client::{connect, Endpoint};
 pub use kinesis::{SequenceNumber, StreamId};

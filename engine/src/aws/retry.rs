@@ -48,7 +48,9 @@ pub fn classify<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Fault {
                 "ProvisionedThroughputExceededException"
                 | "LimitExceededException"
                 | "ThrottlingException"
-                | "KMSThrottlingException",
+                | "KMSThrottlingException"
+                | "SlowDown"
+                | "RequestLimitExceeded",
             ) => Fault::Throttled,
             Some("ExpiredIteratorException") => Fault::ExpiredIterator,
             Some("InternalFailure" | "InternalFailureException" | "ServiceUnavailable") => {
@@ -109,6 +111,15 @@ impl RetryPolicy {
         cap: Duration::from_secs(5),
         max_retries: Some(40),
         warn_every: 10,
+    };
+
+    /// Checkpoint uploads: a few retries over about ten seconds, then the
+    /// upload fails and the next checkpoint tries again.
+    pub const BRIEF: RetryPolicy = RetryPolicy {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(2),
+        max_retries: Some(8),
+        warn_every: 4,
     };
 
     /// A fresh backoff under this policy.

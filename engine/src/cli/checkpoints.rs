@@ -13,7 +13,7 @@ use crate::error::EngineError;
 use crate::operators::window::WindowState;
 use crate::runtime::database_dir;
 use crate::runtime::meta::CheckpointMeta;
-use crate::sinks::{FileSinkPosition, KinesisSinkPosition, StdoutPosition};
+use crate::sinks::{FileSinkPosition, KinesisSinkPosition, S3SinkPosition, StdoutPosition};
 use crate::sources::file::FilePosition;
 use crate::sources::kinesis::position::KinesisPosition;
 
@@ -36,6 +36,53 @@ fn bytes(n: u64) -> String {
         n if n >= 10_000 => format!("{} kB", group(n / 1000)),
         n => format!("{} bytes", group(n)),
     }
+}
+
+/// The checkpoints in `plan`'s checkpoint store, newest first (empty when
+/// it has none configured).
+///
+/// # Errors
+/// The store cannot be reached or listed.
+pub fn store_report(plan: &JobPlan) -> Result<String, EngineError> {
+    let Some(url) = crate::runtime::durable::store_url(plan) else {
+        return Ok(String::new());
+    };
+    let s3 = crate::aws::s3::S3::connect(crate::aws::RetryPolicy::BOUNDED).map_err(|e| {
+        EngineError::Store {
+            url: url.to_string(),
+            what: "connecting".into(),
+            source: e,
+        }
+    })?;
+    let listed = crate::runtime::durable::restore::list(&s3, &url)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "checkpoint store {url}: {} complete checkpoint(s), newest first",
+        listed.len()
+    );
+    for (id, manifest) in listed {
+        match manifest {
+            Some(m) => {
+                let _ = writeln!(
+                    out,
+                    "  {id:>8}  taken {}  {} files  {}{}",
+                    format_time(m.created_ms),
+                    m.files.len(),
+                    bytes(m.bytes()),
+                    if m.meta.finished {
+                        "  run finished"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {id:>8}  manifest unreadable: skipped on restore");
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A report of the last checkpoint of `plan`'s job.
@@ -175,6 +222,15 @@ fn render_sinks(plan: &JobPlan, meta: &CheckpointMeta, out: &mut String) {
             Some(NodeKind::Sink(SinkPlan::Kinesis { stream, .. })) => {
                 read::<KinesisSinkPosition>(stored)
                     .map(|k| format!("kinesis stream {stream}: {} records written", group(k.rows)))
+            }
+            Some(NodeKind::Sink(SinkPlan::S3 { path, .. })) => {
+                read::<S3SinkPosition>(stored).map(|p| {
+                    format!(
+                        "{path}: {} parts, {} rows committed",
+                        group(p.parts),
+                        group(p.rows)
+                    )
+                })
             }
             Some(NodeKind::Sink(SinkPlan::Stdout)) => read::<StdoutPosition>(stored)
                 .map(|s| format!("stdout: {} written", bytes(s.bytes))),

@@ -103,6 +103,9 @@ fn describe(plan: &JobPlan, kind: &NodeKind) -> (&'static str, Vec<String>) {
                 SinkPlan::Stdout => "stdout".to_string(),
                 SinkPlan::File { path } => format!("file {}", path.display()),
                 SinkPlan::Kinesis { stream, .. } => format!("kinesis stream {stream}"),
+                SinkPlan::S3 { path, gzip } => {
+                    format!("s3 {path}{}", if *gzip { " (gzip)" } else { "" })
+                }
             }],
         ),
     }

@@ -19,6 +19,7 @@ use kflow_state::{Family, StateBatch, StateStore, WriteMode};
 use crate::dataflow::checkpoint::{CheckpointCtx, CrashPoint, Durability, Part, PartKind};
 use crate::dataflow::metrics::Metrics;
 use crate::error::EngineError;
+use crate::runtime::durable::upload::{UploadJob, Uploader};
 use crate::runtime::meta::{CheckpointMeta, META_KEY};
 
 /// Totals of a run's checkpoints.
@@ -54,6 +55,9 @@ pub struct Coordinator {
     /// Test hook `KFLOW_SLOW_CHECKPOINT_MS`: each checkpoint's write takes
     /// this much longer, so a test can signal the process mid-write.
     slow_write: Option<Duration>,
+    /// Uploads committed checkpoints to the checkpoint store, and where
+    /// their snapshots wait.
+    uploader: Option<(Uploader, std::path::PathBuf)>,
 }
 
 impl Coordinator {
@@ -82,6 +86,48 @@ impl Coordinator {
                 .ok()
                 .and_then(|ms| ms.parse().ok())
                 .map(Duration::from_millis),
+            uploader: None,
+        }
+    }
+
+    /// Copies committed checkpoints to the checkpoint store through
+    /// `uploader`, snapshotting them into `snapshots` first.
+    pub fn set_uploader(&mut self, uploader: Uploader, snapshots: std::path::PathBuf) {
+        self.uploader = Some((uploader, snapshots));
+    }
+
+    /// Hands checkpoint `id`, just committed, to the uploader: unless one
+    /// is under way, or always when `last` (the run's final or stopping
+    /// checkpoint, which is then waited for).
+    fn upload(&mut self, id: u64, last: bool) {
+        let Some((uploader, snapshots)) = &mut self.uploader else {
+            return;
+        };
+        if uploader.is_busy() && !last {
+            return;
+        }
+        let dir = snapshots.join(id.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(snapshots);
+        match self.store.snapshot_to(&dir) {
+            Ok(()) => uploader.submit(UploadJob {
+                id,
+                dir,
+                meta: self.meta.clone(),
+            }),
+            Err(e) => {
+                self.metrics
+                    .checkpoints
+                    .upload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "checkpoint {id}: no snapshot to upload: {}",
+                    crate::error::causes(&e)
+                );
+            }
+        }
+        if last {
+            uploader.finish();
         }
     }
 
@@ -188,6 +234,7 @@ impl Coordinator {
             let now = chrono::Utc::now().timestamp_millis();
             let bytes = stats.bytes - bytes_before;
             checkpoints.committed(id, requested.elapsed(), bytes, now);
+            self.upload(id, finished || stopping);
             if early {
                 stats.early += 1;
             }

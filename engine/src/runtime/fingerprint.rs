@@ -44,6 +44,7 @@ pub fn describe(plan: &JobPlan) -> (BTreeMap<String, String>, BTreeMap<String, S
                     SinkPlan::Stdout => "stdout".to_string(),
                     SinkPlan::File { path } => format!("file {}", path.display()),
                     SinkPlan::Kinesis { stream, .. } => format!("kinesis {stream}"),
+                    SinkPlan::S3 { path, .. } => format!("s3 {path}"),
                 };
                 stateless.insert(
                     format!("sink {}", node.name),

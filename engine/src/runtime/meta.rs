@@ -41,6 +41,11 @@ pub struct CheckpointMeta {
     pub sinks: BTreeMap<String, serde_json::Value>,
     /// Every task had ended: a bounded run completed.
     pub finished: bool,
+    /// Names the database's history in the checkpoint store: a fresh
+    /// start draws a new one, a restore keeps it, so SST file names never
+    /// collide between histories (empty before the store existed).
+    #[serde(default)]
+    pub lineage: String,
 }
 
 impl CheckpointMeta {

@@ -7,6 +7,7 @@
 //! operators later without a second channel type.
 
 pub mod coordinator;
+pub mod durable;
 pub mod fingerprint;
 pub mod meta;
 pub mod observe;
@@ -48,6 +49,9 @@ pub struct RunOptions {
     pub stop: Option<coordinator::StopRequest>,
     /// Overrides the job's `metrics` address.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Restore this checkpoint from the checkpoint store, replacing the
+    /// local state.
+    pub from_checkpoint: Option<u64>,
 }
 
 impl Default for RunOptions {
@@ -61,6 +65,7 @@ impl Default for RunOptions {
             reset: false,
             stop: None,
             metrics: None,
+            from_checkpoint: None,
         }
     }
 }
@@ -88,7 +93,12 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         .max(1);
     let metrics = Arc::new(Metrics::default());
     let (stateful, stateless) = fingerprint::describe(plan);
+    let lineage = restore
+        .map(|m| m.lineage.clone())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let base = CheckpointMeta {
+        lineage,
         job: plan.name.clone(),
         parallelism,
         stateful,
@@ -111,6 +121,13 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
     })?;
     coordinator.set_tasks(topology.task_names());
     coordinator.set_metrics(metrics.clone());
+    if let Some(url) = durable::store_url(plan) {
+        let uploads = durable::uploads_dir(plan);
+        let _ = std::fs::remove_dir_all(&uploads);
+        let uploader =
+            durable::upload::Uploader::start(url, plan.retain_checkpoints, metrics.clone())?;
+        coordinator.set_uploader(uploader, uploads);
+    }
     if let Some(stop) = &options.stop {
         coordinator.set_stop_request(stop.clone());
     }

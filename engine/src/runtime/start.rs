@@ -104,7 +104,22 @@ pub fn prepare(
     plan: &JobPlan,
     options: &RunOptions,
 ) -> Result<(Arc<StateStore>, Start), EngineError> {
-    let store = Arc::new(StateStore::open(&database_dir(plan))?);
+    let store_url = super::durable::store_url(plan);
+    let db_dir = database_dir(plan);
+    if let Some(url) = &store_url {
+        // No local state (a new or lost machine), or a rollback asked for:
+        // the store's checkpoint becomes the local state.
+        let local = db_dir.join("CURRENT").is_file();
+        if !options.reset && (options.from_checkpoint.is_some() || !local) {
+            super::durable::restore::download(url, &db_dir, options.from_checkpoint)?;
+        }
+    } else if let Some(id) = options.from_checkpoint {
+        return Err(EngineError::StoreContents {
+            url: "(none)".into(),
+            what: format!("--from-checkpoint {id} needs `[job] checkpoint_store`"),
+        });
+    }
+    let store = Arc::new(StateStore::open(&db_dir)?);
     let meta = CheckpointMeta::load(&store)?;
     let start = match meta {
         Some(_) if options.reset => Start::Fresh {
@@ -134,6 +149,13 @@ pub fn prepare(
     };
     if let Start::Fresh { .. } = start {
         store.clear(&[Family::Windows, Family::Packs, Family::Dedup, Family::Meta])?;
+        if let Some(url) = &store_url {
+            // The store's checkpoints belong to the history just discarded.
+            let deleted = super::durable::clear(url)?;
+            if deleted > 0 {
+                tracing::info!("deleted {deleted} objects of earlier checkpoints in {url}");
+            }
+        }
     }
     Ok((store, start))
 }

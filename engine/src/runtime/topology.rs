@@ -35,7 +35,8 @@ use crate::operators::window::assign::Panes;
 use crate::operators::window::{ResultEmitter, WindowTask, WindowTaskCtx};
 use crate::runtime::meta::CheckpointMeta;
 use crate::sinks::{
-    Creation, FileSinkPosition, FileWriter, KinesisWriter, LineWriter, SinkTask, StdoutWriter,
+    Creation, FileSinkPosition, FileWriter, KinesisWriter, LineWriter, S3SinkPosition, S3Writer,
+    SinkTask, StdoutWriter,
 };
 use crate::sources::core::SourceCore;
 use crate::sources::decode::Projection;
@@ -309,7 +310,9 @@ impl Channels {
                     // emitter hands over.
                     let keys = match sink {
                         SinkPlan::Kinesis { .. } => Keys::PerLine,
-                        SinkPlan::File { .. } | SinkPlan::Stdout => Keys::None,
+                        SinkPlan::File { .. } | SinkPlan::Stdout | SinkPlan::S3 { .. } => {
+                            Keys::None
+                        }
                     };
                     let channel = SinkChannel::new(node.name.clone(), keys);
                     channels.sinks.insert(id, channel);
@@ -463,6 +466,15 @@ impl Channels {
                         url: endpoint.clone(),
                     },
                 )?),
+                NodeKind::Sink(SinkPlan::S3 { path, gzip }) => {
+                    let stored = ctx.restore.and_then(|m| m.sinks.get(&node.name));
+                    Box::new(S3Writer::new(
+                        node.name.clone(),
+                        path,
+                        *gzip,
+                        restore_part::<S3SinkPosition>(&node.name, stored)?,
+                    )?)
+                }
                 _ => Box::new(StdoutWriter::new(node.name.clone())),
             };
             tasks.push(sink_task(ctx, channel, writer));

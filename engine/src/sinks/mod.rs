@@ -15,6 +15,7 @@
 
 mod file;
 mod kinesis;
+mod s3;
 mod stdout;
 mod write_behind;
 
@@ -35,6 +36,7 @@ use crate::error::EngineError;
 
 pub use file::{Creation, FileSinkPosition, FileWriter};
 pub use kinesis::{KinesisSinkPosition, KinesisWriter};
+pub use s3::{S3SinkPosition, S3Writer};
 pub use stdout::{StdoutPosition, StdoutWriter};
 
 /// What a writer reports at a checkpoint: its position, serialised, and the
@@ -81,6 +83,14 @@ pub trait LineWriter: Send {
     /// # Errors
     /// The sink's I/O error.
     fn commit(&mut self) -> Result<Committed, EngineError>;
+    /// Called after each commit with the checkpoint it was for (`None`: the
+    /// final one) and the newest checkpoint committed so far.
+    ///
+    /// # Errors
+    /// The sink's I/O error.
+    fn checkpoint(&mut self, _current: Option<u64>, _committed: u64) -> Result<(), EngineError> {
+        Ok(())
+    }
     /// Writes retried so far: `(after throttling, after other faults)`.
     fn retries(&self) -> (u64, u64) {
         (0, 0)
@@ -142,6 +152,8 @@ impl Running {
         self.own
             .commits
             .observe(started.elapsed().as_micros() as u64);
+        let committed_id = task.checkpoints.committed();
+        task.writer.checkpoint(checkpoint, committed_id)?;
         let (throttles, retries) = task.writer.retries();
         self.own.throttles.store(throttles, Ordering::Relaxed);
         self.own.retries.store(retries, Ordering::Relaxed);

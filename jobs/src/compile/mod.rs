@@ -84,6 +84,8 @@ pub(crate) fn compile(text: &str, job_path: &Path) -> Result<JobPlan, Vec<Diagno
         checkpoint_interval: job.checkpoint_interval,
         state_memory_bytes: job.state_memory_bytes,
         metrics: job.metrics,
+        checkpoint_store: job.checkpoint_store,
+        retain_checkpoints: job.retain_checkpoints,
         fields: ctx.fields.into_paths(),
         nodes,
     })

@@ -23,10 +23,13 @@ pub(crate) struct JobSettings {
     pub(crate) checkpoint_interval: Duration,
     pub(crate) state_memory_bytes: u64,
     pub(crate) metrics: Option<SocketAddr>,
+    pub(crate) checkpoint_store: Option<String>,
+    pub(crate) retain_checkpoints: usize,
 }
 
 const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_STATE_MEMORY: u64 = 256 << 20;
+const DEFAULT_RETAIN_CHECKPOINTS: usize = 3;
 
 pub(crate) fn compile_job(ctx: &mut Ctx<'_>, job: Option<&Spanned<JobSection>>) -> JobSettings {
     let Some(job) = job.map(Spanned::get_ref) else {
@@ -37,6 +40,8 @@ pub(crate) fn compile_job(ctx: &mut Ctx<'_>, job: Option<&Spanned<JobSection>>) 
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             state_memory_bytes: DEFAULT_STATE_MEMORY,
             metrics: None,
+            checkpoint_store: None,
+            retain_checkpoints: DEFAULT_RETAIN_CHECKPOINTS,
         };
     };
     let name = job.name.get_ref().clone();
@@ -95,6 +100,28 @@ pub(crate) fn compile_job(ctx: &mut Ctx<'_>, job: Option<&Spanned<JobSection>>) 
                     None
                 }
             });
+    let checkpoint_store = job.checkpoint_store.as_ref().and_then(|url| {
+        if s3_url_valid(url.get_ref()) {
+            Some(url.get_ref().clone())
+        } else {
+            ctx.error(
+                url.span(),
+                format!(
+                    "invalid `checkpoint_store` `{}`: write s3://BUCKET/PREFIX",
+                    url.get_ref()
+                ),
+            );
+            None
+        }
+    });
+    let retain_checkpoints = match &job.retain_checkpoints {
+        None => DEFAULT_RETAIN_CHECKPOINTS,
+        Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
+        Some(n) => {
+            ctx.error(n.span(), "`retain_checkpoints` must be at least 1");
+            DEFAULT_RETAIN_CHECKPOINTS
+        }
+    };
     JobSettings {
         name,
         state_dir,
@@ -102,7 +129,15 @@ pub(crate) fn compile_job(ctx: &mut Ctx<'_>, job: Option<&Spanned<JobSection>>) 
         checkpoint_interval,
         state_memory_bytes,
         metrics,
+        checkpoint_store,
+        retain_checkpoints,
     }
+}
+
+/// Whether `url` is `s3://BUCKET[/PREFIX]` with a bucket.
+pub(crate) fn s3_url_valid(url: &str) -> bool {
+    url.strip_prefix("s3://")
+        .is_some_and(|rest| !rest.split('/').next().unwrap_or("").is_empty())
 }
 
 /// Compiles a source; `None` if it had errors (all reported). The
@@ -312,6 +347,37 @@ pub(crate) fn compile_sink(ctx: &mut Ctx<'_>, spec: &SinkSpec) -> Option<SinkPla
                 region,
                 endpoint,
             })
+        }
+        SinkSpec::S3(s3) => {
+            let path = if s3_url_valid(s3.path.get_ref()) {
+                Some(s3.path.get_ref().clone())
+            } else {
+                ctx.error(
+                    s3.path.span(),
+                    format!(
+                        "invalid S3 path `{}`: write s3://BUCKET/PREFIX",
+                        s3.path.get_ref()
+                    ),
+                );
+                None
+            };
+            let gzip = match s3.compression.as_ref().map(|c| c.get_ref().as_str()) {
+                None | Some("none") => false,
+                Some("gzip") => true,
+                Some(other) => {
+                    let span = s3
+                        .compression
+                        .as_ref()
+                        .map(Spanned::span)
+                        .unwrap_or_default();
+                    ctx.error(
+                        span,
+                        format!("unknown compression `{other}`: use \"gzip\" or \"none\""),
+                    );
+                    false
+                }
+            };
+            Some(SinkPlan::S3 { path: path?, gzip })
         }
     }
 }

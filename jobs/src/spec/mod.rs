@@ -74,6 +74,11 @@ pub struct JobSection {
     /// Where to serve metrics and health over HTTP, like `127.0.0.1:9464`;
     /// off by default.
     pub metrics: Option<Spanned<String>>,
+    /// Where checkpoints are uploaded, `s3://bucket/prefix`; none by
+    /// default.
+    pub checkpoint_store: Option<Spanned<String>>,
+    /// Complete checkpoints kept in the store; default 3.
+    pub retain_checkpoints: Option<Spanned<i64>>,
 }
 
 /// `[sources.NAME]`, by its `type`.
@@ -231,6 +236,8 @@ pub enum SinkSpec {
     Stdout(StdoutSinkSpec),
     /// `type = "kinesis"`.
     Kinesis(KinesisSinkSpec),
+    /// `type = "s3"`.
+    S3(S3SinkSpec),
 }
 
 impl SinkSpec {
@@ -240,6 +247,7 @@ impl SinkSpec {
             SinkSpec::File(sink) => &sink.input,
             SinkSpec::Stdout(sink) => &sink.input,
             SinkSpec::Kinesis(sink) => &sink.input,
+            SinkSpec::S3(sink) => &sink.input,
         }
     }
 }
@@ -283,6 +291,21 @@ pub struct KinesisSinkSpec {
     pub region: Option<Spanned<String>>,
     /// Endpoint URL.
     pub endpoint: Option<Spanned<String>>,
+}
+
+/// `type = "s3"` sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3SinkSpec {
+    /// Checked by [`read`]; kept so `deny_unknown_fields` accepts it.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// What it reads.
+    pub input: Spanned<StringOrList>,
+    /// `s3://bucket/prefix`.
+    pub path: Spanned<String>,
+    /// `"gzip"` or `"none"` (default).
+    pub compression: Option<Spanned<String>>,
 }
 
 /// `input = "a"` or `input = ["a", "b"]` (likewise `key`).

@@ -23,8 +23,8 @@ use toml::Spanned;
 use super::skeleton::{check_is_table, NodeRef, Skeleton};
 use super::{
     DedupSpec, EventTimeSpec, FileSinkSpec, FileSourceSpec, FilterSpec, JobSection, JobSpec,
-    KinesisSinkSpec, KinesisSourceSpec, Named, RecordSpec, SinkSpec, SourceSpec, StdoutSinkSpec,
-    WatermarkSpec, WindowSpec,
+    KinesisSinkSpec, KinesisSourceSpec, Named, RecordSpec, S3SinkSpec, SinkSpec, SourceSpec,
+    StdoutSinkSpec, WatermarkSpec, WindowSpec,
 };
 use crate::diagnostic::Diagnostic;
 
@@ -302,7 +302,7 @@ fn read_source(text: &str, node: &NodeRef) -> Result<Spanned<SourceSpec>, Diagno
 }
 
 fn read_sink(text: &str, node: &NodeRef) -> Result<Spanned<SinkSpec>, Diagnostic> {
-    let kind = checked_type(text, node, "sink", &["file", "stdout", "kinesis"])?;
+    let kind = checked_type(text, node, "sink", &["file", "stdout", "kinesis", "s3"])?;
     Ok(match kind.as_str() {
         "file" => {
             let spec = read_plain::<FileSinkSpec>(text, node)?;
@@ -313,6 +313,11 @@ fn read_sink(text: &str, node: &NodeRef) -> Result<Spanned<SinkSpec>, Diagnostic
             let spec = read_plain::<StdoutSinkSpec>(text, node)?;
             let span = spec.span();
             Spanned::new(span, SinkSpec::Stdout(spec.into_inner()))
+        }
+        "s3" => {
+            let spec = read_plain::<S3SinkSpec>(text, node)?;
+            let span = spec.span();
+            Spanned::new(span, SinkSpec::S3(spec.into_inner()))
         }
         _ => {
             let spec = read_plain::<KinesisSinkSpec>(text, node)?;

@@ -285,6 +285,18 @@ pub struct CheckpointMetrics {
     pub last_completed_ms: AtomicI64,
     /// The periodic interval, ms (0: off).
     pub interval_ms: AtomicU64,
+    /// The newest checkpoint complete in the checkpoint store (0: none).
+    pub durable_id: AtomicU64,
+    /// Checkpoints uploaded to the store.
+    pub uploads: AtomicU64,
+    /// Uploads that failed (the next checkpoint tries again).
+    pub upload_failures: AtomicU64,
+    /// Bytes uploaded to the store.
+    pub uploaded_bytes: AtomicU64,
+    /// Bytes the last upload sent.
+    pub last_upload_bytes: AtomicU64,
+    /// How long the last upload took, microseconds.
+    pub last_upload_us: AtomicU64,
 }
 
 impl Default for CheckpointMetrics {
@@ -297,11 +309,27 @@ impl Default for CheckpointMetrics {
             last_bytes: AtomicU64::new(0),
             last_completed_ms: AtomicI64::new(UNSET),
             interval_ms: AtomicU64::new(0),
+            durable_id: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
+            upload_failures: AtomicU64::new(0),
+            uploaded_bytes: AtomicU64::new(0),
+            last_upload_bytes: AtomicU64::new(0),
+            last_upload_us: AtomicU64::new(0),
         }
     }
 }
 
 impl CheckpointMetrics {
+    /// Records a checkpoint made durable in the store.
+    pub fn uploaded(&self, id: u64, bytes: u64, took: Duration) {
+        self.uploads.fetch_add(1, Ordering::Relaxed);
+        self.durable_id.fetch_max(id, Ordering::Relaxed);
+        self.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.last_upload_bytes.store(bytes, Ordering::Relaxed);
+        self.last_upload_us
+            .store(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
     /// Records a committed checkpoint.
     pub fn committed(&self, id: u64, took: Duration, bytes: u64, at_ms: i64) {
         self.completed.fetch_add(1, Ordering::Relaxed);

@@ -574,6 +574,36 @@ impl RunCollector {
             "The periodic checkpoint interval (0: off).",
             vec![(job(), load(&c.interval_ms) as f64 / 1e3)],
         );
+        out.gauge(
+            "kflow_checkpoint_last_id",
+            "The last checkpoint committed locally.",
+            vec![(job(), load(&c.last_id) as f64)],
+        );
+        out.gauge(
+            "kflow_checkpoint_durable_id",
+            "The newest checkpoint complete in the checkpoint store (0: none yet).",
+            vec![(job(), load(&c.durable_id) as f64)],
+        );
+        out.counter(
+            "kflow_checkpoint_uploads_total",
+            "Checkpoints uploaded to the checkpoint store.",
+            vec![(job(), load(&c.uploads))],
+        );
+        out.counter(
+            "kflow_checkpoint_upload_failures_total",
+            "Checkpoint uploads that failed (the next checkpoint uploads what is missing).",
+            vec![(job(), load(&c.upload_failures))],
+        );
+        out.counter(
+            "kflow_checkpoint_uploaded_bytes_total",
+            "Bytes uploaded to the checkpoint store.",
+            vec![(job(), load(&c.uploaded_bytes))],
+        );
+        out.gauge(
+            "kflow_checkpoint_last_upload_size_bytes",
+            "Bytes the last upload sent: the SST files the store lacked, the small files, the manifest.",
+            vec![(job(), load(&c.last_upload_bytes) as f64)],
+        );
         let ready = super::report::readiness(&self.metrics, self.started.elapsed(), now_ms);
         out.gauge(
             "kflow_ready",

@@ -1,0 +1,181 @@
+//! The S3 sink, exactly once: the rows written since the last checkpoint
+//! become one object, `part-<n>-<partition>.jsonl` (`.jsonl.gz` with
+//! `compression = "gzip"`), uploaded when the checkpoint reaches the sink,
+//! before the checkpoint can commit. Its position is the number of parts
+//! committed. On restore, parts numbered from that count on (uploaded for
+//! a checkpoint that never committed) are deleted before anything is
+//! written, so the replay writes them anew: the committed parts always
+//! equal one uninterrupted run's rows.
+//!
+//! `_committed.json` says how many parts are final (their checkpoint
+//! committed) while the job runs; after a bounded run every part is.
+
+use std::io::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Committed, LineWriter};
+use crate::aws::s3::{S3Url, S3};
+use crate::aws::{AwsError, RetryPolicy};
+use crate::dataflow::message::Lines;
+use crate::error::EngineError;
+
+/// What an S3 sink has committed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct S3SinkPosition {
+    /// Parts written (numbered from 0).
+    pub parts: u64,
+    /// Rows in them.
+    pub rows: u64,
+}
+
+/// Writes each checkpoint's rows as one object.
+pub struct S3Writer {
+    name: String,
+    url: S3Url,
+    gzip: bool,
+    s3: S3,
+    buf: Vec<u8>,
+    rows: u64,
+    position: S3SinkPosition,
+    /// Parts whose checkpoint is not known committed yet: (part count
+    /// after it, the checkpoint it belongs to).
+    pending: Vec<(u64, u64)>,
+    /// The part count `_committed.json` last said.
+    said: u64,
+}
+
+impl S3Writer {
+    /// A writer for sink `name` at `path` (`s3://bucket/prefix`) that
+    /// resumes at `restore`, deleting the parts after it.
+    ///
+    /// # Errors
+    /// An invalid path, or the store cannot be listed or cleaned.
+    pub fn new(
+        name: String,
+        path: &str,
+        gzip: bool,
+        restore: Option<S3SinkPosition>,
+    ) -> Result<S3Writer, EngineError> {
+        let url = S3Url::parse(path).ok_or_else(|| EngineError::StoreContents {
+            url: path.to_string(),
+            what: "is not s3://BUCKET/PREFIX".into(),
+        })?;
+        let fail = |e: AwsError| EngineError::Store {
+            url: url.to_string(),
+            what: format!("sink `{name}`"),
+            source: e,
+        };
+        let s3 = S3::connect(RetryPolicy::PATIENT).map_err(fail)?;
+        let position = restore.unwrap_or_default();
+        let stale: Vec<String> = s3
+            .list(&url.bucket, &url.key("part-"))
+            .map_err(fail)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| part_number(&url, key).is_some_and(|n| n >= position.parts))
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(
+                "sink `{name}`: deleting {} part(s) written after the restored checkpoint",
+                stale.len()
+            );
+            s3.delete(&url.bucket, &stale).map_err(fail)?;
+        }
+        let said = position.parts;
+        Ok(S3Writer {
+            name,
+            url,
+            gzip,
+            s3,
+            buf: Vec::new(),
+            rows: 0,
+            position,
+            pending: Vec::new(),
+            said,
+        })
+    }
+
+    fn fail(&self, what: &str, source: AwsError) -> EngineError {
+        EngineError::Store {
+            url: self.url.to_string(),
+            what: format!("sink `{}`: {what}", self.name),
+            source,
+        }
+    }
+
+    fn body(&self) -> Result<Vec<u8>, EngineError> {
+        if !self.gzip {
+            return Ok(self.buf.clone());
+        }
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder
+            .write_all(&self.buf)
+            .and_then(|()| encoder.finish())
+            .map_err(|source| EngineError::SinkIo {
+                name: self.name.clone(),
+                path: self.url.to_string().into(),
+                source,
+            })
+    }
+}
+
+/// The number of a part object, from its key.
+fn part_number(url: &S3Url, key: &str) -> Option<u64> {
+    let rest = key.strip_prefix(&url.key("part-"))?;
+    rest.split('-').next()?.parse().ok()
+}
+
+impl LineWriter for S3Writer {
+    fn write(&mut self, lines: &Lines) -> Result<(), EngineError> {
+        self.buf.extend_from_slice(&lines.text);
+        self.rows += memchr::memchr_iter(b'\n', &lines.text).count() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<Committed, EngineError> {
+        if !self.buf.is_empty() {
+            let extension = if self.gzip { "jsonl.gz" } else { "jsonl" };
+            let key = self
+                .url
+                .key(&format!("part-{:08}-000.{extension}", self.position.parts));
+            let body = self.body()?;
+            self.s3
+                .put(&self.url.bucket, &key, body)
+                .map_err(|e| self.fail("uploading a part", e))?;
+            self.buf.clear();
+            self.position.parts += 1;
+            self.position.rows += std::mem::take(&mut self.rows);
+        }
+        Committed::new(&self.name, &self.position, None)
+    }
+
+    fn checkpoint(&mut self, current: Option<u64>, committed: u64) -> Result<(), EngineError> {
+        self.pending
+            .push((self.position.parts, current.unwrap_or(u64::MAX)));
+        let final_parts = self
+            .pending
+            .iter()
+            .filter(|(_, checkpoint)| *checkpoint <= committed)
+            .map(|(parts, _)| *parts)
+            .max();
+        self.pending
+            .retain(|(_, checkpoint)| *checkpoint > committed);
+        if let Some(parts) = final_parts.filter(|p| *p > self.said) {
+            let body = format!("{{\"parts\":{parts},\"through_checkpoint\":{committed}}}\n");
+            self.s3
+                .put(
+                    &self.url.bucket,
+                    &self.url.key("_committed.json"),
+                    body.into_bytes(),
+                )
+                .map_err(|e| self.fail("writing _committed.json", e))?;
+            self.said = parts;
+        }
+        Ok(())
+    }
+}
