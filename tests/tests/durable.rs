@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use kflow_tests::fixtures::{assert_rows_equal, events, file_reference, kinesis_source, produce};
 use kflow_tests::job::JobDir;
+use kflow_tests::job::TIMEOUT;
 use kflow_tests::kinesis::{Emulator, EmulatorKind};
 use kflow_tests::process::Watched;
+use kflow_tests::prometheus::{http_get, metrics_addr};
 use kflow_tests::s3::{S3Emulator, BUCKET};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -45,10 +47,25 @@ fn manifests(s3: &S3Emulator) -> Vec<String> {
         .collect()
 }
 
-fn env_of<'a>(s3: &'a S3Emulator, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {
+/// The emulator's environment and `extra`, for [`JobDir::run`].
+fn env_of(s3: &S3Emulator, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     let mut env = s3.env();
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     env
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The clickstream job over `source` with the store, results in the local
+/// file sink `out/result.jsonl`.
+fn job_with_file_sink(name: &str, source: &str, interval: &str) -> String {
+    format!(
+        "[job]\nname = \"{name}\"\ncheckpoint_interval = \"{interval}\"\n\
+         checkpoint_store = \"s3://{BUCKET}/store\"\n{source}{}",
+        kflow_tests::fixtures::click_windows()
+    )
 }
 
 #[test]
@@ -103,4 +120,114 @@ fn issue_15_killed_runs_and_lost_machines_still_give_the_exact_output() {
     // Retention keeps at most three complete checkpoints.
     let kept = manifests(&s3);
     assert!(!kept.is_empty() && kept.len() <= 3, "{kept:?}");
+}
+
+#[test]
+fn issue_15_an_s3_outage_costs_failed_uploads_not_the_run() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let mut s3 = S3Emulator::start();
+    let stream = em.client().create_fresh_stream("outage", 2);
+    let lines = events(2_000, 40, 16);
+    produce(&em, &stream, &lines);
+    let source = kinesis_source(
+        &stream,
+        &em.endpoint(),
+        "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+    );
+    let dir = JobDir::new(&job_with_file_sink("outage", &source, "500ms"));
+    // 5 records per call: about 50 records/s, 40 s of reading.
+    let env = env_of(
+        &s3,
+        &[("KFLOW_KINESIS_LIMIT", "5"), ("KFLOW_LOG", "kflow=debug")],
+    );
+    let mut command = dir.loud_job_command();
+    command.args(["--metrics", "127.0.0.1:0"]);
+    let mut run = Watched::spawn(command.envs(borrowed(&env)));
+    let addr = metrics_addr(&mut run);
+    run.wait_for("checkpoint durable in", 1, TIMEOUT);
+    s3.stop();
+    std::thread::sleep(Duration::from_secs(20));
+    let failures = metric(addr, "kflow_checkpoint_upload_failures_total");
+    assert!(failures >= 1.0, "no upload failed during the outage");
+    let durable = run.count("checkpoint durable in");
+    s3.restart();
+    // Checkpoints become durable again.
+    run.wait_for("checkpoint durable in", durable + 2, TIMEOUT);
+    let (status, log) = run.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        log.contains("not uploaded (the next checkpoint tries again)"),
+        "{log}"
+    );
+    assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
+    assert!(!manifests(&s3).is_empty());
+}
+
+/// A counter or gauge of the run at `addr`, summed over its series.
+fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, text) = http_get(addr, "/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn issue_15_from_checkpoint_rolls_back_to_an_older_checkpoint() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let s3 = S3Emulator::start();
+    let stream = em.client().create_fresh_stream("rollback", 2);
+    let lines = events(1_500, 40, 17);
+    produce(&em, &stream, &lines);
+    let source = kinesis_source(
+        &stream,
+        &em.endpoint(),
+        "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+    );
+    let dir = JobDir::new(&job_with_file_sink("rollback", &source, "300ms"));
+    let env = env_of(
+        &s3,
+        &[("KFLOW_KINESIS_LIMIT", "20"), ("KFLOW_LOG", "kflow=debug")],
+    );
+    let mut command = dir.loud_job_command();
+    let mut run = Watched::spawn(command.envs(borrowed(&env)));
+    run.wait_for("checkpoint durable in", 4, TIMEOUT);
+    run.terminate();
+    let (status, log) = run.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("stopped gracefully"), "{log}");
+    // The store keeps three; roll back to the oldest.
+    let listing = dir
+        .run_ok(&["checkpoints", "job.toml"], &borrowed(&env))
+        .stdout;
+    assert!(listing.contains("3 complete checkpoint(s)"), "{listing}");
+    let oldest = listing
+        .lines()
+        .rev()
+        .find_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("a checkpoint id");
+    let rolled = dir.run(
+        &["run", "job.toml", "--from-checkpoint", &oldest.to_string()],
+        &borrowed(&env),
+    );
+    assert!(rolled.status.success(), "{}", rolled.stderr);
+    assert!(
+        rolled
+            .stderr
+            .contains(&format!("restored checkpoint {oldest} ")),
+        "{}",
+        rolled.stderr
+    );
+    assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
+    // A checkpoint the store does not have is a clear error.
+    let missing = dir.run(
+        &["run", "job.toml", "--from-checkpoint", "999999"],
+        &borrowed(&env),
+    );
+    assert_eq!(missing.status.code(), Some(1), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("has no checkpoint 999999"),
+        "{}",
+        missing.stderr
+    );
 }
