@@ -4,5 +4,6 @@
 //! costs.
 
 pub mod jobs;
+pub mod measure;
 pub mod scrape;
 pub mod workload;

@@ -15,7 +15,10 @@
 //!
 //! `--metrics-cost` adds, per workload, runs with the metrics endpoint off
 //! and on (scraped every second, `/metrics` and `/status`), alternated
-//! `--repeat` times, and prints the throughput ratio.
+//! `--repeat` times, and prints the throughput ratio. `--store-cost` does
+//! the same with checkpoints kept locally only and also uploaded to a
+//! checkpoint store (s3rver from `node_modules`, on loopback), and prints
+//! the bytes uploaded per checkpoint against the database's size.
 //!
 //! With `--repeat N` every system runs N times in turn and the table shows
 //! each one's median run (by wall time; its CPU, RSS and latency too): on a
@@ -26,12 +29,12 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kflow_benches::jobs::{ClickJob, ClickSource};
+use kflow_benches::measure::{measure, measure_median, Run};
 use kflow_benches::scrape::{free_addr, Scraper};
 use kflow_benches::workload::{write_events, Workload};
-use nix::sys::resource::{getrusage, UsageWho};
 
 struct Args {
     events: u64,
@@ -42,6 +45,7 @@ struct Args {
     intervals: Vec<String>,
     repeat: usize,
     metrics_cost: bool,
+    store_cost: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         intervals: vec!["10s".into(), "1s".into(), "off".into()],
         repeat: 1,
         metrics_cost: false,
+        store_cost: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +79,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => args.out = PathBuf::from(value()?),
             "--intervals" => args.intervals = value()?.split(',').map(str::to_string).collect(),
             "--metrics-cost" => args.metrics_cost = true,
+            "--store-cost" => args.store_cost = true,
             "--repeat" => {
                 args.repeat = value()?.parse().map_err(|e| format!("--repeat: {e}"))?;
                 if args.repeat == 0 {
@@ -97,84 +103,6 @@ struct Measured {
     latency: Option<String>,
     rows: usize,
     agrees: Option<bool>,
-}
-
-fn children_cpu() -> f64 {
-    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
-        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-        t(u.user_time()) + t(u.system_time())
-    })
-}
-
-fn vm_hwm_kb(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Reads a child's pipe to its end on a thread of its own.
-fn read_all<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    })
-}
-
-/// One run's wall seconds, CPU seconds, peak RSS in MB, stdout and stderr.
-type Run = (f64, f64, f64, String, String);
-
-/// Runs `command()` `repeat` times (after `before_each()`) and returns the
-/// median run by wall time.
-fn measure_median(
-    repeat: usize,
-    mut before_each: impl FnMut() -> Result<(), String>,
-    mut command: impl FnMut() -> Command,
-) -> Result<Run, String> {
-    let mut runs = Vec::with_capacity(repeat);
-    for _ in 0..repeat {
-        before_each()?;
-        runs.push(measure(command())?);
-    }
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let median = runs.len() / 2;
-    Ok(runs.swap_remove(median))
-}
-
-/// Runs a command to completion, measuring wall time, CPU (of it and its
-/// children) and peak RSS (the kernel's high-water mark, sampled).
-fn measure(mut command: Command) -> Result<Run, String> {
-    let described = format!("{command:?}");
-    let cpu_before = children_cpu();
-    let started = Instant::now();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{described}: {e}"))?;
-    let pid = child.id();
-    let stdout = read_all(child.stdout.take());
-    let stderr = read_all(child.stderr.take());
-    let mut peak = 0;
-    let status = loop {
-        if let Some(kb) = vm_hwm_kb(pid) {
-            peak = peak.max(kb);
-        }
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = children_cpu() - cpu_before;
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if !status.success() {
-        return Err(format!("{described} failed ({status}):\n{stderr}"));
-    }
-    Ok((seconds, cpu, peak as f64 / 1024.0, stdout, stderr))
 }
 
 fn job(workload: &str, interval_dir: &Path, input: &Path) -> String {
@@ -206,7 +134,8 @@ fn metrics_cost(
     input: &Path,
 ) -> Result<(Measured, Measured, u64, f64), String> {
     let interval = args.intervals.first().map_or("10s", String::as_str);
-    let mut runs: [Vec<(Run, u64)>; 2] = [Vec::new(), Vec::new()];
+    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let mut scrapes = Vec::new();
     for _ in 0..args.repeat {
         for (on, runs) in runs.iter_mut().enumerate() {
             let dir = args.out.join(format!("{workload}-kflow-metrics-{on}"));
@@ -232,23 +161,48 @@ fn metrics_cost(
                 None
             };
             let run = measure(command);
-            let scrapes = scraper.map_or(0, Scraper::stop);
-            runs.push((run?, scrapes));
+            if let Some(scraper) = scraper {
+                scrapes.push(scraper.stop());
+            }
+            runs.push(run?);
         }
     }
+    scrapes.sort_unstable();
+    let scrapes = scrapes.get(scrapes.len() / 2).copied().unwrap_or(0);
+    let (off, on, paired) = medians(runs)?;
+    Ok((
+        variant(interval, "metrics off", &off),
+        variant(interval, "metrics scraped 1/s", &on),
+        scrapes,
+        paired,
+    ))
+}
+
+/// The median run of each variant (by wall time), and the median over the
+/// back-to-back pairs of variant 0's time / variant 1's (steadier on a
+/// shared machine).
+fn medians(runs: [Vec<Run>; 2]) -> Result<(Run, Run, f64), String> {
     let mut paired: Vec<f64> = runs[0]
         .iter()
         .zip(&runs[1])
-        .map(|((off, _), (on, _))| off.0 / on.0)
+        .map(|(a, b)| a.0 / b.0)
         .collect();
     paired.sort_by(f64::total_cmp);
     let paired = paired.get(paired.len() / 2).copied().unwrap_or(f64::NAN);
     let mut medians = runs.into_iter().map(|mut r| {
-        r.sort_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
+        r.sort_by(|a, b| a.0.total_cmp(&b.0));
         let median = r.len() / 2;
-        r.swap_remove(median)
+        (median < r.len()).then(|| r.swap_remove(median))
     });
-    let measured = |(run, _): &(Run, u64), what: &str| Measured {
+    match (medians.next().flatten(), medians.next().flatten()) {
+        (Some(a), Some(b)) => Ok((a, b, paired)),
+        _ => Err("no runs".into()),
+    }
+}
+
+/// A row of the table for one variant of kflow's run.
+fn variant(interval: &str, what: &str, run: &Run) -> Measured {
+    Measured {
         system: format!("kflow (checkpoints {interval}, {what})"),
         seconds: run.0,
         cpu: run.1,
@@ -257,15 +211,143 @@ fn metrics_cost(
         latency: None,
         rows: 0,
         agrees: None,
+    }
+}
+
+/// s3rver on a free loopback port with bucket `bench`, killed on drop.
+struct S3rver(std::process::Child, String, PathBuf);
+
+impl S3rver {
+    fn start(out: &Path) -> Result<S3rver, String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let entry = root.join("node_modules/s3rver/bin/s3rver.js");
+        if !entry.is_file() {
+            return Err(format!("{} missing: run `npm ci`", entry.display()));
+        }
+        let data = out.join("s3rver");
+        let _ = fs::remove_dir_all(&data);
+        fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        let port = free_addr().map_err(|e| e.to_string())?.port();
+        let child = Command::new("node")
+            .arg(entry)
+            .args([
+                "-d",
+                &data.display().to_string(),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .args([
+                "--silent",
+                "--configure-bucket",
+                "bench",
+                "--allow-mismatched-signatures",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("node: {e}"))?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(S3rver(child, format!("http://127.0.0.1:{port}"), data));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("s3rver did not start".into())
+    }
+}
+
+impl Drop for S3rver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = fs::remove_dir_all(&self.2);
+    }
+}
+
+/// The number next to `label` in the run summary's `uploads` line: the
+/// one before it, or after it when `after`.
+fn upload_figure(stderr: &str, label: &str, after: bool) -> u64 {
+    let Some(line) = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("uploads"))
+    else {
+        return 0;
     };
-    let (Some(off), Some(on)) = (medians.next(), medians.next()) else {
-        return Err("no runs".into());
+    let Some(at) = line.find(label) else {
+        return 0;
     };
+    let number = |w: &&str| w.chars().any(|c| c.is_ascii_digit());
+    let word = if after {
+        line[at + label.len()..].split_whitespace().find(number)
+    } else {
+        line[..at].split_whitespace().rev().find(number)
+    };
+    word.map(|w| w.chars().filter(char::is_ascii_digit).collect::<String>())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs kflow on `workload` with checkpoints local only and also uploaded
+/// to a checkpoint store, alternating, `--repeat` times each: the median
+/// runs and a line with the throughput ratio and the upload sizes.
+fn store_cost(
+    args: &Args,
+    workload: &str,
+    input: &Path,
+) -> Result<(Measured, Measured, String), String> {
+    let s3 = S3rver::start(&args.out)?;
+    let interval = args.intervals.first().map_or("10s", String::as_str);
+    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..args.repeat {
+        for (stored, runs) in runs.iter_mut().enumerate() {
+            let dir = args.out.join(format!("{workload}-kflow-store-{stored}"));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let job_path = dir.join("job.toml");
+            let mut text = job(workload, &dir, input);
+            if stored == 1 {
+                text = text.replacen(
+                    "[job]\n",
+                    &format!("[job]\ncheckpoint_store = \"s3://bench/{workload}-{round}\"\n"),
+                    1,
+                );
+            }
+            fs::write(&job_path, text).map_err(|e| e.to_string())?;
+            let mut command = Command::new(&args.kflow);
+            command
+                .arg("run")
+                .arg(&job_path)
+                .arg("--checkpoint-interval")
+                .arg(interval)
+                .env("AWS_ENDPOINT_URL_S3", &s3.1)
+                .env("AWS_ACCESS_KEY_ID", "S3RVER")
+                .env("AWS_SECRET_ACCESS_KEY", "S3RVER")
+                .env("AWS_REGION", "us-east-1");
+            eprintln!(
+                "{workload}: kflow, checkpoints {} ...",
+                if stored == 1 { "to S3" } else { "local" }
+            );
+            runs.push(measure(command)?);
+        }
+    }
+    let (local, stored, paired) = medians(runs)?;
+    let uploads = upload_figure(&stored.4, "(durable", false);
+    let sent = upload_figure(&stored.4, "bytes sent", false);
+    let per = upload_figure(&stored.4, "per upload", false);
+    let database = upload_figure(&stored.4, "database", true);
+    let line = format!(
+        "{workload}: throughput with checkpoints ({interval}) uploaded to S3 / local only: \
+         {:.3}x of the medians, {paired:.3}x median of {} back-to-back pairs; \
+         {uploads} uploads, {sent} bytes sent, {per} per upload, database {database} bytes at the end",
+        local.0 / stored.0,
+        args.repeat
+    );
     Ok((
-        measured(&off, "metrics off"),
-        measured(&on, "metrics scraped 1/s"),
-        on.1,
-        paired,
+        variant(interval, "local only", &local),
+        variant(interval, "uploaded to S3", &stored),
+        line,
     ))
 }
 
@@ -388,6 +470,12 @@ fn run() -> Result<(), String> {
             ));
             results.push(off);
             results.push(on);
+        }
+        if args.store_cost {
+            let (local, stored, line) = store_cost(&args, workload, &input)?;
+            costs.push(line);
+            results.push(local);
+            results.push(stored);
         }
         for peer in &peers {
             let out = args.out.join(format!("{workload}-{peer}.jsonl"));

@@ -164,6 +164,16 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         shards: metrics.shards(),
         throttles: metrics.throttles(),
         latency_us: metrics.latency_summary(),
+        uploads: durable::store_url(plan).map(|_| {
+            let c = &metrics.checkpoints;
+            summary::UploadSummary {
+                uploads: c.uploads.load(Ordering::Relaxed),
+                failures: c.upload_failures.load(Ordering::Relaxed),
+                bytes: c.uploaded_bytes.load(Ordering::Relaxed),
+                durable_id: c.durable_id.load(Ordering::Relaxed),
+                database_bytes: store.size_on_disk(),
+            }
+        }),
     })
 }
 

@@ -29,6 +29,23 @@ pub struct RunSummary {
     pub throttles: u64,
     /// Window result latency `(p50, p99, max)` in microseconds.
     pub latency_us: Option<(u64, u64, u64)>,
+    /// With a checkpoint store: what was uploaded.
+    pub uploads: Option<UploadSummary>,
+}
+
+/// What a run sent to the checkpoint store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadSummary {
+    /// Checkpoints uploaded.
+    pub uploads: u64,
+    /// Uploads that failed.
+    pub failures: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// The newest durable checkpoint.
+    pub durable_id: u64,
+    /// The local database's size at the end, bytes.
+    pub database_bytes: u64,
 }
 
 impl RunSummary {
@@ -132,6 +149,21 @@ impl RunSummary {
             cp.write_time.as_secs_f64(),
             cp.bytes / 1_000_000
         );
+        if let Some(u) = &self.uploads {
+            let per = u.bytes / u.uploads.max(1);
+            let _ = writeln!(
+                out,
+                "  {:<16}{:>14}  (durable through checkpoint {}, {} bytes sent, {} per upload, \
+                 database {} bytes, {} failed)",
+                "uploads",
+                group(u.uploads),
+                u.durable_id,
+                group(u.bytes),
+                group(per),
+                group(u.database_bytes),
+                group(u.failures)
+            );
+        }
         if let Some(id) = cp.stopped_at {
             let _ = writeln!(
                 out,
