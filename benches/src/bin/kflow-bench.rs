@@ -337,10 +337,12 @@ fn store_cost(
     let sent = upload_figure(&stored.4, "bytes sent", false);
     let per = upload_figure(&stored.4, "per upload", false);
     let database = upload_figure(&stored.4, "database", true);
+    let snapshots = upload_figure(&stored.4, "snapshots", true);
     let line = format!(
         "{workload}: throughput with checkpoints ({interval}) uploaded to S3 / local only: \
          {:.3}x of the medians, {paired:.3}x median of {} back-to-back pairs; \
-         {uploads} uploads, {sent} bytes sent, {per} per upload, database {database} bytes at the end",
+         {uploads} uploads sent {sent} bytes ({per} per upload) of {snapshots} bytes in their \
+         snapshots; database {database} bytes at the end",
         local.0 / stored.0,
         args.repeat
     );

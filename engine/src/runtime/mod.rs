@@ -170,6 +170,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
                 uploads: c.uploads.load(Ordering::Relaxed),
                 failures: c.upload_failures.load(Ordering::Relaxed),
                 bytes: c.uploaded_bytes.load(Ordering::Relaxed),
+                snapshot_bytes: c.snapshot_bytes.load(Ordering::Relaxed),
                 durable_id: c.durable_id.load(Ordering::Relaxed),
                 database_bytes: store.size_on_disk(),
             }

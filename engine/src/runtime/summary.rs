@@ -42,6 +42,8 @@ pub struct UploadSummary {
     pub failures: u64,
     /// Bytes sent.
     pub bytes: u64,
+    /// Bytes of the snapshots uploaded (what full copies would send).
+    pub snapshot_bytes: u64,
     /// The newest durable checkpoint.
     pub durable_id: u64,
     /// The local database's size at the end, bytes.
@@ -154,12 +156,13 @@ impl RunSummary {
             let _ = writeln!(
                 out,
                 "  {:<16}{:>14}  (durable through checkpoint {}, {} bytes sent, {} per upload, \
-                 database {} bytes, {} failed)",
+                 snapshots {} bytes, database {} bytes, {} failed)",
                 "uploads",
                 group(u.uploads),
                 u.durable_id,
                 group(u.bytes),
                 group(per),
+                group(u.snapshot_bytes),
                 group(u.database_bytes),
                 group(u.failures)
             );

@@ -295,6 +295,9 @@ pub struct CheckpointMetrics {
     pub uploaded_bytes: AtomicU64,
     /// Bytes the last upload sent.
     pub last_upload_bytes: AtomicU64,
+    /// Bytes of the database snapshots uploaded (what full copies would
+    /// have sent).
+    pub snapshot_bytes: AtomicU64,
     /// How long the last upload took, microseconds.
     pub last_upload_us: AtomicU64,
 }
@@ -314,6 +317,7 @@ impl Default for CheckpointMetrics {
             upload_failures: AtomicU64::new(0),
             uploaded_bytes: AtomicU64::new(0),
             last_upload_bytes: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
             last_upload_us: AtomicU64::new(0),
         }
     }
@@ -321,8 +325,9 @@ impl Default for CheckpointMetrics {
 
 impl CheckpointMetrics {
     /// Records a checkpoint made durable in the store.
-    pub fn uploaded(&self, id: u64, bytes: u64, took: Duration) {
+    pub fn uploaded(&self, id: u64, bytes: u64, snapshot: u64, took: Duration) {
         self.uploads.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_bytes.fetch_add(snapshot, Ordering::Relaxed);
         self.durable_id.fetch_max(id, Ordering::Relaxed);
         self.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.last_upload_bytes.store(bytes, Ordering::Relaxed);

@@ -123,9 +123,9 @@ impl Worker {
             let dir = job.dir.clone();
             let id = job.id;
             match self.upload(job) {
-                Ok(bytes) => {
+                Ok((bytes, snapshot)) => {
                     let c = &self.metrics.checkpoints;
-                    c.uploaded(id, bytes, started.elapsed());
+                    c.uploaded(id, bytes, snapshot, started.elapsed());
                     tracing::debug!(checkpoint = id, bytes, "checkpoint durable in {}", self.url);
                 }
                 Err(e) => {
@@ -190,8 +190,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Uploads one snapshot; the bytes sent.
-    fn upload(&mut self, job: UploadJob) -> Result<u64, EngineError> {
+    /// Uploads one snapshot; the bytes sent and the snapshot's size.
+    fn upload(&mut self, job: UploadJob) -> Result<(u64, u64), EngineError> {
         if !self.known {
             self.learn()?;
         }
@@ -233,6 +233,7 @@ impl Worker {
             meta: job.meta,
         };
         let key = manifest_key(&url, manifest.id);
+        let snapshot = manifest.bytes();
         let body =
             serde_json::to_vec_pretty(&manifest).map_err(|e| EngineError::StoreContents {
                 url: url.to_string(),
@@ -245,7 +246,7 @@ impl Worker {
         self.manifests
             .insert(manifest.id, owned_and_used(&manifest, &key));
         self.retire()?;
-        Ok(sent)
+        Ok((sent, snapshot))
     }
 
     /// Deletes the checkpoints beyond `retain` (manifest first, so none is
