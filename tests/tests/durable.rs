@@ -231,3 +231,68 @@ fn issue_15_from_checkpoint_rolls_back_to_an_older_checkpoint() {
         missing.stderr
     );
 }
+
+#[test]
+fn issue_15_a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let s3 = S3Emulator::start();
+    let stream = em.client().create_fresh_stream("damaged", 2);
+    let lines = events(1_500, 40, 18);
+    produce(&em, &stream, &lines);
+    let source = kinesis_source(
+        &stream,
+        &em.endpoint(),
+        "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+    );
+    // Results gzipped into the S3 sink.
+    let job = job("damaged", &source).replace(
+        &format!("path = \"s3://{BUCKET}/out\""),
+        &format!("path = \"s3://{BUCKET}/out\"\ncompression = \"gzip\""),
+    );
+    let env = env_of(
+        &s3,
+        &[("KFLOW_KINESIS_LIMIT", "20"), ("KFLOW_LOG", "kflow=debug")],
+    );
+    let first = JobDir::new(&job);
+    let mut command = first.loud_job_command();
+    let mut run = Watched::spawn(command.envs(borrowed(&env)));
+    run.wait_for("checkpoint durable in", 3, TIMEOUT);
+    run.terminate();
+    let (status, log) = run.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    // Damage the newest checkpoint: one of its own files goes missing.
+    let newest = manifests(&s3).pop().expect("a checkpoint");
+    let folder = newest.trim_end_matches("manifest.json");
+    let own: Vec<String> = s3
+        .list(folder)
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.ends_with("manifest.json"))
+        .collect();
+    s3.client().delete(BUCKET, &own[..1]).unwrap();
+    // A new machine restores the one before, says so, and finishes exactly.
+    let second = JobDir::new(&job);
+    let out = second.run(&["run", "job.toml"], &borrowed(&env));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("is incomplete"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("trying the one before"),
+        "{}",
+        out.stderr
+    );
+    let parts: String = s3
+        .list("out/part-")
+        .into_iter()
+        .map(|(key, _)| {
+            assert!(key.ends_with(".jsonl.gz"), "{key}");
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(&s3.get(&key)[..]),
+                &mut text,
+            )
+            .unwrap();
+            text
+        })
+        .collect();
+    assert_rows_equal(&file_reference(&lines), &parts);
+}
