@@ -30,6 +30,22 @@ fn job(name: &str, source: &str) -> String {
     )
 }
 
+/// A kinesalite stream holding `n` click events, an S3 emulator, the
+/// events, and a bounded Kinesis source over the stream.
+fn setup(name: &str, n: u64, seed: u64) -> (Emulator, S3Emulator, String, String) {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let s3 = S3Emulator::start();
+    let stream = em.client().create_fresh_stream(name, 2);
+    let lines = events(n, 40, seed);
+    produce(&em, &stream, &lines);
+    let source = kinesis_source(
+        &stream,
+        &em.endpoint(),
+        "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+    );
+    (em, s3, lines, source)
+}
+
 /// Every committed part of the S3 sink, concatenated in part order.
 fn sink_rows(s3: &S3Emulator) -> String {
     s3.list("out/part-")
@@ -70,16 +86,7 @@ fn job_with_file_sink(name: &str, source: &str, interval: &str) -> String {
 
 #[test]
 fn issue_15_killed_runs_and_lost_machines_still_give_the_exact_output() {
-    let em = Emulator::start(EmulatorKind::Kinesalite);
-    let s3 = S3Emulator::start();
-    let stream = em.client().create_fresh_stream("durable", 2);
-    let lines = events(2_000, 40, 15);
-    produce(&em, &stream, &lines);
-    let source = kinesis_source(
-        &stream,
-        &em.endpoint(),
-        "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
-    );
+    let (_em, s3, lines, source) = setup("durable", 2_000, 15);
     let job = job("durable", &source);
     // 20 records per GetRecords call: the run lasts several seconds.
     let env = env_of(
@@ -124,16 +131,7 @@ fn issue_15_killed_runs_and_lost_machines_still_give_the_exact_output() {
 
 #[test]
 fn issue_15_an_s3_outage_costs_failed_uploads_not_the_run() {
-    let em = Emulator::start(EmulatorKind::Kinesalite);
-    let mut s3 = S3Emulator::start();
-    let stream = em.client().create_fresh_stream("outage", 2);
-    let lines = events(2_000, 40, 16);
-    produce(&em, &stream, &lines);
-    let source = kinesis_source(
-        &stream,
-        &em.endpoint(),
-        "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
-    );
+    let (_em, mut s3, lines, source) = setup("outage", 2_000, 16);
     let dir = JobDir::new(&job_with_file_sink("outage", &source, "500ms"));
     // 5 records per call: about 50 records/s, 40 s of reading.
     let env = env_of(
@@ -174,16 +172,7 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 
 #[test]
 fn issue_15_from_checkpoint_rolls_back_to_an_older_checkpoint() {
-    let em = Emulator::start(EmulatorKind::Kinesalite);
-    let s3 = S3Emulator::start();
-    let stream = em.client().create_fresh_stream("rollback", 2);
-    let lines = events(1_500, 40, 17);
-    produce(&em, &stream, &lines);
-    let source = kinesis_source(
-        &stream,
-        &em.endpoint(),
-        "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
-    );
+    let (_em, s3, lines, source) = setup("rollback", 1_500, 17);
     let dir = JobDir::new(&job_with_file_sink("rollback", &source, "300ms"));
     let env = env_of(
         &s3,
@@ -234,16 +223,7 @@ fn issue_15_from_checkpoint_rolls_back_to_an_older_checkpoint() {
 
 #[test]
 fn issue_15_a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
-    let em = Emulator::start(EmulatorKind::Kinesalite);
-    let s3 = S3Emulator::start();
-    let stream = em.client().create_fresh_stream("damaged", 2);
-    let lines = events(1_500, 40, 18);
-    produce(&em, &stream, &lines);
-    let source = kinesis_source(
-        &stream,
-        &em.endpoint(),
-        "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
-    );
+    let (_em, s3, lines, source) = setup("damaged", 1_500, 18);
     // Results gzipped into the S3 sink.
     let job = job("damaged", &source).replace(
         &format!("path = \"s3://{BUCKET}/out\""),
