@@ -276,3 +276,43 @@ fn issue_15_a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
         .collect();
     assert_rows_equal(&file_reference(&lines), &parts);
 }
+
+#[test]
+fn issue_15_large_parts_go_up_in_pieces_and_manifests_name_the_final_ones() {
+    let s3 = S3Emulator::start();
+    // About 12 MB of lines, straight from a followed file into the sink:
+    // one part, uploaded in 5 MiB pieces.
+    let lines = events(90_000, 1_000, 19);
+    assert!(lines.len() > 11 << 20, "{}", lines.len());
+    let job = format!(
+        "[job]\nname = \"pieces\"\ncheckpoint_interval = \"200ms\"\n\
+         {}\n[sinks.archive]\ntype = \"s3\"\ninput = \"clicks\"\npath = \"s3://{BUCKET}/raw\"\n",
+        kflow_tests::fixtures::file_source("clicks.jsonl", "5s")
+            .replace("type = \"file\"", "type = \"file\"\nfollow = true")
+    );
+    let dir = JobDir::new(&job);
+    dir.write("clicks.jsonl", &lines);
+    let env = env_of(&s3, &[("KFLOW_S3_PART_BYTES", "5242880")]);
+    let mut command = dir.loud_job_command();
+    let run = Watched::spawn(command.envs(borrowed(&env)));
+    kflow_tests::job::wait_until(TIMEOUT, "a manifest names the final parts", || {
+        !s3.list("raw/_manifests/").is_empty()
+    });
+    run.terminate();
+    let (status, log) = run.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    let parts = s3.list("raw/part-");
+    assert!(parts.iter().any(|(_, size)| *size > 5 << 20), "{parts:?}");
+    let written: String = parts
+        .iter()
+        .map(|(key, _)| String::from_utf8(s3.get(key)).unwrap())
+        .collect();
+    assert_eq!(written, lines, "the parts hold the input, once, in order");
+    let (newest, _) = s3.list("raw/_manifests/").pop().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&s3.get(&newest)).unwrap();
+    let final_parts = manifest["parts"].as_u64().unwrap();
+    assert!(
+        final_parts >= 1 && final_parts as usize <= parts.len(),
+        "{manifest}"
+    );
+}

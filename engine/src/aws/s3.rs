@@ -51,6 +51,9 @@ impl std::fmt::Display for S3Url {
     }
 }
 
+/// S3's smallest part of a multipart upload (but the last).
+pub const MIN_PART_BYTES: usize = 5 << 20;
+
 /// A blocking S3 client.
 pub struct S3 {
     runtime: tokio::runtime::Runtime,
@@ -143,6 +146,113 @@ impl S3 {
             },
         ))?;
         Ok(())
+    }
+
+    /// Writes an object of any size: one PUT up to `part_bytes`, else a
+    /// multipart upload in parts of `part_bytes` (at least 5 MiB, S3's
+    /// smallest part), aborted if a part fails for good.
+    ///
+    /// # Errors
+    /// A call failed for good.
+    pub fn put_large(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        part_bytes: usize,
+    ) -> Result<(), AwsError> {
+        let part_bytes = part_bytes.max(MIN_PART_BYTES);
+        if body.len() <= part_bytes {
+            return self.put(bucket, key, body);
+        }
+        let mut backoff = self.policy.backoff();
+        let created = self.runtime.block_on(retry(
+            &mut backoff,
+            "CreateMultipartUpload",
+            Some(&self.retries),
+            || {
+                self.client
+                    .create_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+            },
+        ))?;
+        let upload_id = created.upload_id().ok_or(AwsError::Missing {
+            call: "CreateMultipartUpload",
+            what: "upload id",
+        })?;
+        let parts = self.upload_parts(bucket, key, upload_id, &body, part_bytes);
+        let completed = parts.and_then(|parts| {
+            let mut backoff = self.policy.backoff();
+            let upload = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build();
+            self.runtime.block_on(retry(
+                &mut backoff,
+                "CompleteMultipartUpload",
+                Some(&self.retries),
+                || {
+                    self.client
+                        .complete_multipart_upload()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .multipart_upload(upload.clone())
+                        .send()
+                },
+            ))
+        });
+        if let Err(e) = completed {
+            let abort = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send();
+            let _ = self.runtime.block_on(abort);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn upload_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        body: &[u8],
+        part_bytes: usize,
+    ) -> Result<Vec<aws_sdk_s3::types::CompletedPart>, AwsError> {
+        let mut parts = Vec::new();
+        for (i, chunk) in body.chunks(part_bytes).enumerate() {
+            let number = i as i32 + 1;
+            let chunk = hyper::body::Bytes::copy_from_slice(chunk);
+            let mut backoff = self.policy.backoff();
+            let out = self.runtime.block_on(retry(
+                &mut backoff,
+                "UploadPart",
+                Some(&self.retries),
+                || {
+                    self.client
+                        .upload_part()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .body(ByteStream::from(chunk.clone()))
+                        .send()
+                },
+            ))?;
+            parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        Ok(parts)
     }
 
     /// Reads an object; `None` when it does not exist.

@@ -1,14 +1,16 @@
 //! The S3 sink, exactly once: the rows written since the last checkpoint
 //! become one object, `part-<n>-<partition>.jsonl` (`.jsonl.gz` with
-//! `compression = "gzip"`), uploaded when the checkpoint reaches the sink,
-//! before the checkpoint can commit. Its position is the number of parts
+//! `compression = "gzip"`), uploaded when the checkpoint reaches the sink
+//! (as a multipart upload past 64 MiB), before the checkpoint can commit. Its position is the number of parts
 //! committed. On restore, parts numbered from that count on (uploaded for
 //! a checkpoint that never committed) are deleted before anything is
 //! written, so the replay writes them anew: the committed parts always
 //! equal one uninterrupted run's rows.
 //!
-//! `_committed.json` says how many parts are final (their checkpoint
-//! committed) while the job runs; after a bounded run every part is.
+//! While the job runs, `_manifests/<checkpoint>-<parts>.json` objects say
+//! which parts are final: one per committed checkpoint that made parts
+//! final, `{"checkpoint":C,"parts":N}` meaning parts `0..N`. After a
+//! bounded run every part is final.
 
 use std::io::Write as _;
 
@@ -41,9 +43,15 @@ pub struct S3Writer {
     /// Parts whose checkpoint is not known committed yet: (part count
     /// after it, the checkpoint it belongs to).
     pending: Vec<(u64, u64)>,
-    /// The part count `_committed.json` last said.
+    /// The part count the last manifest said.
     said: u64,
+    /// Parts larger than this go up as multipart uploads.
+    part_bytes: usize,
 }
+
+/// Parts of a multipart upload: 64 MiB (test hook
+/// `KFLOW_S3_PART_BYTES` makes them smaller, down to S3's 5 MiB).
+const PART_BYTES: usize = 64 << 20;
 
 impl S3Writer {
     /// A writer for sink `name` at `path` (`s3://bucket/prefix`) that
@@ -68,13 +76,21 @@ impl S3Writer {
         };
         let s3 = S3::connect(RetryPolicy::PATIENT).map_err(fail)?;
         let position = restore.unwrap_or_default();
-        let stale: Vec<String> = s3
+        let mut stale: Vec<String> = s3
             .list(&url.bucket, &url.key("part-"))
             .map_err(fail)?
             .into_iter()
             .map(|(key, _)| key)
             .filter(|key| part_number(&url, key).is_some_and(|n| n >= position.parts))
             .collect();
+        // Manifests that call parts final beyond the restored checkpoint's.
+        stale.extend(
+            s3.list(&url.bucket, &url.key("_manifests/"))
+                .map_err(fail)?
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| manifest_parts(key).is_some_and(|n| n > position.parts)),
+        );
         if !stale.is_empty() {
             tracing::info!(
                 "sink `{name}`: deleting {} part(s) written after the restored checkpoint",
@@ -93,6 +109,10 @@ impl S3Writer {
             position,
             pending: Vec::new(),
             said,
+            part_bytes: std::env::var("KFLOW_S3_PART_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(PART_BYTES),
         })
     }
 
@@ -120,6 +140,12 @@ impl S3Writer {
     }
 }
 
+/// The part count of a `_manifests/<checkpoint>-<parts>.json` key.
+fn manifest_parts(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?.strip_suffix(".json")?;
+    name.split_once('-')?.1.parse().ok()
+}
+
 /// The number of a part object, from its key.
 fn part_number(url: &S3Url, key: &str) -> Option<u64> {
     let rest = key.strip_prefix(&url.key("part-"))?;
@@ -145,7 +171,7 @@ impl LineWriter for S3Writer {
                 .key(&format!("part-{:08}-000.{extension}", self.position.parts));
             let body = self.body()?;
             self.s3
-                .put(&self.url.bucket, &key, body)
+                .put_large(&self.url.bucket, &key, body, self.part_bytes)
                 .map_err(|e| self.fail("uploading a part", e))?;
             self.buf.clear();
             self.position.parts += 1;
@@ -166,16 +192,35 @@ impl LineWriter for S3Writer {
         self.pending
             .retain(|(_, checkpoint)| *checkpoint > committed);
         if let Some(parts) = final_parts.filter(|p| *p > self.said) {
-            let body = format!("{{\"parts\":{parts},\"through_checkpoint\":{committed}}}\n");
+            let body = format!("{{\"checkpoint\":{committed},\"parts\":{parts}}}\n");
+            let key = self
+                .url
+                .key(&format!("_manifests/{committed:020}-{parts:08}.json"));
             self.s3
-                .put(
-                    &self.url.bucket,
-                    &self.url.key("_committed.json"),
-                    body.into_bytes(),
-                )
-                .map_err(|e| self.fail("writing _committed.json", e))?;
+                .put(&self.url.bucket, &key, body.into_bytes())
+                .map_err(|e| self.fail("writing a manifest", e))?;
             self.said = parts;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_and_manifest_keys_parse() {
+        let url = S3Url::parse("s3://b/out").expect("valid");
+        assert_eq!(
+            part_number(&url, "out/part-00000012-000.jsonl.gz"),
+            Some(12)
+        );
+        assert_eq!(part_number(&url, "out/_manifests/x.json"), None);
+        assert_eq!(
+            manifest_parts("out/_manifests/00000000000000000007-00000003.json"),
+            Some(3)
+        );
+        assert_eq!(manifest_parts("out/part-00000001-000.jsonl"), None);
     }
 }
