@@ -116,10 +116,7 @@ impl Coordinator {
                 meta: self.meta.clone(),
             }),
             Err(e) => {
-                self.metrics
-                    .checkpoints
-                    .upload_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.checkpoints.upload_failed();
                 tracing::warn!(
                     "checkpoint {id}: no snapshot to upload: {}",
                     crate::error::causes(&e)

@@ -29,10 +29,6 @@ pub const PUBLISH_EVERY: u64 = 1024;
 /// How often a source publishes its heavy hitters.
 const HOT_KEYS_EVERY: Duration = Duration::from_secs(1);
 
-/// How often the heavy-hitters sketch starts a new generation: the list
-/// covers the last 30 to 60 seconds.
-const HOT_KEYS_GENERATION: Duration = Duration::from_secs(30);
-
 /// The parts of a source task that do not depend on its connector.
 pub struct SourceCore {
     /// Source name (its task name in checkpoints).
@@ -55,9 +51,8 @@ pub struct SourceCore {
     pub hot_keys: HeavyHitters,
     /// This source's own metrics.
     pub own: Arc<SourceMetrics>,
-    /// When the hot keys were last published, and the sketch rotated.
+    /// When the hot keys were last published.
     hot_published: Instant,
-    hot_rotated: Instant,
     /// The newest checkpoint whose barrier this source sent.
     sent: u64,
     /// Whether the window consumers were told this source is idle.
@@ -94,7 +89,6 @@ impl SourceCore {
             hot_keys: HeavyHitters::default(),
             own,
             hot_published: Instant::now(),
-            hot_rotated: Instant::now(),
             sent,
             idle: false,
             parked: false,
@@ -235,17 +229,7 @@ impl SourceCore {
             .store(self.ingest.router.backpressured(), Ordering::Relaxed);
         if self.hot_published.elapsed() >= HOT_KEYS_EVERY {
             self.hot_published = Instant::now();
-            let top = self
-                .hot_keys
-                .top(HOT_KEYS)
-                .into_iter()
-                .map(|(k, n)| (String::from_utf8_lossy(&k).into_owned(), n))
-                .collect();
-            own.set_hot_keys(top);
-            if self.hot_rotated.elapsed() >= HOT_KEYS_GENERATION {
-                self.hot_rotated = Instant::now();
-                self.hot_keys.rotate();
-            }
+            own.set_hot_keys(self.hot_keys.publish(HOT_KEYS));
         }
     }
 

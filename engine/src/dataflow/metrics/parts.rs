@@ -324,6 +324,11 @@ impl Default for CheckpointMetrics {
 }
 
 impl CheckpointMetrics {
+    /// Counts an upload that failed, or a snapshot that could not be made.
+    pub fn upload_failed(&self) {
+        self.upload_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records a checkpoint made durable in the store.
     pub fn uploaded(&self, id: u64, bytes: u64, snapshot: u64, took: Duration) {
         self.uploads.fetch_add(1, Ordering::Relaxed);

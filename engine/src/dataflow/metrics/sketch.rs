@@ -4,9 +4,11 @@
 //! A task offers a random sample of its keys (one in [`SAMPLE`]), so the
 //! sketch costs a few nanoseconds per record on average. Counts are scaled
 //! back by the sample rate. Two generations are kept: the current one and
-//! the one before it, rotated every [`HeavyHitters::rotate`] call, so the
-//! list covers the last one to two periods (a minute by default) and a key
-//! that stopped being hot drops out.
+//! the one before it, rotated every [`GENERATION`] (by
+//! [`HeavyHitters::publish`]), so the list covers the last 30 to 60 seconds
+//! and a key that stopped being hot drops out.
+
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
@@ -16,12 +18,16 @@ pub const SAMPLE: u64 = 16;
 /// Keys tracked per generation.
 const CAPACITY: usize = 64;
 
+/// How long a generation lasts.
+pub const GENERATION: Duration = Duration::from_secs(30);
+
 /// A heavy-hitters sketch over byte-string keys.
 #[derive(Debug)]
 pub struct HeavyHitters {
     current: HashMap<Box<[u8]>, u64>,
     previous: HashMap<Box<[u8]>, u64>,
     rng: u64,
+    rotated: Instant,
 }
 
 impl Default for HeavyHitters {
@@ -30,6 +36,7 @@ impl Default for HeavyHitters {
             current: HashMap::with_capacity(CAPACITY),
             previous: HashMap::new(),
             rng: 0x9E37_79B9_7F4A_7C15,
+            rotated: Instant::now(),
         }
     }
 }
@@ -78,6 +85,21 @@ impl HeavyHitters {
     /// Starts a new generation; the oldest one is dropped.
     pub fn rotate(&mut self) {
         self.previous = std::mem::replace(&mut self.current, HashMap::with_capacity(CAPACITY));
+    }
+
+    /// The `n` heaviest keys as text, for a task's published list; starts
+    /// a new generation once the current one is [`GENERATION`] old.
+    pub fn publish(&mut self, n: usize) -> Vec<(String, u64)> {
+        let top = self
+            .top(n)
+            .into_iter()
+            .map(|(k, c)| (String::from_utf8_lossy(&k).into_owned(), c))
+            .collect();
+        if self.rotated.elapsed() >= GENERATION {
+            self.rotated = Instant::now();
+            self.rotate();
+        }
+        top
     }
 
     /// The `n` heaviest keys with their estimated record counts over both

@@ -117,16 +117,12 @@ pub struct WindowTask {
     hot_keys: HeavyHitters,
     /// Records taken in since the last publication.
     records_in: u64,
-    /// When the gauges were last published, and the sketch rotated.
+    /// When the gauges were last published.
     published: std::time::Instant,
-    hot_rotated: std::time::Instant,
 }
 
 /// How often a partition publishes its gauges and hot keys.
 const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// How often the hot-keys sketch starts a new generation.
-const HOT_KEYS_GENERATION: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl WindowTask {
     /// A partition task reading `receiver`.
@@ -193,7 +189,6 @@ impl WindowTask {
             hot_keys: HeavyHitters::default(),
             records_in: 0,
             published: std::time::Instant::now(),
-            hot_rotated: std::time::Instant::now(),
         }
     }
 
@@ -244,17 +239,7 @@ impl WindowTask {
         own.evictions.store(stats.evictions, Ordering::Relaxed);
         own.spilled_reads
             .store(stats.spilled_reads, Ordering::Relaxed);
-        let top = self
-            .hot_keys
-            .top(HOT_KEYS)
-            .into_iter()
-            .map(|(k, n)| (String::from_utf8_lossy(&k).into_owned(), n))
-            .collect();
-        own.set_hot_keys(top);
-        if self.hot_rotated.elapsed() >= HOT_KEYS_GENERATION {
-            self.hot_rotated = std::time::Instant::now();
-            self.hot_keys.rotate();
-        }
+        own.set_hot_keys(self.hot_keys.publish(HOT_KEYS));
     }
 
     /// Processes messages until every input has ended, then fires every

@@ -129,10 +129,7 @@ impl Worker {
                     tracing::debug!(checkpoint = id, bytes, "checkpoint durable in {}", self.url);
                 }
                 Err(e) => {
-                    self.metrics
-                        .checkpoints
-                        .upload_failures
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.checkpoints.upload_failed();
                     tracing::warn!(
                         "checkpoint {id} not uploaded (the next checkpoint tries again): {}",
                         crate::error::causes(&e)
