@@ -103,6 +103,15 @@ pub enum EngineError {
     Panicked(String, String),
 }
 
+impl EngineError {
+    /// Whether the same work may succeed later: an S3 call that failed
+    /// for throttling or the network (a checkpoint that failed so is
+    /// retried, not the end of the job).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EngineError::Store { source, .. } if source.is_retryable())
+    }
+}
+
 /// An error and its causes on one line (`error: cause: cause`): each
 /// error prints only its own message and keeps its cause as `source()`.
 pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {

@@ -132,21 +132,42 @@ fn issue_15_killed_runs_and_lost_machines_still_give_the_exact_output() {
 #[test]
 fn issue_15_an_s3_outage_costs_failed_uploads_not_the_run() {
     let (_em, mut s3, lines, source) = setup("outage", 2_000, 16);
-    let dir = JobDir::new(&job_with_file_sink("outage", &source, "500ms"));
+    // Two jobs over the same stream. `windows` writes its results to a
+    // local file: only its store uploads fail while S3 is away, and local
+    // checkpoints go on. `archive` also writes the raw records into S3 as
+    // they come: its checkpoints fail (a part cannot go up) and are retried.
+    let windows = JobDir::new(&job_with_file_sink("outage", &source, "500ms"));
+    let archive = JobDir::new(&format!(
+        "{}\n[sinks.archive]\ninput = \"clicks\"\ntype = \"s3\"\npath = \"s3://{BUCKET}/out\"\n",
+        job_with_file_sink("archive", &source, "500ms").replace("/store\"", "/store-archive\"")
+    ));
     // 5 records per call: about 50 records/s, 40 s of reading.
     let env = env_of(
         &s3,
         &[("KFLOW_KINESIS_LIMIT", "5"), ("KFLOW_LOG", "kflow=debug")],
     );
-    let mut command = dir.loud_job_command();
-    command.args(["--metrics", "127.0.0.1:0"]);
-    let mut run = Watched::spawn(command.envs(borrowed(&env)));
-    let addr = metrics_addr(&mut run);
-    run.wait_for("checkpoint durable in", 1, TIMEOUT);
+    let start = |dir: &JobDir| {
+        let mut command = dir.loud_job_command();
+        command.args(["--metrics", "127.0.0.1:0"]);
+        let mut run = Watched::spawn(command.envs(borrowed(&env)));
+        let addr = metrics_addr(&mut run);
+        run.wait_for("checkpoint durable in", 1, TIMEOUT);
+        (run, addr)
+    };
+    let (mut run, addr) = start(&windows);
+    let (archiving, archive_addr) = start(&archive);
     s3.stop();
+    let read_before = metric(archive_addr, "kflow_source_records_read_total");
     std::thread::sleep(Duration::from_secs(20));
     let failures = metric(addr, "kflow_checkpoint_upload_failures_total");
     assert!(failures >= 1.0, "no upload failed during the outage");
+    let failed = metric(archive_addr, "kflow_checkpoint_failures_total");
+    assert!(failed >= 1.0, "no checkpoint failed for the S3 sink");
+    let read_after = metric(archive_addr, "kflow_source_records_read_total");
+    assert!(
+        read_after > read_before + 100.0,
+        "the pipeline stalled during the outage: {read_before} -> {read_after} records"
+    );
     let durable = run.count("checkpoint durable in");
     s3.restart();
     // Checkpoints become durable again.
@@ -157,8 +178,23 @@ fn issue_15_an_s3_outage_costs_failed_uploads_not_the_run() {
         log.contains("not uploaded (the next checkpoint tries again)"),
         "{log}"
     );
-    assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
+    let reference = file_reference(&lines);
+    assert_rows_equal(&reference, &windows.read("out/result.jsonl"));
     assert!(!manifests(&s3).is_empty());
+    let (status, log) = archiving.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("failed, retrying in"), "{log}");
+    assert_rows_equal(&reference, &archive.read("out/result.jsonl"));
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        sorted(&sink_rows(&s3)),
+        sorted(&lines),
+        "the S3 parts hold every record once"
+    );
 }
 
 /// A counter or gauge of the run at `addr`, summed over its series.

@@ -60,3 +60,14 @@ pub enum AwsError {
         source: Box<AwsError>,
     },
 }
+
+impl AwsError {
+    /// Whether the call may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AwsError::Call { fault, .. } => fault.is_retryable(),
+            AwsError::Shard { source, .. } => source.is_retryable(),
+            _ => false,
+        }
+    }
+}

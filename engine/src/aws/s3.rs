@@ -8,6 +8,7 @@
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
+use hyper::body::Bytes;
 
 use super::retry::{retry, RetryCounts, RetryPolicy};
 use super::{AwsError, BoxError, Endpoint, Fault};
@@ -129,9 +130,9 @@ impl S3 {
     ///
     /// # Errors
     /// The call failed for good.
-    pub fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+    pub fn put(&self, bucket: &str, key: &str, body: impl Into<Bytes>) -> Result<(), AwsError> {
         let mut backoff = self.policy.backoff();
-        let body = hyper::body::Bytes::from(body);
+        let body: Bytes = body.into();
         self.runtime.block_on(retry(
             &mut backoff,
             "PutObject",
@@ -158,9 +159,10 @@ impl S3 {
         &self,
         bucket: &str,
         key: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         part_bytes: usize,
     ) -> Result<(), AwsError> {
+        let body: Bytes = body.into();
         let part_bytes = part_bytes.max(MIN_PART_BYTES);
         if body.len() <= part_bytes {
             return self.put(bucket, key, body);
@@ -222,13 +224,13 @@ impl S3 {
         bucket: &str,
         key: &str,
         upload_id: &str,
-        body: &[u8],
+        body: &Bytes,
         part_bytes: usize,
     ) -> Result<Vec<aws_sdk_s3::types::CompletedPart>, AwsError> {
         let mut parts = Vec::new();
-        for (i, chunk) in body.chunks(part_bytes).enumerate() {
+        for (i, start) in (0..body.len()).step_by(part_bytes).enumerate() {
             let number = i as i32 + 1;
-            let chunk = hyper::body::Bytes::copy_from_slice(chunk);
+            let chunk = body.slice(start..body.len().min(start + part_bytes));
             let mut backoff = self.policy.backoff();
             let out = self.runtime.block_on(retry(
                 &mut backoff,

@@ -116,41 +116,56 @@ pub fn restore_part<T: DeserializeOwned>(
         .transpose()
 }
 
-/// Work that makes a part's output durable (a file sink's `fdatasync`),
-/// run by the coordinator before it commits the checkpoint. The sink goes on
-/// writing meanwhile instead of waiting for the disk, which with a large
-/// output stalled the whole pipeline for the length of the sync.
-pub struct Durability(Box<dyn FnOnce() -> Result<(), EngineError> + Send>);
+/// Work that makes a part's output durable (a file sink's `fdatasync`, an
+/// S3 sink's part upload), run by the coordinator before it commits the
+/// checkpoint. The sink goes on writing meanwhile instead of waiting for
+/// the disk or the network, which with a large output stalled the whole
+/// pipeline for the length of the sync. Work that failed can run again:
+/// the coordinator retries a checkpoint whose upload failed.
+pub struct Durability(Box<dyn FnMut() -> Result<(), EngineError> + Send>);
 
 impl Durability {
-    /// Work to run before the checkpoint commits.
-    pub fn new(work: impl FnOnce() -> Result<(), EngineError> + Send + 'static) -> Durability {
+    /// Work to run before the checkpoint commits; it may run again after
+    /// it failed.
+    pub fn new(work: impl FnMut() -> Result<(), EngineError> + Send + 'static) -> Durability {
         Durability(Box::new(work))
     }
 
     /// Runs every piece of work, at the same time when there are several
-    /// (one per file sink), and returns the first error.
-    pub fn run_all(work: Vec<Durability>) -> Result<(), EngineError> {
-        if work.len() <= 1 {
-            return work.into_iter().try_for_each(|w| (w.0)());
+    /// (one per sink), keeps in `work` the pieces that failed, and returns
+    /// the first error.
+    ///
+    /// # Errors
+    /// The first piece's error, in `work`'s order.
+    pub fn run_all(work: &mut Vec<Durability>) -> Result<(), EngineError> {
+        let results: Vec<Result<(), EngineError>> = if work.len() <= 1 {
+            work.iter_mut().map(|w| (w.0)()).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = work
+                    .iter_mut()
+                    .map(|w| scope.spawn(move || (w.0)()))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|handle| {
+                        handle.join().unwrap_or_else(|_| {
+                            Err(EngineError::Panicked(
+                                "checkpoints".into(),
+                                "a sink's sync panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut first = Ok(());
+        let mut failed = results.iter().map(Result::is_err);
+        work.retain(|_| failed.next().unwrap_or(false));
+        for result in results {
+            first = first.and(result);
         }
-        std::thread::scope(|scope| {
-            let running: Vec<_> = work
-                .into_iter()
-                .map(|w| scope.spawn(move || (w.0)()))
-                .collect();
-            let mut first = Ok(());
-            for handle in running {
-                let result = handle.join().unwrap_or_else(|_| {
-                    Err(EngineError::Panicked(
-                        "checkpoints".into(),
-                        "a sink's sync panicked".into(),
-                    ))
-                });
-                first = first.and(result);
-            }
-            first
-        })
+        first
     }
 }
 
@@ -277,5 +292,38 @@ impl CrashPoint {
             "sink-write" => Some(CrashPoint::SinkWrite(n)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(times: u32) -> (Durability, Arc<AtomicU64>) {
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&runs);
+        let work = Durability::new(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            if n < u64::from(times) {
+                Err(EngineError::Disconnected(format!("attempt {n}")))
+            } else {
+                Ok(())
+            }
+        });
+        (work, runs)
+    }
+
+    #[test]
+    fn failed_work_is_kept_and_runs_again_alone() {
+        let (ok, ok_runs) = failing(0);
+        let (flaky, flaky_runs) = failing(2);
+        let mut work = vec![ok, flaky];
+        assert!(Durability::run_all(&mut work).is_err());
+        assert_eq!(work.len(), 1, "only the failed piece is left");
+        assert!(Durability::run_all(&mut work).is_err());
+        assert!(Durability::run_all(&mut work).is_ok());
+        assert!(work.is_empty());
+        assert_eq!(ok_runs.load(Ordering::SeqCst), 1);
+        assert_eq!(flaky_runs.load(Ordering::SeqCst), 3);
     }
 }

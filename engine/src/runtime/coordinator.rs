@@ -216,11 +216,12 @@ impl Coordinator {
                 }
                 self.receive(&mut queues, Duration::from_millis(50))?;
             }
-            let (batch, durability) = self.take_parts(&mut queues, &mut ended, id);
+            let (batch, mut durability) = self.take_parts(&mut queues, &mut ended, id);
             let finished = ended.len() == queues.len();
             let started = Instant::now();
             let bytes_before = stats.bytes;
-            let written = Durability::run_all(durability)
+            let written = self
+                .make_durable(id, &mut durability)
                 .map(|()| stats.write_time += started.elapsed())
                 .and_then(|()| self.commit(id, finished, batch, &mut stats));
             let checkpoints = &self.metrics.checkpoints;
@@ -242,6 +243,37 @@ impl Coordinator {
             if stopping {
                 stats.stopped_at = Some(id);
                 return Ok(stats);
+            }
+        }
+    }
+
+    /// Runs checkpoint `id`'s durability work. Work that failed for a
+    /// reason that may pass (S3 unreachable or throttling) fails the
+    /// checkpoint: the failure is counted and logged, and the failed work
+    /// runs again after a backoff until it succeeds. The pipeline goes on
+    /// meanwhile, the sinks buffering their rows, until the caches' budget
+    /// asks for a checkpoint and waits for it.
+    ///
+    /// # Errors
+    /// Work that failed for good (a disk error).
+    fn make_durable(&self, id: u64, work: &mut Vec<Durability>) -> Result<(), EngineError> {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match Durability::run_all(work) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() => {
+                    self.metrics
+                        .checkpoints
+                        .failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "checkpoint {id} failed, retrying in {wait:?}: {}",
+                        crate::error::causes(&e)
+                    );
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -173,9 +173,11 @@ impl LineWriter for FileWriter {
         let handle = handle.map_err(|e| self.io(e))?;
         let (name, path) = (self.name.clone(), self.path.clone());
         let sync = Durability::new(move || {
-            handle
-                .sync_data()
-                .map_err(|source| EngineError::SinkIo { name, path, source })
+            handle.sync_data().map_err(|source| EngineError::SinkIo {
+                name: name.clone(),
+                path: path.clone(),
+                source,
+            })
         });
         Committed::new(&self.name, &position, Some(sync))
     }

@@ -1,24 +1,30 @@
 //! The S3 sink, exactly once: the rows written since the last checkpoint
 //! become one object, `part-<n>-<partition>.jsonl` (`.jsonl.gz` with
-//! `compression = "gzip"`), uploaded when the checkpoint reaches the sink
-//! (as a multipart upload past 64 MiB), before the checkpoint can commit. Its position is the number of parts
-//! committed. On restore, parts numbered from that count on (uploaded for
-//! a checkpoint that never committed) are deleted before anything is
-//! written, so the replay writes them anew: the committed parts always
-//! equal one uninterrupted run's rows.
+//! `compression = "gzip"`). When the checkpoint reaches the sink, the part
+//! is handed to the coordinator as the checkpoint's durability work, which
+//! uploads it (as a multipart upload past 64 MiB) before the checkpoint can
+//! commit, while the sink goes on taking rows. If S3 is unreachable the
+//! upload fails, so does the checkpoint, and the coordinator uploads the
+//! same part again after a backoff. The sink's position is the number of
+//! parts committed. On restore, parts numbered from that count on
+//! (uploaded for a checkpoint that never committed) are deleted before
+//! anything is written, so the replay writes them anew: the committed parts
+//! always equal one uninterrupted run's rows.
 //!
 //! While the job runs, `_manifests/<checkpoint>-<parts>.json` objects say
 //! which parts are final: one per committed checkpoint that made parts
-//! final, `{"checkpoint":C,"parts":N}` meaning parts `0..N`. After a
-//! bounded run every part is final.
+//! final, `{"checkpoint":C,"parts":N}` meaning parts `0..N`, written with
+//! the next checkpoint's upload. After a bounded run every part is final.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Committed, LineWriter};
 use crate::aws::s3::{S3Url, S3};
 use crate::aws::{AwsError, RetryPolicy};
+use crate::dataflow::checkpoint::Durability;
 use crate::dataflow::message::Lines;
 use crate::error::EngineError;
 
@@ -36,7 +42,7 @@ pub struct S3Writer {
     name: String,
     url: S3Url,
     gzip: bool,
-    s3: S3,
+    s3: Arc<S3>,
     buf: Vec<u8>,
     rows: u64,
     position: S3SinkPosition,
@@ -45,6 +51,8 @@ pub struct S3Writer {
     pending: Vec<(u64, u64)>,
     /// The part count the last manifest said.
     said: u64,
+    /// A manifest to write with the next checkpoint's upload: (key, body).
+    manifest: Option<(String, Vec<u8>)>,
     /// Parts larger than this go up as multipart uploads.
     part_bytes: usize,
 }
@@ -74,7 +82,9 @@ impl S3Writer {
             what: format!("sink `{name}`"),
             source: e,
         };
-        let s3 = S3::connect(RetryPolicy::PATIENT).map_err(fail)?;
+        // Brief: a part that cannot go up fails its checkpoint, which the
+        // coordinator retries; the sink itself never waits on S3.
+        let s3 = S3::connect(RetryPolicy::BRIEF).map_err(fail)?;
         let position = restore.unwrap_or_default();
         let mut stale: Vec<String> = s3
             .list(&url.bucket, &url.key("part-"))
@@ -103,17 +113,101 @@ impl S3Writer {
             name,
             url,
             gzip,
-            s3,
+            s3: Arc::new(s3),
             buf: Vec::new(),
             rows: 0,
             position,
             pending: Vec::new(),
             said,
+            manifest: None,
             part_bytes: std::env::var("KFLOW_S3_PART_BYTES")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(PART_BYTES),
         })
+    }
+
+    /// The work that uploads this checkpoint's part and the manifest due.
+    fn upload(&mut self) -> Option<Upload> {
+        let part = (!self.buf.is_empty()).then(|| {
+            let extension = if self.gzip { "jsonl.gz" } else { "jsonl" };
+            let key = self
+                .url
+                .key(&format!("part-{:08}-000.{extension}", self.position.parts));
+            self.position.parts += 1;
+            self.position.rows += std::mem::take(&mut self.rows);
+            (key, std::mem::take(&mut self.buf))
+        });
+        let manifest = self.manifest.take();
+        if part.is_none() && manifest.is_none() {
+            return None;
+        }
+        Some(Upload {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            s3: Arc::clone(&self.s3),
+            gzip: self.gzip,
+            part_bytes: self.part_bytes,
+            part: part.map(|(key, rows)| (key, Body::Rows(rows))),
+            manifest,
+        })
+    }
+}
+
+/// A part's body: the rows as written, or compressed once (a retry sends
+/// the same bytes).
+enum Body {
+    Rows(Vec<u8>),
+    Ready(hyper::body::Bytes),
+}
+
+/// One checkpoint's uploads, run by the coordinator before it commits; it
+/// runs again when it failed, skipping what already went up.
+struct Upload {
+    name: String,
+    url: S3Url,
+    s3: Arc<S3>,
+    gzip: bool,
+    part_bytes: usize,
+    part: Option<(String, Body)>,
+    manifest: Option<(String, Vec<u8>)>,
+}
+
+impl Upload {
+    fn run(&mut self) -> Result<(), EngineError> {
+        if let Some((key, body)) = self.part.take() {
+            let body = match body {
+                Body::Ready(bytes) => bytes,
+                Body::Rows(rows) if self.gzip => self.compress(&rows)?.into(),
+                Body::Rows(rows) => rows.into(),
+            };
+            let sent = self
+                .s3
+                .put_large(&self.url.bucket, &key, body.clone(), self.part_bytes);
+            if let Err(e) = sent {
+                self.part = Some((key, Body::Ready(body)));
+                return Err(self.fail("uploading a part", e));
+            }
+        }
+        if let Some((key, body)) = &self.manifest {
+            self.s3
+                .put(&self.url.bucket, key, body.clone())
+                .map_err(|e| self.fail("writing a manifest", e))?;
+            self.manifest = None;
+        }
+        Ok(())
+    }
+
+    fn compress(&self, rows: &[u8]) -> Result<Vec<u8>, EngineError> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder
+            .write_all(rows)
+            .and_then(|()| encoder.finish())
+            .map_err(|source| EngineError::SinkIo {
+                name: self.name.clone(),
+                path: self.url.to_string().into(),
+                source,
+            })
     }
 
     fn fail(&self, what: &str, source: AwsError) -> EngineError {
@@ -122,21 +216,6 @@ impl S3Writer {
             what: format!("sink `{}`: {what}", self.name),
             source,
         }
-    }
-
-    fn body(&self) -> Result<Vec<u8>, EngineError> {
-        if !self.gzip {
-            return Ok(self.buf.clone());
-        }
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder
-            .write_all(&self.buf)
-            .and_then(|()| encoder.finish())
-            .map_err(|source| EngineError::SinkIo {
-                name: self.name.clone(),
-                path: self.url.to_string().into(),
-                source,
-            })
     }
 }
 
@@ -164,20 +243,10 @@ impl LineWriter for S3Writer {
     }
 
     fn commit(&mut self) -> Result<Committed, EngineError> {
-        if !self.buf.is_empty() {
-            let extension = if self.gzip { "jsonl.gz" } else { "jsonl" };
-            let key = self
-                .url
-                .key(&format!("part-{:08}-000.{extension}", self.position.parts));
-            let body = self.body()?;
-            self.s3
-                .put_large(&self.url.bucket, &key, body, self.part_bytes)
-                .map_err(|e| self.fail("uploading a part", e))?;
-            self.buf.clear();
-            self.position.parts += 1;
-            self.position.rows += std::mem::take(&mut self.rows);
-        }
-        Committed::new(&self.name, &self.position, None)
+        let durability = self
+            .upload()
+            .map(|mut upload| Durability::new(move || upload.run()));
+        Committed::new(&self.name, &self.position, durability)
     }
 
     fn checkpoint(&mut self, current: Option<u64>, committed: u64) -> Result<(), EngineError> {
@@ -196,9 +265,7 @@ impl LineWriter for S3Writer {
             let key = self
                 .url
                 .key(&format!("_manifests/{committed:020}-{parts:08}.json"));
-            self.s3
-                .put(&self.url.bucket, &key, body.into_bytes())
-                .map_err(|e| self.fail("writing a manifest", e))?;
+            self.manifest = Some((key, body.into_bytes()));
             self.said = parts;
         }
         Ok(())
