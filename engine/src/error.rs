@@ -56,6 +56,16 @@ pub enum EngineError {
         /// What failed.
         source: crate::aws::AwsError,
     },
+    /// The cluster's lease table (DynamoDB) failed an operation for good.
+    #[error("lease table {table}: {what}")]
+    Leases {
+        /// The table's name.
+        table: String,
+        /// What was being done.
+        what: String,
+        /// What failed.
+        source: crate::aws::AwsError,
+    },
     /// The checkpoint store holds no usable checkpoint of this job.
     #[error("checkpoint store {url}: {what}")]
     StoreContents {
@@ -108,7 +118,12 @@ impl EngineError {
     /// for throttling or the network (a checkpoint that failed so is
     /// retried, not the end of the job).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, EngineError::Store { source, .. } if source.is_retryable())
+        match self {
+            EngineError::Store { source, .. } | EngineError::Leases { source, .. } => {
+                source.is_retryable()
+            }
+            _ => false,
+        }
     }
 }
 

@@ -12,13 +12,14 @@
 //! ```text
 //! cli, main.rs          commands
 //! runtime               the assembler: topology, run, coordinator
-//! sources  operators  sinks
+//! sources  operators  sinks  cluster (leases)
 //! dataflow  aws         what every task shares; AWS clients
 //! kflow-jobs  kflow-state
 //! ```
 
 pub mod aws;
 pub mod cli;
+pub mod cluster;
 pub mod dataflow;
 pub mod error;
 pub mod operators;

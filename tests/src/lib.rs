@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod compare;
+pub mod dynamo;
 pub mod fixtures;
 pub mod golden;
 pub mod job;

@@ -2,9 +2,11 @@
 //! checkpoint store and the S3 sink share: clients built from the standard
 //! AWS chain (or loopback settings for emulators), one retry policy for
 //! every call, the stream's identity and sequence numbers, a PutRecords
-//! writer that keeps per-key order, and the S3 calls kflow makes.
+//! writer that keeps per-key order, the S3 calls kflow makes, and the
+//! DynamoDB calls of a cluster's lease table.
 
 pub mod client;
+pub mod dynamo;
 pub mod kinesis;
 pub mod put;
 pub mod retry;

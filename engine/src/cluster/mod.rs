@@ -1,0 +1,17 @@
+//! Running one job on several processes: the lease table in DynamoDB that
+//! says which worker reads which source shard and owns which key group.
+//!
+//! - [`table`]: the lease items and the conditional writes on them.
+//! - [`plan`]: which leases a worker takes or claims (pure policy).
+//! - [`keeper`]: one worker's heartbeat over the table, and the rule that
+//!   keeps a lease on one worker at a time.
+//!
+//! See docs/architecture.md, "Scale-out", for the whole design and what of
+//! it is built.
+
+pub mod keeper;
+pub mod plan;
+pub mod table;
+
+pub use keeper::{Event, Held, LeaseKeeper};
+pub use table::{Lease, LeaseKind, LeaseTable};
