@@ -67,6 +67,9 @@ pub struct JobPlan {
     /// `[job] retain_checkpoints` (default 3): complete checkpoints kept in
     /// the store.
     pub retain_checkpoints: usize,
+    /// `[job.cluster]`: how the job runs on several processes (none: one
+    /// process).
+    pub cluster: Option<ClusterPlan>,
     /// Every field path any expression, key or aggregate references.
     pub fields: Vec<FieldPath>,
     /// All nodes, in topological order.
@@ -108,6 +111,25 @@ pub struct NodePlan {
     pub inputs: Vec<StreamRef>,
     /// What it does.
     pub kind: NodeKind,
+}
+
+/// `[job.cluster]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPlan {
+    /// The DynamoDB lease table's name.
+    pub leases_table: String,
+    /// Key groups of the windows' state (fixed for the job's life).
+    pub key_groups: u32,
+    /// The shuffle stream (`None`: the job has no windows and needs none).
+    pub shuffle_stream: Option<String>,
+    /// Shards of the shuffle stream when kflow creates it.
+    pub shuffle_shards: u32,
+    /// How long a lease outlives its holder's last heartbeat.
+    pub failover_timeout: Duration,
+    /// DynamoDB endpoint URL (`None`: the AWS chain).
+    pub endpoint: Option<String>,
+    /// Region of the lease table and the shuffle stream.
+    pub region: Option<String>,
 }
 
 /// The closed set of node kinds.

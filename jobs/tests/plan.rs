@@ -171,6 +171,31 @@ fn job_settings_have_defaults_and_resolved_paths() {
 }
 
 #[test]
+fn cluster_settings_have_defaults() {
+    let kinesis = "\n[sources.s]\ntype = \"kinesis\"\nstream = \"clicks\"\n";
+    let store = "[job]\nname = \"c\"\ncheckpoint_store = \"s3://b/p\"\n";
+    assert!(compile(&format!("{store}{kinesis}")).cluster.is_none());
+    let plan = compile(&format!(
+        "{store}[job.cluster]\nleases = \"dynamodb://kflow-leases\"\n{kinesis}"
+    ));
+    let cluster = plan.cluster.expect("a cluster");
+    assert_eq!(cluster.leases_table, "kflow-leases");
+    assert_eq!(cluster.key_groups, 64);
+    assert_eq!(cluster.shuffle_shards, 4);
+    assert_eq!(cluster.shuffle_stream, None);
+    assert_eq!(cluster.failover_timeout, Duration::from_secs(10));
+    let plan = compile(&format!(
+        "{store}[job.cluster]\nleases = \"dynamodb://t-1\"\nkey_groups = 2\n\
+         shuffle_stream = \"clicks-shuffle\"\nfailover_timeout = \"30s\"\n{kinesis}"
+    ));
+    let cluster = plan.cluster.expect("a cluster");
+    assert_eq!(cluster.key_groups, 2);
+    assert_eq!(cluster.shuffle_shards, 2, "never more shards than groups");
+    assert_eq!(cluster.shuffle_stream.as_deref(), Some("clicks-shuffle"));
+    assert_eq!(cluster.failover_timeout, Duration::from_secs(30));
+}
+
+#[test]
 fn sources_are_typed() {
     let plan = compile(CHECKOUT_HEALTH);
     let NodeKind::Source(clicks) = &plan.node(id(&plan, "clicks")).kind else {

@@ -271,3 +271,62 @@ fn issue_16_leases_spread_fail_over_rebalance_and_are_never_held_twice() {
     let spans = history.assert_exclusive();
     assert!(spans > 20, "only {spans} holdings recorded");
 }
+
+#[test]
+fn issue_16_cluster_status_shows_workers_leases_and_progress() {
+    let dynamo = DynamoEmulator::start();
+    let endpoint = dynamo.endpoint();
+    let job = format!(
+        "[job]\nname = \"clustered\"\ncheckpoint_store = \"s3://kflow-test/store\"\n\
+         \n[job.cluster]\nleases = \"dynamodb://status-leases\"\nkey_groups = 2\n\
+         shuffle_stream = \"clicks-shuffle\"\nendpoint = \"{endpoint}\"\n\
+         {}{}",
+        kflow_tests::fixtures::kinesis_source("clicks", "http://127.0.0.1:9", ""),
+        kflow_tests::fixtures::click_windows()
+    );
+    let dir = kflow_tests::job::JobDir::new(&job);
+    dir.run_ok(&["validate", "job.toml"], &[]);
+    // `kflow run` refuses what it cannot do yet, rather than ignoring it.
+    let refused = dir.run(&["run", "job.toml"], &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("[job.cluster]"),
+        "{}",
+        refused.stderr
+    );
+
+    let table = LeaseTable::open("status-leases", Some(&endpoint)).unwrap();
+    let mut keeper = LeaseKeeper::new(table, "worker-a", FAILOVER);
+    keeper
+        .create(&[
+            (Lease::shard_key("shardId-0"), vec![]),
+            (Lease::group_key(0), vec![]),
+            (Lease::group_key(1), vec![]),
+        ])
+        .unwrap();
+    let progress = HashMap::from([(Lease::group_key(1), "behind 2.5 s".to_string())]);
+    let gained = keeper.tick(&progress).unwrap();
+    assert_eq!(gained.len(), 3, "{gained:?}");
+    keeper.tick(&progress).unwrap();
+
+    let out = dir.run_ok(&["cluster", "status", "job.toml"], &[]);
+    let text = out.stdout;
+    assert!(
+        text.contains("1 shard lease(s) (0 ended), 2 key group(s) of 2"),
+        "{text}"
+    );
+    let worker = text
+        .lines()
+        .find(|l| l.starts_with("worker-a"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let columns: Vec<&str> = worker.split_whitespace().collect();
+    assert_eq!(&columns[..3], ["worker-a", "1", "2"], "{text}");
+    let group1 = text
+        .lines()
+        .find(|l| l.starts_with("group/0001"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        group1.contains("worker-a") && group1.ends_with("behind 2.5 s"),
+        "{text}"
+    );
+}

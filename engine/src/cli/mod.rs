@@ -1,8 +1,10 @@
 //! The commands besides `kflow run`: `produce` (a file into a Kinesis
 //! stream), `plan` (the compiled DAG), `checkpoints` (what a state
-//! directory holds) and `top` (a running job's live view).
+//! directory holds), `top` (a running job's live view) and `cluster status`
+//! (a cluster job's workers and leases).
 
 pub mod checkpoints;
+pub mod cluster;
 pub mod plan;
 pub mod produce;
 pub mod top;

@@ -14,6 +14,7 @@
 //! | `ended`      | a shard read to its end: never leased again              |
 //! | `checkpoint` | the owner's last checkpoint of it (opaque text)          |
 //! | `status`     | the owner's last report of its progress (opaque text)    |
+//! | `renewed`    | wall-clock ms of the owner's last take or renewal (shown by `kflow cluster status`; never used to decide expiry) |
 
 use std::collections::HashMap;
 
@@ -45,6 +46,8 @@ pub struct Lease {
     pub checkpoint: Option<String>,
     /// The owner's last progress report.
     pub status: Option<String>,
+    /// Wall-clock milliseconds of the last take or renewal (for people).
+    pub renewed_ms: Option<i64>,
 }
 
 /// What a lease stands for.
@@ -96,6 +99,10 @@ impl Lease {
             ended: matches!(item.get("ended"), Some(AttributeValue::Bool(true))),
             checkpoint: text("checkpoint"),
             status: text("status"),
+            renewed_ms: match item.get("renewed") {
+                Some(AttributeValue::N(n)) => n.parse().ok(),
+                _ => None,
+            },
         })
     }
 }
@@ -172,10 +179,11 @@ impl LeaseTable {
     /// # Errors
     /// [`EngineError::Leases`] when the write fails.
     pub fn take(&self, lease: &Lease, worker: &str) -> Written {
-        let mut update = self.counted(lease, "SET #owner = :me REMOVE #claim");
+        let mut update = self.counted(lease, "SET #owner = :me, #renewed = :now REMOVE #claim");
         update.names.insert("#owner".into(), "owner".into());
         update.names.insert("#claim".into(), "claim".into());
         update.values.insert(":me".into(), text(worker));
+        stamp(&mut update);
         self.write(&update, "taking a lease")
     }
 
@@ -185,7 +193,8 @@ impl LeaseTable {
     /// # Errors
     /// [`EngineError::Leases`] when the write fails.
     pub fn renew(&self, lease: &Lease, worker: &str, status: Option<&str>) -> Written {
-        let mut update = self.owned(lease, worker, "SET #owner = :me");
+        let mut update = self.owned(lease, worker, "SET #owner = :me, #renewed = :now");
+        stamp(&mut update);
         if let Some(status) = status {
             update.update.push_str(", #status = :status");
             update.names.insert("#status".into(), "status".into());
@@ -291,6 +300,15 @@ impl LeaseTable {
             .map_err(|e| lease_error(&self.table, what, e))?;
         Ok(item.as_ref().and_then(Lease::from_item))
     }
+}
+
+/// Sets `:now` of `#renewed` to the wall clock.
+fn stamp(update: &mut Update) {
+    update.names.insert("#renewed".into(), "renewed".into());
+    let now = chrono::Utc::now().timestamp_millis();
+    update
+        .values
+        .insert(":now".into(), AttributeValue::N(now.to_string()));
 }
 
 fn number(n: u64) -> AttributeValue {

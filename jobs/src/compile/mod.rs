@@ -7,6 +7,7 @@
 //! in one round. A plan is only assembled when nothing failed.
 
 mod aggregate;
+mod cluster;
 mod fields;
 mod graph;
 mod nodes;
@@ -43,6 +44,7 @@ pub(crate) fn compile(text: &str, job_path: &Path) -> Result<JobPlan, Vec<Diagno
         return Err(finish(ctx.diagnostics));
     }
     let job = nodes::compile_job(&mut ctx, read.spec.job.as_ref());
+    let cluster = cluster::compile_cluster(&mut ctx, &read.spec);
     let graph = graph::build(&read, text, &mut ctx.diagnostics);
     let kinds = compile_nodes(&mut ctx, &read.spec, &graph);
     if !ctx.diagnostics.is_empty() {
@@ -86,6 +88,7 @@ pub(crate) fn compile(text: &str, job_path: &Path) -> Result<JobPlan, Vec<Diagno
         metrics: job.metrics,
         checkpoint_store: job.checkpoint_store,
         retain_checkpoints: job.retain_checkpoints,
+        cluster,
         fields: ctx.fields.into_paths(),
         nodes,
     })

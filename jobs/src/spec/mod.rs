@@ -79,6 +79,30 @@ pub struct JobSection {
     pub checkpoint_store: Option<Spanned<String>>,
     /// Complete checkpoints kept in the store; default 3.
     pub retain_checkpoints: Option<Spanned<i64>>,
+    /// `[job.cluster]`: run the job on several processes.
+    pub cluster: Option<Spanned<ClusterSection>>,
+}
+
+/// `[job.cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Required: the lease table, `dynamodb://TABLE`.
+    pub leases: Spanned<String>,
+    /// Key groups of the windows' state; default 64, fixed for the job's
+    /// life.
+    pub key_groups: Option<Spanned<i64>>,
+    /// The Kinesis stream records are repartitioned through by key group;
+    /// required when the job has windows.
+    pub shuffle_stream: Option<Spanned<String>>,
+    /// Shards of the shuffle stream when kflow creates it; default 4.
+    pub shuffle_shards: Option<Spanned<i64>>,
+    /// How long a worker's lease outlives its last heartbeat; default 10 s.
+    pub failover_timeout: Option<Spanned<String>>,
+    /// DynamoDB endpoint URL (an emulator); default the AWS chain.
+    pub endpoint: Option<Spanned<String>>,
+    /// AWS region of the lease table and the shuffle stream.
+    pub region: Option<Spanned<String>>,
 }
 
 /// `[sources.NAME]`, by its `type`.
