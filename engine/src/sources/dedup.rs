@@ -2,11 +2,22 @@
 //! within the job's `dedup.within` span of event time.
 //!
 //! Seen ids are kept as 64-bit hashes with their expiry time, in memory for
-//! the check and in RocksDB's dedup family for recovery: each checkpoint
-//! writes the ids added and deletes the ids expired since the previous one,
-//! so the stored set always matches the source's checkpointed position.
+//! the check and in RocksDB's dedup family for recovery. A checkpoint
+//! writes the ids added since the previous one as a few packed *blobs*, one
+//! per expiry bucket (`within / 8`, at least a second): key `source \0 |
+//! bucket | sequence`, value the `(hash, expiry)` pairs, 16 bytes each.
+//! Once the watermark passes a bucket's end every id in it has expired,
+//! and one range delete drops the bucket. So a checkpoint costs a memory
+//! copy per id, not a RocksDB key per id: one key per id (inserted at
+//! random hash positions into the memtable skip list) made a 2M-id
+//! checkpoint take 11.6 s (5.8 us per id). The stored set always matches the
+//! source's checkpointed position.
+//!
+//! Checkpoints written before this format (one key per id, `source \0 |
+//! hash` -> expiry) are still read, and dropped with their buckets' range
+//! once expired.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use hashbrown::HashMap;
 use kflow_jobs::Value;
@@ -18,13 +29,26 @@ use crate::dataflow::key;
 #[derive(Debug)]
 pub struct Dedup {
     within: i64,
+    /// Expiry bucket width, ms.
+    bucket_ms: i64,
     prefix: Vec<u8>,
     seen: HashMap<u64, i64>,
     expiries: VecDeque<(i64, u64)>,
     added: Vec<(u64, i64)>,
-    removed: Vec<u64>,
+    /// Buckets with ids stored.
+    stored: BTreeSet<i64>,
+    /// The newest watermark ids were expired by.
+    expired_through: i64,
+    /// Blob sequence numbers: unique per bucket across snapshots and
+    /// restarts.
+    sequence: u64,
+    /// Whether the store holds entries of the one-key-per-id format.
+    legacy: bool,
     scratch: Vec<u8>,
 }
+
+/// Length of a stored hash or bucket, and of a sequence number.
+const WORD: usize = 8;
 
 impl Dedup {
     /// An empty set for source `source` remembering ids for `within` ms.
@@ -33,11 +57,15 @@ impl Dedup {
         prefix.push(0);
         Dedup {
             within,
+            bucket_ms: (within / 8).max(1_000),
             prefix,
             seen: HashMap::new(),
             expiries: VecDeque::new(),
             added: Vec::new(),
-            removed: Vec::new(),
+            stored: BTreeSet::new(),
+            expired_through: i64::MIN,
+            sequence: 0,
+            legacy: false,
             scratch: Vec::new(),
         }
     }
@@ -48,18 +76,40 @@ impl Dedup {
     /// State errors reading them.
     pub fn restore(&mut self, store: &StateStore) -> Result<(), StateError> {
         let mut loaded: Vec<(i64, u64)> = Vec::new();
+        let corrupt = || StateError::Corrupt("malformed dedup entry".into());
         for (k, v) in store.scan_prefix(Family::Dedup, &self.prefix)? {
-            let (Some(h), Ok(expiry)) = (
-                k.get(self.prefix.len()..)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok()),
-                <[u8; 8]>::try_from(&v[..]),
-            ) else {
-                return Err(StateError::Corrupt("malformed dedup entry".into()));
-            };
-            loaded.push((i64::from_be_bytes(expiry), u64::from_be_bytes(h)));
+            let rest = k.get(self.prefix.len()..).ok_or_else(corrupt)?;
+            match rest.len() {
+                // The one-key-per-id format.
+                WORD => {
+                    let h = u64::from_be_bytes(rest.try_into().map_err(|_| corrupt())?);
+                    let expiry = <[u8; 8]>::try_from(&v[..]).map_err(|_| corrupt())?;
+                    loaded.push((i64::from_be_bytes(expiry), h));
+                    self.legacy = true;
+                }
+                // A blob: bucket, sequence -> pairs.
+                16 => {
+                    let (bucket, sequence) = rest.split_at(WORD);
+                    let bucket = unorder(bucket.try_into().map_err(|_| corrupt())?);
+                    let sequence = u64::from_be_bytes(sequence.try_into().map_err(|_| corrupt())?);
+                    self.stored.insert(bucket);
+                    self.sequence = self.sequence.max(sequence + 1);
+                    if v.len() % 16 != 0 {
+                        return Err(corrupt());
+                    }
+                    for pair in v.chunks_exact(16) {
+                        let (h, expiry) = pair.split_at(WORD);
+                        let h = u64::from_le_bytes(h.try_into().map_err(|_| corrupt())?);
+                        let expiry = i64::from_le_bytes(expiry.try_into().map_err(|_| corrupt())?);
+                        loaded.push((expiry, h));
+                    }
+                }
+                _ => return Err(corrupt()),
+            }
         }
         loaded.sort_unstable();
         for (expiry, h) in loaded {
+            // Sorted by expiry: the newest expiry of an id wins.
             self.seen.insert(h, expiry);
             self.expiries.push_back((expiry, h));
         }
@@ -70,14 +120,16 @@ impl Dedup {
     /// within the span; remembers it otherwise. Records without the id
     /// field are never duplicates.
     pub fn is_duplicate(&mut self, value: &Value<'_>, time: i64, watermark: i64) -> bool {
-        while let Some(&(expiry, h)) = self.expiries.front() {
-            if expiry >= watermark {
-                break;
-            }
-            self.expiries.pop_front();
-            if self.seen.get(&h) == Some(&expiry) {
-                self.seen.remove(&h);
-                self.removed.push(h);
+        if watermark > self.expired_through {
+            self.expired_through = watermark;
+            while let Some(&(expiry, h)) = self.expiries.front() {
+                if expiry >= watermark {
+                    break;
+                }
+                self.expiries.pop_front();
+                if self.seen.get(&h) == Some(&expiry) {
+                    self.seen.remove(&h);
+                }
             }
         }
         if value.is_null() {
@@ -100,24 +152,79 @@ impl Dedup {
         false
     }
 
-    /// Writes the ids added and expired since the last snapshot.
+    /// Writes the ids added since the last snapshot, one blob per expiry
+    /// bucket, and drops the buckets that expired whole.
     pub fn snapshot(&mut self, batch: &mut StateBatch) {
-        for h in self.removed.drain(..) {
-            let mut k = self.prefix.clone();
-            k.extend_from_slice(&h.to_be_bytes());
-            batch.delete(Family::Dedup, &k);
+        if self.legacy {
+            self.rewrite_legacy(batch);
         }
+        // Every id of a bucket ending at or before the watermark has expired.
+        let watermark = self.expired_through;
+        while let Some(&bucket) = self.stored.first() {
+            if bucket.saturating_add(1).saturating_mul(self.bucket_ms) > watermark {
+                break;
+            }
+            self.stored.remove(&bucket);
+            batch.delete_range(
+                Family::Dedup,
+                &self.blob_key(bucket, 0),
+                &self.blob_key(bucket.saturating_add(1), 0),
+            );
+        }
+        if self.added.is_empty() {
+            return;
+        }
+        let mut blobs: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         for (h, expiry) in self.added.drain(..) {
             // An id re-added after expiring within the same interval: the
             // newest expiry is the one in `seen`.
             if self.seen.get(&h) != Some(&expiry) {
                 continue;
             }
-            let mut k = self.prefix.clone();
-            k.extend_from_slice(&h.to_be_bytes());
-            batch.put(Family::Dedup, &k, &expiry.to_be_bytes());
+            let blob = blobs.entry(expiry.div_euclid(self.bucket_ms)).or_default();
+            blob.extend_from_slice(&h.to_le_bytes());
+            blob.extend_from_slice(&expiry.to_le_bytes());
         }
+        for (bucket, blob) in blobs {
+            let key = self.blob_key(bucket, self.sequence);
+            batch.put(Family::Dedup, &key, &blob);
+            self.stored.insert(bucket);
+        }
+        self.sequence += 1;
     }
+
+    /// Replaces a restored one-key-per-id set by blobs: deletes every
+    /// entry of this source and writes the live ids again.
+    fn rewrite_legacy(&mut self, batch: &mut StateBatch) {
+        let mut end = self.prefix.clone();
+        if let Some(separator) = end.last_mut() {
+            *separator = 1;
+        }
+        batch.delete_range(Family::Dedup, &self.prefix, &end);
+        self.legacy = false;
+        self.stored.clear();
+        self.added = self
+            .expiries
+            .iter()
+            .map(|(expiry, h)| (*h, *expiry))
+            .collect();
+    }
+
+    fn blob_key(&self, bucket: i64, sequence: u64) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(&order(bucket));
+        key.extend_from_slice(&sequence.to_be_bytes());
+        key
+    }
+}
+
+/// A signed bucket as bytes that sort in its order.
+fn order(bucket: i64) -> [u8; 8] {
+    ((bucket as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn unorder(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
 }
 
 #[cfg(test)]
@@ -153,5 +260,81 @@ mod tests {
             2
         );
         assert!(Dedup::new("other", 1).restore(&store).is_ok());
+    }
+
+    #[test]
+    fn restores_at_any_checkpoint_decide_as_an_uninterrupted_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let within = 8_000;
+        let mut reference = Dedup::new("clicks", within);
+        let mut restarted = Dedup::new("clicks", within);
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        for step in 0..20_000_i64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let id = Value::Num((rng % 3_000) as f64);
+            let time = step * 10 + (rng % 500) as i64;
+            let watermark = step * 10 - 1_000;
+            assert_eq!(
+                reference.is_duplicate(&id, time, watermark),
+                restarted.is_duplicate(&id, time, watermark),
+                "step {step}"
+            );
+            if step % 700 == 0 {
+                let mut batch = StateBatch::new();
+                restarted.snapshot(&mut batch);
+                store
+                    .write(batch, kflow_state::WriteMode::Buffered)
+                    .unwrap();
+                if step % 2_100 == 0 {
+                    // A crash right after the checkpoint: only the store is left.
+                    restarted = Dedup::new("clicks", within);
+                    restarted.restore(&store).unwrap();
+                }
+            }
+        }
+        // Expired buckets were dropped: what is stored is about one span.
+        let stored: usize = store
+            .scan_prefix(Family::Dedup, b"clicks\0")
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v.len() / 16)
+            .sum();
+        assert!(stored < 3_000, "{stored} ids stored");
+    }
+
+    #[test]
+    fn one_key_per_id_checkpoints_are_read_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let id = |s: &str| Value::Str(s.to_string().into());
+        let mut old = StateBatch::new();
+        for (name, expiry) in [("a", 11_000_i64), ("b", 15_000)] {
+            let mut scratch = Vec::new();
+            key::encode_value(&id(name), &mut scratch).unwrap();
+            let mut k = b"clicks\0".to_vec();
+            k.extend_from_slice(&key::hash(&scratch).to_be_bytes());
+            old.put(Family::Dedup, &k, &expiry.to_be_bytes());
+        }
+        store.write(old, kflow_state::WriteMode::Buffered).unwrap();
+        let mut d = Dedup::new("clicks", 10_000);
+        d.restore(&store).unwrap();
+        assert!(d.is_duplicate(&id("a"), 5_000, 0));
+        let mut batch = StateBatch::new();
+        d.snapshot(&mut batch);
+        store
+            .write(batch, kflow_state::WriteMode::Buffered)
+            .unwrap();
+        let keys = store.scan_prefix(Family::Dedup, b"clicks\0").unwrap();
+        assert!(
+            keys.iter().all(|(k, _)| k.len() == 7 + 16),
+            "only blobs are left"
+        );
+        let mut again = Dedup::new("clicks", 10_000);
+        again.restore(&store).unwrap();
+        assert!(again.is_duplicate(&id("b"), 14_000, 0));
+        assert!(again.is_duplicate(&id("a"), 10_000, 0));
     }
 }
