@@ -33,8 +33,15 @@ pub struct Dedup {
     bucket_ms: i64,
     prefix: Vec<u8>,
     seen: HashMap<u64, i64>,
+    /// Every remembered id in the order it was added, with its expiry;
+    /// expired ones leave from the front.
     expiries: VecDeque<(i64, u64)>,
-    added: Vec<(u64, i64)>,
+    /// Entries ever popped from the front of `expiries`.
+    popped: u64,
+    /// The first entry (counted over the whole run, popped ones included)
+    /// that no snapshot wrote yet: the ids added since the last snapshot
+    /// are the tail of `expiries`, without a copy of their own.
+    unsaved: u64,
     /// Buckets with ids stored.
     stored: BTreeSet<i64>,
     /// The newest watermark ids were expired by.
@@ -61,7 +68,8 @@ impl Dedup {
             prefix,
             seen: HashMap::new(),
             expiries: VecDeque::new(),
-            added: Vec::new(),
+            popped: 0,
+            unsaved: 0,
             stored: BTreeSet::new(),
             expired_through: i64::MIN,
             sequence: 0,
@@ -108,11 +116,15 @@ impl Dedup {
             }
         }
         loaded.sort_unstable();
+        self.seen.reserve(loaded.len());
+        self.expiries.reserve(loaded.len());
         for (expiry, h) in loaded {
             // Sorted by expiry: the newest expiry of an id wins.
             self.seen.insert(h, expiry);
             self.expiries.push_back((expiry, h));
         }
+        // What was loaded is stored already.
+        self.unsaved = self.popped + self.expiries.len() as u64;
         Ok(())
     }
 
@@ -127,6 +139,7 @@ impl Dedup {
                     break;
                 }
                 self.expiries.pop_front();
+                self.popped += 1;
                 if self.seen.get(&h) == Some(&expiry) {
                     self.seen.remove(&h);
                 }
@@ -148,7 +161,6 @@ impl Dedup {
         let expiry = time.saturating_add(self.within);
         self.seen.insert(h, expiry);
         self.expiries.push_back((expiry, h));
-        self.added.push((h, expiry));
         false
     }
 
@@ -171,11 +183,13 @@ impl Dedup {
                 &self.blob_key(bucket.saturating_add(1), 0),
             );
         }
-        if self.added.is_empty() {
+        let start = self.unsaved.saturating_sub(self.popped) as usize;
+        self.unsaved = self.popped + self.expiries.len() as u64;
+        if start >= self.expiries.len() {
             return;
         }
         let mut blobs: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-        for (h, expiry) in self.added.drain(..) {
+        for &(expiry, h) in self.expiries.range(start..) {
             // An id re-added after expiring within the same interval: the
             // newest expiry is the one in `seen`.
             if self.seen.get(&h) != Some(&expiry) {
@@ -203,11 +217,7 @@ impl Dedup {
         batch.delete_range(Family::Dedup, &self.prefix, &end);
         self.legacy = false;
         self.stored.clear();
-        self.added = self
-            .expiries
-            .iter()
-            .map(|(expiry, h)| (*h, *expiry))
-            .collect();
+        self.unsaved = self.popped;
     }
 
     fn blob_key(&self, bucket: i64, sequence: u64) -> Vec<u8> {
