@@ -249,5 +249,55 @@ fn tempfile_dir() -> std::path::PathBuf {
     dir
 }
 
-criterion_group!(benches, decode, filter, window_state);
+/// Each aggregate's cost per record: one update of a warm partial.
+fn aggregate_updates(c: &mut Criterion) {
+    let mut group = c.benchmark_group("aggregate update");
+    group.throughput(Throughput::Elements(1));
+    let numbers: Vec<f64> = (0..4096).map(|i| f64::from(i % 977) * 0.25).collect();
+    let hashes: Vec<u64> = (0..4096_u64)
+        .map(|i| xxhash_rust_hash(&(i % 3000).to_le_bytes()))
+        .collect();
+    for (name, function) in [
+        ("count", AggregateFunction::Count),
+        ("sum", AggregateFunction::Sum),
+        ("max", AggregateFunction::Max),
+        ("variance", AggregateFunction::Variance),
+        ("stddev", AggregateFunction::Stddev),
+        (
+            "count_distinct (3,000 values)",
+            AggregateFunction::CountDistinct,
+        ),
+        (
+            "count_distinct_approx (3,000 values: sketch)",
+            AggregateFunction::CountDistinctApprox,
+        ),
+        ("percentile 0.99", AggregateFunction::Percentile(0.99)),
+    ] {
+        let plan = [AggregatePlan {
+            name: name.into(),
+            function,
+            field: Some(FieldId(0)),
+        }];
+        let hashed = matches!(
+            function,
+            AggregateFunction::CountDistinct | AggregateFunction::CountDistinctApprox
+        );
+        group.bench_function(name, |b| {
+            let mut partial = Partial::new(&plan);
+            let mut i = 0;
+            b.iter(|| {
+                let arg = if hashed {
+                    Arg::Hash(hashes[i % hashes.len()])
+                } else {
+                    Arg::Num(numbers[i % numbers.len()])
+                };
+                i += 1;
+                partial.update(black_box(&[arg]));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decode, filter, window_state, aggregate_updates);
 criterion_main!(benches);

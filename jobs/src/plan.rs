@@ -327,6 +327,12 @@ pub enum AggregateFunction {
     CountDistinct,
     /// `percentile(field, q)` with `0 <= q <= 1`.
     Percentile(f64),
+    /// `variance(field)`: the population variance.
+    Variance,
+    /// `stddev(field)`: the population standard deviation.
+    Stddev,
+    /// `count_distinct_approx(field)`: HyperLogLog, exact up to 512.
+    CountDistinctApprox,
 }
 
 impl AggregateFunction {
@@ -334,7 +340,9 @@ impl AggregateFunction {
     pub fn needs_number(self) -> bool {
         !matches!(
             self,
-            AggregateFunction::Count | AggregateFunction::CountDistinct
+            AggregateFunction::Count
+                | AggregateFunction::CountDistinct
+                | AggregateFunction::CountDistinctApprox
         )
     }
 }

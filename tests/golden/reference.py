@@ -33,6 +33,7 @@ import argparse
 import itertools
 import json
 import math
+from fractions import Fraction
 import re
 import sys
 import tomllib
@@ -444,8 +445,14 @@ def passes(tree: tuple, record: dict) -> bool:
 # Aggregates
 # ---------------------------------------------------------------------------
 
-AGGREGATE = re.compile(r"(count|sum|min|max|avg|count_distinct|percentile)\(\s*([\w.]*)\s*(?:,\s*([0-9.]+)\s*)?\)")
-NEEDS_NUMBER = {"sum", "min", "max", "avg", "percentile"}
+AGGREGATE = re.compile(
+    r"(count|sum|min|max|avg|variance|stddev|count_distinct|count_distinct_approx|percentile)"
+    r"\(\s*([\w.]*)\s*(?:,\s*([0-9.]+)\s*)?\)"
+)
+NEEDS_NUMBER = {"sum", "min", "max", "avg", "variance", "stddev", "percentile"}
+# count_distinct_approx is exact up to this many distinct values (kflow keeps
+# the hashes themselves until then, a HyperLogLog sketch after).
+APPROX_EXACT_LIMIT = 512
 
 
 @dataclass
@@ -472,13 +479,16 @@ class Aggregate:
             return len(rows)
         values = [get_path(row, self.field) for row in rows]
         values = [v for v in values if v is not None]
-        if self.function == "count_distinct":
+        if self.function in ("count_distinct", "count_distinct_approx"):
             if not values:
                 raise Ambiguous("count_distinct over no values (0 or null?)")
             kinds = {type_name(v) for v in values}
             if len(kinds) > 1 or kinds & {"object", "array"}:
                 raise Ambiguous(f"count_distinct over mixed types {kinds}")
-            return len({float(v) if is_number(v) else v for v in values})
+            distinct = len({float(v) if is_number(v) else v for v in values})
+            if self.function == "count_distinct_approx" and distinct > APPROX_EXACT_LIMIT:
+                raise Ambiguous("count_distinct_approx over more than 512 values is approximate")
+            return distinct
         if not values:
             return None
         if self.function == "sum":
@@ -489,6 +499,12 @@ class Aggregate:
             return float(max(values))
         if self.function == "avg":
             return math.fsum(values) / len(values)
+        if self.function in ("variance", "stddev"):
+            # Exact rational arithmetic, rounded once at the end.
+            exact = [Fraction(v) for v in values]
+            mean = sum(exact) / len(exact)
+            variance = sum((v - mean) ** 2 for v in exact) / len(exact)
+            return float(variance) if self.function == "variance" else math.sqrt(float(variance))
         if self.function == "percentile":
             if len(values) > 128:
                 raise Ambiguous("percentile over more than 128 values is approximate")

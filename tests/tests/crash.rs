@@ -175,6 +175,40 @@ path = "out/result.jsonl"
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 500, 2))]);
 }
 
+#[test]
+fn issue_17_variance_stddev_and_approximate_distinct_counts_survive_repeated_kills() {
+    // Per user (sliding: panes merged at firing) and over everyone (2,000
+    // users a minute: the distinct sketch is past its exact limit, so its
+    // registers are what checkpoints store and restores read back).
+    let job = format!(
+        "{}{}",
+        crash_job().head(),
+        r#"
+[windows.recent]
+input = "clicks"
+key = ["user_id"]
+sliding = { size = "5m", slide = "1m" }
+aggregates = { spread = "variance(amount)", deviation = "stddev(amount)", types = "count_distinct_approx(type)" }
+
+[windows.everyone]
+input = "clicks"
+tumbling = "1m"
+aggregates = { users = "count_distinct_approx(user_id)", exact = "count_distinct(user_id)", deviation = "stddev(amount)" }
+
+[sinks.result]
+input = "recent"
+type = "file"
+path = "out/result.jsonl"
+
+[sinks.totals]
+input = "everyone"
+type = "file"
+path = "out/totals.jsonl"
+"#
+    );
+    kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 2_000, 5))]);
+}
+
 /// Windows whose state is far larger than a 64 KB `state_memory`: every
 /// window spills (early checkpoints, eviction, reads of spilled partials,
 /// spilled panes loaded to fire a sliding window, growing distinct sets

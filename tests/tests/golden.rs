@@ -36,6 +36,7 @@ golden_cases!(
     percentile_distinct,
     negative_time,
     window_of_window,
+    moments_approx,
 );
 
 #[test]

@@ -30,6 +30,9 @@ fn aggregate_text(plan: &JobPlan, a: &AggregatePlan) -> String {
         AggregateFunction::Avg => format!("avg({field})"),
         AggregateFunction::CountDistinct => format!("count_distinct({field})"),
         AggregateFunction::Percentile(q) => format!("percentile({field}, {q})"),
+        AggregateFunction::Variance => format!("variance({field})"),
+        AggregateFunction::Stddev => format!("stddev({field})"),
+        AggregateFunction::CountDistinctApprox => format!("count_distinct_approx({field})"),
     };
     format!("{} = {call}", a.name)
 }

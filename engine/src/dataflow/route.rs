@@ -216,7 +216,10 @@ impl WindowOut {
         for spec in &self.spec.args {
             let arg = match (&spec.field, spec.function) {
                 (None, _) => Arg::None,
-                (Some((field, _)), AggregateFunction::CountDistinct) => {
+                (
+                    Some((field, _)),
+                    AggregateFunction::CountDistinct | AggregateFunction::CountDistinctApprox,
+                ) => {
                     let value = row.field(*field);
                     if value.is_null() {
                         Arg::None

@@ -28,7 +28,8 @@ fn error<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, CallErr
     })
 }
 
-const FUNCTIONS: &str = "`count`, `sum`, `min`, `max`, `avg`, `count_distinct`, `percentile`";
+const FUNCTIONS: &str = "`count`, `sum`, `min`, `max`, `avg`, `variance`, `stddev`, \
+     `count_distinct`, `count_distinct_approx`, `percentile`";
 
 #[derive(Debug)]
 enum Arg {
@@ -69,6 +70,9 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
         "max" => AggregateFunction::Max,
         "avg" => AggregateFunction::Avg,
         "count_distinct" => AggregateFunction::CountDistinct,
+        "count_distinct_approx" => AggregateFunction::CountDistinctApprox,
+        "variance" => AggregateFunction::Variance,
+        "stddev" => AggregateFunction::Stddev,
         "percentile" => AggregateFunction::Percentile(0.0),
         _ => {
             return error(
@@ -256,6 +260,15 @@ mod tests {
         assert_eq!(
             field("count_distinct(user_id)").0,
             AggregateFunction::CountDistinct
+        );
+        assert_eq!(field("variance(x)").0, AggregateFunction::Variance);
+        assert_eq!(field("stddev(x)").0, AggregateFunction::Stddev);
+        assert_eq!(
+            field("count_distinct_approx(user_id)"),
+            (
+                AggregateFunction::CountDistinctApprox,
+                Some("user_id".into())
+            )
         );
         assert_eq!(
             field("percentile(amount, 0.99)"),

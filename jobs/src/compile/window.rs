@@ -257,6 +257,9 @@ fn function_name(function: crate::plan::AggregateFunction) -> &'static str {
         F::Avg => "avg",
         F::CountDistinct => "count_distinct",
         F::Percentile(_) => "percentile",
+        F::Variance => "variance",
+        F::Stddev => "stddev",
+        F::CountDistinctApprox => "count_distinct_approx",
     }
 }
 

@@ -135,6 +135,7 @@ impl WindowTask {
             matches!(
                 a.function,
                 kflow_jobs::AggregateFunction::CountDistinct
+                    | kflow_jobs::AggregateFunction::CountDistinctApprox
                     | kflow_jobs::AggregateFunction::Percentile(_)
             )
         });

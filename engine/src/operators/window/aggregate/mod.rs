@@ -7,7 +7,11 @@
 //! sum + count, `count_distinct` as the set of 64-bit hashes of the values,
 //! and `percentile` exactly while a group holds at most [`EXACT_LIMIT`]
 //! values, then as HdrHistograms (3 significant digits, values scaled to
-//! thousandths) so that big groups stay small.
+//! thousandths) so that big groups stay small. `variance` and `stddev` keep
+//! the count, mean and sum of squared deviations (Welford's update, Chan's
+//! merge); `count_distinct_approx` a HyperLogLog sketch ([`hll`]).
+
+pub mod hll;
 
 use hashbrown::HashSet;
 use hdrhistogram::Histogram;
@@ -45,6 +49,48 @@ pub enum Acc {
     Distinct(Box<HashSet<u64>>),
     /// `percentile`.
     Percentile(Box<Percentiles>),
+    /// `variance` and `stddev` (boxed: the common accumulators stay
+    /// small).
+    Moments(Box<Moments>),
+    /// `count_distinct_approx`.
+    Sketch(Box<hll::Hll>),
+}
+
+/// Count, mean, and the sum of squared deviations from the mean.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Moments {
+    /// Number of values.
+    pub n: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// Sum of squared deviations from `mean`.
+    pub m2: f64,
+}
+
+impl Moments {
+    fn push(&mut self, v: f64) {
+        self.n += 1;
+        let delta = v - self.mean;
+        self.mean += delta / self.n as f64;
+        self.m2 += delta * (v - self.mean);
+    }
+
+    fn merge(&mut self, other: &Moments) {
+        if other.n == 0 {
+            return;
+        }
+        let total = self.n + other.n;
+        let delta = other.mean - self.mean;
+        let (a, b) = (self.n as f64, other.n as f64);
+        self.mean += delta * b / total as f64;
+        self.m2 += other.m2 + delta * delta * a * b / total as f64;
+        self.n = total;
+    }
+
+    /// The population variance, `None` without values.
+    fn variance(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.m2.max(0.0) / self.n as f64)
+    }
 }
 
 /// Values for a percentile: exact while small, histograms once large.
@@ -195,6 +241,8 @@ impl Acc {
             AggregateFunction::Percentile(_) => {
                 Acc::Percentile(Box::new(Percentiles::Exact(Vec::new())))
             }
+            AggregateFunction::Variance | AggregateFunction::Stddev => Acc::Moments(Box::default()),
+            AggregateFunction::CountDistinctApprox => Acc::Sketch(Box::default()),
         }
     }
 
@@ -212,6 +260,8 @@ impl Acc {
                 set.insert(h);
             }
             (Acc::Percentile(p), Arg::Num(v)) => p.push(v),
+            (Acc::Moments(m), Arg::Num(v)) => m.push(v),
+            (Acc::Sketch(sketch), Arg::Hash(h)) => sketch.insert(h),
             _ => {}
         }
     }
@@ -228,6 +278,8 @@ impl Acc {
             (Acc::Max(a), Acc::Max(b)) => *a = min_opt(*a, *b, f64::max),
             (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b.iter().copied()),
             (Acc::Percentile(a), Acc::Percentile(b)) => a.merge(b),
+            (Acc::Moments(a), Acc::Moments(b)) => a.merge(b),
+            (Acc::Sketch(a), Acc::Sketch(b)) => a.merge(b),
             _ => {}
         }
     }
@@ -245,6 +297,11 @@ impl Acc {
             (Acc::Min(v) | Acc::Max(v), _) => *v,
             (Acc::Percentile(p), AggregateFunction::Percentile(q)) => p.value(q),
             (Acc::Percentile(_), _) => None,
+            (Acc::Moments(m), AggregateFunction::Stddev) => {
+                m.variance().map(|v| round_15(v.sqrt()))
+            }
+            (Acc::Moments(m), _) => m.variance().map(round_15),
+            (Acc::Sketch(sketch), _) => Some(sketch.count() as f64),
         };
         number.map_or(Value::Null, Value::Num)
     }
@@ -266,6 +323,8 @@ impl Acc {
     fn heap_bytes(&self) -> usize {
         match self {
             Acc::Distinct(set) => std::mem::size_of::<HashSet<u64>>() + set.capacity() * 9,
+            Acc::Sketch(sketch) => std::mem::size_of::<hll::Hll>() + sketch.heap_bytes(),
+            Acc::Moments(_) => std::mem::size_of::<Moments>(),
             Acc::Percentile(p) => {
                 std::mem::size_of::<Percentiles>()
                     + match &**p {
@@ -373,6 +432,25 @@ fn encode_acc(acc: &Acc, out: &mut Vec<u8>) {
             }
         }
         Acc::Percentile(p) => encode_percentiles(p, out),
+        Acc::Moments(m) => {
+            out.push(7);
+            out.extend_from_slice(&m.n.to_le_bytes());
+            out.extend_from_slice(&m.mean.to_le_bytes());
+            out.extend_from_slice(&m.m2.to_le_bytes());
+        }
+        Acc::Sketch(sketch) => match &**sketch {
+            hll::Hll::Exact(set) => {
+                out.push(8);
+                out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+                for h in set {
+                    out.extend_from_slice(&h.to_le_bytes());
+                }
+            }
+            hll::Hll::Registers(registers) => {
+                out.push(9);
+                out.extend_from_slice(registers);
+            }
+        },
     }
 }
 
@@ -430,6 +508,14 @@ impl Reader<'_> {
     }
     fn f64(&mut self) -> Result<f64, StateError> {
         Ok(f64::from_le_bytes(self.take()?))
+    }
+    fn bytes(&mut self, n: usize) -> Result<&[u8], StateError> {
+        let slice = self
+            .bytes
+            .get(self.at..self.at + n)
+            .ok_or_else(|| StateError::Corrupt("partial aggregate is truncated".into()))?;
+        self.at += n;
+        Ok(slice)
     }
     fn len(&mut self, item: usize) -> Result<usize, StateError> {
         let n = self.u32()? as usize;
@@ -490,6 +576,23 @@ fn decode_acc(r: &mut Reader<'_>) -> Result<Acc, StateError> {
                 }
             }
             Acc::Percentile(Box::new(Percentiles::Histograms(Box::new(h))))
+        }
+        7 => Acc::Moments(Box::new(Moments {
+            n: r.u64()?,
+            mean: r.f64()?,
+            m2: r.f64()?,
+        })),
+        8 => {
+            let n = r.len(8)?;
+            let mut set = HashSet::with_capacity(n);
+            for _ in 0..n {
+                set.insert(r.u64()?);
+            }
+            Acc::Sketch(Box::new(hll::Hll::Exact(set)))
+        }
+        9 => {
+            let registers = r.bytes(hll::REGISTERS)?;
+            Acc::Sketch(Box::new(hll::Hll::Registers(registers.into())))
         }
         tag => return Err(StateError::Corrupt(format!("unknown aggregate tag {tag}"))),
     })
