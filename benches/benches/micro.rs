@@ -87,11 +87,13 @@ fn aggregates() -> Vec<AggregatePlan> {
             name: "events".into(),
             function: AggregateFunction::Count,
             field: None,
+            by: None,
         },
         AggregatePlan {
             name: "revenue".into(),
             function: AggregateFunction::Sum,
             field: Some(FieldId(0)),
+            by: None,
         },
     ]
 }
@@ -277,6 +279,7 @@ fn aggregate_updates(c: &mut Criterion) {
             name: name.into(),
             function,
             field: Some(FieldId(0)),
+            by: None,
         }];
         let hashed = matches!(
             function,
@@ -293,6 +296,44 @@ fn aggregate_updates(c: &mut Criterion) {
                 };
                 i += 1;
                 partial.update(black_box(&[arg]));
+            })
+        });
+    }
+    // The picks: candidates whose values (8-character strings) sit in the
+    // batch's value buffer; ranks rise and fall, so some replace the best.
+    let mut values = Vec::new();
+    let picks: Vec<Arg> = (0..4096_u32)
+        .map(|i| {
+            let start = values.len() as u32;
+            let text = format!("item{:04}", i % 977);
+            let _ = kflow::dataflow::key::encode_value(
+                &kflow_jobs::Value::Str(text.into()),
+                &mut values,
+            );
+            Arg::Pick {
+                order: f64::from((i * 7919) % 4096),
+                start,
+                len: values.len() as u32 - start,
+            }
+        })
+        .collect();
+    for (name, function) in [
+        ("max_by", AggregateFunction::MaxBy),
+        ("first", AggregateFunction::First),
+    ] {
+        let plan = [AggregatePlan {
+            name: name.into(),
+            function,
+            field: Some(FieldId(0)),
+            by: None,
+        }];
+        group.bench_function(name, |b| {
+            let mut partial = Partial::new(&plan);
+            let mut i = 0;
+            b.iter(|| {
+                let arg = picks[i % picks.len()];
+                i += 1;
+                partial.update_with(black_box(&[arg]), &values);
             })
         });
     }

@@ -306,8 +306,11 @@ pub struct AggregatePlan {
     pub name: String,
     /// The function.
     pub function: AggregateFunction,
-    /// The argument field (`None` only for `count()`).
+    /// The argument field (`None` only for `count()`); for `max_by` and
+    /// `min_by` the field whose value is the result.
     pub field: Option<FieldId>,
+    /// `max_by` and `min_by`: the numeric field that picks the record.
+    pub by: Option<FieldId>,
 }
 
 /// The closed set of aggregate functions.
@@ -333,6 +336,16 @@ pub enum AggregateFunction {
     Stddev,
     /// `count_distinct_approx(field)`: HyperLogLog, exact up to 512.
     CountDistinctApprox,
+    /// `max_by(value, field)`: `field` of the record with the largest
+    /// `value`.
+    MaxBy,
+    /// `min_by(value, field)`: `field` of the record with the smallest
+    /// `value`.
+    MinBy,
+    /// `first(field)`: `field` of the earliest record (event time).
+    First,
+    /// `last(field)`: `field` of the latest record (event time).
+    Last,
 }
 
 impl AggregateFunction {
@@ -343,6 +356,22 @@ impl AggregateFunction {
             AggregateFunction::Count
                 | AggregateFunction::CountDistinct
                 | AggregateFunction::CountDistinctApprox
+                | AggregateFunction::MaxBy
+                | AggregateFunction::MinBy
+                | AggregateFunction::First
+                | AggregateFunction::Last
+        )
+    }
+
+    /// Whether the result is one of the records' values (any type), not a
+    /// number.
+    pub fn picks_a_value(self) -> bool {
+        matches!(
+            self,
+            AggregateFunction::MaxBy
+                | AggregateFunction::MinBy
+                | AggregateFunction::First
+                | AggregateFunction::Last
         )
     }
 }

@@ -267,32 +267,38 @@ fn windows_and_aggregates_are_compiled() {
             AggregatePlan {
                 name: "events".into(),
                 function: AggregateFunction::Count,
-                field: None
+                field: None,
+                by: None,
             },
             AggregatePlan {
                 name: "revenue".into(),
                 function: AggregateFunction::Sum,
-                field: amount
+                field: amount,
+                by: None,
             },
             AggregatePlan {
                 name: "avg_amount".into(),
                 function: AggregateFunction::Avg,
-                field: amount
+                field: amount,
+                by: None,
             },
             AggregatePlan {
                 name: "max_amount".into(),
                 function: AggregateFunction::Max,
-                field: amount
+                field: amount,
+                by: None,
             },
             AggregatePlan {
                 name: "p99_amount".into(),
                 function: AggregateFunction::Percentile(0.99),
                 field: amount,
+                by: None,
             },
             AggregatePlan {
                 name: "users".into(),
                 function: AggregateFunction::CountDistinct,
                 field: Some(field(&plan, "user_id")),
+                by: None,
             },
         ]
     );

@@ -146,6 +146,19 @@ def type_name(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+def value_order(value: Any) -> tuple:
+    """kflow's total order of scalar values (ties of max_by and the like)."""
+    if value is None:
+        return (0,)
+    if isinstance(value, bool):
+        return (1, value)
+    if is_number(value):
+        return (2, float(value))
+    if isinstance(value, str):
+        return (3, value.encode())
+    raise Ambiguous(f"an object or array as a picked value: {value!r}")
+
+
 def get_path(record: dict, dotted: str) -> Any:
     """`a.b` in a JSON object; None (null) when any step is missing."""
     value: Any = record
@@ -446,10 +459,14 @@ def passes(tree: tuple, record: dict) -> bool:
 # ---------------------------------------------------------------------------
 
 AGGREGATE = re.compile(
-    r"(count|sum|min|max|avg|variance|stddev|count_distinct|count_distinct_approx|percentile)"
-    r"\(\s*([\w.]*)\s*(?:,\s*([0-9.]+)\s*)?\)"
+    r"(count|sum|min|max|avg|variance|stddev|count_distinct|count_distinct_approx|percentile"
+    r"|max_by|min_by|first|last)"
+    r"\(\s*([\w.]*)\s*(?:,\s*([\w.]+)\s*)?\)"
 )
 NEEDS_NUMBER = {"sum", "min", "max", "avg", "variance", "stddev", "percentile"}
+# Aggregates that return one record's value: the record ranked highest or
+# lowest by a numeric field (`*_by`) or by event time (`first`, `last`).
+PICKS = {"max_by", "min_by", "first", "last"}
 # count_distinct_approx is exact up to this many distinct values (kflow keeps
 # the hashes themselves until then, a HyperLogLog sketch after).
 APPROX_EXACT_LIMIT = 512
@@ -461,22 +478,52 @@ class Aggregate:
     function: str
     field: str | None
     quantile: float | None
+    by: str | None = None  # max_by/min_by: the numeric field that ranks
 
     @staticmethod
     def parse(name: str, text: str) -> "Aggregate":
         match = AGGREGATE.fullmatch(text.strip())
         if not match:
             raise CaseError(f"bad aggregate {text!r}")
-        function, argument, quantile = match.groups()
+        function, argument, second = match.groups()
         if (function == "count") != (argument == ""):
             raise CaseError(f"bad aggregate {text!r}")
-        if (function == "percentile") != (quantile is not None):
+        two = function in ("percentile", "max_by", "min_by")
+        if two != (second is not None):
             raise CaseError(f"bad aggregate {text!r}")
-        return Aggregate(name, function, argument or None, float(quantile) if quantile else None)
+        if function in ("max_by", "min_by"):
+            # max_by(value, field): ranked by `value`, returns `field`.
+            return Aggregate(name, function, second, None, by=argument)
+        return Aggregate(name, function, argument or None, float(second) if second else None)
 
-    def compute(self, rows: list[dict]) -> Any:
+    def pick(self, rows: list[dict], times: list[int]) -> Any:
+        """The value of the record ranked highest (max_by, last) or lowest
+        (min_by, first); on a tie, the smallest value in kflow's total order
+        of values: null < false < true < numbers < strings (UTF-8 bytes)."""
+        candidates = []
+        for row, ts in zip(rows, times):
+            value = get_path(row, self.field)
+            if self.by is not None:
+                order = get_path(row, self.by)
+                if order is None:
+                    continue
+            else:
+                if value is None:
+                    continue
+                order = ts
+            candidates.append((float(order), value))
+        if not candidates:
+            return None
+        highest = self.function in ("max_by", "last")
+        best = max(c[0] for c in candidates) if highest else min(c[0] for c in candidates)
+        tied = [value for order, value in candidates if order == best]
+        return min(tied, key=value_order)
+
+    def compute(self, rows: list[dict], times: list[int]) -> Any:
         if self.function == "count":
             return len(rows)
+        if self.function in PICKS:
+            return self.pick(rows, times)
         values = [get_path(row, self.field) for row in rows]
         values = [v for v in values if v is not None]
         if self.function in ("count_distinct", "count_distinct_approx"):
@@ -579,6 +626,7 @@ class Graph:
                 fields |= self.numeric_fields_after(consumer.name)
             elif isinstance(consumer, Window):
                 fields |= {a.field for a in consumer.aggregates if a.function in NEEDS_NUMBER}
+                fields |= {a.by for a in consumer.aggregates if a.by is not None}
         return fields
 
     def add(self, node: "Node") -> None:
@@ -795,8 +843,8 @@ class Window(Node):
     def reset(self) -> None:
         self.input_watermark = NEG_INF
         self.watermark = NEG_INF
-        # (start, key as JSON text) -> (key values, rows)
-        self.groups: dict[tuple[int, str], tuple[list, list[dict]]] = {}
+        # (start, key as JSON text) -> (key values, [(fields, event time)])
+        self.groups: dict[tuple[int, str], tuple[list, list[tuple[dict, int]]]] = {}
 
     def windows_of(self, ts: int) -> list[int]:
         """Starts of the windows [start, start + size) that contain ts."""
@@ -814,6 +862,14 @@ class Window(Node):
                 value = get_path(record.fields, aggregate.field)
                 if value is not None and not is_number(value):
                     type_error = f"{aggregate.field} must be a number, not {type_name(value)}"
+            if aggregate.by is not None:
+                value = get_path(record.fields, aggregate.by)
+                if value is not None and not is_number(value):
+                    type_error = f"{aggregate.by} must be a number, not {type_name(value)}"
+            if aggregate.function in PICKS:
+                value = get_path(record.fields, aggregate.field)
+                if isinstance(value, (dict, list)):
+                    type_error = f"{aggregate.field} is an object or array"
         if type_error:
             if record.origin is None:
                 raise Ambiguous(f"{self.name}: a window result of the wrong type")
@@ -837,19 +893,21 @@ class Window(Node):
         record.accepted_by.add(self.name)
         for start in open_starts:
             group = self.groups.setdefault((start, json.dumps(key_values)), (key_values, []))
-            group[1].append(record.fields)
+            group[1].append((record.fields, record.ts))
 
     def on_watermark(self, graph: Graph) -> None:
         self.input_watermark = graph.input_watermark(self)
         due = sorted(g for g in self.groups if self.is_closed(g[0]))
         for group_id in due:
-            key_values, rows = self.groups.pop(group_id)
+            key_values, entries = self.groups.pop(group_id)
+            rows = [fields for fields, _ in entries]
+            times = [ts for _, ts in entries]
             start = group_id[0]
             end = start + self.size
             result = {"window_start": format_time(start), "window_end": format_time(end)}
             result.update(zip(self.key, key_values))
             for aggregate in self.aggregates:
-                result[aggregate.name] = aggregate.compute(rows)
+                result[aggregate.name] = aggregate.compute(rows, times)
             # Assumption for windows of windows: a result's event time is
             # window_end - 1 ms (inside its own window).
             graph.emit(self.name, "main", Record(result, end - 1, json.dumps(result), None))

@@ -176,10 +176,11 @@ path = "out/result.jsonl"
 }
 
 #[test]
-fn issue_17_variance_stddev_and_approximate_distinct_counts_survive_repeated_kills() {
-    // Per user (sliding: panes merged at firing) and over everyone (2,000
-    // users a minute: the distinct sketch is past its exact limit, so its
-    // registers are what checkpoints store and restores read back).
+fn issue_17_new_aggregates_survive_repeated_kills() {
+    // Per user (sliding: panes merged at firing; picks whose ties must not
+    // depend on the order a replay reads records in) and over everyone
+    // (2,000 users a minute: the distinct sketch is past its exact limit,
+    // so its registers are what checkpoints store and restores read back).
     let job = format!(
         "{}{}",
         crash_job().head(),
@@ -188,7 +189,7 @@ fn issue_17_variance_stddev_and_approximate_distinct_counts_survive_repeated_kil
 input = "clicks"
 key = ["user_id"]
 sliding = { size = "5m", slide = "1m" }
-aggregates = { spread = "variance(amount)", deviation = "stddev(amount)", types = "count_distinct_approx(type)" }
+aggregates = { spread = "variance(amount)", deviation = "stddev(amount)", types = "count_distinct_approx(type)", biggest = "max_by(amount, type)", smallest = "min_by(amount, event_id)", first_type = "first(type)", last_type = "last(type)" }
 
 [windows.everyone]
 input = "clicks"

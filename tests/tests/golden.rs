@@ -37,6 +37,7 @@ golden_cases!(
     negative_time,
     window_of_window,
     moments_approx,
+    picks,
 );
 
 #[test]

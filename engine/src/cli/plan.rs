@@ -22,6 +22,9 @@ fn aggregate_text(plan: &JobPlan, a: &AggregatePlan) -> String {
         .field
         .map(|f| plan.fields[f.index()].dotted.clone())
         .unwrap_or_default();
+    let by =
+        a.by.map(|f| plan.fields[f.index()].dotted.clone())
+            .unwrap_or_default();
     let call = match a.function {
         AggregateFunction::Count => "count()".to_string(),
         AggregateFunction::Sum => format!("sum({field})"),
@@ -33,6 +36,10 @@ fn aggregate_text(plan: &JobPlan, a: &AggregatePlan) -> String {
         AggregateFunction::Variance => format!("variance({field})"),
         AggregateFunction::Stddev => format!("stddev({field})"),
         AggregateFunction::CountDistinctApprox => format!("count_distinct_approx({field})"),
+        AggregateFunction::MaxBy => format!("max_by({by}, {field})"),
+        AggregateFunction::MinBy => format!("min_by({by}, {field})"),
+        AggregateFunction::First => format!("first({field})"),
+        AggregateFunction::Last => format!("last({field})"),
     };
     format!("{} = {call}", a.name)
 }

@@ -11,4 +11,15 @@ pub enum Arg {
     Num(f64),
     /// The stable hash of a value (for `count_distinct`).
     Hash(u64),
+    /// A candidate for `max_by`, `min_by`, `first`, `last`: the number that
+    /// ranks it (the `value` field, or the event time) and its value,
+    /// key-encoded at `values[start..start + len]` of its batch.
+    Pick {
+        /// What ranks the record.
+        order: f64,
+        /// Where its value starts in the batch's values.
+        start: u32,
+        /// The value's length.
+        len: u32,
+    },
 }

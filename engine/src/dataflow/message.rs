@@ -66,6 +66,8 @@ pub struct WindowBatch {
     pub key_ends: Vec<u32>,
     /// Aggregate arguments, `n_aggregates` per record.
     pub args: Vec<Arg>,
+    /// Values the [`Arg::Pick`] arguments point into, key-encoded.
+    pub values: Vec<u8>,
     /// Original record text (only when the window's `.late` output is read),
     /// concatenated like `keys`.
     pub raw: Vec<u8>,
@@ -103,6 +105,7 @@ impl WindowBatch {
             keys: Vec::with_capacity(like.keys.len()),
             key_ends: Vec::with_capacity(like.key_ends.len()),
             args: Vec::with_capacity(like.args.len()),
+            values: Vec::with_capacity(like.values.len()),
             raw: Vec::with_capacity(like.raw.len()),
             raw_ends: Vec::with_capacity(like.raw_ends.len()),
             final_watermark: i64::MIN,

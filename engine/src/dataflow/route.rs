@@ -141,6 +141,8 @@ pub struct ArgSpec {
     pub function: AggregateFunction,
     /// The argument field and its dotted name.
     pub field: Option<(FieldId, String)>,
+    /// `max_by`/`min_by`: the numeric field that ranks records.
+    pub by: Option<(FieldId, String)>,
 }
 
 /// What an emitter encodes for one window.
@@ -165,6 +167,8 @@ pub struct WindowOut {
     batches: Vec<WindowBatch>,
     scratch: Vec<u8>,
     arg_scratch: Vec<Arg>,
+    /// The values of this record's [`Arg::Pick`]s, offsets from 0.
+    pick_scratch: Vec<u8>,
 }
 
 impl WindowOut {
@@ -190,6 +194,7 @@ impl WindowOut {
             batches,
             scratch: Vec::new(),
             arg_scratch: Vec::new(),
+            pick_scratch: Vec::new(),
         }
     }
 
@@ -212,8 +217,16 @@ impl WindowOut {
             }
         }
         self.arg_scratch.clear();
+        self.pick_scratch.clear();
         let mut distinct = Vec::new();
         for spec in &self.spec.args {
+            if spec.function.picks_a_value() {
+                match pick(&mut self.pick_scratch, &self.spec.name, spec, row, time) {
+                    Ok(arg) => self.arg_scratch.push(arg),
+                    Err(reason) => return Ok(Err(reason)),
+                }
+                continue;
+            }
             let arg = match (&spec.field, spec.function) {
                 (None, _) => Arg::None,
                 (
@@ -257,7 +270,22 @@ impl WindowOut {
         batch.hashes.push(hash);
         batch.keys.extend_from_slice(&self.scratch);
         batch.key_ends.push(batch.keys.len() as u32);
-        batch.args.extend_from_slice(&self.arg_scratch);
+        if self.pick_scratch.is_empty() {
+            batch.args.extend_from_slice(&self.arg_scratch);
+        } else {
+            let base = batch.values.len() as u32;
+            batch
+                .args
+                .extend(self.arg_scratch.iter().map(|arg| match *arg {
+                    Arg::Pick { order, start, len } => Arg::Pick {
+                        order,
+                        start: start + base,
+                        len,
+                    },
+                    other => other,
+                }));
+            batch.values.extend_from_slice(&self.pick_scratch);
+        }
         if self.spec.carry_raw {
             batch.raw.extend_from_slice(raw);
             batch.raw_ends.push(batch.raw.len() as u32);
@@ -332,6 +360,53 @@ pub enum Target {
     Window(usize),
     /// Index into [`Router::sinks`].
     Sink(usize),
+}
+
+/// The argument of a `max_by`, `min_by`, `first` or `last` for one
+/// record of window `window`: ranked by its `by` number or its event
+/// `time`, its value key-encoded into `scratch`. Records without a number
+/// to rank by (and, for `first`/`last`, without a value) take no part.
+fn pick<R: Row + ?Sized>(
+    scratch: &mut Vec<u8>,
+    window: &str,
+    spec: &ArgSpec,
+    row: &R,
+    time: i64,
+) -> Result<Arg, String> {
+    let order = match &spec.by {
+        Some((by, dotted)) => match row.field(*by) {
+            Value::Null => return Ok(Arg::None),
+            Value::Num(n) => *n,
+            other => {
+                return Err(format!(
+                    "aggregate `{}` of window `{window}` ranks by a number in `{dotted}`, got {}",
+                    spec.name,
+                    other.type_name()
+                ))
+            }
+        },
+        None => time as f64,
+    };
+    let Some((field, dotted)) = &spec.field else {
+        return Ok(Arg::None);
+    };
+    let value = row.field(*field);
+    if spec.by.is_none() && value.is_null() {
+        return Ok(Arg::None);
+    }
+    let start = scratch.len();
+    if key::encode_value(value, scratch).is_none() {
+        scratch.truncate(start);
+        return Err(format!(
+            "aggregate `{}` of window `{window}` returns `{dotted}`, which is an object or array",
+            spec.name
+        ));
+    }
+    Ok(Arg::Pick {
+        order,
+        start: start as u32,
+        len: (scratch.len() - start) as u32,
+    })
 }
 
 /// Everything one emitter sends, with its fused filters.

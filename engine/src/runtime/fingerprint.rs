@@ -105,10 +105,12 @@ fn window(plan: &JobPlan, w: &WindowPlan) -> String {
         .aggregates
         .iter()
         .map(|a| {
+            let by = a.by.map(|f| format!("{}, ", field(plan, f)));
             format!(
-                "{}={:?}({})",
+                "{}={:?}({}{})",
                 a.name,
                 a.function,
+                by.unwrap_or_default(),
                 a.field.map(|f| field(plan, f)).unwrap_or_default()
             )
         })

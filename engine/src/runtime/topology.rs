@@ -427,6 +427,7 @@ impl Channels {
                     name: a.name.clone(),
                     function: a.function,
                     field: a.field.map(|f| (f, field_name(f))),
+                    by: a.by.map(|f| (f, field_name(f))),
                 })
                 .collect(),
             carry_raw,

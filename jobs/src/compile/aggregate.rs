@@ -12,6 +12,8 @@ pub(crate) struct AggregateCall {
     pub(crate) function: AggregateFunction,
     /// The argument field and its span in the call text (`None` for `count()`).
     pub(crate) field: Option<(String, Range<usize>)>,
+    /// `max_by`/`min_by`: the numeric field that picks the record.
+    pub(crate) by: Option<(String, Range<usize>)>,
 }
 
 /// An error in a call, with its span in the call text.
@@ -29,7 +31,7 @@ fn error<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, CallErr
 }
 
 const FUNCTIONS: &str = "`count`, `sum`, `min`, `max`, `avg`, `variance`, `stddev`, \
-     `count_distinct`, `count_distinct_approx`, `percentile`";
+     `count_distinct`, `count_distinct_approx`, `percentile`, `max_by`, `min_by`, `first`, `last`";
 
 #[derive(Debug)]
 enum Arg {
@@ -73,6 +75,10 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
         "count_distinct_approx" => AggregateFunction::CountDistinctApprox,
         "variance" => AggregateFunction::Variance,
         "stddev" => AggregateFunction::Stddev,
+        "max_by" => AggregateFunction::MaxBy,
+        "min_by" => AggregateFunction::MinBy,
+        "first" => AggregateFunction::First,
+        "last" => AggregateFunction::Last,
         "percentile" => AggregateFunction::Percentile(0.0),
         _ => {
             return error(
@@ -132,8 +138,25 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
             Ok(AggregateCall {
                 function,
                 field: None,
+                by: None,
             })
         }
+        AggregateFunction::MaxBy | AggregateFunction::MinBy => match args.as_slice() {
+            [Arg::Field(by, by_span), Arg::Field(field, span)] => Ok(AggregateCall {
+                function,
+                field: Some((field.clone(), span.clone())),
+                by: Some((by.clone(), by_span.clone())),
+            }),
+            [Arg::Number(_, span), _] | [_, Arg::Number(_, span)] => {
+                error(span.clone(), "expected a field name, not a number")
+            }
+            _ => error(
+                parens,
+                format!(
+                    "`{name}` takes a numeric field and the field to return, like `{name}(price, auction)`"
+                ),
+            ),
+        },
         AggregateFunction::Percentile(_) => match args.as_slice() {
             [Arg::Field(field, span), Arg::Number(q, q_span)] => {
                 if !(0.0..=1.0).contains(q) {
@@ -148,6 +171,7 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
                 Ok(AggregateCall {
                     function: AggregateFunction::Percentile(*q),
                     field: Some((field.clone(), span.clone())),
+                    by: None,
                 })
             }
             [Arg::Number(_, span), _] => error(span.clone(), "expected a field name, not a number"),
@@ -162,6 +186,7 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
         _ => Ok(AggregateCall {
             function,
             field: Some(one_field(&args)?),
+            by: None,
         }),
     }
 }
@@ -263,6 +288,14 @@ mod tests {
         );
         assert_eq!(field("variance(x)").0, AggregateFunction::Variance);
         assert_eq!(field("stddev(x)").0, AggregateFunction::Stddev);
+        assert_eq!(field("first(page)").0, AggregateFunction::First);
+        assert_eq!(field("last(page)").0, AggregateFunction::Last);
+        let call = parse_aggregate("max_by(price, auction)").unwrap();
+        assert_eq!(call.function, AggregateFunction::MaxBy);
+        assert_eq!(call.field.unwrap().0, "auction");
+        assert_eq!(call.by.unwrap(), ("price".to_string(), 7..12));
+        assert_eq!(fails("min_by(price)").0, "(price)");
+        assert_eq!(fails("min_by(price, 3)").0, "3");
         assert_eq!(
             field("count_distinct_approx(user_id)"),
             (

@@ -50,6 +50,7 @@ pub(crate) fn fill(nodes: &mut [NodePlan]) {
                     NodeKind::Window(window) => {
                         fields.extend(&window.key);
                         fields.extend(window.aggregates.iter().filter_map(|a| a.field));
+                        fields.extend(window.aggregates.iter().filter_map(|a| a.by));
                         stack.push((consumer, Port::Late));
                     }
                     NodeKind::Sink(_) | NodeKind::Source(_) => {}

@@ -192,29 +192,23 @@ pub(crate) fn compile_window(
                     continue;
                 }
             };
-            let field = match parsed.field {
-                None => None,
-                Some((path, span)) => {
-                    let span = offsets.file_span(span);
-                    match input.column(&path) {
-                        Err(message) => ctx.error(span.clone(), message),
-                        Ok(ColumnType::Time) if parsed.function.needs_number() => ctx.error(
-                            span.clone(),
-                            format!(
-                                "`{}` needs a number, but `{path}` is a time (an RFC 3339 string) in the rows of {}",
-                                function_name(parsed.function),
-                                input.source_windows()
-                            ),
-                        ),
-                        Ok(_) => {}
-                    }
-                    ctx.field_at(&path, span)
-                }
-            };
+            let function = function_name(parsed.function);
+            let by = parsed.by.and_then(|(path, span)| {
+                let span = offsets.file_span(span);
+                let why = format!("`{function}` picks by a number");
+                argument_field(ctx, input, &path, span, Some(&why))
+            });
+            let field = parsed.field.and_then(|(path, span)| {
+                let span = offsets.file_span(span);
+                let why = format!("`{function}` needs a number");
+                let numeric = parsed.function.needs_number().then_some(why.as_str());
+                argument_field(ctx, input, &path, span, numeric)
+            });
             aggregates.push(AggregatePlan {
                 name: column_name.to_string(),
                 function: parsed.function,
                 field,
+                by,
             });
         }
     }
@@ -224,11 +218,14 @@ pub(crate) fn compile_window(
         (WINDOW_END.to_string(), ColumnType::Time),
     ];
     columns.extend(key_names.iter().map(|k| (k.clone(), ColumnType::Any)));
-    columns.extend(
-        aggregates
-            .iter()
-            .map(|a| (a.name.clone(), ColumnType::Number)),
-    );
+    columns.extend(aggregates.iter().map(|a| {
+        let kind = if a.function.picks_a_value() {
+            ColumnType::Any
+        } else {
+            ColumnType::Number
+        };
+        (a.name.clone(), kind)
+    }));
     let output = Schema::Rows(Rc::new(RowSchema {
         windows: vec![name.to_string()],
         columns,
@@ -247,6 +244,29 @@ pub(crate) fn compile_window(
     (plan, output)
 }
 
+/// The field an aggregate reads at `path` in rows of `input`; when
+/// `numeric` says why a number is needed, a time column is an error.
+fn argument_field(
+    ctx: &mut Ctx<'_>,
+    input: &Schema,
+    path: &str,
+    span: Range<usize>,
+    numeric: Option<&str>,
+) -> Option<crate::value::FieldId> {
+    match (input.column(path), numeric) {
+        (Err(message), _) => ctx.error(span.clone(), message),
+        (Ok(ColumnType::Time), Some(why)) => ctx.error(
+            span.clone(),
+            format!(
+                "{why}, but `{path}` is a time (an RFC 3339 string) in the rows of {}",
+                input.source_windows()
+            ),
+        ),
+        _ => {}
+    }
+    ctx.field_at(path, span)
+}
+
 fn function_name(function: crate::plan::AggregateFunction) -> &'static str {
     use crate::plan::AggregateFunction as F;
     match function {
@@ -260,6 +280,10 @@ fn function_name(function: crate::plan::AggregateFunction) -> &'static str {
         F::Variance => "variance",
         F::Stddev => "stddev",
         F::CountDistinctApprox => "count_distinct_approx",
+        F::MaxBy => "max_by",
+        F::MinBy => "min_by",
+        F::First => "first",
+        F::Last => "last",
     }
 }
 

@@ -137,7 +137,7 @@ impl WindowTask {
                 kflow_jobs::AggregateFunction::CountDistinct
                     | kflow_jobs::AggregateFunction::CountDistinctApprox
                     | kflow_jobs::AggregateFunction::Percentile(_)
-            )
+            ) || a.function.picks_a_value()
         });
         let mut restore = ctx.restore.unwrap_or(WindowState {
             fired_through: i64::MIN,
@@ -368,11 +368,11 @@ impl WindowTask {
             let args = &batch.args[i * n_args..(i + 1) * n_args];
             if self.grows {
                 let before = partial.heap_bytes();
-                partial.update(args);
+                partial.update_with(args, &batch.values);
                 let after = partial.heap_bytes();
                 self.cache.account(after.saturating_sub(before));
             } else {
-                partial.update(args);
+                partial.update_with(args, &batch.values);
             }
         }
         self.update_spilled(&batch)?;
@@ -413,7 +413,7 @@ impl WindowTask {
                 || Partial::new(aggregates),
                 |j, partial| {
                     let i = records[j];
-                    partial.update(&batch.args[i * n_args..(i + 1) * n_args]);
+                    partial.update_with(&batch.args[i * n_args..(i + 1) * n_args], &batch.values);
                 },
             )?;
         }

@@ -9,9 +9,12 @@
 //! values, then as HdrHistograms (3 significant digits, values scaled to
 //! thousandths) so that big groups stay small. `variance` and `stddev` keep
 //! the count, mean and sum of squared deviations (Welford's update, Chan's
-//! merge); `count_distinct_approx` a HyperLogLog sketch ([`hll`]).
+//! merge); `count_distinct_approx` a HyperLogLog sketch ([`hll`]);
+//! `max_by`, `min_by`, `first` and `last` the best candidate so far
+//! ([`pick`]).
 
 pub mod hll;
+pub mod pick;
 
 use hashbrown::HashSet;
 use hdrhistogram::Histogram;
@@ -54,6 +57,10 @@ pub enum Acc {
     Moments(Box<Moments>),
     /// `count_distinct_approx`.
     Sketch(Box<hll::Hll>),
+    /// `max_by` and `last`: the candidate ranked highest.
+    PickMax(Option<Box<pick::Picked>>),
+    /// `min_by` and `first`: the candidate ranked lowest.
+    PickMin(Option<Box<pick::Picked>>),
 }
 
 /// Count, mean, and the sum of squared deviations from the mean.
@@ -243,11 +250,19 @@ impl Acc {
             }
             AggregateFunction::Variance | AggregateFunction::Stddev => Acc::Moments(Box::default()),
             AggregateFunction::CountDistinctApprox => Acc::Sketch(Box::default()),
+            AggregateFunction::MaxBy | AggregateFunction::Last => Acc::PickMax(None),
+            AggregateFunction::MinBy | AggregateFunction::First => Acc::PickMin(None),
         }
     }
 
     /// Absorbs one record's argument.
     pub fn update(&mut self, arg: Arg) {
+        self.update_with(arg, &[]);
+    }
+
+    /// Absorbs one record's argument, whose picked value (if any) is in
+    /// `values`.
+    pub fn update_with(&mut self, arg: Arg, values: &[u8]) {
         match (self, arg) {
             (Acc::Count(n), _) => *n += 1,
             (Acc::Sum { sum, n }, Arg::Num(v)) => {
@@ -262,6 +277,12 @@ impl Acc {
             (Acc::Percentile(p), Arg::Num(v)) => p.push(v),
             (Acc::Moments(m), Arg::Num(v)) => m.push(v),
             (Acc::Sketch(sketch), Arg::Hash(h)) => sketch.insert(h),
+            (Acc::PickMax(best), Arg::Pick { order, start, len }) => {
+                pick::offer(best, order, pick::slice(values, start, len), true);
+            }
+            (Acc::PickMin(best), Arg::Pick { order, start, len }) => {
+                pick::offer(best, order, pick::slice(values, start, len), false);
+            }
             _ => {}
         }
     }
@@ -280,6 +301,8 @@ impl Acc {
             (Acc::Percentile(a), Acc::Percentile(b)) => a.merge(b),
             (Acc::Moments(a), Acc::Moments(b)) => a.merge(b),
             (Acc::Sketch(a), Acc::Sketch(b)) => a.merge(b),
+            (Acc::PickMax(a), Acc::PickMax(Some(b))) => pick::offer(a, b.order, &b.value, true),
+            (Acc::PickMin(a), Acc::PickMin(Some(b))) => pick::offer(a, b.order, &b.value, false),
             _ => {}
         }
     }
@@ -287,6 +310,9 @@ impl Acc {
     /// The final value: an integer count, a number, or null when a numeric
     /// aggregate saw no numbers.
     pub fn value(&self, function: AggregateFunction) -> Value<'static> {
+        if let Acc::PickMax(best) | Acc::PickMin(best) = self {
+            return best.as_ref().map_or(Value::Null, |b| b.result());
+        }
         let number = match (self, function) {
             (Acc::Count(n), _) => Some(*n as f64),
             (Acc::Distinct(set), _) => Some(set.len() as f64),
@@ -302,6 +328,7 @@ impl Acc {
             }
             (Acc::Moments(m), _) => m.variance().map(round_15),
             (Acc::Sketch(sketch), _) => Some(sketch.count() as f64),
+            (Acc::PickMax(_) | Acc::PickMin(_), _) => None,
         };
         number.map_or(Value::Null, Value::Num)
     }
@@ -325,6 +352,7 @@ impl Acc {
             Acc::Distinct(set) => std::mem::size_of::<HashSet<u64>>() + set.capacity() * 9,
             Acc::Sketch(sketch) => std::mem::size_of::<hll::Hll>() + sketch.heap_bytes(),
             Acc::Moments(_) => std::mem::size_of::<Moments>(),
+            Acc::PickMax(Some(best)) | Acc::PickMin(Some(best)) => best.heap_bytes(),
             Acc::Percentile(p) => {
                 std::mem::size_of::<Percentiles>()
                     + match &**p {
@@ -357,8 +385,14 @@ impl Partial {
 
     /// Absorbs one record; `args[i]` belongs to aggregate `i`.
     pub fn update(&mut self, args: &[Arg]) {
+        self.update_with(args, &[]);
+    }
+
+    /// Absorbs one record whose picked values are in `values` (its batch's
+    /// [`crate::dataflow::message::WindowBatch::values`]).
+    pub fn update_with(&mut self, args: &[Arg], values: &[u8]) {
         for (acc, arg) in self.0.iter_mut().zip(args) {
-            acc.update(*arg);
+            acc.update_with(*arg, values);
         }
     }
 
@@ -437,6 +471,22 @@ fn encode_acc(acc: &Acc, out: &mut Vec<u8>) {
             out.extend_from_slice(&m.n.to_le_bytes());
             out.extend_from_slice(&m.mean.to_le_bytes());
             out.extend_from_slice(&m.m2.to_le_bytes());
+        }
+        Acc::PickMax(best) | Acc::PickMin(best) => {
+            out.push(if matches!(acc, Acc::PickMax(_)) {
+                10
+            } else {
+                11
+            });
+            match best {
+                None => out.push(0),
+                Some(best) => {
+                    out.push(1);
+                    out.extend_from_slice(&best.order.to_le_bytes());
+                    out.extend_from_slice(&(best.value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&best.value);
+                }
+            }
         }
         Acc::Sketch(sketch) => match &**sketch {
             hll::Hll::Exact(set) => {
@@ -593,6 +643,22 @@ fn decode_acc(r: &mut Reader<'_>) -> Result<Acc, StateError> {
         9 => {
             let registers = r.bytes(hll::REGISTERS)?;
             Acc::Sketch(Box::new(hll::Hll::Registers(registers.into())))
+        }
+        tag @ (10 | 11) => {
+            let best = match r.u8()? {
+                0 => None,
+                _ => {
+                    let order = r.f64()?;
+                    let n = r.len(1)?;
+                    let value = r.bytes(n)?.to_vec();
+                    Some(Box::new(pick::Picked { order, value }))
+                }
+            };
+            if tag == 10 {
+                Acc::PickMax(best)
+            } else {
+                Acc::PickMin(best)
+            }
         }
         tag => return Err(StateError::Corrupt(format!("unknown aggregate tag {tag}"))),
     })

@@ -183,3 +183,44 @@ fn approximate_distinct_counts_are_exact_while_small() {
     let got: f64 = result(f, &fold(f, &many)).parse().unwrap();
     assert!((got - 20_000.0).abs() < 20_000.0 * 0.033, "{got}");
 }
+
+#[test]
+fn picks_merge_in_any_order_and_survive_encoding() {
+    let mut values = Vec::new();
+    let mut args = Vec::new();
+    for (order, text) in [(3.0, "x"), (5.0, "m"), (5.0, "c"), (1.0, "a")] {
+        let start = values.len() as u32;
+        crate::dataflow::key::encode_value(&Value::Str(text.into()), &mut values).unwrap();
+        let len = values.len() as u32 - start;
+        args.push(Arg::Pick { order, start, len });
+    }
+    for f in [AggregateFunction::MaxBy, AggregateFunction::First] {
+        let mut whole = Acc::new(f);
+        args.iter().for_each(|a| whole.update_with(*a, &values));
+        let (mut left, mut right) = (Acc::new(f), Acc::new(f));
+        args[..2].iter().for_each(|a| left.update_with(*a, &values));
+        args[2..]
+            .iter()
+            .rev()
+            .for_each(|a| right.update_with(*a, &values));
+        let mut rl = right.clone();
+        rl.merge(&left);
+        left.merge(&right);
+        assert_eq!(left, whole, "{f:?}");
+        assert_eq!(rl, whole, "{f:?}");
+        let p = Partial(smallvec::smallvec![whole.clone(), Acc::new(f)]);
+        let mut bytes = Vec::new();
+        p.encode(&mut bytes);
+        assert_eq!(Partial::decode(&bytes).unwrap(), p);
+    }
+    let mut max_by = Acc::new(AggregateFunction::MaxBy);
+    args.iter().for_each(|a| max_by.update_with(*a, &values));
+    assert_eq!(result(AggregateFunction::MaxBy, &max_by), "\"c\"");
+    let mut first = Acc::new(AggregateFunction::First);
+    args.iter().for_each(|a| first.update_with(*a, &values));
+    assert_eq!(result(AggregateFunction::First, &first), "\"a\"");
+    assert_eq!(
+        result(AggregateFunction::Last, &Acc::new(AggregateFunction::Last)),
+        "null"
+    );
+}
