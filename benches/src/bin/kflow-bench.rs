@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cargo build --release -p kflow -p kflow-benches
-//! target/release/kflow-bench [--events 5000000] [--workloads W1,W2,W3] [--peers all|none|duckdb,...]
+//! target/release/kflow-bench [--events 5000000] [--workloads W1,W2,W3,W5] [--peers all|none|duckdb,...]
 //!     [--intervals 10s,1s,off] [--repeat N] [--metrics-cost]
 //! ```
 //!
@@ -19,6 +19,10 @@
 //! the same with checkpoints kept locally only and also uploaded to a
 //! checkpoint store (s3rver from `node_modules`, on loopback), and prints
 //! the bytes uploaded per checkpoint against the database's size.
+//!
+//! W5 is W1 over an input with producer retries (1% of events repeated with
+//! the same `event_id`) and `dedup = { field = "event_id", within = "10m" }`
+//! on the source; the peers do not run it (they would count the repeats).
 //!
 //! With `--repeat N` every system runs N times in turn and the table shows
 //! each one's median run (by wall time; its CPU, RSS and latency too): on a
@@ -121,6 +125,14 @@ fn job(workload: &str, interval_dir: &Path, input: &Path) -> String {
     job.state_dir = Some(interval_dir.join("state").display().to_string());
     job.aggregates = r#"events = "count()", revenue = "sum(amount)""#.into();
     job.sink_path = interval_dir.join("kflow.jsonl").display().to_string();
+    if workload == "W5" {
+        let time = "event_time = { field = \"ts\" }";
+        return job.toml().replacen(
+            time,
+            &format!("{time}\ndedup = {{ field = \"event_id\", within = \"10m\" }}"),
+            1,
+        );
+    }
     job.toml()
 }
 
@@ -392,15 +404,18 @@ fn run() -> Result<(), String> {
     );
     for workload in &args.workloads {
         let users = if workload == "W3" { 5_000_000 } else { 100_000 };
+        let retries = if workload == "W5" { 0.01 } else { 0.0 };
+        let suffix = if workload == "W5" { "-retries" } else { "" };
         let input = args
             .out
-            .join(format!("events-{}-{users}.jsonl", args.events));
+            .join(format!("events-{}-{users}{suffix}.jsonl", args.events));
         if !input.is_file() {
             eprintln!("generating {} ...", input.display());
             let w = Workload {
                 events: args.events,
                 users,
                 seed: 42,
+                duplicate_rate: retries,
                 ..Workload::default()
             };
             let mut file = BufWriter::with_capacity(
@@ -479,7 +494,7 @@ fn run() -> Result<(), String> {
             results.push(local);
             results.push(stored);
         }
-        for peer in &peers {
+        for peer in peers.iter().filter(|_| workload != "W5") {
             let out = args.out.join(format!("{workload}-{peer}.jsonl"));
             if !matches!(peer.as_str(), "duckdb" | "flink-heap" | "flink-rocksdb") {
                 return Err(format!("unknown peer {peer}"));
@@ -561,6 +576,13 @@ fn run() -> Result<(), String> {
             "W2 / W1 time (kflow, checkpoints {}): {:.2}x",
             args.intervals.first().map_or("-", String::as_str),
             w2 / w1
+        );
+    }
+    if let (Some(w1), Some(w5)) = (seconds_of("W1"), seconds_of("W5")) {
+        println!(
+            "W5 (dedup) / W1 time (kflow, checkpoints {}): {:.2}x",
+            args.intervals.first().map_or("-", String::as_str),
+            w5 / w1
         );
     }
     if args.repeat > 1 {
