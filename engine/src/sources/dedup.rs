@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 use kflow_jobs::Value;
 use kflow_state::{Family, StateBatch, StateError, StateStore};
@@ -153,13 +154,20 @@ impl Dedup {
             return false;
         }
         let h = key::hash(&self.scratch);
-        if let Some(&expiry) = self.seen.get(&h) {
-            if time <= expiry {
-                return true;
+        let expiry = time.saturating_add(self.within);
+        // One probe of the map (it misses the CPU cache) for both the check
+        // and the insert.
+        match self.seen.entry(h) {
+            Entry::Occupied(mut seen) => {
+                if time <= *seen.get() {
+                    return true;
+                }
+                seen.insert(expiry);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(expiry);
             }
         }
-        let expiry = time.saturating_add(self.within);
-        self.seen.insert(h, expiry);
         self.expiries.push_back((expiry, h));
         false
     }
@@ -189,12 +197,10 @@ impl Dedup {
             return;
         }
         let mut blobs: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+        // An id re-added after expiring within the interval is written with
+        // both expiries: a restore keeps the newest, as `seen` does, and
+        // skipping the stale one would cost a map probe per id.
         for &(expiry, h) in self.expiries.range(start..) {
-            // An id re-added after expiring within the same interval: the
-            // newest expiry is the one in `seen`.
-            if self.seen.get(&h) != Some(&expiry) {
-                continue;
-            }
             let blob = blobs.entry(expiry.div_euclid(self.bucket_ms)).or_default();
             blob.extend_from_slice(&h.to_le_bytes());
             blob.extend_from_slice(&expiry.to_le_bytes());
