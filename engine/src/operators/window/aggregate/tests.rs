@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 use super::*;
+use kflow_state::StateValue;
 use proptest::prelude::*;
 
 const FUNCTIONS: [AggregateFunction; 10] = [
