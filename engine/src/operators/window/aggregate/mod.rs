@@ -20,7 +20,6 @@ pub mod pick;
 use hashbrown::HashSet;
 use hdrhistogram::Histogram;
 use kflow_jobs::{AggregateFunction, AggregatePlan, Value};
-
 use smallvec::SmallVec;
 
 use super::round::{round_15, write_rounded};
