@@ -66,6 +66,9 @@ pub enum EngineError {
         /// What failed.
         source: crate::aws::AwsError,
     },
+    /// A cluster command on a job without `[job.cluster]`.
+    #[error("{0}: the job has no [job.cluster] table")]
+    NotClustered(String),
     /// The checkpoint store holds no usable checkpoint of this job.
     #[error("checkpoint store {url}: {what}")]
     StoreContents {

@@ -329,4 +329,17 @@ fn issue_16_cluster_status_shows_workers_leases_and_progress() {
         group1.contains("worker-a") && group1.ends_with("behind 2.5 s"),
         "{text}"
     );
+
+    let single = kflow_tests::job::JobDir::new(&format!(
+        "[job]\nname = \"single\"\n{}{}",
+        kflow_tests::fixtures::file_source("clicks.jsonl", "5s"),
+        kflow_tests::fixtures::click_windows()
+    ));
+    let out = single.run(&["cluster", "status", "job.toml"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("has no [job.cluster] table"),
+        "{}",
+        out.stderr
+    );
 }

@@ -14,14 +14,13 @@ use crate::error::EngineError;
 /// The status of `plan`'s cluster, as text.
 ///
 /// # Errors
-/// [`EngineError::StoreContents`] when the job has no `[job.cluster]`;
+/// [`EngineError::NotClustered`] when the job has no `[job.cluster]`;
 /// [`EngineError::Leases`] when the table cannot be read.
 pub fn status(plan: &JobPlan) -> Result<String, EngineError> {
     let Some(cluster) = &plan.cluster else {
-        return Err(EngineError::StoreContents {
-            url: plan.job_path.display().to_string(),
-            what: "has no [job.cluster]".into(),
-        });
+        return Err(EngineError::NotClustered(
+            plan.job_path.display().to_string(),
+        ));
     };
     let table = LeaseTable::open(&cluster.leases_table, cluster.endpoint.as_deref())?;
     let leases = table.leases()?;
