@@ -280,21 +280,25 @@ pub enum WindowKind {
         /// Distance between window starts.
         slide_ms: i64,
     },
+    /// `session = { gap, max_duration }`: per key, maximal runs of records
+    /// less than `gap` apart.
+    Session {
+        /// Inactivity that closes a session.
+        gap_ms: i64,
+        /// Sessions never cross a multiple of this (since the epoch), so
+        /// none is longer.
+        max_duration_ms: Option<i64>,
+    },
 }
 
 impl WindowKind {
-    /// The window size in milliseconds.
-    pub fn size_ms(self) -> i64 {
+    /// The window size and slide in milliseconds of a tumbling or sliding
+    /// window; `None` for sessions, which have neither.
+    pub fn panes(self) -> Option<(i64, i64)> {
         match self {
-            WindowKind::Tumbling { size_ms } | WindowKind::Sliding { size_ms, .. } => size_ms,
-        }
-    }
-
-    /// The distance between window starts in milliseconds.
-    pub fn slide_ms(self) -> i64 {
-        match self {
-            WindowKind::Tumbling { size_ms } => size_ms,
-            WindowKind::Sliding { slide_ms, .. } => slide_ms,
+            WindowKind::Tumbling { size_ms } => Some((size_ms, size_ms)),
+            WindowKind::Sliding { size_ms, slide_ms } => Some((size_ms, slide_ms)),
+            WindowKind::Session { .. } => None,
         }
     }
 }

@@ -818,12 +818,23 @@ class Window(Node):
     kind = "window"
 
     def __init__(self, name: str, spec: dict):
-        check_keys(spec, {"input", "key", "tumbling", "sliding", "allowed_lateness", "aggregates"}, name)
+        check_keys(spec, {"input", "key", "tumbling", "sliding", "session", "allowed_lateness", "aggregates"}, name)
         super().__init__(name, spec)
         self.key = spec.get("key", [])
-        if ("tumbling" in spec) == ("sliding" in spec):
-            raise CaseError(f"{name}: exactly one of tumbling/sliding")
-        if "tumbling" in spec:
+        if sum(kind in spec for kind in ("tumbling", "sliding", "session")) != 1:
+            raise CaseError(f"{name}: exactly one of tumbling/sliding/session")
+        self.gap = None
+        if "session" in spec:
+            # Per key, maximal runs of records less than `gap` apart,
+            # reported as [first, last + gap); with max_duration, no session
+            # crosses a multiple of it since the epoch (cut there).
+            check_keys(spec["session"], {"gap", "max_duration"}, f"{name}.session")
+            self.gap = parse_duration_ms(spec["session"]["gap"])
+            self.max_duration = (
+                parse_duration_ms(spec["session"]["max_duration"]) if "max_duration" in spec["session"] else None
+            )
+            self.size = self.slide = 1  # unused
+        elif "tumbling" in spec:
             self.size = self.slide = parse_duration_ms(spec["tumbling"])
         else:
             check_keys(spec["sliding"], {"size", "slide"}, f"{name}.sliding")
@@ -845,6 +856,21 @@ class Window(Node):
         self.watermark = NEG_INF
         # (start, key as JSON text) -> (key values, [(fields, event time)])
         self.groups: dict[tuple[int, str], tuple[list, list[tuple[dict, int]]]] = {}
+        # Session windows: key as JSON text -> (key values, [session]), a
+        # session being [first, last, frame end, [(fields, event time)]].
+        self.sessions: dict[str, tuple[list, list[list]]] = {}
+
+    def frame_of(self, ts: int) -> float:
+        if self.max_duration is None:
+            return math.inf
+        return ts - ts % self.max_duration + self.max_duration
+
+    def session_end(self, session: list) -> float:
+        first, last, frame, _ = session
+        return min(last + self.gap, frame)
+
+    def session_closed(self, end: float) -> bool:
+        return end + self.lateness <= self.input_watermark
 
     def windows_of(self, ts: int) -> list[int]:
         """Starts of the windows [start, start + size) that contain ts."""
@@ -854,8 +880,47 @@ class Window(Node):
     def is_closed(self, start: int) -> bool:
         return start + self.size + self.lateness <= self.input_watermark
 
+    def place_in_session(self, record: Record) -> bool:
+        """Add the record to its key's sessions (extending, bridging or
+        starting one); False when it is late."""
+        key_values = [get_path(record.fields, k) for k in self.key]
+        if any(isinstance(v, (dict, list)) or is_number(v) for v in key_values):
+            raise Ambiguous(f"{self.name}: numeric or object key {key_values}")
+        _, sessions = self.sessions.setdefault(json.dumps(key_values), (key_values, []))
+        ts, frame = record.ts, self.frame_of(record.ts)
+        joined = [
+            s for s in sessions
+            if s[2] == frame and not self.session_closed(self.session_end(s))
+            and s[0] - self.gap < ts < s[1] + self.gap
+        ]
+        if not joined:
+            if self.session_closed(min(ts + self.gap, frame)):
+                return False
+            sessions.append([ts, ts, frame, [(record.fields, ts)]])
+            return True
+        merged = [min(s[0] for s in joined + [[ts]]), max(s[1] for s in joined + [[0, ts]]), frame, []]
+        for s in joined:
+            merged[3].extend(s[3])
+            sessions.remove(s)
+        merged[3].append((record.fields, ts))
+        sessions.append(merged)
+        return True
+
+    def fire_sessions(self, graph: Graph) -> None:
+        for key_text in sorted(self.sessions):
+            key_values, sessions = self.sessions[key_text]
+            for session in sorted(sessions, key=lambda s: s[0]):
+                end = self.session_end(session)
+                if not self.session_closed(end):
+                    continue
+                sessions.remove(session)
+                self.emit_group(graph, session[0], int(end), key_values, session[3])
+
     def receive(self, record: Record, graph: Graph) -> None:
-        open_starts = [s for s in self.windows_of(record.ts) if not self.is_closed(s)]
+        if self.gap is not None:
+            open_starts = [record.ts]  # checked by place_in_session below
+        else:
+            open_starts = [s for s in self.windows_of(record.ts) if not self.is_closed(s)]
         type_error = None
         for aggregate in self.aggregates:
             if aggregate.function in NEEDS_NUMBER:
@@ -882,6 +947,11 @@ class Window(Node):
             return
         if record.rejected:
             raise Ambiguous(f"{self.name}: a record some windows reject and others take")
+        if self.gap is not None and not self.place_in_session(record):
+            open_starts = []
+        elif self.gap is not None:
+            record.accepted_by.add(self.name)
+            return
         if not open_starts:
             if record.origin is None:
                 raise Ambiguous(f"{self.name}: a late window result")
@@ -897,21 +967,24 @@ class Window(Node):
 
     def on_watermark(self, graph: Graph) -> None:
         self.input_watermark = graph.input_watermark(self)
+        if self.gap is not None:
+            self.fire_sessions(graph)
         due = sorted(g for g in self.groups if self.is_closed(g[0]))
         for group_id in due:
             key_values, entries = self.groups.pop(group_id)
-            rows = [fields for fields, _ in entries]
-            times = [ts for _, ts in entries]
-            start = group_id[0]
-            end = start + self.size
-            result = {"window_start": format_time(start), "window_end": format_time(end)}
-            result.update(zip(self.key, key_values))
-            for aggregate in self.aggregates:
-                result[aggregate.name] = aggregate.compute(rows, times)
-            # Assumption for windows of windows: a result's event time is
-            # window_end - 1 ms (inside its own window).
-            graph.emit(self.name, "main", Record(result, end - 1, json.dumps(result), None))
+            self.emit_group(graph, group_id[0], group_id[0] + self.size, key_values, entries)
         self.watermark = self.input_watermark - self.lateness
+
+    def emit_group(self, graph: Graph, start: int, end: int, key_values: list, entries: list) -> None:
+        rows = [fields for fields, _ in entries]
+        times = [ts for _, ts in entries]
+        result = {"window_start": format_time(start), "window_end": format_time(end)}
+        result.update(zip(self.key, key_values))
+        for aggregate in self.aggregates:
+            result[aggregate.name] = aggregate.compute(rows, times)
+        # Assumption for windows of windows: a result's event time is
+        # window_end - 1 ms (inside its own window).
+        graph.emit(self.name, "main", Record(result, end - 1, json.dumps(result), None))
 
 
 class Sink(Node):

@@ -38,6 +38,7 @@ golden_cases!(
     window_of_window,
     moments_approx,
     picks,
+    sessions,
 );
 
 #[test]

@@ -94,6 +94,17 @@ fn describe(plan: &JobPlan, kind: &NodeKind) -> (&'static str, Vec<String>) {
                     size_ms / slide_ms.max(1),
                     format_duration(slide_ms)
                 ),
+                WindowKind::Session {
+                    gap_ms,
+                    max_duration_ms,
+                } => match max_duration_ms {
+                    Some(max) => format!(
+                        "session, gap {}, cut at every {} since the epoch",
+                        format_duration(gap_ms),
+                        format_duration(max)
+                    ),
+                    None => format!("session, gap {}", format_duration(gap_ms)),
+                },
             };
             let key = if w.key.is_empty() {
                 "no key (one group)".to_string()

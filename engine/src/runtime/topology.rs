@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_channel::{bounded, Receiver, Sender};
 use kflow_jobs::{
     ConnectorPlan, FieldId, JobPlan, NodeId, NodeKind, Port, SinkPlan, SourcePlan, StreamRef,
-    WindowPlan,
+    WindowKind, WindowPlan,
 };
 use kflow_state::StateStore;
 
@@ -145,7 +145,17 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
                         instance: kflow_state::codec::instance(node_id.0 as u16, partition as u16),
                         restore: restore_part(&task, restore)?,
                         task,
-                        panes: Panes::new(w.kind.size_ms(), w.kind.slide_ms()),
+                        panes: match w.kind.panes() {
+                            Some((size, slide)) => Panes::new(size, slide),
+                            None => Panes::new(1, 1),
+                        },
+                        sessions: match w.kind {
+                            WindowKind::Session {
+                                gap_ms,
+                                max_duration_ms,
+                            } => Some((gap_ms, max_duration_ms)),
+                            _ => None,
+                        },
                         lateness: w.allowed_lateness_ms,
                         inputs: window
                             .inputs

@@ -358,10 +358,29 @@ fn window_kind(
         }
         return Some(WindowKind::Sliding { size_ms, slide_ms });
     }
-    if let Some(session) = &spec.session {
-        // Still check the gap, so that fixing it is not a second round trip.
-        ctx.positive_duration(&session.get_ref().gap, "session gap");
-        ctx.error(session.span(), "session windows are not supported yet");
+    let session = spec.session.as_ref()?.get_ref();
+    let gap = ctx.positive_duration(&session.gap, "session gap");
+    let max_duration = match &session.max_duration {
+        Some(written) => Some(ctx.positive_duration(written, "session max_duration")?),
+        None => None,
+    };
+    let gap_ms = millis(gap?);
+    let max_duration_ms = max_duration.map(millis);
+    if let (Some(max), Some(written)) = (max_duration_ms, &session.max_duration) {
+        if max < gap_ms {
+            ctx.error(
+                written.span(),
+                format!(
+                    "max_duration `{}` is shorter than the gap `{}`: a session would be cut before it could pause",
+                    written.get_ref(),
+                    session.gap.get_ref()
+                ),
+            );
+            return None;
+        }
     }
-    None
+    Some(WindowKind::Session {
+        gap_ms,
+        max_duration_ms,
+    })
 }

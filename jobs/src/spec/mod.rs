@@ -224,7 +224,7 @@ pub struct WindowSpec {
     pub tumbling: Option<Spanned<String>>,
     /// `sliding = { size, slide }`.
     pub sliding: Option<Spanned<SlidingSpec>>,
-    /// `session = { gap }` (parsed, not supported yet).
+    /// `session = { gap, max_duration }`.
     pub session: Option<Spanned<SessionSpec>>,
     /// A duration; default `0s`.
     pub allowed_lateness: Option<Spanned<String>>,
@@ -243,12 +243,14 @@ pub struct SlidingSpec {
     pub slide: Spanned<String>,
 }
 
-/// `session = { gap = "30m" }`.
+/// `session = { gap = "30m", max_duration = "1d" }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSpec {
     /// Inactivity that closes a session.
     pub gap: Spanned<String>,
+    /// Sessions are cut at multiples of this since the epoch (optional).
+    pub max_duration: Option<Spanned<String>>,
 }
 
 /// `[sinks.NAME]`, by its `type`.

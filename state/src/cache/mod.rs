@@ -39,6 +39,12 @@ pub trait StateValue: Sized {
     fn decode(bytes: &[u8]) -> Result<Self, StateError>;
     /// Heap bytes owned by the value (for the memory budget).
     fn heap_bytes(&self) -> usize;
+    /// Whether the value holds nothing and its key should go: an empty
+    /// value is deleted from RocksDB at the next snapshot and then dropped
+    /// from memory, so a caller removes one key by emptying its value.
+    fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// A cached key: short keys (most are) live inside the entry, so a probe
@@ -365,6 +371,12 @@ impl<V: StateValue> WindowCache<V> {
     /// value whose size can change.
     pub fn account(&mut self, grown_by: usize) {
         self.bytes += grown_by;
+    }
+
+    /// Re-estimates the memory of one entry whose value went from `before`
+    /// to `after` heap bytes, either way.
+    pub fn resize(&mut self, before: usize, after: usize) {
+        self.bytes = (self.bytes + after).saturating_sub(before);
     }
 
     /// The in-memory entries of `time` as `(hash, key, value)`: the hash is

@@ -258,21 +258,49 @@ impl<V: StateValue> WindowCache<V> {
             for entry in table.iter_mut() {
                 let b = pack::bucket(entry.hash);
                 if buckets[b / 64] & (1 << (b % 64)) != 0 {
-                    pack::push(&mut packs[b], &entry.key, |out| entry.value.encode(out));
+                    if !entry.value.is_empty() {
+                        pack::push(&mut packs[b], &entry.key, |out| entry.value.encode(out));
+                    }
                     entry.dirty = false;
                 }
             }
             let key = &mut scratch.0;
             for (b, bytes) in packs.iter_mut().enumerate() {
-                if !bytes.is_empty() {
-                    key.clear();
-                    pack::key(self.instance, *time, b, key);
+                if buckets[b / 64] & (1 << (b % 64)) == 0 {
+                    continue;
+                }
+                key.clear();
+                pack::key(self.instance, *time, b, key);
+                if bytes.is_empty() {
+                    // Every entry of the bucket was emptied: it goes.
+                    batch.delete(Family::Packs, key);
+                } else {
                     batch.put(Family::Packs, key, bytes);
                     bytes.clear();
                 }
             }
             self.packed.insert(*time);
         }
+        self.drop_empty();
+    }
+
+    /// Drops the empty values a snapshot just deleted from RocksDB (see
+    /// [`StateValue::is_empty`]), and times left with nothing.
+    fn drop_empty(&mut self) {
+        let mut freed = 0;
+        for table in self.times.values_mut() {
+            for shard in &mut table.shards {
+                shard.retain(|e| {
+                    if e.value.is_empty() && !e.dirty {
+                        freed += e.bytes();
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+        }
+        self.bytes = self.bytes.saturating_sub(freed);
     }
 
     /// Drops every clean entry from memory; their times become spilled.
@@ -372,10 +400,14 @@ fn write_keyed<V: StateValue>(
     for (_, entry) in entries {
         key.clear();
         codec::encode_key(instance, time, &entry.key, key);
+        entry.dirty = false;
+        if entry.value.is_empty() {
+            batch.delete(Family::Windows, key);
+            continue;
+        }
         value.clear();
         entry.value.encode(value);
         batch.put(Family::Windows, key, value);
-        entry.dirty = false;
         if let Some(written) = written.as_deref_mut() {
             written.insert(entry.hash);
         }

@@ -23,6 +23,9 @@ impl StateValue for Count {
     fn heap_bytes(&self) -> usize {
         0
     }
+    fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
 }
 
 fn bump(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, key: &str) {
@@ -529,4 +532,64 @@ fn a_key_the_cache_never_wrote_is_not_looked_up_until_a_restart() {
     let seen = counts(&restored, 60_000);
     assert!(seen.contains(&("ghost".to_string(), 42)), "{seen:?}");
     assert!(seen.contains(&("ghost2".to_string(), 42)), "{seen:?}");
+}
+
+/// Empties `key` at `time` (the way a caller removes one key).
+fn empty(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, key: &str) {
+    let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+    cache
+        .get_mut(store, time, hash, key.as_bytes(), || Count(0))
+        .unwrap()
+        .0 = 0;
+}
+
+#[test]
+fn an_emptied_key_is_deleted_whether_packed_keyed_or_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(9, usize::MAX);
+    // Packed: user3's bucket is rewritten without it.
+    bump_users(&mut cache, &store, 60_000, 2_000);
+    commit(&mut cache, &store, false);
+    assert_eq!(cache.packed_times(), [60_000]);
+    empty(&mut cache, &store, 60_000, "user3");
+    commit(&mut cache, &store, false);
+    assert_eq!(cache.len(), 1_999, "the emptied entry left memory");
+    let mut restored = WindowCache::new(9, usize::MAX);
+    restored.load_packed(&store, [60_000]).unwrap();
+    assert_eq!(counts(&restored, 60_000).len(), 1_999);
+    assert!(!counts(&restored, 60_000).iter().any(|(k, _)| k == "user3"));
+
+    // Keyed and evicted: the stored key is deleted, so reading it back
+    // (it is not in memory) finds nothing.
+    bump_users(&mut cache, &store, 120_000, 100);
+    commit(&mut cache, &store, true);
+    cache.evict();
+    empty(&mut cache, &store, 120_000, "user5");
+    commit(&mut cache, &store, false);
+    bump(&mut cache, &store, 120_000, "user5");
+    bump(&mut cache, &store, 120_000, "user6");
+    let mut seen = Vec::new();
+    cache
+        .drain::<StateError>(&store, 120_000, |k, v| {
+            seen.push((String::from_utf8(k.to_vec()).unwrap(), v.0));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen.len(), 100);
+    assert!(seen.contains(&("user5".to_string(), 1)), "{seen:?}");
+    assert!(seen.contains(&("user6".to_string(), 2)));
+
+    // A packed bucket whose only entry is emptied has its pack deleted.
+    let mut small = WindowCache::new(10, usize::MAX);
+    bump(&mut small, &store, 0, "only");
+    commit(&mut small, &store, false);
+    empty(&mut small, &store, 0, "only");
+    let batch = commit(&mut small, &store, false);
+    assert_eq!(families(&batch), (0, 0, 0));
+    assert!(!batch.is_empty(), "the pack is deleted");
+    assert!(store
+        .scan_prefix(Family::Packs, &codec::prefix(10, 0))
+        .unwrap()
+        .is_empty());
 }

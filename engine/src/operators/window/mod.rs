@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod assign;
 mod emit;
 mod round;
+pub mod session;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ use crate::error::EngineError;
 use aggregate::Partial;
 use assign::Panes;
 pub use emit::ResultEmitter;
+use session::{Placed, SessionStore};
 pub use state::WindowState;
 
 /// How long a window well over its memory budget waits for the checkpoint
@@ -60,8 +62,10 @@ pub struct WindowTaskCtx {
     pub instance: u32,
     /// `window/partition`, its name in checkpoints.
     pub task: String,
-    /// Pane geometry.
+    /// Pane geometry (tumbling and sliding windows).
     pub panes: Panes,
+    /// A session window's gap and `max_duration`, in ms.
+    pub sessions: Option<(i64, Option<i64>)>,
     /// `allowed_lateness` in ms.
     pub lateness: i64,
     /// The emitters feeding it, with their names.
@@ -102,10 +106,14 @@ pub struct WindowTask {
     evict_after: Option<u64>,
     early_requested: bool,
     grows: bool,
+    /// A session window's sessions (its panes cache then stays empty).
+    sessions: Option<Box<SessionStore>>,
     /// A sliding window's per-key merge of its panes (one shard at a time).
     merge_table: HashTable<(u64, SmallVec<[u8; 16]>, Partial)>,
     /// Restored packed times, loaded when the task starts running.
     packed: Vec<i64>,
+    /// Restored session times, loaded when the task starts running.
+    restore_sessions: Option<session::SessionTimes>,
     /// `(record, pane)` updates of evicted keys gathered from a batch
     /// (kept for its capacity between batches).
     spilled_updates: Vec<(usize, i64)>,
@@ -157,6 +165,17 @@ impl WindowTask {
             .collect();
         let mut cache = WindowCache::new(ctx.instance, ctx.budget);
         cache.add_spilled(restore.stored_times.iter().copied());
+        let sessions = ctx.sessions.map(|(gap, max_duration)| {
+            Box::new(SessionStore::new(
+                out.aggregates.clone(),
+                ctx.instance,
+                gap,
+                max_duration,
+                ctx.budget,
+                restore.sessions.as_ref(),
+            ))
+        });
+        let restore_sessions = restore.sessions.take();
         let packed = std::mem::take(&mut restore.packed_times);
         let (node, partition) = ctx.task.rsplit_once('/').unwrap_or((&ctx.task, "0"));
         let own = ctx.metrics.nodes.add(NodeMetrics::new(
@@ -184,6 +203,8 @@ impl WindowTask {
             grows,
             merge_table: HashTable::new(),
             packed,
+            restore_sessions,
+            sessions,
             spilled_updates: Vec::new(),
             late_key: Vec::new(),
             own,
@@ -228,15 +249,19 @@ impl WindowTask {
                 })
                 .collect(),
         );
-        own.open_windows
-            .store(self.cache.open_times() as u64, Ordering::Relaxed);
-        own.partials
-            .store(self.cache.len() as u64, Ordering::Relaxed);
-        own.state_bytes
-            .store(self.cache.bytes() as u64, Ordering::Relaxed);
-        own.over_budget
-            .store(self.cache.over_budget(), Ordering::Relaxed);
-        let stats = self.cache.stats();
+        let (open, partials, bytes, stats) = match &self.sessions {
+            Some(s) => (s.open_times(), s.len(), s.bytes(), s.stats()),
+            None => (
+                self.cache.open_times(),
+                self.cache.len(),
+                self.cache.bytes(),
+                self.cache.stats(),
+            ),
+        };
+        own.open_windows.store(open as u64, Ordering::Relaxed);
+        own.partials.store(partials as u64, Ordering::Relaxed);
+        own.state_bytes.store(bytes as u64, Ordering::Relaxed);
+        own.over_budget.store(self.over_budget(), Ordering::Relaxed);
         own.evictions.store(stats.evictions, Ordering::Relaxed);
         own.spilled_reads
             .store(stats.spilled_reads, Ordering::Relaxed);
@@ -251,6 +276,9 @@ impl WindowTask {
     pub fn run(mut self) -> Result<(), EngineError> {
         let packed = std::mem::take(&mut self.packed);
         self.cache.load_packed(&self.store, packed)?;
+        if let (Some(sessions), Some(times)) = (&mut self.sessions, self.restore_sessions.take()) {
+            sessions.load_packed(&self.store, &times)?;
+        }
         let inputs: Vec<InputId> = self.inputs.iter().map(|i| i.id).collect();
         let receiver = self.receiver.clone();
         run_aligned(&mut self, &inputs, &receiver)
@@ -270,9 +298,12 @@ impl WindowTask {
     fn snapshot(&mut self, checkpoint: Option<u64>) -> Result<(), EngineError> {
         // Eviction follows the commit if the cache is full: the snapshot
         // then stores every time key by key, so any entry can be dropped.
-        let evicting = checkpoint.is_some() && self.cache.should_spill();
+        let evicting = checkpoint.is_some() && self.should_spill();
         let mut batch = StateBatch::new();
         self.cache.snapshot(&mut batch, evicting);
+        if let Some(sessions) = &mut self.sessions {
+            sessions.snapshot(&mut batch, evicting);
+        }
         let state = WindowState {
             fired_through: self.fired_through,
             watermark: self.watermark,
@@ -285,9 +316,11 @@ impl WindowTask {
             packed_times: self.cache.packed_times(),
             entries: self.cache.len() as u64,
             ended: checkpoint.is_none(),
+            sessions: self.sessions.as_ref().map(|s| s.times()),
         };
         if let Some(id) = checkpoint {
-            self.out.router.barrier(id, self.fired_through)?;
+            let frontier = self.frontier();
+            self.out.router.barrier(id, frontier)?;
             for sink in &mut self.late {
                 sink.barrier(id)?;
             }
@@ -332,24 +365,24 @@ impl WindowTask {
                 }
                 self.recompute_watermark()?;
             }
+            if let Some(sessions) = &mut self.sessions {
+                let args = &batch.args[i * n_args..(i + 1) * n_args];
+                let placed = sessions.place(
+                    &self.store,
+                    batch.times[i],
+                    batch.hashes[i],
+                    batch.key(i),
+                    self.fired_through,
+                    |partial| partial.update_with(args, &batch.values),
+                )?;
+                if placed == Placed::Late {
+                    self.send_late(&batch, i)?;
+                }
+                continue;
+            }
             let pane = self.panes.pane_end(batch.times[i]);
             if self.panes.last_window_end(pane) <= self.fired_through {
-                self.counts.late += 1;
-                if self.late.is_empty() {
-                    self.counts.late_dropped += 1;
-                }
-                if let Some(raw) = batch.raw(i) {
-                    let key = if self.late.iter().any(SinkOut::wants_keys) {
-                        self.late_key.clear();
-                        key::write_partition_key(batch.key(i), &mut self.late_key);
-                        Some(&self.late_key[..])
-                    } else {
-                        None
-                    };
-                    for sink in &mut self.late {
-                        sink.push(raw, key, None)?;
-                    }
-                }
+                self.send_late(&batch, i)?;
                 continue;
             }
             if self
@@ -382,6 +415,47 @@ impl WindowTask {
         }
         self.manage_memory();
         Ok(())
+    }
+
+    /// Counts record `i` of `batch` as late and sends it to the `.late`
+    /// outputs.
+    fn send_late(&mut self, batch: &WindowBatch, i: usize) -> Result<(), EngineError> {
+        self.counts.late += 1;
+        if self.late.is_empty() {
+            self.counts.late_dropped += 1;
+        }
+        if let Some(raw) = batch.raw(i) {
+            let key = if self.late.iter().any(SinkOut::wants_keys) {
+                self.late_key.clear();
+                key::write_partition_key(batch.key(i), &mut self.late_key);
+                Some(&self.late_key[..])
+            } else {
+                None
+            };
+            for sink in &mut self.late {
+                sink.push(raw, key, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the state should spill (more than two thirds of its budget).
+    fn should_spill(&self) -> bool {
+        self.cache.should_spill() || self.sessions.as_ref().is_some_and(|s| s.should_spill())
+    }
+
+    /// Whether the state is over its budget.
+    fn over_budget(&self) -> bool {
+        self.cache.over_budget() || self.sessions.as_ref().is_some_and(|s| s.over_budget())
+    }
+
+    /// Every result at or before this time has been emitted: the frontier
+    /// told downstream. Sessions emit by timer bucket, a little behind.
+    fn frontier(&self) -> i64 {
+        match &self.sessions {
+            Some(s) => s.emitted_through(self.fired_through),
+            None => self.fired_through,
+        }
     }
 
     /// Applies the gathered updates `(record, pane)` of keys evicted to
@@ -440,7 +514,7 @@ impl WindowTask {
     /// drop the clean entries (RocksDB has them).
     fn manage_memory(&mut self) {
         if let Some(id) = self.evict_after {
-            if self.checkpoints.committed() < id && self.cache.over_budget() {
+            if self.checkpoints.committed() < id && self.over_budget() {
                 // Over budget with the snapshot not yet committed:
                 // stop taking records (backpressure reaches the sources)
                 // until the commit lets the clean entries go.
@@ -451,11 +525,14 @@ impl WindowTask {
             }
             if self.checkpoints.committed() >= id {
                 self.cache.evict();
+                if let Some(sessions) = &mut self.sessions {
+                    sessions.evict();
+                }
                 self.evict_after = None;
                 self.early_requested = false;
             }
         }
-        if self.cache.should_spill() && self.evict_after.is_none() && !self.early_requested {
+        if self.should_spill() && self.evict_after.is_none() && !self.early_requested {
             self.checkpoints.request_early();
             self.early_requested = true;
         }
@@ -495,6 +572,9 @@ impl WindowTask {
         if target <= self.fired_through {
             return Ok(());
         }
+        if self.sessions.is_some() {
+            return self.advance_sessions(target);
+        }
         let before = self.fired_through;
         while let Some(first) = self.cache.first_time_from(i64::MIN) {
             let end = first.max(self.panes.next_window_end_after(self.fired_through));
@@ -508,6 +588,27 @@ impl WindowTask {
         if self.out.router.has_routes() {
             // Results carry event time end - 1 >= the new frontier.
             self.out.router.flush(self.fired_through)?;
+        }
+        for sink in &mut self.late {
+            sink.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Fires the sessions ending at or before `target` (see
+    /// [`SessionStore::fire`]) and moves the frontier.
+    fn advance_sessions(&mut self, target: i64) -> Result<(), EngineError> {
+        let before = self.frontier();
+        if let Some(sessions) = &mut self.sessions {
+            let (out, counts) = (&mut self.out, &mut self.counts);
+            sessions.fire(&self.store, target, |start, end, key, partial| {
+                out.emit(start, end, key, partial, before, counts)
+            })?;
+        }
+        self.fired_through = target;
+        if self.out.router.has_routes() {
+            let frontier = self.frontier();
+            self.out.router.flush(frontier)?;
         }
         for sink in &mut self.late {
             sink.flush()?;

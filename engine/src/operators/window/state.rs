@@ -26,6 +26,9 @@ pub struct WindowState {
     pub entries: u64,
     /// The partition finished (all inputs ended, everything fired).
     pub ended: bool,
+    /// A session window's stored and packed times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<super::session::SessionTimes>,
 }
 
 #[cfg(test)]
