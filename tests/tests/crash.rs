@@ -217,7 +217,8 @@ path = "out/totals.jsonl"
 /// uninterrupted and with the spilling run killed again and again.
 #[test]
 fn issue_4_state_larger_than_memory_spills_and_survives_repeated_kills() {
-    let windows = r#"
+    spill_and_kill(
+        r#"
 [windows.per_user]
 input = "clicks"
 key = ["user_id"]
@@ -239,7 +240,15 @@ path = "out/result.jsonl"
 input = "recent"
 type = "file"
 path = "out/recent.jsonl"
-"#;
+"#,
+    );
+}
+
+/// Runs `windows` over 200,000 clicks of 20,000 users with a 64 KB state
+/// budget: it must spill (at least 3 early checkpoints) and its outputs
+/// must equal a run that never spills, uninterrupted and killed again and
+/// again.
+fn spill_and_kill(windows: &str) {
     let inputs = [("clicks.jsonl", events(200_000, 20_000, 5))];
     let in_memory = JobDir::with_workloads(&format!("{}{windows}", crash_job().head()), &inputs);
     in_memory.run_job_ok(&[]);
@@ -272,6 +281,73 @@ path = "out/recent.jsonl"
     );
     assert_same_outputs(&in_memory, &spilling);
     kill_and_restart_against(&in_memory, full, &spilling_job, &inputs);
+}
+
+/// Session windows (issue 17): sessions open across many checkpoints,
+/// sessions cut by `max_duration`, and a window over the sessions, killed
+/// again and again; ties in `first`/`last` must not depend on the order a
+/// replay reads records in.
+#[test]
+fn issue_17_session_windows_survive_repeated_kills() {
+    let job = format!(
+        "{}{}",
+        crash_job().head(),
+        r#"
+[windows.visits]
+input = "clicks"
+key = ["user_id"]
+session = { gap = "1m" }
+aggregates = { clicks = "count()", spent = "sum(amount)", first_type = "first(type)", last_type = "last(type)", types = "count_distinct(type)" }
+
+[windows.capped]
+input = "clicks"
+key = ["user_id"]
+session = { gap = "2m", max_duration = "10m" }
+aggregates = { clicks = "count()", biggest = "max_by(amount, type)" }
+
+[windows.per_five]
+input = "visits"
+tumbling = "5m"
+aggregates = { visits = "count()", longest = "max_by(clicks, user_id)", clicks = "sum(clicks)" }
+
+[sinks.result]
+input = "visits"
+type = "file"
+path = "out/result.jsonl"
+
+[sinks.capped_file]
+input = "capped"
+type = "file"
+path = "out/capped.jsonl"
+
+[sinks.per_five_file]
+input = "per_five"
+type = "file"
+path = "out/per_five.jsonl"
+"#
+    );
+    kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 2_000, 7))]);
+}
+
+/// Session windows far larger than a 64 KB budget: sessions and timers
+/// spill, evicted keys are read back to extend or fire, and the results
+/// equal a run that never spills, killed or not.
+#[test]
+fn issue_17_session_windows_spill_and_survive_repeated_kills() {
+    spill_and_kill(
+        r#"
+[windows.visits]
+input = "clicks"
+key = ["user_id"]
+session = { gap = "5m" }
+aggregates = { clicks = "count()", revenue = "sum(amount)", last_type = "last(type)" }
+
+[sinks.result]
+input = "visits"
+type = "file"
+path = "out/result.jsonl"
+"#,
+    );
 }
 
 #[test]

@@ -285,10 +285,16 @@ impl<V: StateValue> WindowCache<V> {
     }
 
     /// Drops the empty values a snapshot just deleted from RocksDB (see
-    /// [`StateValue::is_empty`]), and times left with nothing.
+    /// [`StateValue::is_empty`]) from times nothing is read back for. In a
+    /// spilled time the empty value stays until [`WindowCache::evict`]:
+    /// until the batch is committed RocksDB still has the old value, and a
+    /// read of the key would bring it back.
     fn drop_empty(&mut self) {
         let mut freed = 0;
-        for table in self.times.values_mut() {
+        for (time, table) in &mut self.times {
+            if self.spilled.contains(time) {
+                continue;
+            }
             for shard in &mut table.shards {
                 shard.retain(|e| {
                     if e.value.is_empty() && !e.dirty {
