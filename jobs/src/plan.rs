@@ -350,6 +350,9 @@ pub enum AggregateFunction {
     First,
     /// `last(field)`: `field` of the latest record (event time).
     Last,
+    /// `top_k(field, k)`: the `k` most frequent values with their counts
+    /// (a mergeable Misra-Gries summary; `1 <= k <= 1000`).
+    TopK(u32),
 }
 
 impl AggregateFunction {
@@ -364,7 +367,14 @@ impl AggregateFunction {
                 | AggregateFunction::MinBy
                 | AggregateFunction::First
                 | AggregateFunction::Last
+                | AggregateFunction::TopK(_)
         )
+    }
+
+    /// Whether the aggregate reads its field's value itself (any type but
+    /// an object or array), not a number or a hash.
+    pub fn carries_a_value(self) -> bool {
+        self.picks_a_value() || matches!(self, AggregateFunction::TopK(_))
     }
 
     /// Whether the result is one of the records' values (any type), not a

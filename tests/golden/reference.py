@@ -460,7 +460,7 @@ def passes(tree: tuple, record: dict) -> bool:
 
 AGGREGATE = re.compile(
     r"(count|sum|min|max|avg|variance|stddev|count_distinct|count_distinct_approx|percentile"
-    r"|max_by|min_by|first|last)"
+    r"|max_by|min_by|first|last|top_k)"
     r"\(\s*([\w.]*)\s*(?:,\s*([\w.]+)\s*)?\)"
 )
 NEEDS_NUMBER = {"sum", "min", "max", "avg", "variance", "stddev", "percentile"}
@@ -470,6 +470,9 @@ PICKS = {"max_by", "min_by", "first", "last"}
 # count_distinct_approx is exact up to this many distinct values (kflow keeps
 # the hashes themselves until then, a HyperLogLog sketch after).
 APPROX_EXACT_LIMIT = 512
+# top_k counts exactly while a group has at most this many distinct values
+# (a Misra-Gries summary, pruned past it).
+TOP_K_EXACT_LIMIT = 2048
 
 
 @dataclass
@@ -488,7 +491,7 @@ class Aggregate:
         function, argument, second = match.groups()
         if (function == "count") != (argument == ""):
             raise CaseError(f"bad aggregate {text!r}")
-        two = function in ("percentile", "max_by", "min_by")
+        two = function in ("percentile", "max_by", "min_by", "top_k")
         if two != (second is not None):
             raise CaseError(f"bad aggregate {text!r}")
         if function in ("max_by", "min_by"):
@@ -519,11 +522,30 @@ class Aggregate:
         tied = [value for order, value in candidates if order == best]
         return min(tied, key=value_order)
 
+    def top_k(self, rows: list[dict]) -> list[dict]:
+        """The k most frequent non-null values with their counts, most
+        frequent first; equal counts in kflow's total order of values."""
+        k = int(self.quantile)
+        counts: dict[tuple, list] = {}
+        for row in rows:
+            value = get_path(row, self.field)
+            if value is None:
+                continue
+            order = value_order(value)  # numbers by value: 1 and 1.0 are one
+            entry = counts.setdefault(order, [value, 0])
+            entry[1] += 1
+        if len(counts) > TOP_K_EXACT_LIMIT:
+            raise Ambiguous("top_k over more than 2048 distinct values is approximate")
+        ranked = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
+        return [{"value": value, "count": count} for _, (value, count) in ranked[:k]]
+
     def compute(self, rows: list[dict], times: list[int]) -> Any:
         if self.function == "count":
             return len(rows)
         if self.function in PICKS:
             return self.pick(rows, times)
+        if self.function == "top_k":
+            return self.top_k(rows)
         values = [get_path(row, self.field) for row in rows]
         values = [v for v in values if v is not None]
         if self.function in ("count_distinct", "count_distinct_approx"):
@@ -931,7 +953,7 @@ class Window(Node):
                 value = get_path(record.fields, aggregate.by)
                 if value is not None and not is_number(value):
                     type_error = f"{aggregate.by} must be a number, not {type_name(value)}"
-            if aggregate.function in PICKS:
+            if aggregate.function in PICKS or aggregate.function == "top_k":
                 value = get_path(record.fields, aggregate.field)
                 if isinstance(value, (dict, list)):
                     type_error = f"{aggregate.field} is an object or array"

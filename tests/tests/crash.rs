@@ -189,12 +189,12 @@ fn issue_17_new_aggregates_survive_repeated_kills() {
 input = "clicks"
 key = ["user_id"]
 sliding = { size = "5m", slide = "1m" }
-aggregates = { spread = "variance(amount)", deviation = "stddev(amount)", types = "count_distinct_approx(type)", biggest = "max_by(amount, type)", smallest = "min_by(amount, event_id)", first_type = "first(type)", last_type = "last(type)" }
+aggregates = { spread = "variance(amount)", deviation = "stddev(amount)", types = "count_distinct_approx(type)", biggest = "max_by(amount, type)", smallest = "min_by(amount, event_id)", first_type = "first(type)", last_type = "last(type)", types_seen = "top_k(type, 3)" }
 
 [windows.everyone]
 input = "clicks"
 tumbling = "1m"
-aggregates = { users = "count_distinct_approx(user_id)", exact = "count_distinct(user_id)", deviation = "stddev(amount)" }
+aggregates = { users = "count_distinct_approx(user_id)", exact = "count_distinct(user_id)", deviation = "stddev(amount)", busiest = "top_k(user_id, 5)" }
 
 [sinks.result]
 input = "recent"
@@ -297,7 +297,7 @@ fn issue_17_session_windows_survive_repeated_kills() {
 input = "clicks"
 key = ["user_id"]
 session = { gap = "1m" }
-aggregates = { clicks = "count()", spent = "sum(amount)", first_type = "first(type)", last_type = "last(type)", types = "count_distinct(type)" }
+aggregates = { clicks = "count()", spent = "sum(amount)", first_type = "first(type)", last_type = "last(type)", types = "count_distinct(type)", kinds = "top_k(type, 2)" }
 
 [windows.capped]
 input = "clicks"

@@ -39,6 +39,7 @@ golden_cases!(
     moments_approx,
     picks,
     sessions,
+    top_k,
 );
 
 #[test]

@@ -40,6 +40,7 @@ fn aggregate_text(plan: &JobPlan, a: &AggregatePlan) -> String {
         AggregateFunction::MinBy => format!("min_by({by}, {field})"),
         AggregateFunction::First => format!("first({field})"),
         AggregateFunction::Last => format!("last({field})"),
+        AggregateFunction::TopK(k) => format!("top_k({field}, {k})"),
     };
     format!("{} = {call}", a.name)
 }

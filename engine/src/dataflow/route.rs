@@ -220,7 +220,7 @@ impl WindowOut {
         self.pick_scratch.clear();
         let mut distinct = Vec::new();
         for spec in &self.spec.args {
-            if spec.function.picks_a_value() {
+            if spec.function.carries_a_value() {
                 match pick(&mut self.pick_scratch, &self.spec.name, spec, row, time) {
                     Ok(arg) => self.arg_scratch.push(arg),
                     Err(reason) => return Ok(Err(reason)),

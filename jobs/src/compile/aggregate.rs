@@ -31,7 +31,7 @@ fn error<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, CallErr
 }
 
 const FUNCTIONS: &str = "`count`, `sum`, `min`, `max`, `avg`, `variance`, `stddev`, \
-     `count_distinct`, `count_distinct_approx`, `percentile`, `max_by`, `min_by`, `first`, `last`";
+     `count_distinct`, `count_distinct_approx`, `percentile`, `max_by`, `min_by`, `first`, `last`, `top_k`";
 
 #[derive(Debug)]
 enum Arg {
@@ -80,6 +80,7 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
         "first" => AggregateFunction::First,
         "last" => AggregateFunction::Last,
         "percentile" => AggregateFunction::Percentile(0.0),
+        "top_k" => AggregateFunction::TopK(0),
         _ => {
             return error(
                 name_span,
@@ -183,6 +184,33 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
                 "`percentile` takes a field and a quantile, like `percentile(amount, 0.99)`",
             ),
         },
+        AggregateFunction::TopK(_) => match args.as_slice() {
+            [Arg::Field(field, span), Arg::Number(k, k_span)] => {
+                if k.fract() != 0.0 || !(1.0..=f64::from(MAX_TOP_K)).contains(k) {
+                    return error(
+                        k_span.clone(),
+                        format!(
+                            "`top_k` lists 1 to {MAX_TOP_K} values, not `{}`",
+                            &text[k_span.clone()]
+                        ),
+                    );
+                }
+                Ok(AggregateCall {
+                    function: AggregateFunction::TopK(*k as u32),
+                    field: Some((field.clone(), span.clone())),
+                    by: None,
+                })
+            }
+            [Arg::Number(_, span), _] => error(span.clone(), "expected a field name, not a number"),
+            [Arg::Field(..), k] => error(
+                k.span(),
+                "expected how many values to list, like `top_k(page, 10)`",
+            ),
+            _ => error(
+                parens,
+                "`top_k` takes a field and how many values to list, like `top_k(page, 10)`",
+            ),
+        },
         _ => Ok(AggregateCall {
             function,
             field: Some(one_field(&args)?),
@@ -190,6 +218,9 @@ pub(crate) fn parse_aggregate(text: &str) -> Result<AggregateCall, CallError> {
         }),
     }
 }
+
+/// The longest list `top_k` gives.
+const MAX_TOP_K: u32 = 1000;
 
 struct Scanner<'a> {
     text: &'a str,

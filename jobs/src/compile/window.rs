@@ -219,7 +219,7 @@ pub(crate) fn compile_window(
     ];
     columns.extend(key_names.iter().map(|k| (k.clone(), ColumnType::Any)));
     columns.extend(aggregates.iter().map(|a| {
-        let kind = if a.function.picks_a_value() {
+        let kind = if a.function.carries_a_value() {
             ColumnType::Any
         } else {
             ColumnType::Number
@@ -284,6 +284,7 @@ fn function_name(function: crate::plan::AggregateFunction) -> &'static str {
         F::MinBy => "min_by",
         F::First => "first",
         F::Last => "last",
+        F::TopK(_) => "top_k",
     }
 }
 

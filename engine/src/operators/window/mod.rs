@@ -145,7 +145,7 @@ impl WindowTask {
                 kflow_jobs::AggregateFunction::CountDistinct
                     | kflow_jobs::AggregateFunction::CountDistinctApprox
                     | kflow_jobs::AggregateFunction::Percentile(_)
-            ) || a.function.picks_a_value()
+            ) || a.function.carries_a_value()
         });
         let mut restore = ctx.restore.unwrap_or(WindowState {
             fired_through: i64::MIN,

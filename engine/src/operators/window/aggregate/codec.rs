@@ -8,7 +8,7 @@ use hashbrown::HashSet;
 use kflow_state::{StateError, StateValue};
 use smallvec::SmallVec;
 
-use super::{hll, pick, Acc, Moments, Partial, Percentiles, SignedHistograms};
+use super::{hll, pick, topk, Acc, Moments, Partial, Percentiles, SignedHistograms};
 
 impl StateValue for Partial {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -92,6 +92,16 @@ fn encode_acc(acc: &Acc, out: &mut Vec<u8>) {
                     out.extend_from_slice(&(best.value.len() as u32).to_le_bytes());
                     out.extend_from_slice(&best.value);
                 }
+            }
+        }
+        Acc::TopK(top) => {
+            out.push(12);
+            out.push(u8::from(top.pruned));
+            out.extend_from_slice(&(top.counts.len() as u32).to_le_bytes());
+            for (value, count) in &top.counts {
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(value);
+                out.extend_from_slice(&count.to_le_bytes());
             }
         }
         Acc::Sketch(sketch) => match &**sketch {
@@ -265,6 +275,21 @@ fn decode_acc(r: &mut Reader<'_>) -> Result<Acc, StateError> {
             } else {
                 Acc::PickMin(best)
             }
+        }
+        12 => {
+            let mut top = topk::TopK {
+                pruned: r.u8()? != 0,
+                ..topk::TopK::default()
+            };
+            // Each entry is at least a length and a count.
+            let n = r.len(12)?;
+            top.counts.reserve(n);
+            for _ in 0..n {
+                let len = r.len(1)?;
+                let value: Box<[u8]> = r.bytes(len)?.into();
+                top.counts.insert(value, r.u64()?);
+            }
+            Acc::TopK(Box::new(top))
         }
         tag => return Err(StateError::Corrupt(format!("unknown aggregate tag {tag}"))),
     })

@@ -11,11 +11,12 @@
 //! the count, mean and sum of squared deviations (Welford's update, Chan's
 //! merge); `count_distinct_approx` a HyperLogLog sketch ([`hll`]);
 //! `max_by`, `min_by`, `first` and `last` the best candidate so far
-//! ([`pick`]).
+//! ([`pick`]); `top_k` a mergeable Misra-Gries summary ([`topk`]).
 
 mod codec;
 pub mod hll;
 pub mod pick;
+pub mod topk;
 
 use hashbrown::HashSet;
 use hdrhistogram::Histogram;
@@ -61,6 +62,8 @@ pub enum Acc {
     PickMax(Option<Box<pick::Picked>>),
     /// `min_by` and `first`: the candidate ranked lowest.
     PickMin(Option<Box<pick::Picked>>),
+    /// `top_k`.
+    TopK(Box<topk::TopK>),
 }
 
 /// Count, mean, and the sum of squared deviations from the mean.
@@ -252,6 +255,7 @@ impl Acc {
             AggregateFunction::CountDistinctApprox => Acc::Sketch(Box::default()),
             AggregateFunction::MaxBy | AggregateFunction::Last => Acc::PickMax(None),
             AggregateFunction::MinBy | AggregateFunction::First => Acc::PickMin(None),
+            AggregateFunction::TopK(_) => Acc::TopK(Box::default()),
         }
     }
 
@@ -283,6 +287,9 @@ impl Acc {
             (Acc::PickMin(best), Arg::Pick { order, start, len }) => {
                 pick::offer(best, order, pick::slice(values, start, len), false);
             }
+            (Acc::TopK(top), Arg::Pick { start, len, .. }) => {
+                top.insert(pick::slice(values, start, len));
+            }
             _ => {}
         }
     }
@@ -303,6 +310,7 @@ impl Acc {
             (Acc::Sketch(a), Acc::Sketch(b)) => a.merge(b),
             (Acc::PickMax(a), Acc::PickMax(Some(b))) => pick::offer(a, b.order, &b.value, true),
             (Acc::PickMin(a), Acc::PickMin(Some(b))) => pick::offer(a, b.order, &b.value, false),
+            (Acc::TopK(a), Acc::TopK(b)) => a.merge(b),
             _ => {}
         }
     }
@@ -312,6 +320,10 @@ impl Acc {
     pub fn value(&self, function: AggregateFunction) -> Value<'static> {
         if let Acc::PickMax(best) | Acc::PickMin(best) = self {
             return best.as_ref().map_or(Value::Null, |b| b.result());
+        }
+        if let Acc::TopK(_) = self {
+            // An array: rows downstream can only test it with `has()`.
+            return Value::Other;
         }
         let number = match (self, function) {
             (Acc::Count(n), _) => Some(*n as f64),
@@ -328,7 +340,7 @@ impl Acc {
             }
             (Acc::Moments(m), _) => m.variance().map(round_15),
             (Acc::Sketch(sketch), _) => Some(sketch.count() as f64),
-            (Acc::PickMax(_) | Acc::PickMin(_), _) => None,
+            (Acc::PickMax(_) | Acc::PickMin(_) | Acc::TopK(_), _) => None,
         };
         number.map_or(Value::Null, Value::Num)
     }
@@ -343,6 +355,7 @@ impl Acc {
                 write_rounded(out, sum / *n as f64);
             }
             (Acc::Sum { sum, n }, AggregateFunction::Sum) if *n > 0 => write_rounded(out, *sum),
+            (Acc::TopK(top), AggregateFunction::TopK(k)) => top.write_json(k as usize, out),
             _ => json::write_value(out, &self.value(function)),
         }
     }
@@ -353,6 +366,7 @@ impl Acc {
             Acc::Sketch(sketch) => std::mem::size_of::<hll::Hll>() + sketch.heap_bytes(),
             Acc::Moments(_) => std::mem::size_of::<Moments>(),
             Acc::PickMax(Some(best)) | Acc::PickMin(Some(best)) => best.heap_bytes(),
+            Acc::TopK(top) => std::mem::size_of::<topk::TopK>() + top.heap_bytes(),
             Acc::Percentile(p) => {
                 std::mem::size_of::<Percentiles>()
                     + match &**p {

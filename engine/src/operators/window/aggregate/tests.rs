@@ -225,3 +225,64 @@ fn picks_merge_in_any_order_and_survive_encoding() {
         "null"
     );
 }
+
+/// Folds `values` (as key-encoded strings) into a `top_k` accumulator the
+/// way a window does: each record's value in its batch's value bytes.
+fn fold_top(values: &[u16]) -> Acc {
+    let mut acc = Acc::new(AggregateFunction::TopK(5));
+    let mut batch = Vec::new();
+    for v in values {
+        let start = batch.len() as u32;
+        crate::dataflow::key::encode_value(&Value::Str(format!("p{}", v % 40).into()), &mut batch)
+            .unwrap();
+        let len = batch.len() as u32 - start;
+        acc.update_with(
+            Arg::Pick {
+                order: 0.0,
+                start,
+                len,
+            },
+            &batch,
+        );
+    }
+    acc
+}
+
+fn top_json(acc: &Acc) -> String {
+    let mut out = Vec::new();
+    acc.write_json(AggregateFunction::TopK(5), &mut out);
+    String::from_utf8(out).unwrap()
+}
+
+proptest! {
+    // Exact below its limit: merging parts in any order equals folding the
+    // whole, and the stored form reads back to the same result.
+    #[test]
+    fn top_k_merges_like_a_fold_and_round_trips(
+        a in proptest::collection::vec(any::<u16>(), 0..200),
+        b in proptest::collection::vec(any::<u16>(), 0..200),
+    ) {
+        let whole: Vec<u16> = a.iter().chain(&b).copied().collect();
+        let mut ab = fold_top(&a);
+        ab.merge(&fold_top(&b));
+        let mut ba = fold_top(&b);
+        ba.merge(&fold_top(&a));
+        let expected = top_json(&fold_top(&whole));
+        prop_assert_eq!(top_json(&ab), expected.clone());
+        prop_assert_eq!(top_json(&ba), expected.clone());
+        let p = Partial(smallvec::smallvec![ab]);
+        let mut bytes = Vec::new();
+        p.encode(&mut bytes);
+        let back = Partial::decode(&bytes).unwrap();
+        prop_assert_eq!(top_json(&back.0[0]), expected);
+    }
+}
+
+#[test]
+fn top_k_lists_counts_most_frequent_first() {
+    let acc = fold_top(&[1, 2, 2, 3, 3, 3, 41]);
+    assert_eq!(
+        top_json(&acc),
+        r#"[{"value":"p3","count":3},{"value":"p1","count":2},{"value":"p2","count":2}]"#
+    );
+}
