@@ -320,6 +320,7 @@ fn aggregate_updates(c: &mut Criterion) {
     for (name, function) in [
         ("max_by", AggregateFunction::MaxBy),
         ("first", AggregateFunction::First),
+        ("top_k 10 (977 values)", AggregateFunction::TopK(10)),
     ] {
         let plan = [AggregatePlan {
             name: name.into(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a kflow benchmark workload as a DuckDB batch group-by and write kflow's output rows.
 
-    duckdb_run.py --workload W1|W2|W3 --input events.jsonl --output rows.jsonl
+    duckdb_run.py --workload W1|W2|W3|W6 --input events.jsonl --output rows.jsonl
     duckdb_run.py --check        # is DuckDB installed and working? runs no workload
 
 Reads the JSON-lines input with read_ndjson and explicit columns (no schema
@@ -56,10 +56,12 @@ def sql_rfc3339(ms_expr: str) -> str:
 
 
 def build_query(workload, input_path: str) -> str:
+    src = input_path.replace("'", "''")
+    if workload.gap_ms:
+        return build_session_query(workload.gap_ms, src)
     size, slide = workload.size_ms, workload.slide_ms
     if size % slide != 0:
         raise UsageError(f"slide {slide} ms does not divide size {size} ms")
-    src = input_path.replace("'", "''")
     # Explicit columns: DuckDB parses only what the query needs and skips sampling.
     # ts as TIMESTAMPTZ honours any UTC offset; epoch_ms() of it is UTC millis.
     events = f"""
@@ -89,6 +91,36 @@ def build_query(workload, input_path: str) -> str:
            events,
            revenue
     FROM w"""
+
+
+def build_session_query(gap: int, src: str) -> str:
+    """Session windows the SQL way: per user in time order, a record starts
+    a new session when it comes `gap` or more after the one before; the
+    running count of starts numbers the sessions; each is reported as
+    [first, last + gap)."""
+    return f"""
+    WITH ev AS (
+        SELECT user_id, amount, epoch_ms(ts) AS t
+        FROM read_ndjson('{src}',
+                         columns = {{user_id: 'VARCHAR', type: 'VARCHAR', amount: 'DOUBLE', ts: 'TIMESTAMPTZ'}})
+        WHERE type != 'product_view'),
+    starts AS (
+        SELECT *, CASE WHEN t - lag(t) OVER (PARTITION BY user_id ORDER BY t) < {gap}
+                       THEN 0 ELSE 1 END AS starts
+        FROM ev),
+    numbered AS (
+        SELECT *, sum(starts) OVER (PARTITION BY user_id ORDER BY t
+                                    ROWS UNBOUNDED PRECEDING) AS session
+        FROM starts),
+    s AS (
+        SELECT user_id, min(t) AS ws, max(t) + {gap} AS we, count(*) AS events, sum(amount) AS revenue
+        FROM numbered GROUP BY user_id, session)
+    SELECT {sql_rfc3339('ws')} AS window_start,
+           {sql_rfc3339('we')} AS window_end,
+           user_id,
+           events,
+           revenue
+    FROM s"""
 
 
 def check() -> None:

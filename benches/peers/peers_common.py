@@ -19,6 +19,7 @@ class Workload:
     name: str
     size_ms: int
     slide_ms: int  # == size_ms for tumbling windows
+    gap_ms: int = 0  # > 0: session windows with this gap instead
 
     @property
     def tumbling(self) -> bool:
@@ -29,6 +30,7 @@ WORKLOADS = {
     "W1": Workload("W1", 60_000, 60_000),
     "W2": Workload("W2", 300_000, 60_000),
     "W3": Workload("W3", 60_000, 60_000),
+    "W6": Workload("W6", 0, 0, gap_ms=30_000),
 }
 
 

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cargo build --release -p kflow -p kflow-benches
-//! target/release/kflow-bench [--events 5000000] [--workloads W1,W2,W3,W5] [--peers all|none|duckdb,...]
+//! target/release/kflow-bench [--events 5000000] [--workloads W1,W2,W3,W5,W6] [--peers all|none|duckdb,...]
 //!     [--intervals 10s,1s,off] [--repeat N] [--metrics-cost]
 //! ```
 //!
@@ -23,6 +23,11 @@
 //! W5 is W1 over an input with producer retries (1% of events repeated with
 //! the same `event_id`) and `dedup = { field = "event_id", within = "10m" }`
 //! on the source; the peers do not run it (they would count the repeats).
+//!
+//! W6 is W1's input and query in session windows (`gap = "30s"` per user)
+//! instead of 1-minute tumbling ones; DuckDB computes the same sessions
+//! with window functions (Flink peers do not run it). The runner prints
+//! W6's events/s as a ratio of W1's.
 //!
 //! With `--repeat N` every system runs N times in turn and the table shows
 //! each one's median run (by wall time; its CPU, RSS and latency too): on a
@@ -118,6 +123,9 @@ fn job(workload: &str, interval_dir: &Path, input: &Path) -> String {
     );
     if workload == "W2" {
         job.window = r#"sliding = { size = "5m", slide = "1m" }"#.into();
+    }
+    if workload == "W6" {
+        job.window = r#"session = { gap = "30s" }"#.into();
     }
     if workload == "W3" {
         job.state_memory = Some("64MB".into());
@@ -494,7 +502,14 @@ fn run() -> Result<(), String> {
             results.push(local);
             results.push(stored);
         }
-        for peer in peers.iter().filter(|_| workload != "W5") {
+        // Flink peers run the tumbling and sliding workloads; DuckDB also
+        // the sessions; nobody the dedup one.
+        let runs_it = |peer: &String| match workload.as_str() {
+            "W5" => false,
+            "W6" => peer == "duckdb",
+            _ => true,
+        };
+        for peer in peers.iter().filter(|p| runs_it(p)) {
             let out = args.out.join(format!("{workload}-{peer}.jsonl"));
             if !matches!(peer.as_str(), "duckdb" | "flink-heap" | "flink-rocksdb") {
                 return Err(format!("unknown peer {peer}"));
@@ -583,6 +598,13 @@ fn run() -> Result<(), String> {
             "W5 (dedup) / W1 time (kflow, checkpoints {}): {:.2}x",
             args.intervals.first().map_or("-", String::as_str),
             w5 / w1
+        );
+    }
+    if let (Some(w1), Some(w6)) = (seconds_of("W1"), seconds_of("W6")) {
+        println!(
+            "W6 (sessions, gap 30 s) events/s / W1 (tumbling 1 m) events/s (kflow, checkpoints {}): {:.2}x",
+            args.intervals.first().map_or("-", String::as_str),
+            w1 / w6
         );
     }
     if args.repeat > 1 {

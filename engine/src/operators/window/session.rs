@@ -71,10 +71,12 @@ pub struct SessionStore {
     bucket: i64,
     sessions: WindowCache<SessionSet>,
     timers: WindowCache<Frames>,
-    /// The window's aggregates (a new session's partial).
-    aggregates: Vec<AggregatePlan>,
-    /// Keys (with their hash) of the bucket being fired, reused.
-    due: Vec<(u64, Vec<u8>, Frames)>,
+    /// A new session's partial, before its first record.
+    empty: Partial,
+    /// The bucket being fired: `(hash, key's end in due_keys, frames)`,
+    /// the keys back to back in `due_keys` (reused, no allocation per key).
+    due: Vec<(u64, usize, Frames)>,
+    due_keys: Vec<u8>,
 }
 
 /// Where a session store's caches keep their times in RocksDB.
@@ -113,8 +115,9 @@ impl SessionStore {
             bucket: BUCKET.min(gap.max(1)),
             sessions,
             timers,
-            aggregates,
+            empty: Partial::new(&aggregates),
             due: Vec::new(),
+            due_keys: Vec::new(),
         }
     }
 
@@ -186,7 +189,13 @@ impl SessionStore {
                 if end <= fired_through {
                     return Ok(Placed::Late);
                 }
-                let mut partial = Partial::new(&self.aggregates);
+                // Every session of the set has a timer at or before its
+                // end, or before an earlier session's end (whose firing
+                // re-arms for the rest): only a new earliest end needs one.
+                if !set.0.iter().any(|s| end_of(s) <= end) {
+                    timer = Some(end);
+                }
+                let mut partial = self.empty.clone();
                 apply(&mut partial);
                 let at = set.0.partition_point(|s| s.first <= time);
                 set.0.insert(
@@ -197,7 +206,6 @@ impl SessionStore {
                         partial,
                     },
                 );
-                timer = Some(end);
             }
             [one, rest @ ..] => {
                 // Merge every joined session into the first (the earliest:
@@ -274,15 +282,21 @@ impl SessionStore {
     ) -> Result<(), E> {
         let gap = self.gap;
         let mut due = std::mem::take(&mut self.due);
+        let mut keys = std::mem::take(&mut self.due_keys);
         while let Some(bucket) = self.first_bucket().filter(|b| *b <= target) {
             due.clear();
+            keys.clear();
             self.timers
                 .drain::<StateError>(store, bucket, |key, frames| {
                     let hash = xxhash_rust::xxh3::xxh3_64(key);
-                    due.push((hash, key.to_vec(), frames.clone()));
+                    keys.extend_from_slice(key);
+                    due.push((hash, keys.len(), frames.clone()));
                     Ok(())
                 })?;
-            for (hash, key, frames) in &due {
+            let mut start = 0;
+            for (hash, end, frames) in &due {
+                let key = &keys[start..*end];
+                start = *end;
                 for &frame in &frames.0 {
                     let end_of = |s: &Session| s.last.saturating_add(gap).min(frame);
                     let set =
@@ -308,6 +322,7 @@ impl SessionStore {
                     self.sessions.resize(before, after);
                     if let Some(e) = failed {
                         self.due = due;
+                        self.due_keys = keys;
                         return Err(e);
                     }
                     if let Some(end) = next {
@@ -317,6 +332,7 @@ impl SessionStore {
             }
         }
         self.due = due;
+        self.due_keys = keys;
         if self.max_duration.is_some() {
             let through = self.emitted_through(target);
             while let Some(frame) = self
