@@ -329,6 +329,32 @@ path = "out/per_five.jsonl"
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 2_000, 7))]);
 }
 
+/// Dense, disordered sessions: 20 users clicking about every 0.36 s with
+/// event times jittered by up to a second, and a 400 ms gap, so records
+/// arrive ahead of earlier ones, start sessions of their own and are
+/// bridged into one by the records that come after (before and after
+/// restarts).
+#[test]
+fn issue_17_sessions_bridged_out_of_order_survive_repeated_kills() {
+    let job = format!(
+        "{}{}",
+        crash_job().head(),
+        r#"
+[windows.bursts]
+input = "clicks"
+key = ["user_id"]
+session = { gap = "400ms" }
+aggregates = { clicks = "count()", revenue = "sum(amount)", first_type = "first(type)", kinds = "top_k(type, 4)" }
+
+[sinks.result]
+input = "bursts"
+type = "file"
+path = "out/result.jsonl"
+"#
+    );
+    kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 20, 11))]);
+}
+
 /// Session windows far larger than a 64 KB budget: sessions and timers
 /// spill, evicted keys are read back to extend or fire, and the results
 /// equal a run that never spills, killed or not.
