@@ -56,6 +56,9 @@ struct Entry<V> {
     key: Key,
     value: V,
     dirty: bool,
+    /// RocksDB may hold a copy of this key (it was read from there, or
+    /// written by a snapshot): removing it then takes a delete.
+    stored: bool,
 }
 
 impl<V: StateValue> Entry<V> {
@@ -156,16 +159,18 @@ impl<V: StateValue> Table<V> {
         hash: u64,
         key: &[u8],
         dirty: bool,
-        value: impl FnOnce() -> Result<V, StateError>,
+        value: impl FnOnce() -> Result<(V, bool), StateError>,
     ) -> Result<usize, StateError> {
         let TableEntry::Vacant(slot) = self.entry(hash, key) else {
             return Ok(0);
         };
+        let (value, stored) = value()?;
         let entry = Entry {
             hash,
             key: Key::from_slice(key),
-            value: value()?,
+            value,
             dirty,
+            stored,
         };
         let bytes = entry.bytes();
         slot.insert(entry);
@@ -331,21 +336,22 @@ impl<V: StateValue> WindowCache<V> {
                 Ok(&mut entry.value)
             }
             TableEntry::Vacant(slot) => {
-                let value = if may_be_stored(&self.spilled, &self.written, time, hash) {
+                let (value, stored) = if may_be_stored(&self.spilled, &self.written, time, hash) {
                     let mut full = Vec::with_capacity(codec::PREFIX_LEN + key.len());
                     codec::encode_key(self.instance, time, key, &mut full);
                     match store.get(Family::Windows, &full)? {
-                        Some(bytes) => V::decode(&bytes)?,
-                        None => init(),
+                        Some(bytes) => (V::decode(&bytes)?, true),
+                        None => (init(), false),
                     }
                 } else {
-                    init()
+                    (init(), false)
                 };
                 let entry = Entry {
                     hash,
                     key: Key::from_slice(key),
                     value,
                     dirty: true,
+                    stored,
                 };
                 self.bytes += entry.bytes();
                 Ok(&mut slot.insert(entry).into_mut().value)
@@ -371,6 +377,24 @@ impl<V: StateValue> WindowCache<V> {
     /// value whose size can change.
     pub fn account(&mut self, grown_by: usize) {
         self.bytes += grown_by;
+    }
+
+    /// Drops `(time, key)` from memory at once if RocksDB holds no copy of
+    /// it (it was never read from there nor written by a snapshot), after
+    /// the caller emptied its value (see [`StateValue::is_empty`]); a key
+    /// with a stored copy stays, empty, for the next snapshot to delete.
+    /// Keys that live briefly (a session per visit) then never cost a
+    /// write, nor memory after they are gone.
+    pub fn discard(&mut self, time: i64, hash: u64, key: &[u8]) {
+        let Some(table) = self.times.get_mut(&time) else {
+            return;
+        };
+        if let TableEntry::Occupied(entry) = table.entry(hash, key) {
+            if !entry.get().stored && entry.get().value.is_empty() {
+                let (gone, _) = entry.remove();
+                self.bytes = self.bytes.saturating_sub(gone.bytes());
+            }
+        }
     }
 
     /// Re-estimates the memory of one entry whose value went from `before`

@@ -58,8 +58,12 @@ impl<V: StateValue> WindowCache<V> {
                 let table = table_of(&mut self.times, time);
                 for (&(_, i), value) in part.iter().zip(found.drain(..)) {
                     let (hash, key) = keys[i];
-                    self.bytes +=
-                        table.insert_absent(hash, key, true, || Ok(value.unwrap_or_else(&init)))?;
+                    self.bytes += table.insert_absent(hash, key, true, || {
+                        Ok(match value {
+                            Some(value) => (value, true),
+                            None => (init(), false),
+                        })
+                    })?;
                 }
             }
         }
@@ -105,7 +109,8 @@ impl<V: StateValue> WindowCache<V> {
                 for entry in pack::entries(&bytes) {
                     let (key, value) = entry?;
                     let hash = xxhash_rust::xxh3::xxh3_64(key);
-                    self.bytes += table.insert_absent(hash, key, false, || V::decode(value))?;
+                    self.bytes +=
+                        table.insert_absent(hash, key, false, || Ok((V::decode(value)?, true)))?;
                 }
             }
             self.packed.insert(time);
@@ -129,7 +134,8 @@ impl<V: StateValue> WindowCache<V> {
         for (full, bytes) in found {
             let (_, _, key) = codec::decode_key(&full)?;
             let hash = xxhash_rust::xxh3::xxh3_64(key);
-            self.bytes += table.insert_absent(hash, key, false, || V::decode(&bytes))?;
+            self.bytes +=
+                table.insert_absent(hash, key, false, || Ok((V::decode(&bytes)?, true)))?;
         }
         Ok(())
     }
@@ -262,6 +268,7 @@ impl<V: StateValue> WindowCache<V> {
                         pack::push(&mut packs[b], &entry.key, |out| entry.value.encode(out));
                     }
                     entry.dirty = false;
+                    entry.stored = true;
                 }
             }
             let key = &mut scratch.0;
@@ -285,12 +292,14 @@ impl<V: StateValue> WindowCache<V> {
     }
 
     /// Drops the empty values a snapshot just deleted from RocksDB (see
-    /// [`StateValue::is_empty`]) from times nothing is read back for. In a
-    /// spilled time the empty value stays until [`WindowCache::evict`]:
-    /// until the batch is committed RocksDB still has the old value, and a
-    /// read of the key would bring it back.
+    /// [`StateValue::is_empty`]) from times nothing is read back for, and
+    /// such a time left with no entry at all (none of its keys is stored
+    /// any more). In a spilled time the empty value stays until
+    /// [`WindowCache::evict`]: until the batch is committed RocksDB still
+    /// has the old value, and a read of the key would bring it back.
     fn drop_empty(&mut self) {
         let mut freed = 0;
+        let mut gone = Vec::new();
         for (time, table) in &mut self.times {
             if self.spilled.contains(time) {
                 continue;
@@ -305,8 +314,17 @@ impl<V: StateValue> WindowCache<V> {
                     }
                 });
             }
+            if table.is_empty() {
+                gone.push(*time);
+            }
         }
         self.bytes = self.bytes.saturating_sub(freed);
+        for time in gone {
+            self.times.remove(&time);
+            self.packed.remove(&time);
+            self.on_disk.remove(&time);
+            self.written.remove(&time);
+        }
     }
 
     /// Drops every clean entry from memory; their times become spilled.
@@ -407,6 +425,7 @@ fn write_keyed<V: StateValue>(
         key.clear();
         codec::encode_key(instance, time, &entry.key, key);
         entry.dirty = false;
+        entry.stored = true;
         if entry.value.is_empty() {
             batch.delete(Family::Windows, key);
             continue;

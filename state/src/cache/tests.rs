@@ -593,3 +593,41 @@ fn an_emptied_key_is_deleted_whether_packed_keyed_or_evicted() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn an_emptied_key_never_stored_leaves_at_once_and_a_stored_one_at_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(11, usize::MAX);
+    bump(&mut cache, &store, 0, "old");
+    commit(&mut cache, &store, false);
+    bump(&mut cache, &store, 0, "new");
+    let before = cache.bytes();
+    for key in ["old", "new"] {
+        empty(&mut cache, &store, 0, key);
+        cache.discard(
+            0,
+            xxhash_rust::xxh3::xxh3_64(key.as_bytes()),
+            key.as_bytes(),
+        );
+    }
+    // "new" was never written: gone, and no write for it; "old" waits for
+    // the snapshot that deletes its pack entry.
+    assert_eq!(cache.len(), 1);
+    assert!(cache.bytes() <= before);
+    let batch = commit(&mut cache, &store, false);
+    assert!(!batch.is_empty());
+    assert_eq!(cache.len(), 0);
+    // The time has no entry left: it is no longer listed (a restore
+    // would look for its packs), and no pack of it is left behind.
+    assert!(cache.packed_times().is_empty() && cache.stored_times().is_empty());
+    assert!(store
+        .scan_prefix(Family::Packs, &codec::prefix(11, 0))
+        .unwrap()
+        .is_empty());
+    // Discarding a key with a value, or one not there, changes nothing.
+    bump(&mut cache, &store, 0, "kept");
+    cache.discard(0, xxhash_rust::xxh3::xxh3_64(b"kept"), b"kept");
+    cache.discard(5, 1, b"absent");
+    assert_eq!(counts(&cache, 0), [("kept".to_string(), 1)]);
+}

@@ -187,6 +187,9 @@ impl SessionStore {
             [] => {
                 let end = time.saturating_add(gap).min(frame);
                 if end <= fired_through {
+                    if set.0.is_empty() {
+                        self.sessions.discard(frame, hash, key);
+                    }
                     return Ok(Placed::Late);
                 }
                 // Every session of the set has a timer at or before its
@@ -319,7 +322,11 @@ impl SessionStore {
                         false
                     });
                     let after = set.heap_bytes();
+                    let emptied = set.0.is_empty();
                     self.sessions.resize(before, after);
+                    if emptied {
+                        self.sessions.discard(frame, *hash, key);
+                    }
                     if let Some(e) = failed {
                         self.due = due;
                         self.due_keys = keys;
