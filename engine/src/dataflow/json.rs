@@ -88,11 +88,57 @@ pub fn format_time(millis: i64) -> String {
     }
 }
 
-/// Writes epoch milliseconds as an RFC 3339 string literal.
+/// Writes epoch milliseconds as an RFC 3339 string literal, as
+/// [`format_time`] would, without allocating: digits straight into `out`
+/// for years 0 to 9999 (session windows write two per row), chrono for the
+/// rest.
 pub fn write_time(out: &mut Vec<u8>, millis: i64) {
     out.push(b'"');
-    out.extend_from_slice(format_time(millis).as_bytes());
+    let days = millis.div_euclid(86_400_000);
+    let in_day = millis.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    if (0..=9999).contains(&year) {
+        let (secs, ms) = (in_day / 1000, in_day % 1000);
+        let digits = |out: &mut Vec<u8>, v: i64, n: u32| {
+            for i in (0..n).rev() {
+                out.push(b'0' + ((v / 10_i64.pow(i)) % 10) as u8);
+            }
+        };
+        digits(out, year, 4);
+        out.push(b'-');
+        digits(out, month, 2);
+        out.push(b'-');
+        digits(out, day, 2);
+        out.push(b'T');
+        digits(out, secs / 3600, 2);
+        out.push(b':');
+        digits(out, secs / 60 % 60, 2);
+        out.push(b':');
+        digits(out, secs % 60, 2);
+        if ms != 0 {
+            out.push(b'.');
+            digits(out, ms, 3);
+        }
+        out.push(b'Z');
+    } else {
+        out.extend_from_slice(format_time(millis).as_bytes());
+    }
     out.push(b'"');
+}
+
+/// The proleptic Gregorian `(year, month, day)` of a day number since
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -106,6 +152,16 @@ mod tests {
             prop_oneof![4 => 0x20u8..0x7f, 1 => any::<u8>()], 0..40)) {
             let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(bytes.len());
             prop_assert_eq!(plain_run(&bytes), naive);
+        }
+
+        // The digit-by-digit writer prints what chrono prints, across
+        // years 0 to 9999, whole seconds and not, before and after 1970.
+        #[test]
+        fn write_time_equals_chrono(millis in -62_167_219_200_000i64..253_402_300_800_000, whole in any::<bool>()) {
+            let millis = if whole { millis - millis.rem_euclid(1000) } else { millis };
+            let mut out = Vec::new();
+            write_time(&mut out, millis);
+            prop_assert_eq!(String::from_utf8(out).unwrap_or_default(), format!("\"{}\"", format_time(millis)));
         }
 
     }
