@@ -594,3 +594,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_bundled_example_compiles() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir("examples").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(error) = kflow_jobs::load(&path) {
+                panic!("{}", error.render());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "only {seen} examples found");
+}
