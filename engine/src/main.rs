@@ -207,6 +207,20 @@ fn load(path: &std::path::Path) -> Result<kflow_jobs::JobPlan, ExitCode> {
     }
 }
 
+/// Prints a report command's text (exit 0), or its error (exit 1).
+fn print_report(report: Result<String, kflow::EngineError>) -> ExitCode {
+    match report {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kflow: {}", causes(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocators();
     let cli = Cli::parse();
@@ -225,33 +239,16 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Checkpoints { job } => match load(&job) {
-            Ok(plan) => match checkpoints::checkpoints(&plan)
-                .and_then(|local| Ok(local + &checkpoints::store_report(&plan)?))
-            {
-                Ok(report) => {
-                    print!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("kflow: {}", causes(&e));
-                    ExitCode::from(1)
-                }
-            },
+            Ok(plan) => print_report(
+                checkpoints::checkpoints(&plan)
+                    .and_then(|local| Ok(local + &checkpoints::store_report(&plan)?)),
+            ),
             Err(code) => code,
         },
         Command::Cluster {
             command: ClusterCommand::Status { job },
         } => match load(&job) {
-            Ok(plan) => match kflow::cli::cluster::status(&plan) {
-                Ok(report) => {
-                    print!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("kflow: {}", causes(&e));
-                    ExitCode::from(1)
-                }
-            },
+            Ok(plan) => print_report(kflow::cli::cluster::status(&plan)),
             Err(code) => code,
         },
         Command::Plan { job, format } => match load(&job) {

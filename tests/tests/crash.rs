@@ -42,6 +42,19 @@ fn header() -> String {
     fixtures::header("crash", "10s")
 }
 
+/// `job`'s head (job table and source), then `windows` (TOML tables),
+/// then a file sink `out/<name>.jsonl` for each stream in `sinks`.
+fn job_with(job: &ClickJob, windows: &str, sinks: &[&str]) -> String {
+    let mut text = format!("{}{windows}", job.head());
+    for input in sinks {
+        let name = input.replace('.', "_");
+        text.push_str(&format!(
+            "\n[sinks.{name}_file]\ninput = \"{input}\"\ntype = \"file\"\npath = \"out/{name}.jsonl\"\n"
+        ));
+    }
+    text
+}
+
 fn seed() -> u64 {
     let seed = std::env::var("KFLOW_CRASH_SEED")
         .ok()
@@ -156,21 +169,16 @@ fn issue_3_tumbling_survives_repeated_kills() {
 
 #[test]
 fn issue_3_sliding_survives_repeated_kills() {
-    let job = format!(
-        "{}{}",
-        crash_job().head(),
+    let job = job_with(
+        &crash_job(),
         r#"
 [windows.recent]
 input = "clicks"
 key = ["user_id"]
 sliding = { size = "5m", slide = "1m" }
 aggregates = { events = "count()", revenue = "sum(amount)", types = "count_distinct(type)" }
-
-[sinks.result]
-input = "recent"
-type = "file"
-path = "out/result.jsonl"
-"#
+"#,
+        &["recent"],
     );
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 500, 2))]);
 }
@@ -181,9 +189,8 @@ fn issue_17_new_aggregates_survive_repeated_kills() {
     // depend on the order a replay reads records in) and over everyone
     // (2,000 users a minute: the distinct sketch is past its exact limit,
     // so its registers are what checkpoints store and restores read back).
-    let job = format!(
-        "{}{}",
-        crash_job().head(),
+    let job = job_with(
+        &crash_job(),
         r#"
 [windows.recent]
 input = "clicks"
@@ -195,17 +202,8 @@ aggregates = { spread = "variance(amount)", deviation = "stddev(amount)", types 
 input = "clicks"
 tumbling = "1m"
 aggregates = { users = "count_distinct_approx(user_id)", exact = "count_distinct(user_id)", deviation = "stddev(amount)", busiest = "top_k(user_id, 5)" }
-
-[sinks.result]
-input = "recent"
-type = "file"
-path = "out/result.jsonl"
-
-[sinks.totals]
-input = "everyone"
-type = "file"
-path = "out/totals.jsonl"
-"#
+"#,
+        &["recent", "everyone"],
     );
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 2_000, 5))]);
 }
@@ -230,31 +228,22 @@ input = "clicks"
 key = ["user_id"]
 sliding = { size = "3m", slide = "1m" }
 aggregates = { events = "count()", smallest = "min(amount)" }
-
-[sinks.result]
-input = "per_user"
-type = "file"
-path = "out/result.jsonl"
-
-[sinks.recent_file]
-input = "recent"
-type = "file"
-path = "out/recent.jsonl"
 "#,
+        &["per_user", "recent"],
     );
 }
 
-/// Runs `windows` over 200,000 clicks of 20,000 users with a 64 KB state
-/// budget: it must spill (at least 3 early checkpoints) and its outputs
-/// must equal a run that never spills, uninterrupted and killed again and
-/// again.
-fn spill_and_kill(windows: &str) {
+/// Runs `windows` (with a file sink for each of `sinks`) over 200,000
+/// clicks of 20,000 users with a 64 KB state budget: it must spill (at
+/// least 3 early checkpoints) and its outputs must equal a run that never
+/// spills, uninterrupted and killed again and again.
+fn spill_and_kill(windows: &str, sinks: &[&str]) {
     let inputs = [("clicks.jsonl", events(200_000, 20_000, 5))];
-    let in_memory = JobDir::with_workloads(&format!("{}{windows}", crash_job().head()), &inputs);
+    let in_memory = JobDir::with_workloads(&job_with(&crash_job(), windows, sinks), &inputs);
     in_memory.run_job_ok(&[]);
     let mut spilling = crash_job();
     spilling.state_memory = Some("64KB".into());
-    let spilling_job = format!("{}{windows}", spilling.head());
+    let spilling_job = job_with(&spilling, windows, sinks);
     let spilling = JobDir::with_workloads(&spilling_job, &inputs);
     let started = Instant::now();
     let out = run_with_timeout(spilling.loud_job_command(), TIMEOUT).unwrap();
@@ -289,9 +278,8 @@ fn spill_and_kill(windows: &str) {
 /// replay reads records in.
 #[test]
 fn issue_17_session_windows_survive_repeated_kills() {
-    let job = format!(
-        "{}{}",
-        crash_job().head(),
+    let job = job_with(
+        &crash_job(),
         r#"
 [windows.visits]
 input = "clicks"
@@ -309,22 +297,8 @@ aggregates = { clicks = "count()", biggest = "max_by(amount, type)" }
 input = "visits"
 tumbling = "5m"
 aggregates = { visits = "count()", longest = "max_by(clicks, user_id)", clicks = "sum(clicks)" }
-
-[sinks.result]
-input = "visits"
-type = "file"
-path = "out/result.jsonl"
-
-[sinks.capped_file]
-input = "capped"
-type = "file"
-path = "out/capped.jsonl"
-
-[sinks.per_five_file]
-input = "per_five"
-type = "file"
-path = "out/per_five.jsonl"
-"#
+"#,
+        &["visits", "capped", "per_five"],
     );
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 2_000, 7))]);
 }
@@ -336,21 +310,16 @@ path = "out/per_five.jsonl"
 /// restarts).
 #[test]
 fn issue_17_sessions_bridged_out_of_order_survive_repeated_kills() {
-    let job = format!(
-        "{}{}",
-        crash_job().head(),
+    let job = job_with(
+        &crash_job(),
         r#"
 [windows.bursts]
 input = "clicks"
 key = ["user_id"]
 session = { gap = "400ms" }
 aggregates = { clicks = "count()", revenue = "sum(amount)", first_type = "first(type)", kinds = "top_k(type, 4)" }
-
-[sinks.result]
-input = "bursts"
-type = "file"
-path = "out/result.jsonl"
-"#
+"#,
+        &["bursts"],
     );
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 20, 11))]);
 }
@@ -367,12 +336,8 @@ input = "clicks"
 key = ["user_id"]
 session = { gap = "5m" }
 aggregates = { clicks = "count()", revenue = "sum(amount)", last_type = "last(type)" }
-
-[sinks.result]
-input = "visits"
-type = "file"
-path = "out/result.jsonl"
 "#,
+        &["visits"],
     );
 }
 

@@ -25,6 +25,16 @@ fn header(name: &str) -> String {
     fixtures::header(name, "300ms")
 }
 
+/// The click job (per-user windows into `out/result.jsonl`) named `name`
+/// over `source`, with `extra` (more sinks) after it.
+fn click_job(name: &str, source: &str, extra: &str) -> String {
+    format!(
+        "{}{source}{}{extra}",
+        header(name),
+        fixtures::click_windows()
+    )
+}
+
 fn result_of(dir: &JobDir) -> String {
     dir.read("out/result.jsonl")
 }
@@ -60,15 +70,14 @@ fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids(
         "\n[sinks.stream]\ninput = \"per_user\"\ntype = \"kinesis\"\nstream = \"{output}\"\nendpoint = \"{}\"\n",
         em.endpoint()
     );
-    let windows = fixtures::click_windows();
-    let job = format!(
-        "{}{}{windows}{sink}",
-        header("produce-run"),
-        kinesis_source(
+    let job = click_job(
+        "produce-run",
+        &kinesis_source(
             &input,
             &em.endpoint(),
-            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
-        )
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+        ),
+        &sink,
     );
     let dir = JobDir::new(&job);
     // Throttle half of the GetRecords calls (at least 15 of them, at 100
@@ -123,18 +132,17 @@ fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
     // A bounded run that stops at a time after all producing is done.
     let stop_ms = now_ms() + 45_000;
     let raw_sink = "\n[sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n";
-    let windows = fixtures::click_windows();
-    let job = format!(
-        "{}{}{windows}{raw_sink}",
-        header("reshard"),
-        kinesis_source(
+    let job = click_job(
+        "reshard",
+        &kinesis_source(
             &stream,
             &em.endpoint(),
             &format!(
                 "start_at = \"trim_horizon\"\nstop_at = \"{}\"",
                 kflow_benches::workload::rfc3339_millis(stop_ms)
-            )
-        )
+            ),
+        ),
+        raw_sink,
     );
     let dir = JobDir::new(&job);
     let child = dir
@@ -191,15 +199,14 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
     let stream = client.create_fresh_stream("kill", 2);
     let lines = events(1500, 40, 23);
     produce(&em, &stream, &lines);
-    let windows = fixtures::click_windows();
-    let job = format!(
-        "{}{}{windows}",
-        header("kill"),
-        kinesis_source(
+    let job = click_job(
+        "kill",
+        &kinesis_source(
             &stream,
             &em.endpoint(),
-            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
-        )
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+        ),
+        "",
     );
     let dir = JobDir::new(&job);
     // 20 records per call, 5 calls/s per shard: about 8 s of reading.
@@ -235,16 +242,15 @@ fn sigterm_mid_stream_stops_gracefully_and_the_restart_repeats_nothing() {
     let stream = client.create_fresh_stream("term", 2);
     let lines = events(1500, 40, 29);
     produce(&em, &stream, &lines);
-    let windows = fixtures::click_windows();
     let screen = "\n[sinks.screen]\ninput = \"per_user\"\ntype = \"stdout\"\n";
-    let job = format!(
-        "{}{}{windows}{screen}",
-        header("term"),
-        kinesis_source(
+    let job = click_job(
+        "term",
+        &kinesis_source(
             &stream,
             &em.endpoint(),
-            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
-        )
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+        ),
+        screen,
     );
     let dir = JobDir::new(&job);
     // 20 records per call, 5 calls/s per shard: about 8 s of reading.
@@ -277,15 +283,14 @@ fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
     let stream = client.create_fresh_stream("restart", 2);
     let lines = events(1500, 40, 31);
     produce(&em, &stream, &lines);
-    let windows = fixtures::click_windows();
-    let job = format!(
-        "{}{}{windows}",
-        header("restart"),
-        kinesis_source(
+    let job = click_job(
+        "restart",
+        &kinesis_source(
             &stream,
             &em.endpoint(),
-            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
-        )
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+        ),
+        "",
     );
     let dir = JobDir::new(&job);
     let env = [("KFLOW_KINESIS_LIMIT", "20"), ("KFLOW_LOG", "kflow=debug")];
@@ -315,18 +320,17 @@ fn start_at_a_timestamp_replays_from_there() {
     let from = now_ms();
     std::thread::sleep(Duration::from_millis(1500));
     produce(&em, &stream, &after);
-    let windows = fixtures::click_windows();
-    let job = format!(
-        "{}{}{windows}",
-        header("replay"),
-        kinesis_source(
+    let job = click_job(
+        "replay",
+        &kinesis_source(
             &stream,
             &em.endpoint(),
             &format!(
                 "start_at = \"{}\"\nstop_at = \"latest\"",
                 kflow_benches::workload::rfc3339_millis(from)
-            )
-        )
+            ),
+        ),
+        "",
     );
     let dir = JobDir::new(&job);
     dir.run_job_ok(&[]);
@@ -412,15 +416,14 @@ fn a_bad_record_goes_to_the_dead_letter_file_with_its_shard_and_sequence() {
         START_MS
     );
     client.put_records(&stream, &[("u1", "not json at all"), ("u1", good.as_str())]);
-    let windows = fixtures::click_windows();
-    let job = format!(
-        "{}{}{windows}",
-        header("bad"),
-        kinesis_source(
+    let job = click_job(
+        "bad",
+        &kinesis_source(
             &stream,
             &em.endpoint(),
-            "start_at = \"trim_horizon\"\nstop_at = \"latest\""
-        )
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+        ),
+        "",
     );
     let dir = JobDir::new(&job);
     dir.run_job_ok(&[]);
@@ -435,11 +438,10 @@ fn a_bad_record_goes_to_the_dead_letter_file_with_its_shard_and_sequence() {
 #[test]
 fn a_stream_that_does_not_exist_fails_clearly() {
     let em = Emulator::start(EmulatorKind::Kinesalite);
-    let windows = fixtures::click_windows();
-    let job = format!(
-        "{}{}{windows}",
-        header("missing"),
-        kinesis_source("no-such-stream", &em.endpoint(), "stop_at = \"latest\"")
+    let job = click_job(
+        "missing",
+        &kinesis_source("no-such-stream", &em.endpoint(), "stop_at = \"latest\""),
+        "",
     );
     let dir = JobDir::new(&job);
     let out = dir.run_job(&[], &[]);
