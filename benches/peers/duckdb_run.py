@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a kflow benchmark workload as a DuckDB batch group-by and write kflow's output rows.
 
-    duckdb_run.py --workload W1|W2|W3|W6 --input events.jsonl --output rows.jsonl
+    duckdb_run.py --workload W1|W2|W3|W4|W4S|W6 --input events.jsonl --output rows.jsonl
     duckdb_run.py --check        # is DuckDB installed and working? runs no workload
 
 Reads the JSON-lines input with read_ndjson and explicit columns (no schema
@@ -57,6 +57,8 @@ def sql_rfc3339(ms_expr: str) -> str:
 
 def build_query(workload, input_path: str) -> str:
     src = input_path.replace("'", "''")
+    if workload.bids:
+        return build_bids_query(workload, src)
     if workload.gap_ms:
         return build_session_query(workload.gap_ms, src)
     size, slide = workload.size_ms, workload.slide_ms
@@ -91,6 +93,38 @@ def build_query(workload, input_path: str) -> str:
            events,
            revenue
     FROM w"""
+
+
+def build_bids_query(workload, src: str) -> str:
+    """W4: the top price per 10 s tumbling window. W4S: bids per auction in
+    10 s windows sliding by 2 s (per 2 s pane first, then each window's 5
+    panes), then per sliding window the auctions bid on and the top count,
+    written as the 2 s window that kflow's window over those rows fills:
+    [end - 2 s, end)."""
+    size, slide = workload.size_ms, workload.slide_ms
+    bids = f"""
+        SELECT Bid.auction AS auction, Bid.price AS price, Bid.date_time AS t
+        FROM read_ndjson('{src}',
+                         columns = {{Bid: 'STRUCT(auction BIGINT, price BIGINT, date_time BIGINT)'}})"""
+    pane = f"t - (((t % {slide}) + {slide}) % {slide})"
+    if workload.tumbling:
+        return f"""
+    WITH ev AS ({bids})
+    SELECT {sql_rfc3339('ws')} AS window_start,
+           {sql_rfc3339(f'ws + {size}')} AS window_end,
+           top_price
+    FROM (SELECT {pane} AS ws, max(price) AS top_price FROM ev GROUP BY ALL)"""
+    return f"""
+    WITH ev AS ({bids}),
+    panes AS (SELECT {pane} AS p, auction, count(*) AS c FROM ev GROUP BY ALL),
+    hot AS (SELECT p - k * {slide} AS ws, auction, sum(c) AS bids
+            FROM panes, range(0, {size // slide}) AS r(k) GROUP BY ALL),
+    top AS (SELECT ws + {size} AS we, count(*) AS auctions, max(bids) AS top FROM hot GROUP BY ALL)
+    SELECT {sql_rfc3339(f'we - {slide}')} AS window_start,
+           {sql_rfc3339('we')} AS window_end,
+           auctions,
+           top
+    FROM top"""
 
 
 def build_session_query(gap: int, src: str) -> str:

@@ -20,6 +20,7 @@ class Workload:
     size_ms: int
     slide_ms: int  # == size_ms for tumbling windows
     gap_ms: int = 0  # > 0: session windows with this gap instead
+    bids: bool = False  # wide nested bid records (W4, W4S) instead of clicks
 
     @property
     def tumbling(self) -> bool:
@@ -30,6 +31,8 @@ WORKLOADS = {
     "W1": Workload("W1", 60_000, 60_000),
     "W2": Workload("W2", 300_000, 60_000),
     "W3": Workload("W3", 60_000, 60_000),
+    "W4": Workload("W4", 10_000, 10_000, bids=True),
+    "W4S": Workload("W4S", 10_000, 2_000, bids=True),
     "W6": Workload("W6", 0, 0, gap_ms=30_000),
 }
 

@@ -3,6 +3,7 @@
 //! and the end-to-end tests, and a scraper to measure what watching a job
 //! costs.
 
+pub mod bids;
 pub mod jobs;
 pub mod measure;
 pub mod scrape;

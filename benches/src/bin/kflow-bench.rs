@@ -24,6 +24,13 @@
 //! the same `event_id`) and `dedup = { field = "event_id", within = "10m" }`
 //! on the source; the peers do not run it (they would count the repeats).
 //!
+//! W4 and W4S read wide nested bid records (`kflow_benches::bids`, about
+//! 330 bytes, the read fields inside a `Bid` object beside long strings
+//! nobody reads): W4 is the top price per 10 s tumbling window (no key),
+//! W4S the bids per auction in 10 s windows sliding by 2 s, then a window
+//! over those rows giving, per sliding window, the auctions bid on and the
+//! top count. DuckDB runs both (Flink peers do not).
+//!
 //! W6 is W1's input and query in session windows (`gap = "30s"` per user)
 //! instead of 1-minute tumbling ones; DuckDB computes the same sessions
 //! with window functions (Flink peers do not run it). The runner prints
@@ -114,7 +121,56 @@ struct Measured {
     agrees: Option<bool>,
 }
 
+/// The W4 and W4S jobs over the bid records at `input`.
+fn bids_job(workload: &str, interval_dir: &Path, input: &Path) -> String {
+    let windows = if workload == "W4" {
+        r#"
+[windows.top]
+input = "bids"
+tumbling = "10s"
+aggregates = { top_price = "max(Bid.price)" }
+"#
+    } else {
+        r#"
+[windows.hot]
+input = "bids"
+key = ["Bid.auction"]
+sliding = { size = "10s", slide = "2s" }
+aggregates = { bids = "count()" }
+
+[windows.top]
+input = "hot"
+tumbling = "2s"
+aggregates = { auctions = "count()", top = "max(bids)" }
+"#
+    };
+    format!(
+        r#"[job]
+name = "bench-{}"
+state_dir = "{}"
+
+[sources.bids]
+type = "file"
+path = "{}"
+event_time = {{ field = "Bid.date_time" }}
+watermark = {{ max_out_of_orderness = "1s" }}
+{windows}
+[sinks.result]
+input = "top"
+type = "file"
+path = "{}"
+"#,
+        workload.to_lowercase(),
+        interval_dir.join("state").display(),
+        input.display(),
+        interval_dir.join("kflow.jsonl").display()
+    )
+}
+
 fn job(workload: &str, interval_dir: &Path, input: &Path) -> String {
+    if workload.starts_with("W4") {
+        return bids_job(workload, interval_dir, input);
+    }
     let mut job = ClickJob::new(
         &format!("bench-{}", workload.to_lowercase()),
         ClickSource::File {
@@ -414,9 +470,23 @@ fn run() -> Result<(), String> {
         let users = if workload == "W3" { 5_000_000 } else { 100_000 };
         let retries = if workload == "W5" { 0.01 } else { 0.0 };
         let suffix = if workload == "W5" { "-retries" } else { "" };
-        let input = args
-            .out
-            .join(format!("events-{}-{users}{suffix}.jsonl", args.events));
+        let bids = workload.starts_with("W4");
+        let input = if bids {
+            args.out.join(format!("bids-{}.jsonl", args.events))
+        } else {
+            args.out
+                .join(format!("events-{}-{users}{suffix}.jsonl", args.events))
+        };
+        if bids && !input.is_file() {
+            eprintln!("generating {} ...", input.display());
+            let mut file = BufWriter::with_capacity(
+                1 << 20,
+                fs::File::create(&input).map_err(|e| e.to_string())?,
+            );
+            kflow_benches::bids::write_bids(args.events, 42, &mut file)
+                .map_err(|e| e.to_string())?;
+            file.flush().map_err(|e| e.to_string())?;
+        }
         if !input.is_file() {
             eprintln!("generating {} ...", input.display());
             let w = Workload {
@@ -506,7 +576,7 @@ fn run() -> Result<(), String> {
         // the sessions; nobody the dedup one.
         let runs_it = |peer: &String| match workload.as_str() {
             "W5" => false,
-            "W6" => peer == "duckdb",
+            "W4" | "W4S" | "W6" => peer == "duckdb",
             _ => true,
         };
         for peer in peers.iter().filter(|p| runs_it(p)) {
