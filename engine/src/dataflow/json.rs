@@ -82,6 +82,14 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
 /// Formats epoch milliseconds as RFC 3339 UTC (`2026-11-25T10:00:00Z`, with
 /// `.250` only when the milliseconds are not zero).
 pub fn format_time(millis: i64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_time_text(&mut out, millis);
+    String::from_utf8(out).unwrap_or_else(|_| chrono_time(millis))
+}
+
+/// [`format_time`] by chrono: the reference, and the way for years outside
+/// 0 to 9999.
+fn chrono_time(millis: i64) -> String {
     match DateTime::from_timestamp_millis(millis) {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         None => millis.to_string(),
@@ -89,11 +97,17 @@ pub fn format_time(millis: i64) -> String {
 }
 
 /// Writes epoch milliseconds as an RFC 3339 string literal, as
-/// [`format_time`] would, without allocating: digits straight into `out`
-/// for years 0 to 9999 (session windows write two per row), chrono for the
-/// rest.
+/// [`format_time`] would.
 pub fn write_time(out: &mut Vec<u8>, millis: i64) {
     out.push(b'"');
+    write_time_text(out, millis);
+    out.push(b'"');
+}
+
+/// The text of [`format_time`] without allocating: digits straight into
+/// `out` for years 0 to 9999 (session windows write two per row), chrono
+/// for the rest.
+fn write_time_text(out: &mut Vec<u8>, millis: i64) {
     let days = millis.div_euclid(86_400_000);
     let in_day = millis.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);
@@ -121,9 +135,8 @@ pub fn write_time(out: &mut Vec<u8>, millis: i64) {
         }
         out.push(b'Z');
     } else {
-        out.extend_from_slice(format_time(millis).as_bytes());
+        out.extend_from_slice(chrono_time(millis).as_bytes());
     }
-    out.push(b'"');
 }
 
 /// The proleptic Gregorian `(year, month, day)` of a day number since
@@ -161,9 +174,19 @@ mod tests {
             let millis = if whole { millis - millis.rem_euclid(1000) } else { millis };
             let mut out = Vec::new();
             write_time(&mut out, millis);
-            prop_assert_eq!(String::from_utf8(out).unwrap_or_default(), format!("\"{}\"", format_time(millis)));
+            prop_assert_eq!(String::from_utf8(out).unwrap_or_default(), format!("\"{}\"", chrono_time(millis)));
+            prop_assert_eq!(format_time(millis), chrono_time(millis));
         }
 
+    }
+
+    #[test]
+    fn times_outside_years_0_to_9999_are_chrono_s() {
+        for millis in [-62_167_219_200_001, 253_402_300_800_000, i64::MIN, i64::MAX] {
+            assert_eq!(format_time(millis), chrono_time(millis));
+        }
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(-1), "1969-12-31T23:59:59.999Z");
     }
 
     fn num(v: f64) -> String {

@@ -32,6 +32,10 @@ pub struct ResultEmitter {
     /// `{"window_start":"…","window_end":"…"` of the window being fired.
     prefix: Vec<u8>,
     prefix_of: Option<(i64, i64)>,
+    /// The window's start and end as RFC 3339 text, for rows that go on
+    /// to filters and windows (formatted once per window, not per row).
+    times: (String, String),
+    times_of: Option<(i64, i64)>,
     line: Vec<u8>,
     /// The row's partition key (its key columns, `|`-separated), written
     /// only when a sink on a route partitions its rows.
@@ -66,6 +70,8 @@ impl ResultEmitter {
             labels,
             prefix: Vec::new(),
             prefix_of: None,
+            times: (String::new(), String::new()),
+            times_of: None,
             line: Vec::new(),
             partition_key: Vec::new(),
         }
@@ -128,9 +134,13 @@ impl ResultEmitter {
         let mut values: Vec<Value<'_>> = Vec::new();
         let no_columns = SlotMap::default();
         let map = if self.router.reads_rows() {
+            if self.times_of != Some((start, end)) {
+                self.times = (json::format_time(start), json::format_time(end));
+                self.times_of = Some((start, end));
+            }
             values.reserve(2 + self.key_names.len() + self.aggregates.len());
-            values.push(Value::Str(json::format_time(start).into()));
-            values.push(Value::Str(json::format_time(end).into()));
+            values.push(Value::Str(self.times.0.as_str().into()));
+            values.push(Value::Str(self.times.1.as_str().into()));
             values.extend(key::decode_values(key).unwrap_or_default());
             values.extend(
                 self.aggregates
