@@ -12,6 +12,7 @@
 pub mod aggregate;
 pub mod assign;
 mod emit;
+mod fire;
 mod round;
 pub mod session;
 pub mod state;
@@ -21,8 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_channel::Receiver;
-use hashbrown::hash_table::{Entry::Occupied, Entry::Vacant, HashTable};
-use kflow_state::cache::SHARDS;
+use hashbrown::hash_table::HashTable;
 use kflow_state::{StateBatch, StateStore, StateValue, WindowCache};
 use smallvec::SmallVec;
 
@@ -496,19 +496,6 @@ impl WindowTask {
         Ok(())
     }
 
-    /// Whether the watermark as the inputs now stand fires a window: the
-    /// first step of [`WindowTask::advance`] (keep the two in step; `fire`
-    /// asserts that no gathered update is left behind).
-    fn would_fire(&self) -> bool {
-        let Some((_, target)) = self.watermark_target() else {
-            return false;
-        };
-        target > self.fired_through
-            && self.cache.first_time_from(i64::MIN).is_some_and(|first| {
-                first.max(self.panes.next_window_end_after(self.fired_through)) <= target
-            })
-    }
-
     /// Keeps the cache within its budget: past two thirds of it, ask for a
     /// checkpoint; once the checkpoint holding the snapshot is committed,
     /// drop the clean entries (RocksDB has them).
@@ -563,114 +550,6 @@ impl WindowTask {
         if let Some((watermark, target)) = self.watermark_target() {
             self.watermark = watermark;
             self.advance(target)?;
-        }
-        Ok(())
-    }
-
-    /// Fires every window ending at or before `target`, oldest first.
-    fn advance(&mut self, target: i64) -> Result<(), EngineError> {
-        if target <= self.fired_through {
-            return Ok(());
-        }
-        if self.sessions.is_some() {
-            return self.advance_sessions(target);
-        }
-        let before = self.fired_through;
-        while let Some(first) = self.cache.first_time_from(i64::MIN) {
-            let end = first.max(self.panes.next_window_end_after(self.fired_through));
-            if end > target {
-                break;
-            }
-            self.fire(end, before)?;
-            self.fired_through = end;
-        }
-        self.fired_through = target;
-        if self.out.router.has_routes() {
-            // Results carry event time end - 1 >= the new frontier.
-            self.out.router.flush(self.fired_through)?;
-        }
-        for sink in &mut self.late {
-            sink.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Fires the sessions ending at or before `target` (see
-    /// [`SessionStore::fire`]) and moves the frontier.
-    fn advance_sessions(&mut self, target: i64) -> Result<(), EngineError> {
-        let before = self.frontier();
-        if let Some(sessions) = &mut self.sessions {
-            let (out, counts) = (&mut self.out, &mut self.counts);
-            sessions.fire(&self.store, target, |start, end, key, partial| {
-                out.emit(start, end, key, partial, before, counts)
-            })?;
-        }
-        self.fired_through = target;
-        if self.out.router.has_routes() {
-            let frontier = self.frontier();
-            self.out.router.flush(frontier)?;
-        }
-        for sink in &mut self.late {
-            sink.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Emits the window ending at `end` and drops panes no later window uses.
-    fn fire(&mut self, end: i64, watermark: i64) -> Result<(), EngineError> {
-        debug_assert!(
-            self.spilled_updates.is_empty(),
-            "a window fired with updates of evicted keys still gathered"
-        );
-        let start = end.saturating_sub(self.panes.size());
-        if self.panes.is_tumbling() {
-            // Stream the window: stored partials are decoded one at a time,
-            // so a window far larger than the memory budget fires in it.
-            let (out, counts) = (&mut self.out, &mut self.counts);
-            return self.cache.drain(&self.store, end, |key, partial| {
-                out.emit(start, end, key, partial, watermark, counts)
-            });
-        }
-        // Merge the window's panes per key, one hash shard at a time: a key
-        // is in the same shard of every pane, so the merge table holds a
-        // sixteenth of the window and stays in the CPU cache, and it is
-        // reused (cleared, not freed) from shard to shard and fire to fire.
-        // Entries keep the hash they were stored with (no rehash) and short
-        // keys are copied inline, so merging allocates nothing per key.
-        let panes: Vec<i64> = self.panes.panes_of_window(end).collect();
-        for &pane in &panes {
-            self.cache.load(&self.store, pane)?;
-        }
-        let merged = &mut self.merge_table;
-        let mut largest = 0;
-        for shard in 0..SHARDS {
-            merged.clear();
-            for &pane in &panes {
-                for (hash, key, partial) in self.cache.shard_entries(pane, shard) {
-                    match merged.entry(hash, |(_, k, _)| &k[..] == key, |(h, _, _)| *h) {
-                        Occupied(mut slot) => slot.get_mut().2.merge(partial),
-                        Vacant(slot) => {
-                            slot.insert((hash, SmallVec::from_slice(key), partial.clone()));
-                        }
-                    }
-                }
-            }
-            largest = largest.max(merged.len());
-            for (_, key, partial) in merged.iter() {
-                self.out
-                    .emit(start, end, key, partial, watermark, &mut self.counts)?;
-            }
-        }
-        // Keep room for a shard of this fire, not of the largest fire ever.
-        merged.clear();
-        merged.shrink_to(largest, |(h, _, _)| *h);
-        let obsolete = start.saturating_add(self.panes.slide());
-        while let Some(pane) = self
-            .cache
-            .first_time_from(i64::MIN)
-            .filter(|p| *p <= obsolete)
-        {
-            self.cache.remove(pane);
         }
         Ok(())
     }
