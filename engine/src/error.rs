@@ -66,6 +66,10 @@ pub enum EngineError {
         /// What failed.
         source: crate::aws::AwsError,
     },
+    /// The shuffle of a cluster job cannot go on (its stream has no open
+    /// shard, or a record in it is not a shuffle frame).
+    #[error("shuffle: {0}")]
+    Shuffle(String),
     /// A cluster command on a job without `[job.cluster]`.
     #[error("{0}: the job has no [job.cluster] table")]
     NotClustered(String),

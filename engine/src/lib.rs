@@ -24,6 +24,7 @@ pub mod dataflow;
 pub mod error;
 pub mod operators;
 pub mod runtime;
+pub mod shuffle;
 pub mod sinks;
 pub mod sources;
 

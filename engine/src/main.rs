@@ -141,6 +141,11 @@ struct RunArgs {
     /// local state (a rollback; `kflow checkpoints` lists them).
     #[arg(long, value_name = "N")]
     from_checkpoint: Option<u64>,
+    /// Run one part of a cluster job: `shard/ID` (read one source shard
+    /// into the shuffle) or `group/N` (own one key group). A worker runs
+    /// its leases' parts this way.
+    #[arg(long, value_name = "LEASE", hide = true)]
+    part: Option<String>,
 }
 
 /// `kflow top`.
@@ -358,18 +363,38 @@ fn run_command(args: RunArgs) -> ExitCode {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    if plan.cluster.is_some() {
-        // Leases, `validate` and `kflow cluster status` work; the workers'
-        // pipeline over the shuffle stream does not exist yet. Refusing is
-        // better than running one process that ignores the cluster.
-        eprintln!(
-            "kflow: {}: [job.cluster] jobs cannot run yet: the lease table works \
-             (`kflow cluster status`), the workers' shuffle pipeline is not built \
-             (docs/architecture.md, \"Scale-out\")",
-            args.job.display()
-        );
-        return ExitCode::from(2);
-    }
+    let part = match (&plan.cluster, &args.part) {
+        (Some(_), None) => {
+            // Leases, `validate`, `kflow cluster status` and the parts a
+            // worker runs work; the worker that takes leases and runs
+            // their parts does not exist yet.
+            eprintln!(
+                "kflow: {}: [job.cluster] jobs cannot run as a worker yet: a part runs with \
+                 `--part shard/ID` or `--part group/N` (docs/architecture.md, \"Scale-out\")",
+                args.job.display()
+            );
+            return ExitCode::from(2);
+        }
+        (None, Some(_)) => {
+            eprintln!(
+                "kflow: {}: --part needs a job with [job.cluster]",
+                args.job.display()
+            );
+            return ExitCode::from(2);
+        }
+        (Some(_), Some(lease)) => match kflow::cluster::Part::from_lease(lease) {
+            Some(part) => Some(part),
+            None => {
+                eprintln!("kflow: --part {lease}: expected shard/ID or group/N");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => None,
+    };
+    let plan = match &part {
+        Some(part) => part.plan(plan),
+        None => plan,
+    };
     let mut options = RunOptions::default();
     if let Some(p) = args.parallelism {
         options.parallelism = p;
@@ -378,6 +403,7 @@ fn run_command(args: RunArgs) -> ExitCode {
     options.reset = args.reset;
     options.metrics = args.metrics;
     options.from_checkpoint = args.from_checkpoint;
+    options.part = part;
     options.checkpoint_interval = args.checkpoint_interval.map(|i| match i {
         Interval::Off => None,
         Interval::Every(d) => Some(d),

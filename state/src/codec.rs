@@ -94,3 +94,122 @@ mod tests {
         ));
     }
 }
+
+/// Reads the little-endian values of a serialised state value or message,
+/// front to back; every read past the end is [`StateError::Corrupt`],
+/// naming `what` was being read.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `bytes`, which hold a `what`.
+    pub fn new(bytes: &'a [u8], what: &'static str) -> Reader<'a> {
+        Reader { bytes, at: 0, what }
+    }
+
+    fn truncated(&self) -> StateError {
+        StateError::Corrupt(format!("{} is truncated", self.what))
+    }
+
+    /// The next `n` bytes.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end.
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], StateError> {
+        let end = self.at.checked_add(n).ok_or_else(|| self.truncated())?;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or_else(|| self.truncated())?;
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.bytes(N)?);
+        Ok(out)
+    }
+
+    /// The next byte.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end.
+    pub fn u8(&mut self) -> Result<u8, StateError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    /// The next `u16`.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end.
+    pub fn u16(&mut self) -> Result<u16, StateError> {
+        Ok(u16::from_le_bytes(self.take()?))
+    }
+
+    /// The next `u32`.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end.
+    pub fn u32(&mut self) -> Result<u32, StateError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+
+    /// The next `u64`.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end.
+    pub fn u64(&mut self) -> Result<u64, StateError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+
+    /// The next `i64`.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end.
+    pub fn i64(&mut self) -> Result<i64, StateError> {
+        Ok(i64::from_le_bytes(self.take()?))
+    }
+
+    /// The next `f64`.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end.
+    pub fn f64(&mut self) -> Result<f64, StateError> {
+        Ok(f64::from_le_bytes(self.take()?))
+    }
+
+    /// A `u32` count of items of at least `item` bytes each, checked
+    /// against the bytes left (a corrupt count must not allocate).
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end or for a count out of range.
+    pub fn len(&mut self, item: usize) -> Result<usize, StateError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(item) > self.bytes.len() - self.at {
+            return Err(StateError::Corrupt(format!(
+                "{} has a length out of range",
+                self.what
+            )));
+        }
+        Ok(n)
+    }
+
+    /// A `u32`-length-prefixed byte string.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] past the end.
+    pub fn prefixed(&mut self) -> Result<&'a [u8], StateError> {
+        let n = self.len(1)?;
+        self.bytes(n)
+    }
+
+    /// Whether every byte was read.
+    pub fn is_done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+}

@@ -33,6 +33,9 @@ const LOOKAHEAD: usize = 4 * MAX_BATCH_RECORDS;
 pub struct PutEntry {
     /// Partition key.
     pub key: String,
+    /// Routes the record to the shard whose hash range holds this number
+    /// (decimal) instead of the partition key's hash.
+    pub explicit_hash_key: Option<String>,
     /// Data.
     pub data: Vec<u8>,
 }
@@ -184,6 +187,7 @@ impl Putter {
             .filter_map(|e| {
                 PutRecordsRequestEntry::builder()
                     .partition_key(&e.key)
+                    .set_explicit_hash_key(e.explicit_hash_key.clone())
                     .data(Blob::new(e.data.clone()))
                     .build()
                     .ok()
@@ -265,6 +269,7 @@ mod tests {
     fn entry(key: &str, n: u8) -> PutEntry {
         PutEntry {
             key: key.into(),
+            explicit_hash_key: None,
             data: vec![n],
         }
     }
@@ -305,6 +310,7 @@ mod tests {
         let mut p = putter();
         let big = PutEntry {
             key: "k".into(),
+            explicit_hash_key: None,
             data: vec![0; MAX_RECORD_BYTES],
         };
         assert!(matches!(

@@ -229,7 +229,11 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceSummary, ProduceError>
                 continue;
             }
         };
-        if let Err(e) = putter.push(PutEntry { key, data: line }) {
+        if let Err(e) = putter.push(PutEntry {
+            key,
+            explicit_hash_key: None,
+            data: line,
+        }) {
             skipped += 1;
             tracing::warn!("{}:{}: skipped: {e}", options.file.display(), index + 1);
             continue;

@@ -5,13 +5,17 @@
 //! - [`plan`]: which leases a worker takes or claims (pure policy).
 //! - [`keeper`]: one worker's heartbeat over the table, and the rule that
 //!   keeps a lease on one worker at a time.
+//! - [`part`]: what a lease's holder runs: the job narrowed to one source
+//!   shard or one key group.
 //!
 //! See docs/architecture.md, "Scale-out", for the whole design and what of
 //! it is built.
 
 pub mod keeper;
+pub mod part;
 pub mod plan;
 pub mod table;
 
 pub use keeper::{Event, Held, LeaseKeeper};
+pub use part::Part;
 pub use table::{Lease, LeaseKind, LeaseTable};

@@ -73,6 +73,14 @@ pub struct WindowBatch {
     pub raw: Vec<u8>,
     /// End offsets into `raw` (empty when raw text is not carried).
     pub raw_ends: Vec<u32>,
+    /// Each record's source sequence number, concatenated like `keys`
+    /// (only for a shuffle, which drops records it has applied).
+    pub sequences: Vec<u8>,
+    /// End offsets into `sequences` (empty when positions are not kept).
+    pub sequence_ends: Vec<u32>,
+    /// Each record's subsequence number (`u64::MAX`: none), with
+    /// `sequences`.
+    pub subsequences: Vec<u64>,
     /// Emitter watermark after the last record.
     pub final_watermark: i64,
     /// When the emitter started this batch (or sent it empty): the origin of
@@ -108,6 +116,9 @@ impl WindowBatch {
             values: Vec::with_capacity(like.values.len()),
             raw: Vec::with_capacity(like.raw.len()),
             raw_ends: Vec::with_capacity(like.raw_ends.len()),
+            sequences: Vec::with_capacity(like.sequences.len()),
+            sequence_ends: Vec::with_capacity(like.sequence_ends.len()),
+            subsequences: Vec::with_capacity(like.subsequences.len()),
             final_watermark: i64::MIN,
             origin: None,
         }
@@ -121,6 +132,20 @@ impl WindowBatch {
             self.key_ends[i - 1] as usize
         };
         &self.keys[start..self.key_ends[i] as usize]
+    }
+
+    /// The source sequence number of record `i` (empty when positions are
+    /// not kept).
+    pub fn sequence(&self, i: usize) -> &[u8] {
+        let Some(&end) = self.sequence_ends.get(i) else {
+            return &[];
+        };
+        let start = if i == 0 {
+            0
+        } else {
+            self.sequence_ends[i - 1] as usize
+        };
+        &self.sequences[start..end as usize]
     }
 
     /// The original text of record `i`, when carried.

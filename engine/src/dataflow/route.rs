@@ -17,7 +17,7 @@ use crate::dataflow::json;
 use crate::dataflow::key;
 use crate::dataflow::message::{InputId, Lines, SinkMsg, WindowBatch, WindowMsg};
 use crate::dataflow::metrics::LocalCounts;
-use crate::dataflow::position::{RawRecord, Stamp};
+use crate::dataflow::position::{Position, RawRecord, Stamp};
 use crate::error::EngineError;
 
 /// Records per window batch before it is sent.
@@ -158,12 +158,58 @@ pub struct WindowInput {
     pub carry_raw: bool,
 }
 
+/// Key groups that a window destination reaches through a cluster's
+/// shuffle stream rather than a channel (see [`crate::shuffle`]).
+pub trait RemotePartitions: Send + std::fmt::Debug {
+    /// How many (the job's key groups).
+    fn count(&self) -> usize;
+    /// Sends key group `group` a batch, its records' positions included.
+    ///
+    /// # Errors
+    /// The shuffle stream's error.
+    fn batch(&mut self, group: usize, batch: WindowBatch) -> Result<(), EngineError>;
+    /// Tells every key group the emitter is idle.
+    ///
+    /// # Errors
+    /// The shuffle stream's error.
+    fn idle(&mut self, watermark: i64) -> Result<(), EngineError>;
+    /// Returns once everything sent is written: the source may then
+    /// checkpoint its position.
+    ///
+    /// # Errors
+    /// The shuffle stream's error.
+    fn barrier(&mut self) -> Result<(), EngineError>;
+    /// Tells every key group the emitter is done, and writes everything.
+    ///
+    /// # Errors
+    /// The shuffle stream's error.
+    fn end(&mut self) -> Result<(), EngineError>;
+}
+
+/// Where a window destination's partitions are.
+#[derive(Debug)]
+pub enum Partitions {
+    /// Channels to this process's partition tasks.
+    Local(Vec<Sender<WindowMsg>>),
+    /// Key groups owned by the workers of a cluster.
+    Remote(Box<dyn RemotePartitions>),
+}
+
+impl Partitions {
+    fn count(&self) -> usize {
+        match self {
+            Partitions::Local(senders) => senders.len(),
+            Partitions::Remote(remote) => remote.count(),
+        }
+    }
+}
+
 /// A window destination: encodes records and batches them per partition.
 #[derive(Debug)]
 pub struct WindowOut {
     spec: WindowInput,
     input: InputId,
-    partitions: Vec<Sender<WindowMsg>>,
+    partitions: Partitions,
     batches: Vec<WindowBatch>,
     scratch: Vec<u8>,
     arg_scratch: Vec<Arg>,
@@ -174,14 +220,16 @@ pub struct WindowOut {
 impl WindowOut {
     /// Whether any partition's channel is full.
     pub fn is_full(&self) -> bool {
-        self.partitions.iter().any(Sender::is_full)
+        match &self.partitions {
+            Partitions::Local(senders) => senders.iter().any(Sender::is_full),
+            Partitions::Remote(_) => false,
+        }
     }
 
     /// A destination sending `spec`'s window records to its `partitions`
     /// as emitter `input`.
-    pub fn new(spec: WindowInput, input: InputId, partitions: Vec<Sender<WindowMsg>>) -> WindowOut {
-        let batches = partitions
-            .iter()
+    pub fn new(spec: WindowInput, input: InputId, partitions: Partitions) -> WindowOut {
+        let batches = (0..partitions.count())
             .map(|_| WindowBatch {
                 input,
                 ..WindowBatch::default()
@@ -204,7 +252,7 @@ impl WindowOut {
         &mut self,
         row: &R,
         stamp: Stamp,
-        raw: &[u8],
+        record: &RawRecord<'_>,
     ) -> Result<Result<(), String>, EngineError> {
         let Stamp { time, watermark } = stamp;
         self.scratch.clear();
@@ -260,7 +308,7 @@ impl WindowOut {
             self.arg_scratch.push(arg);
         }
         let hash = key::hash(&self.scratch);
-        let partition = ((hash >> 32) as usize) % self.partitions.len();
+        let partition = ((hash >> 32) as usize) % self.batches.len();
         let batch = &mut self.batches[partition];
         if batch.times.is_empty() {
             batch.origin = Some(Instant::now());
@@ -287,8 +335,21 @@ impl WindowOut {
             batch.values.extend_from_slice(&self.pick_scratch);
         }
         if self.spec.carry_raw {
-            batch.raw.extend_from_slice(raw);
+            batch.raw.extend_from_slice(record.text);
             batch.raw_ends.push(batch.raw.len() as u32);
+        }
+        if let Partitions::Remote(_) = self.partitions {
+            let (sequence, subsequence) = match record.position {
+                Position::Shard {
+                    sequence,
+                    subsequence,
+                    ..
+                } => (sequence, subsequence),
+                _ => ("", None),
+            };
+            batch.sequences.extend_from_slice(sequence.as_bytes());
+            batch.sequence_ends.push(batch.sequences.len() as u32);
+            batch.subsequences.push(subsequence.unwrap_or(u64::MAX));
         }
         if batch.len() >= WINDOW_BATCH {
             self.send(partition, watermark)?;
@@ -301,23 +362,29 @@ impl WindowOut {
         let mut batch = std::mem::replace(&mut self.batches[partition], fresh);
         batch.final_watermark = watermark;
         batch.origin.get_or_insert_with(Instant::now);
-        self.partitions[partition]
-            .send_blocking(WindowMsg::Batch(batch))
-            .map_err(|_| EngineError::Disconnected(self.spec.name.clone()))
+        match &mut self.partitions {
+            Partitions::Local(senders) => senders[partition]
+                .send_blocking(WindowMsg::Batch(batch))
+                .map_err(|_| EngineError::Disconnected(self.spec.name.clone())),
+            Partitions::Remote(remote) => remote.batch(partition, batch),
+        }
     }
 
     /// Sends every partition its batch (possibly empty) with the emitter's
     /// current watermark.
     pub fn flush(&mut self, watermark: i64) -> Result<(), EngineError> {
-        for p in 0..self.partitions.len() {
+        for p in 0..self.batches.len() {
             self.send(p, watermark)?;
         }
         Ok(())
     }
 
-    /// Sends `msg(input)` to every partition.
+    /// Sends `msg(input)` to every local partition.
     fn broadcast(&self, msg: impl Fn(InputId) -> WindowMsg) -> Result<(), EngineError> {
-        for sender in &self.partitions {
+        let Partitions::Local(senders) = &self.partitions else {
+            return Ok(());
+        };
+        for sender in senders {
             sender
                 .send_blocking(msg(self.input))
                 .map_err(|_| EngineError::Disconnected(self.spec.name.clone()))?;
@@ -328,18 +395,28 @@ impl WindowOut {
     /// Tells every partition this emitter is idle.
     pub fn idle(&mut self, watermark: i64) -> Result<(), EngineError> {
         self.flush(watermark)?;
+        if let Partitions::Remote(remote) = &mut self.partitions {
+            remote.idle(watermark)?;
+        }
         self.broadcast(WindowMsg::Idle)
     }
 
-    /// Flushes and sends checkpoint barrier `id` to every partition.
+    /// Flushes and sends checkpoint barrier `id` to every partition (to a
+    /// remote one: waits until everything is written).
     pub fn barrier(&mut self, id: u64, watermark: i64) -> Result<(), EngineError> {
         self.flush(watermark)?;
+        if let Partitions::Remote(remote) = &mut self.partitions {
+            remote.barrier()?;
+        }
         self.broadcast(|input| WindowMsg::Barrier(input, id))
     }
 
     /// Flushes and tells every partition this emitter is done.
     pub fn end(&mut self, watermark: i64) -> Result<(), EngineError> {
         self.flush(watermark)?;
+        if let Partitions::Remote(remote) = &mut self.partitions {
+            remote.end()?;
+        }
         self.broadcast(WindowMsg::End)
     }
 }
@@ -490,7 +567,7 @@ impl Router {
             match self.routes[r].target {
                 Target::Sink(s) => self.sinks[s].push(record.text, record.key, self.origin)?,
                 Target::Window(w) => {
-                    if let Err(reason) = self.windows[w].push(row, stamp, record.text)? {
+                    if let Err(reason) = self.windows[w].push(row, stamp, &record)? {
                         self.error(&reason, record, counts)?;
                     }
                 }

@@ -52,6 +52,9 @@ pub struct RunOptions {
     /// Restore this checkpoint from the checkpoint store, replacing the
     /// local state.
     pub from_checkpoint: Option<u64>,
+    /// Run one part of a cluster job (the plan given is already narrowed
+    /// to it by [`crate::cluster::Part::plan`]).
+    pub part: Option<crate::cluster::Part>,
 }
 
 impl Default for RunOptions {
@@ -66,6 +69,7 @@ impl Default for RunOptions {
             stop: None,
             metrics: None,
             from_checkpoint: None,
+            part: None,
         }
     }
 }
@@ -118,6 +122,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         parallelism,
         checkpoints: &coordinator.ctx(),
         restore,
+        part: options.part.as_ref(),
     })?;
     coordinator.set_tasks(topology.task_names());
     coordinator.set_metrics(metrics.clone());
@@ -200,6 +205,9 @@ fn spawn_all(
     for source in topology.sources {
         let name = format!("source {}", source.name());
         work.push((name, Box::new(move || source.run())));
+    }
+    if let Some(shuffle) = topology.shuffle {
+        work.push(("shuffle".into(), Box::new(move || shuffle.run())));
     }
     // The coordinator's thread first: after a graceful stop it is the only
     // one that ends.

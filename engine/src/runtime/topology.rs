@@ -13,27 +13,30 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_channel::{bounded, Receiver, Sender};
 use kflow_jobs::{
-    ConnectorPlan, FieldId, JobPlan, NodeId, NodeKind, Port, SinkPlan, SourcePlan, StreamRef,
-    WindowKind, WindowPlan,
+    ConnectorPlan, FieldId, JobPlan, KinesisSourcePlan, NodeId, NodeKind, Port, SinkPlan,
+    SourcePlan, StreamRef, WindowKind, WindowPlan,
 };
 use kflow_state::StateStore;
 
 use crate::aws::{Endpoint, StreamId};
+use crate::cluster::Part;
 use crate::dataflow::checkpoint::{restore_part, CheckpointCtx};
 use crate::dataflow::message::{InputId, SinkMsg, WindowMsg};
 use crate::dataflow::metrics::Metrics;
 use crate::dataflow::route::{
-    ArgSpec, Keys, Route, Router, SinkOut, Target, WindowInput, WindowOut,
+    ArgSpec, Keys, Partitions, Route, Router, SinkOut, Target, WindowInput, WindowOut,
 };
 use crate::dataflow::row::SlotMap;
 use crate::error::EngineError;
 use crate::operators::window::assign::Panes;
 use crate::operators::window::{ResultEmitter, WindowTask, WindowTaskCtx};
 use crate::runtime::meta::CheckpointMeta;
+use crate::shuffle::out::{ShuffleOut, ShuffleWriter};
+use crate::shuffle::source::{ShuffleSourceTask, ShuffleWindow, SHUFFLE_TASK};
 use crate::sinks::{
     Creation, FileSinkPosition, FileWriter, KinesisWriter, LineWriter, S3SinkPosition, S3Writer,
     SinkTask, StdoutWriter,
@@ -64,6 +67,8 @@ pub struct Topology {
     pub windows: Vec<WindowTask>,
     /// Sink tasks, the dead-letter writer among them.
     pub sinks: Vec<SinkTask>,
+    /// A key group's reader of the shuffle (cluster jobs).
+    pub shuffle: Option<ShuffleSourceTask>,
 }
 
 impl Topology {
@@ -72,7 +77,8 @@ impl Topology {
         let sources = self.sources.iter().map(|s| s.name().to_string());
         let windows = self.windows.iter().map(|w| w.task_name().to_string());
         let sinks = self.sinks.iter().map(|s| s.name.clone());
-        sources.chain(windows).chain(sinks).collect()
+        let shuffle = self.shuffle.iter().map(|_| SHUFFLE_TASK.to_string());
+        sources.chain(shuffle).chain(windows).chain(sinks).collect()
     }
 }
 
@@ -90,6 +96,8 @@ pub struct BuildCtx<'a> {
     pub checkpoints: &'a CheckpointCtx,
     /// The checkpoint to resume from, if any.
     pub restore: Option<&'a CheckpointMeta>,
+    /// The part of a cluster job this process runs (`None`: the whole job).
+    pub part: Option<&'a Part>,
 }
 
 /// Builds every task of the plan in `ctx`.
@@ -99,8 +107,13 @@ pub struct BuildCtx<'a> {
 /// errors restoring dedup ids, positions in the checkpoint that do not
 /// parse.
 pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
-    let emitters = Emitters::number(ctx.plan, ctx.parallelism.max(1));
-    let mut channels = Channels::open(ctx.plan, ctx.parallelism.max(1));
+    // A key group is one partition of each window.
+    let parallelism = match ctx.part {
+        Some(_) => 1,
+        None => ctx.parallelism.max(1),
+    };
+    let emitters = Emitters::number(ctx.plan, parallelism, ctx.part);
+    let mut channels = Channels::open(ctx.plan, parallelism, ctx.part)?;
     let mut routers = BTreeMap::new();
     let mut late_outs = BTreeMap::new();
     for (&node, ids) in &emitters.ids {
@@ -114,22 +127,27 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
         sources: Vec::new(),
         windows: Vec::new(),
         sinks: Vec::new(),
+        shuffle: None,
     };
+    if let (Some(Part::Group(group)), Some(input)) = (ctx.part, emitters.shuffle) {
+        topology.shuffle = Some(shuffle_task(ctx, *group, input, &mut channels)?);
+    }
     let budget = (ctx.plan.state_memory_bytes as usize) / channels.partitions().max(1);
     for (&node_id, ids) in &emitters.ids {
         let node = ctx.plan.node(node_id);
         match &node.kind {
             NodeKind::Source(source) => {
-                let router = routers.remove(&ids[0]).unwrap_or_default();
+                let Some(router) = ids.first().and_then(|id| routers.remove(id)) else {
+                    continue;
+                };
                 topology
                     .sources
                     .push(source_task(ctx, &node.name, source, router)?);
             }
             NodeKind::Window(w) => {
-                let window = channels
-                    .windows
-                    .remove(&node_id)
-                    .unwrap_or_else(|| unreachable!("every window has channels"));
+                let Some(window) = channels.windows.remove(&node_id) else {
+                    continue;
+                };
                 let columns = result_columns(ctx.plan, w);
                 for (partition, &input) in ids.iter().enumerate() {
                     let out = ResultEmitter::new(
@@ -181,26 +199,37 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
     Ok(topology)
 }
 
-/// Emitter ids: one per source, one per window partition.
+/// Emitter ids: one per source, one per window partition. A source
+/// shard's part has no windows (its records go to the shuffle); a key
+/// group's part reads no source but the shuffle, one emitter more.
 struct Emitters {
     ids: BTreeMap<NodeId, Vec<InputId>>,
     names: BTreeMap<InputId, String>,
+    shuffle: Option<InputId>,
 }
 
 impl Emitters {
-    fn number(plan: &JobPlan, parallelism: usize) -> Emitters {
+    fn number(plan: &JobPlan, parallelism: usize, part: Option<&Part>) -> Emitters {
         let mut emitters = Emitters {
             ids: BTreeMap::new(),
             names: BTreeMap::new(),
+            shuffle: None,
         };
         let mut next: InputId = 0;
+        if let Some(Part::Group(_)) = part {
+            emitters.shuffle = Some(next);
+            emitters.names.insert(next, SHUFFLE_TASK.into());
+            next += 1;
+        }
         for (i, node) in plan.nodes.iter().enumerate() {
-            let names: Vec<String> = match node.kind {
-                NodeKind::Source(_) => vec![node.name.clone()],
-                NodeKind::Window(_) => (0..parallelism)
+            let names: Vec<String> = match (&node.kind, part) {
+                (NodeKind::Source(_), Some(Part::Group(_)))
+                | (NodeKind::Window(_), Some(Part::Shard(_))) => continue,
+                (NodeKind::Source(_), _) => vec![node.name.clone()],
+                (NodeKind::Window(_), _) => (0..parallelism)
                     .map(|p| format!("{}/{p}", node.name))
                     .collect(),
-                NodeKind::Filter(_) | NodeKind::Sink(_) => continue,
+                (NodeKind::Filter(_) | NodeKind::Sink(_), _) => continue,
             };
             let ids: Vec<InputId> = (next..next + names.len() as InputId).collect();
             next += names.len() as InputId;
@@ -254,6 +283,15 @@ struct Channels {
     windows: BTreeMap<NodeId, WindowChannels>,
     sinks: BTreeMap<NodeId, SinkChannel>,
     dead_letter: SinkChannel,
+    /// A source shard's part: where window records go instead.
+    shuffle: Option<Shuffle>,
+}
+
+/// The shuffle stream a source shard's part writes to.
+struct Shuffle {
+    writer: Arc<Mutex<ShuffleWriter>>,
+    stream: String,
+    shard: String,
 }
 
 /// A path from an emitter through filters to a window or sink.
@@ -296,15 +334,40 @@ fn side_output_sinks(plan: &JobPlan, node: NodeId, port: Port) -> Vec<NodeId> {
 }
 
 impl Channels {
-    fn open(plan: &JobPlan, parallelism: usize) -> Channels {
+    fn open(
+        plan: &JobPlan,
+        parallelism: usize,
+        part: Option<&Part>,
+    ) -> Result<Channels, EngineError> {
+        let has_windows = plan
+            .nodes
+            .iter()
+            .any(|n| matches!(n.kind, NodeKind::Window(_)));
+        let shuffle = match part {
+            Some(Part::Shard(shard)) if has_windows => {
+                let Some((stream, endpoint, groups)) = shuffle_stream(plan) else {
+                    return Err(EngineError::Shuffle(
+                        "a cluster job with windows needs `shuffle_stream`".into(),
+                    ));
+                };
+                Some(Shuffle {
+                    writer: ShuffleWriter::open(&stream, &endpoint, groups)?,
+                    stream,
+                    shard: shard.clone(),
+                })
+            }
+            _ => None,
+        };
         let mut channels = Channels {
             windows: BTreeMap::new(),
             sinks: BTreeMap::new(),
             dead_letter: SinkChannel::new(DEAD_LETTER.into(), Keys::None),
+            shuffle,
         };
         for (i, node) in plan.nodes.iter().enumerate() {
             let id = NodeId(i as u32);
             match &node.kind {
+                NodeKind::Window(_) if matches!(part, Some(Part::Shard(_))) => {}
                 NodeKind::Window(_) => {
                     let (senders, receivers) =
                         (0..parallelism).map(|_| bounded(WINDOW_QUEUE)).unzip();
@@ -330,7 +393,7 @@ impl Channels {
                 NodeKind::Source(_) | NodeKind::Filter(_) => {}
             }
         }
-        channels
+        Ok(channels)
     }
 
     /// Window partitions in the job.
@@ -414,11 +477,6 @@ impl Channels {
             router.sinks.push(channel.connect(input));
             return Target::Sink(router.sinks.len() - 1);
         };
-        let channels = self
-            .windows
-            .get_mut(&target)
-            .unwrap_or_else(|| unreachable!("every window has channels"));
-        channels.inputs.push(input);
         let carry_raw = plan
             .consumers(StreamRef {
                 node: target,
@@ -442,7 +500,20 @@ impl Channels {
                 .collect(),
             carry_raw,
         };
-        let partitions = channels.senders.clone();
+        let partitions = match (self.windows.get_mut(&target), &self.shuffle) {
+            (Some(channels), _) => {
+                channels.inputs.push(input);
+                Partitions::Local(channels.senders.clone())
+            }
+            (None, Some(shuffle)) => Partitions::Remote(Box::new(ShuffleOut::new(
+                shuffle.writer.clone(),
+                &shuffle.stream,
+                target.0 as u16,
+                &shuffle.shard,
+                spec.args.len(),
+            ))),
+            (None, None) => unreachable!("a window has channels unless its records are shuffled"),
+        };
         router.windows.push(WindowOut::new(spec, input, partitions));
         Target::Window(router.windows.len() - 1)
     }
@@ -457,6 +528,10 @@ impl Channels {
         };
         let mut tasks = Vec::new();
         for (node_id, channel) in self.sinks {
+            // In a cluster part, a sink fed by what another part runs.
+            if channel.inputs.is_empty() {
+                continue;
+            }
             let node = plan.node(node_id);
             let writer: Box<dyn LineWriter> = match &node.kind {
                 NodeKind::Sink(SinkPlan::File { path }) => Box::new(FileWriter::new(
@@ -590,9 +665,99 @@ fn source_task(
                 start_at: k.start_at,
                 stop_at: k.stop_at,
                 on_expired: k.on_expired,
+                only_shard: match ctx.part {
+                    Some(Part::Shard(shard)) => Some(shard.clone()),
+                    _ => None,
+                },
             },
             restore: restore_part(name, stored)?,
         })),
+    })
+}
+
+/// A cluster job's shuffle stream, the endpoint of its source (the
+/// shuffle lives beside it) and its key groups.
+fn shuffle_stream(plan: &JobPlan) -> Option<(String, Endpoint, u32)> {
+    let cluster = plan.cluster.as_ref()?;
+    let stream = cluster.shuffle_stream.clone()?;
+    let source = kinesis_source(plan)?;
+    let endpoint = Endpoint {
+        region: source.region.clone(),
+        url: source.endpoint.clone(),
+    };
+    Some((stream, endpoint, cluster.key_groups))
+}
+
+/// The job's (first) Kinesis source.
+fn kinesis_source(plan: &JobPlan) -> Option<&KinesisSourcePlan> {
+    plan.nodes.iter().find_map(|node| match &node.kind {
+        NodeKind::Source(SourcePlan {
+            connector: ConnectorPlan::Kinesis(k),
+            ..
+        }) => Some(k),
+        _ => None,
+    })
+}
+
+/// The shuffle reader of key group `group`, emitter `input` of every
+/// window that a source feeds.
+fn shuffle_task(
+    ctx: &BuildCtx<'_>,
+    group: u32,
+    input: InputId,
+    channels: &mut Channels,
+) -> Result<ShuffleSourceTask, EngineError> {
+    let plan = ctx.plan;
+    let (Some((stream, endpoint, groups)), Some(source)) =
+        (shuffle_stream(plan), kinesis_source(plan))
+    else {
+        return Err(EngineError::Shuffle(
+            "a key group's part needs a Kinesis source and `shuffle_stream`".into(),
+        ));
+    };
+    let mut paths = Vec::new();
+    for (i, node) in plan.nodes.iter().enumerate() {
+        if let NodeKind::Source(_) = node.kind {
+            walk(plan, main(NodeId(i as u32)), &mut Vec::new(), &mut paths);
+        }
+    }
+    let mut windows: Vec<ShuffleWindow> = Vec::new();
+    for path in paths {
+        let Some(channel) = channels.windows.get_mut(&path.target) else {
+            continue;
+        };
+        let node = path.target.0 as u16;
+        if windows.iter().any(|w| w.node == node) {
+            continue;
+        }
+        let Some(sender) = channel.senders.first() else {
+            continue;
+        };
+        channel.inputs.push(input);
+        windows.push(ShuffleWindow {
+            node,
+            input,
+            sender: sender.clone(),
+        });
+    }
+    let stored = ctx.restore.and_then(|m| m.sources.get(SHUFFLE_TASK));
+    let stream_id = |name: &str, arn: bool| {
+        if arn {
+            StreamId::Arn(name.to_string())
+        } else {
+            StreamId::Name(name.to_string())
+        }
+    };
+    Ok(ShuffleSourceTask {
+        group,
+        groups,
+        shuffle: StreamId::parse(&stream),
+        source: stream_id(&source.stream, source.is_arn),
+        endpoint,
+        windows,
+        checkpoints: ctx.checkpoints.clone(),
+        metrics: ctx.metrics.clone(),
+        restore: restore_part(SHUFFLE_TASK, stored)?,
     })
 }
 

@@ -99,7 +99,11 @@ impl KinesisWriter {
             }
             None => data.extend_from_slice(line),
         }
-        PutEntry { key, data }
+        PutEntry {
+            key,
+            explicit_hash_key: None,
+            data,
+        }
     }
 }
 

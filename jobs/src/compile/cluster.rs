@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::graph::{Graph, Section};
 use super::Ctx;
 use crate::plan::ClusterPlan;
 use crate::spec::{JobSpec, SourceSpec, Spanned};
@@ -96,6 +97,52 @@ pub(crate) fn compile_cluster(ctx: &mut Ctx<'_>, spec: &JobSpec) -> Option<Clust
         endpoint: cluster.endpoint.as_ref().map(|e| e.get_ref().clone()),
         region: cluster.region.as_ref().map(|r| r.get_ref().clone()),
     })
+}
+
+/// What a cluster cannot run yet: a second source (shard leases name
+/// shards, not streams), or a window over a window's rows (its key groups
+/// would need a second shuffle). Reported at the offending input.
+pub(crate) fn check_graph(ctx: &mut Ctx<'_>, graph: &Graph) {
+    let mut sources = graph
+        .decls
+        .iter()
+        .filter(|d| matches!(d.section, Section::Source));
+    if let Some(second) = sources.nth(1) {
+        ctx.error(
+            second.name_span.clone(),
+            "a cluster job reads one source: shard leases name the shards of one stream",
+        );
+    }
+    for (decl, inputs) in graph.decls.iter().zip(&graph.inputs) {
+        if !matches!(decl.section, Section::Window) {
+            continue;
+        }
+        for input in inputs {
+            if reaches_window(graph, input.decl, graph.decls.len()) {
+                ctx.error(
+                    input.span.clone(),
+                    format!(
+                        "window `{}` reads a window's rows: in a cluster job, windows read \
+                         sources (through filters) only; their rows are keyed by other key \
+                         groups, which would need a second shuffle",
+                        decl.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Whether node `decl` is a window or reads one through filters, looking
+/// at most `depth` nodes up (a cycle, reported elsewhere, ends the search).
+fn reaches_window(graph: &Graph, decl: usize, depth: usize) -> bool {
+    match graph.decls[decl].section {
+        Section::Window => true,
+        Section::Filter if depth > 0 => graph.inputs[decl]
+            .iter()
+            .any(|input| reaches_window(graph, input.decl, depth - 1)),
+        _ => false,
+    }
 }
 
 /// The table of `dynamodb://TABLE`, checked against DynamoDB's naming rules.

@@ -46,6 +46,9 @@ pub(crate) fn compile(text: &str, job_path: &Path) -> Result<JobPlan, Vec<Diagno
     let job = nodes::compile_job(&mut ctx, read.spec.job.as_ref());
     let cluster = cluster::compile_cluster(&mut ctx, &read.spec);
     let graph = graph::build(&read, text, &mut ctx.diagnostics);
+    if cluster.is_some() {
+        cluster::check_graph(&mut ctx, &graph);
+    }
     let kinds = compile_nodes(&mut ctx, &read.spec, &graph);
     if !ctx.diagnostics.is_empty() {
         return Err(finish(ctx.diagnostics));

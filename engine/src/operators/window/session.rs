@@ -25,6 +25,7 @@
 //! and the frontier told downstream stays behind every row still to come.
 
 use kflow_jobs::AggregatePlan;
+use kflow_state::codec::Reader;
 use kflow_state::{StateError, StateStore, StateValue, WindowCache};
 use smallvec::SmallVec;
 
@@ -436,24 +437,20 @@ impl StateValue for SessionSet {
     }
 
     fn decode(bytes: &[u8]) -> Result<SessionSet, StateError> {
-        let mut at = 0;
-        let n = read_u32(bytes, &mut at)?;
+        let mut r = Reader::new(bytes, "a key's sessions");
+        let n = r.len(20)?;
         let mut set = SmallVec::new();
         for _ in 0..n {
-            let first = read_i64(bytes, &mut at)?;
-            let last = read_i64(bytes, &mut at)?;
-            let len = read_u32(bytes, &mut at)? as usize;
-            let body = bytes
-                .get(at..at.saturating_add(len))
-                .ok_or_else(|| corrupt("a session's partial is cut short"))?;
-            at += len;
+            let first = r.i64()?;
+            let last = r.i64()?;
+            let partial = Partial::decode(r.prefixed()?)?;
             set.push(Session {
                 first,
                 last,
-                partial: Partial::decode(body)?,
+                partial,
             });
         }
-        if at != bytes.len() {
+        if !r.is_done() {
             return Err(corrupt("trailing bytes after a key's sessions"));
         }
         Ok(SessionSet(set))
@@ -484,10 +481,10 @@ impl StateValue for Frames {
         if !bytes.len().is_multiple_of(8) {
             return Err(corrupt("a session timer is not a list of frames"));
         }
-        let mut at = 0;
+        let mut r = Reader::new(bytes, "a session timer");
         let mut frames = SmallVec::new();
-        while at < bytes.len() {
-            frames.push(read_i64(bytes, &mut at)?);
+        while !r.is_done() {
+            frames.push(r.i64()?);
         }
         Ok(Frames(frames))
     }
@@ -507,24 +504,6 @@ impl StateValue for Frames {
 
 fn corrupt(what: &str) -> StateError {
     StateError::Corrupt(what.to_string())
-}
-
-fn read_u32(bytes: &[u8], at: &mut usize) -> Result<u32, StateError> {
-    let raw = bytes
-        .get(*at..*at + 4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .ok_or_else(|| corrupt("session state is cut short"))?;
-    *at += 4;
-    Ok(u32::from_le_bytes(raw))
-}
-
-fn read_i64(bytes: &[u8], at: &mut usize) -> Result<i64, StateError> {
-    let raw = bytes
-        .get(*at..*at + 8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .ok_or_else(|| corrupt("session state is cut short"))?;
-    *at += 8;
-    Ok(i64::from_le_bytes(raw))
 }
 
 #[cfg(test)]

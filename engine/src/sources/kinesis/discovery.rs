@@ -17,6 +17,8 @@ pub struct ShardInfo {
     pub parents: Vec<String>,
     /// Closed: it has an ending sequence number (split or merged away).
     pub closed: bool,
+    /// The lowest hash key of its range (decimal).
+    pub hash_start: String,
 }
 
 /// Every shard of the stream, in shard id order.
@@ -50,6 +52,10 @@ pub async fn list_shards(client: &Client, stream: &StreamId) -> Result<Vec<Shard
                 id: shard.shard_id().to_string(),
                 parents,
                 closed,
+                hash_start: shard
+                    .hash_key_range()
+                    .map(|r| r.starting_hash_key().to_string())
+                    .unwrap_or_default(),
             });
         }
         match out.next_token() {

@@ -70,6 +70,9 @@ pub struct KinesisSettings {
     pub stop_at: Option<StopAt>,
     /// What to do about an expired checkpointed position.
     pub on_expired: OnExpired,
+    /// Read only this shard, and end when it ends (a cluster worker's part;
+    /// the shards that continue it are other parts).
+    pub only_shard: Option<String>,
 }
 
 /// One Kinesis source task.
@@ -207,6 +210,14 @@ impl KinesisSourceTask {
         let listed: BTreeSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
         let mut started = 0;
         for info in &listing {
+            if self
+                .settings
+                .only_shard
+                .as_ref()
+                .is_some_and(|only| *only != info.id)
+            {
+                continue;
+            }
             let ready = info.parents.iter().all(|p| {
                 !listed.contains(p.as_str()) || r.slots.get(p).is_some_and(|s| s.state.finished)
             });
@@ -264,6 +275,14 @@ impl KinesisSourceTask {
                 self.discover(r)?;
             }
             if bounded && !r.slots.values().any(|s| s.running) && self.discover(r)? == 0 {
+                break;
+            }
+            let only_done = self.settings.only_shard.as_ref().is_some_and(|id| {
+                r.slots
+                    .get(id)
+                    .is_some_and(|s| s.state.finished || s.stopped)
+            });
+            if only_done {
                 break;
             }
             let event = r

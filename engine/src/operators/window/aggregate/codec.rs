@@ -5,6 +5,7 @@
 //! left, so corrupt state is an error, never a panic.
 
 use hashbrown::HashSet;
+use kflow_state::codec::Reader;
 use kflow_state::{StateError, StateValue};
 use smallvec::SmallVec;
 
@@ -19,12 +20,12 @@ impl StateValue for Partial {
     }
 
     fn decode(bytes: &[u8]) -> Result<Partial, StateError> {
-        let mut r = Reader { bytes, at: 0 };
+        let mut r = Reader::new(bytes, "partial aggregate");
         let n = r.u8()? as usize;
         let accs = (0..n)
             .map(|_| decode_acc(&mut r))
             .collect::<Result<SmallVec<[Acc; 2]>, _>>()?;
-        if r.at != bytes.len() {
+        if !r.is_done() {
             return Err(StateError::Corrupt(
                 "trailing bytes after a partial aggregate".into(),
             ));
@@ -143,54 +144,6 @@ fn encode_percentiles(p: &Percentiles, out: &mut Vec<u8>) {
                 }
             }
         }
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
-        let end = self.at + N;
-        let slice = self
-            .bytes
-            .get(self.at..end)
-            .ok_or_else(|| StateError::Corrupt("partial aggregate is truncated".into()))?;
-        self.at = end;
-        let mut out = [0u8; N];
-        out.copy_from_slice(slice);
-        Ok(out)
-    }
-    fn u8(&mut self) -> Result<u8, StateError> {
-        Ok(self.take::<1>()?[0])
-    }
-    fn u32(&mut self) -> Result<u32, StateError> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-    fn u64(&mut self) -> Result<u64, StateError> {
-        Ok(u64::from_le_bytes(self.take()?))
-    }
-    fn f64(&mut self) -> Result<f64, StateError> {
-        Ok(f64::from_le_bytes(self.take()?))
-    }
-    fn bytes(&mut self, n: usize) -> Result<&[u8], StateError> {
-        let slice = self
-            .bytes
-            .get(self.at..self.at + n)
-            .ok_or_else(|| StateError::Corrupt("partial aggregate is truncated".into()))?;
-        self.at += n;
-        Ok(slice)
-    }
-    fn len(&mut self, item: usize) -> Result<usize, StateError> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(item) > self.bytes.len() - self.at {
-            return Err(StateError::Corrupt(
-                "partial aggregate length is out of range".into(),
-            ));
-        }
-        Ok(n)
     }
 }
 
