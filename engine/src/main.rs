@@ -146,6 +146,10 @@ struct RunArgs {
     /// its leases' parts this way.
     #[arg(long, value_name = "LEASE", hide = true)]
     part: Option<String>,
+    /// This worker's id in a cluster job's lease table (default: host
+    /// name and process id).
+    #[arg(long, value_name = "ID")]
+    worker_id: Option<String>,
 }
 
 /// `kflow top`.
@@ -364,17 +368,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let part = match (&plan.cluster, &args.part) {
-        (Some(_), None) => {
-            // Leases, `validate`, `kflow cluster status` and the parts a
-            // worker runs work; the worker that takes leases and runs
-            // their parts does not exist yet.
-            eprintln!(
-                "kflow: {}: [job.cluster] jobs cannot run as a worker yet: a part runs with \
-                 `--part shard/ID` or `--part group/N` (docs/architecture.md, \"Scale-out\")",
-                args.job.display()
-            );
-            return ExitCode::from(2);
-        }
+        (Some(_), None) => return run_worker(&plan, &args),
         (None, Some(_)) => {
             eprintln!(
                 "kflow: {}: --part needs a job with [job.cluster]",
@@ -392,7 +386,10 @@ fn run_command(args: RunArgs) -> ExitCode {
         (None, None) => None,
     };
     let plan = match &part {
-        Some(part) => part.plan(plan),
+        Some(part) => {
+            die_with_parent();
+            part.plan(plan)
+        }
         None => plan,
     };
     let mut options = RunOptions::default();
@@ -419,6 +416,68 @@ fn run_command(args: RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kflow: {}", causes(e.as_ref()));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A part runs for its worker: when the worker is gone (SIGKILLed), the
+/// part must stop at once, before the worker's leases lapse and another
+/// worker runs the same part. Checks the parent every 100 ms.
+fn die_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("parent watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if std::os::unix::process::parent_id() != parent {
+                eprintln!("kflow: part's worker (pid {parent}) is gone: exiting");
+                std::process::exit(1);
+            }
+        });
+}
+
+/// `kflow run` on a cluster job: a worker that leases parts and runs them.
+fn run_worker(plan: &kflow_jobs::JobPlan, args: &RunArgs) -> ExitCode {
+    let stop = match stop_on_signals(args.shutdown_timeout) {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("kflow: cannot handle SIGTERM and SIGINT: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("kflow: cannot find this program to run a job's parts: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = kflow::runtime::worker::WorkerOptions {
+        exe,
+        job: args.job.clone(),
+        id: args
+            .worker_id
+            .clone()
+            .unwrap_or_else(kflow::runtime::worker::default_worker_id),
+        stop,
+    };
+    match kflow::runtime::worker::run_worker(plan, &options) {
+        Ok(summary) => {
+            if !args.quiet {
+                eprintln!(
+                    "kflow: worker {} done: {} parts started, {} finished, {} handed back, {} lost",
+                    options.id,
+                    summary.started,
+                    summary.finished,
+                    summary.handed_back,
+                    summary.lost
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kflow: worker {}: {}", options.id, causes(&e));
             ExitCode::from(1)
         }
     }

@@ -1,11 +1,16 @@
 //! Kinesis identities as types: a stream by name or by ARN, and sequence
 //! numbers, which are decimal strings of up to 128 bits that compare as
-//! numbers.
+//! numbers; and creating a stream that must exist (`kflow produce
+//! --create`, a cluster's shuffle stream).
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use super::retry::classify;
+use super::AwsError;
 
 /// A stream, by name or by ARN (the API takes either, in different fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +86,71 @@ impl PartialOrd for SequenceNumber {
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Creates `stream` with `shards` shards unless it exists, and waits until
+/// it is ACTIVE (two minutes at most).
+///
+/// # Errors
+/// [`AwsError::Call`] when the service refuses to create it;
+/// [`AwsError::Missing`] when it is not ACTIVE in time.
+pub async fn ensure_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) -> Result<(), AwsError> {
+    let exists = client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .is_ok();
+    if !exists {
+        let created = client
+            .create_stream()
+            .stream_name(stream)
+            .shard_count(shards)
+            .send()
+            .await;
+        match created {
+            Ok(_) => tracing::info!("created stream `{stream}` with {shards} shards"),
+            // Another process created it meanwhile (workers start together).
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) => {
+                let fault = classify(&e);
+                return Err(AwsError::Call {
+                    call: "CreateStream",
+                    fault,
+                    source: e.into(),
+                });
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| {
+                o.stream_description_summary()
+                    .map(|s| s.stream_status().clone())
+            });
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(AwsError::Missing {
+                call: "DescribeStreamSummary",
+                what: "ACTIVE status within 120 s",
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::aws::kinesis::ensure_stream;
 use crate::aws::put::{PutEntry, PutStats, Putter};
 use crate::aws::{connect, Endpoint};
 use crate::aws::{AwsError, StreamId};
@@ -81,15 +82,7 @@ pub enum ProduceError {
     /// The service refused the records.
     #[error("putting records")]
     Put(#[from] AwsError),
-    /// The stream could not be created.
-    #[error("creating stream `{stream}`: {message}")]
-    Create {
-        /// The stream.
-        stream: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The service refused to create the stream.
+    /// The stream could not be created (or did not become ACTIVE).
     #[error("creating stream `{stream}`")]
     CreateRefused {
         /// The stream.
@@ -97,60 +90,6 @@ pub enum ProduceError {
         /// The service's error.
         source: crate::aws::BoxError,
     },
-}
-
-/// Creates `stream` with `shards` shards unless it exists, and waits until
-/// it is ACTIVE.
-async fn ensure_stream(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    shards: i32,
-) -> Result<(), ProduceError> {
-    let failed = |message: String| ProduceError::Create {
-        stream: stream.to_string(),
-        message,
-    };
-    let exists = client
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
-        .await
-        .is_ok();
-    if !exists {
-        client
-            .create_stream()
-            .stream_name(stream)
-            .shard_count(shards)
-            .send()
-            .await
-            .map_err(|e| ProduceError::CreateRefused {
-                stream: stream.to_string(),
-                source: e.into(),
-            })?;
-        tracing::info!("created stream `{stream}` with {shards} shards");
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .ok()
-            .and_then(|o| {
-                o.stream_description_summary()
-                    .map(|s| s.stream_status().clone())
-            });
-        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(failed(format!(
-                "not ACTIVE after 120 s (status {status:?})"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The partition key of one line, or why it has none.
@@ -197,7 +136,12 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceSummary, ProduceError>
     let file = std::fs::File::open(&options.file).map_err(io)?;
     let client = runtime.block_on(connect(&options.endpoint));
     if let Some(shards) = options.create_shards {
-        runtime.block_on(ensure_stream(&client, &options.stream, shards))?;
+        runtime
+            .block_on(ensure_stream(&client, &options.stream, shards))
+            .map_err(|e| ProduceError::CreateRefused {
+                stream: options.stream.clone(),
+                source: e.into(),
+            })?;
     }
     let mut putter = Putter::new(client, StreamId::parse(&options.stream));
     let path: Vec<&str> = options.partition_key.split('.').collect();

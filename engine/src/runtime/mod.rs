@@ -15,6 +15,7 @@ pub mod start;
 pub mod status;
 pub mod summary;
 pub mod topology;
+pub mod worker;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
