@@ -204,6 +204,18 @@ fn corrupt(what: &str) -> StateError {
     StateError::Corrupt(format!("shuffle frame: {what}"))
 }
 
+/// The window and key group of a frame, read from its header alone: a
+/// reader skips other groups' frames without decoding them.
+pub fn addressee(bytes: &[u8]) -> Option<(u16, u32)> {
+    let header = bytes.get(..9)?;
+    if header[0] != MAGIC || header[1] != VERSION {
+        return None;
+    }
+    let window = u16::from_le_bytes([header[3], header[4]]);
+    let group = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
+    Some((window, group))
+}
+
 /// Decodes one frame.
 ///
 /// # Errors

@@ -278,7 +278,18 @@ impl ShuffleSourceTask {
             match event {
                 Ok(Some(ReaderEvent::Records { shard, records, .. })) => {
                     for record in &records {
-                        let frame = frame::decode(record.data().as_ref()).map_err(|e| {
+                        let data = record.data().as_ref();
+                        // Other key groups' frames are skipped unread.
+                        let theirs =
+                            frame::addressee(data).is_some_and(|(_, group)| group != self.group);
+                        if theirs {
+                            r.position.read.insert(
+                                shard.to_string(),
+                                SequenceNumber(record.sequence_number().to_string()),
+                            );
+                            continue;
+                        }
+                        let frame = frame::decode(data).map_err(|e| {
                             EngineError::Shuffle(format!(
                                 "record {} of shuffle shard {shard}: {e}",
                                 record.sequence_number()

@@ -211,6 +211,15 @@ fn control_frames_come_back() {
 }
 
 #[test]
+fn the_addressee_is_read_from_the_header() {
+    let frames = encode_batch(&route(), &batch(3, false, 3), 4);
+    assert_eq!(addressee(&frames[0]), Some((3, 11)));
+    assert_eq!(addressee(&encode_end(&route())), Some((3, 11)));
+    assert_eq!(addressee(b"{\"user\":1}"), None);
+    assert_eq!(addressee(&frames[0][..5]), None);
+}
+
+#[test]
 fn foreign_or_cut_bytes_are_refused() {
     assert!(decode(b"{\"user\":1}").is_err());
     let frames = encode_batch(&route(), &batch(5, false, 3), 4);
