@@ -23,7 +23,7 @@ use crate::aws::{connect, AwsError, Endpoint, StreamId};
 use crate::dataflow::message::WindowBatch;
 use crate::dataflow::route::RemotePartitions;
 use crate::error::EngineError;
-use crate::sources::kinesis::discovery::list_shards;
+use crate::sources::kinesis::discovery::{list_shards, ShardInfo};
 
 /// How often a key group hears of a watermark that no record carried.
 pub const WATERMARK_EVERY: Duration = Duration::from_millis(200);
@@ -63,12 +63,7 @@ impl ShuffleWriter {
         let listed = runtime
             .block_on(list_shards(&client, &id))
             .map_err(|e| shuffle_error(stream, e))?;
-        let mut open: Vec<(u128, String)> = listed
-            .into_iter()
-            .filter(|s| !s.closed)
-            .filter_map(|s| s.hash_start.parse::<u128>().ok().map(|h| (h, s.hash_start)))
-            .collect();
-        open.sort();
+        let open = open_in_hash_order(listed);
         if open.is_empty() {
             return Err(EngineError::Shuffle(format!(
                 "shuffle stream `{stream}` has no open shard"
@@ -77,7 +72,7 @@ impl ShuffleWriter {
         Ok(Arc::new(Mutex::new(ShuffleWriter {
             putter: Putter::new(client, id),
             runtime,
-            shards: open.into_iter().map(|(_, start)| start).collect(),
+            shards: open.into_iter().map(|s| s.hash_start).collect(),
             groups: groups.max(1),
             last_send: Instant::now(),
         })))
@@ -118,6 +113,18 @@ impl ShuffleWriter {
         self.last_send = Instant::now();
         Ok(())
     }
+}
+
+/// The open shards of a shuffle stream's listing, in the order of their
+/// hash ranges: the order key groups are dealt in.
+pub fn open_in_hash_order(listing: Vec<ShardInfo>) -> Vec<ShardInfo> {
+    let mut open: Vec<(u128, ShardInfo)> = listing
+        .into_iter()
+        .filter(|s| !s.closed)
+        .filter_map(|s| s.hash_start.parse::<u128>().ok().map(|h| (h, s)))
+        .collect();
+    open.sort_by_key(|(h, _)| *h);
+    open.into_iter().map(|(_, s)| s).collect()
 }
 
 /// One window's destination in a source task of a cluster job.

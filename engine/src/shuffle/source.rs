@@ -28,7 +28,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{channel, Receiver};
 
 use super::frame::{self, Frame};
-use super::out::ShuffleWriter;
+use super::out::{open_in_hash_order, ShuffleWriter};
 use crate::aws::{connect, AwsError, Endpoint, RetryCounts, SequenceNumber, StreamId};
 use crate::dataflow::checkpoint::{CheckpointCtx, Part, PartKind};
 use crate::dataflow::message::{InputId, WindowBatch, WindowMsg};
@@ -227,15 +227,10 @@ impl ShuffleSourceTask {
             .runtime
             .block_on(list_shards(&r.client, &self.shuffle))
             .map_err(|e| shuffle_error(&self.shuffle, e))?;
-        let mut open: Vec<(u128, String)> = listing
-            .into_iter()
-            .filter(|s| !s.closed)
-            .filter_map(|s| s.hash_start.parse::<u128>().ok().map(|h| (h, s.id)))
-            .collect();
-        open.sort();
+        let open = open_in_hash_order(listing);
         let index = ShuffleWriter::shard_of(self.group, self.groups, open.len());
         match open.into_iter().nth(index) {
-            Some((_, id)) => Ok(vec![id]),
+            Some(shard) => Ok(vec![shard.id]),
             None => Err(EngineError::Shuffle(format!(
                 "shuffle stream {:?} has no open shard",
                 self.shuffle
