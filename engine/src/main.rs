@@ -146,8 +146,8 @@ struct RunArgs {
     /// its leases' parts this way.
     #[arg(long, value_name = "LEASE", hide = true)]
     part: Option<String>,
-    /// This worker's id in a cluster job's lease table (default: host
-    /// name and process id).
+    /// This worker's id in a cluster job's lease table, one word (default:
+    /// host name and process id).
     #[arg(long, value_name = "ID")]
     worker_id: Option<String>,
 }
@@ -385,14 +385,16 @@ fn run_command(args: RunArgs) -> ExitCode {
         },
         (None, None) => None,
     };
+    let mut options = RunOptions::default();
     let plan = match &part {
         Some(part) => {
-            die_with_parent();
+            // A part stops when its worker is gone or its lease lapsed.
+            kflow::cluster::fence::watch(part.fence_path(&plan.state_dir));
+            options.progress = Some(part.progress_path(&plan.state_dir));
             part.plan(plan)
         }
         None => plan,
     };
-    let mut options = RunOptions::default();
     if let Some(p) = args.parallelism {
         options.parallelism = p;
     }
@@ -421,22 +423,6 @@ fn run_command(args: RunArgs) -> ExitCode {
     }
 }
 
-/// A part runs for its worker: when the worker is gone (SIGKILLed), the
-/// part must stop at once, before the worker's leases lapse and another
-/// worker runs the same part. Checks the parent every 100 ms.
-fn die_with_parent() {
-    let parent = std::os::unix::process::parent_id();
-    let _ = std::thread::Builder::new()
-        .name("parent watch".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            if std::os::unix::process::parent_id() != parent {
-                eprintln!("kflow: part's worker (pid {parent}) is gone: exiting");
-                std::process::exit(1);
-            }
-        });
-}
-
 /// `kflow run` on a cluster job: a worker that leases parts and runs them.
 fn run_worker(plan: &kflow_jobs::JobPlan, args: &RunArgs) -> ExitCode {
     let stop = match stop_on_signals(args.shutdown_timeout) {
@@ -453,13 +439,18 @@ fn run_worker(plan: &kflow_jobs::JobPlan, args: &RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let id = args
+        .worker_id
+        .clone()
+        .unwrap_or_else(kflow::runtime::worker::default_worker_id);
+    if id.is_empty() || id.contains(char::is_whitespace) {
+        eprintln!("kflow: --worker-id {id:?}: a worker id is one word, without spaces");
+        return ExitCode::from(2);
+    }
     let options = kflow::runtime::worker::WorkerOptions {
         exe,
         job: args.job.clone(),
-        id: args
-            .worker_id
-            .clone()
-            .unwrap_or_else(kflow::runtime::worker::default_worker_id),
+        id,
         stop,
     };
     match kflow::runtime::worker::run_worker(plan, &options) {

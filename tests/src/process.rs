@@ -179,17 +179,31 @@ impl Watched {
         self.lines.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends signal `signal` (`STOP`, `CONT`, `TERM`, ...).
+    ///
+    /// # Panics
+    ///
+    /// When `kill` cannot run or fails.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -s {signal} failed: {status}");
+    }
+
     /// Sends SIGTERM (a graceful stop), as systemd or Kubernetes would.
     ///
     /// # Panics
     ///
     /// When `kill` cannot run.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -s TERM failed: {status}");
+        self.signal("TERM");
     }
 
     /// Sends SIGKILL and reaps the process.

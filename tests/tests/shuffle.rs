@@ -7,9 +7,19 @@
 //! a shard part or a group part is SIGKILLed mid-run and started again.
 //! Workers (`kflow run` on the cluster job, leases in dynalite) run those
 //! parts: three of them give the one-process result, also when one is
-//! SIGKILLed and another joins mid-run.
+//! SIGKILLed and another joins mid-run, or a source shard splits mid-run.
+//! No lease is ever run by two part processes at once (sampled from
+//! `/proc`), and the lease table's history shows every change of hands
+//! happened when the lease was free or its owner long silent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use kflow::cluster::{Change, Lease, LeaseTable};
 use kflow_tests::dynamo::DynamoEmulator;
 use kflow_tests::fixtures::{self, assert_rows_equal, events, file_reference, kinesis_source};
 use kflow_tests::job::{JobDir, TIMEOUT};
@@ -178,25 +188,37 @@ fn killed_and_restarted_parts_repeat_nothing() {
 /// Workers in folders of their own (their own state), over a shared lease
 /// table, shuffle stream, checkpoint store and output folder.
 struct Workers {
-    _kinesis: Emulator,
+    kinesis: Emulator,
     s3: S3Emulator,
     dynamo: DynamoEmulator,
+    name: String,
+    stream: String,
     lines: String,
     out: tempfile::TempDir,
     job: String,
     folders: Vec<JobDir>,
 }
 
+/// The jobs' `failover_timeout`.
+const FAILOVER_MS: i64 = 2000;
+
 impl Workers {
-    /// `n` events in a 4-shard stream; 16 key groups over 4 shuffle shards.
+    /// `n` events in a 4-shard stream, all produced before the workers
+    /// start; 16 key groups over 4 shuffle shards.
     fn new(name: &str, n: u64, seed: u64) -> Workers {
+        let workers = Workers::unproduced(name, n, seed, "latest");
+        fixtures::produce(&workers.kinesis, &workers.stream, &workers.lines);
+        workers
+    }
+
+    /// The same, none of the events produced yet, the source stopping at
+    /// `stop_at`.
+    fn unproduced(name: &str, n: u64, seed: u64, stop_at: &str) -> Workers {
         let em = Emulator::start(EmulatorKind::Kinesalite);
         let s3 = S3Emulator::start();
         let dynamo = DynamoEmulator::start();
-        let client = em.client();
-        let stream = client.create_fresh_stream(name, 4);
+        let stream = em.client().create_fresh_stream(name, 4);
         let lines = events(n, 60, seed);
-        fixtures::produce(&em, &stream, &lines);
         let out = tempfile::tempdir().unwrap();
         let windows = fixtures::click_windows().replace(
             "path = \"out/result.jsonl\"",
@@ -206,19 +228,22 @@ impl Workers {
         let job = format!(
             "{}checkpoint_store = \"s3://{BUCKET}/store\"\n\
              [job.cluster]\nleases = \"dynamodb://{name}-leases\"\nkey_groups = 16\n\
-             shuffle_stream = \"{name}-shuffle\"\nshuffle_shards = 4\nfailover_timeout = \"2s\"\n{}{}",
+             shuffle_stream = \"{name}-shuffle\"\nshuffle_shards = 4\n\
+             failover_timeout = \"{FAILOVER_MS}ms\"\n{}{}",
             fixtures::header(name, "300ms"),
             kinesis_source(
                 &stream,
                 &em.endpoint(),
-                "start_at = \"trim_horizon\"\nstop_at = \"latest\""
+                &format!("start_at = \"trim_horizon\"\nstop_at = \"{stop_at}\"")
             ),
             windows
         );
         Workers {
-            _kinesis: em,
+            kinesis: em,
             s3,
             dynamo,
+            name: name.to_string(),
+            stream,
             lines,
             out,
             job,
@@ -238,6 +263,24 @@ impl Workers {
         Watched::spawn(&mut command)
     }
 
+    /// `kflow cluster status` from the first worker's folder.
+    fn status(&self) -> String {
+        let env = self.dynamo.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.folders[0]
+            .run_ok(&["cluster", "status", "job.toml"], &env)
+            .stdout
+    }
+
+    /// Every lease as the table holds it now.
+    fn leases(&self) -> Vec<Lease> {
+        let table = format!("{}-leases", self.name);
+        LeaseTable::open(&table, Some(&self.dynamo.endpoint()))
+            .unwrap()
+            .leases()
+            .unwrap()
+    }
+
     /// Every key group's rows, concatenated.
     fn union(&self) -> String {
         (0..16)
@@ -246,6 +289,166 @@ impl Workers {
                 std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
             })
             .collect()
+    }
+
+    /// Watches this test's part processes (every process whose environment
+    /// names this test's DynamoDB endpoint).
+    fn watch_parts(&self) -> PartWatch {
+        PartWatch::start(format!(
+            "AWS_ENDPOINT_URL_DYNAMODB={}",
+            self.dynamo.endpoint()
+        ))
+    }
+}
+
+/// Samples the running part processes every 20 ms and remembers every
+/// lease seen run by two processes at once.
+struct PartWatch {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<(u64, BTreeSet<String>)>,
+}
+
+impl PartWatch {
+    fn start(marker: String) -> PartWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let (mut samples, mut twice) = (0, BTreeSet::new());
+            while !flag.load(Ordering::Relaxed) {
+                let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+                for lease in running_parts(&marker) {
+                    *seen.entry(lease).or_default() += 1;
+                }
+                twice.extend(seen.into_iter().filter(|(_, n)| *n > 1).map(|(l, _)| l));
+                samples += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            (samples, twice)
+        });
+        PartWatch { stop, thread }
+    }
+
+    /// Stops watching; asserts it watched and no lease ran twice at once.
+    fn assert_never_twice(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (samples, twice) = self.thread.join().unwrap();
+        assert!(samples > 10, "the watch took {samples} samples");
+        assert!(
+            twice.is_empty(),
+            "leases run by two parts at once: {twice:?}"
+        );
+    }
+}
+
+/// The lease of every live `kflow run ... --part LEASE` process whose
+/// environment holds `marker`.
+fn running_parts(marker: &str) -> Vec<String> {
+    parts_where(|_, environ| {
+        environ
+            .split(|b| *b == 0)
+            .any(|var| var == marker.as_bytes())
+    })
+}
+
+/// The leases of the live part processes whose parent is `pid`.
+fn parts_of(pid: u32) -> Vec<String> {
+    let parent = format!("PPid:\t{pid}\n");
+    parts_where(|status, _| status.contains(&parent))
+}
+
+/// The lease of every live part process for which `keep(status, environ)`
+/// holds (`/proc/PID/status` and `/proc/PID/environ`).
+fn parts_where(keep: impl Fn(&str, &[u8]) -> bool) -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut leases = Vec::new();
+    for entry in procs.flatten() {
+        let dir = entry.path();
+        // A zombie (exited, not yet reaped) has an empty command line.
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let Some(at) = args.iter().position(|a| *a == b"--part") else {
+            continue;
+        };
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        if let (true, Some(lease)) = (keep(&status, &environ), args.get(at + 1)) {
+            leases.push(String::from_utf8_lossy(lease).into_owned());
+        }
+    }
+    leases
+}
+
+/// Checks every lease's history: a lease changed hands only when free, or
+/// when its owner had been silent for `failover_timeout`; a child shard was
+/// first taken only after its parents were read to their ends.
+fn assert_history_exclusive(leases: &[Lease]) {
+    let mut ended_at: BTreeMap<String, i64> = BTreeMap::new();
+    let mut first_take: BTreeMap<String, i64> = BTreeMap::new();
+    for lease in leases {
+        assert!(!lease.history.is_empty(), "{} has no history", lease.key);
+        let mut holder: Option<String> = None;
+        for text in &lease.history {
+            let change = Change::parse(text)
+                .unwrap_or_else(|| panic!("{}: unreadable history {text:?}", lease.key));
+            match change {
+                Change::Taken {
+                    at_ms,
+                    by,
+                    from,
+                    from_renewed_ms,
+                    ..
+                } => {
+                    assert_eq!(
+                        from, holder,
+                        "{}: taken by {by} from {from:?}, but {holder:?} held it: {:?}",
+                        lease.key, lease.history
+                    );
+                    if from.is_some() {
+                        let silent = at_ms - from_renewed_ms.unwrap();
+                        assert!(
+                            silent >= FAILOVER_MS,
+                            "{}: taken by {by} after {silent} ms of silence: {:?}",
+                            lease.key,
+                            lease.history
+                        );
+                    }
+                    first_take.entry(lease.key.clone()).or_insert(at_ms);
+                    holder = Some(by);
+                }
+                Change::Released { at_ms, by, ended } => {
+                    assert_eq!(
+                        holder.as_deref(),
+                        Some(by.as_str()),
+                        "{}: released by {by}: {:?}",
+                        lease.key,
+                        lease.history
+                    );
+                    if ended {
+                        ended_at.insert(lease.key.clone(), at_ms);
+                    }
+                    holder = None;
+                }
+            }
+        }
+        assert!(
+            lease.ended,
+            "{} did not end: {:?}",
+            lease.key, lease.history
+        );
+    }
+    for lease in leases {
+        for parent in &lease.parents {
+            let parent_ended = ended_at[&format!("shard/{parent}")];
+            assert!(
+                first_take[&lease.key] >= parent_ended,
+                "{} was taken before its parent {parent} ended",
+                lease.key
+            );
+        }
     }
 }
 
@@ -267,6 +470,7 @@ fn finishes(worker: Watched, id: &str) -> String {
 #[test]
 fn three_workers_equal_one_process() {
     let mut workers = Workers::new("workers", 4000, 51);
+    let watch = workers.watch_parts();
     let started: Vec<(String, Watched)> = ["w1", "w2", "w3"]
         .iter()
         .map(|id| (id.to_string(), workers.start(id, &[])))
@@ -287,6 +491,7 @@ fn three_workers_equal_one_process() {
         finished_parts += finished;
         spread.push(finished);
     }
+    watch.assert_never_twice();
     // 4 shards and 16 key groups, each finished once, spread over all.
     assert_eq!(finished_parts, 20);
     assert!(
@@ -294,16 +499,30 @@ fn three_workers_equal_one_process() {
         "parts per worker: {spread:?}"
     );
     assert_rows_equal(&file_reference(&workers.lines), &workers.union());
+    assert_history_exclusive(&workers.leases());
 }
 
 #[test]
 fn a_sigkilled_worker_fails_over_and_a_joining_worker_takes_a_share() {
     let mut workers = Workers::new("failover", 4000, 53);
+    let watch = workers.watch_parts();
     // Slow reads, so that the run lasts past the kill and the join.
     let slow = [("KFLOW_KINESIS_LIMIT", "20")];
     let w1 = workers.start("w1", &slow);
     let w2 = workers.start("w2", &slow);
     let w3 = workers.start("w3", &slow);
+    // `cluster status` shows each part's lag, reported by the part.
+    let mut status = String::new();
+    kflow_tests::job::wait_until(TIMEOUT, "shard and group lag in the status", || {
+        status = workers.status();
+        let lag = |prefix: &str, what: &str| {
+            status
+                .lines()
+                .any(|l| l.starts_with(prefix) && l.contains(what))
+        };
+        lag("shard/", "behind the stream") && lag("group/", "watermark")
+    });
+    assert!(status.contains("w1") && status.contains("w3"), "{status}");
     // w3 holds parts and their checkpoints are in the store: kill it.
     kflow_tests::job::wait_until(TIMEOUT, "checkpoints of some parts", || {
         workers.s3.list("store/parts/").len() > 10
@@ -320,6 +539,7 @@ fn a_sigkilled_worker_fails_over_and_a_joining_worker_takes_a_share() {
         assert!(id != "w4" || !mine.is_empty(), "w4 took no lease:\n{log}");
         taken.extend(mine);
     }
+    watch.assert_never_twice();
     // Whatever w3 held and had not finished, another worker took over.
     for key in held {
         let finished = w3_log.contains(&format!("{key} finished"));
@@ -329,4 +549,89 @@ fn a_sigkilled_worker_fails_over_and_a_joining_worker_takes_a_share() {
         );
     }
     assert_rows_equal(&file_reference(&workers.lines), &workers.union());
+    let leases = workers.leases();
+    assert_history_exclusive(&leases);
+    // The table's history shows w3's leases taken from it after it fell
+    // silent.
+    let from_w3 = leases
+        .iter()
+        .flat_map(|l| l.history.iter())
+        .filter(|t| t.contains(" from w3 "))
+        .count();
+    assert!(from_w3 > 0, "no lease taken from w3: {leases:?}");
+}
+
+#[test]
+fn a_source_split_during_a_cluster_run_keeps_per_key_order() {
+    // The run stops at a time after all producing is done.
+    let stop_ms = kflow_tests::job::now_ms() + 25_000;
+    let stop_at = kflow_benches::workload::rfc3339_millis(stop_ms);
+    let mut workers = Workers::unproduced("split", 3000, 57, &stop_at);
+    let watch = workers.watch_parts();
+    let w1 = workers.start("w1", &[]);
+    let w2 = workers.start("w2", &[]);
+    let lines: Vec<&str> = workers.lines.lines().collect();
+    let halves: Vec<String> = lines.chunks(1500).map(|c| c.join("\n") + "\n").collect();
+    fixtures::produce(&workers.kinesis, &workers.stream, &halves[0]);
+    // Split a shard while the workers read: its children are leased only
+    // after it was read to its end, and the key groups take them in after
+    // it, so each user's records keep their order (a child read early
+    // would make its parent's later-read records late, and the rows differ).
+    let client = workers.kinesis.client();
+    let parent = client.open_shards(&workers.stream)[0].id.clone();
+    client.split_shard(&workers.stream, &parent);
+    fixtures::produce(&workers.kinesis, &workers.stream, &halves[1]);
+    assert!(
+        kflow_tests::job::now_ms() < stop_ms - 3000,
+        "producing took too long for the run's stop time"
+    );
+    finishes(w1, "w1");
+    finishes(w2, "w2");
+    watch.assert_never_twice();
+    assert_rows_equal(&file_reference(&workers.lines), &workers.union());
+    let leases = workers.leases();
+    let children: Vec<&Lease> = leases
+        .iter()
+        .filter(|l| l.parents.contains(&parent))
+        .collect();
+    assert_eq!(children.len(), 2, "{leases:?}");
+    assert_history_exclusive(&leases);
+}
+
+#[test]
+fn a_stalled_workers_parts_stop_when_its_leases_lapse() {
+    let mut workers = Workers::new("stalled", 3000, 59);
+    let watch = workers.watch_parts();
+    let slow = [("KFLOW_KINESIS_LIMIT", "20")];
+    let w1 = workers.start("w1", &slow);
+    let w2 = workers.start("w2", &slow);
+    kflow_tests::job::wait_until(TIMEOUT, "parts on both workers", || {
+        !parts_of(w1.pid()).is_empty() && !parts_of(w2.pid()).is_empty()
+    });
+    // w2 stalls: it neither renews its leases nor stops its parts. Its
+    // parts see their fences lapse and stop by themselves, before w1 may
+    // take the leases over.
+    w2.signal("STOP");
+    let stalled_at = std::time::Instant::now();
+    kflow_tests::job::wait_until(TIMEOUT, "w2's parts to stop", || {
+        parts_of(w2.pid()).is_empty()
+    });
+    let stopped_after = stalled_at.elapsed();
+    assert!(
+        stopped_after <= Duration::from_millis(FAILOVER_MS as u64 + 1000),
+        "w2's parts ran {stopped_after:?} after it stalled"
+    );
+    kflow_tests::job::wait_until(TIMEOUT, "w1 to take w2's leases", || {
+        workers
+            .leases()
+            .iter()
+            .any(|l| l.history.iter().any(|t| t.contains(" from w2 ")))
+    });
+    // w2 wakes up, finds its leases gone, and carries on as a worker.
+    w2.signal("CONT");
+    finishes(w1, "w1");
+    finishes(w2, "w2");
+    watch.assert_never_twice();
+    assert_rows_equal(&file_reference(&workers.lines), &workers.union());
+    assert_history_exclusive(&workers.leases());
 }

@@ -1,14 +1,15 @@
 //! `kflow cluster status`: a cluster job's workers and leases, read from
 //! its lease table: who holds each source shard and key group, when the
 //! holder last renewed it, pending hand-overs, and the progress each holder
-//! reported with its last renewal (lag per shard and per key group).
+//! reported with its last renewal (lag per shard and per key group), and
+//! the latest changes of hands from the leases' histories.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use kflow_jobs::{ClusterPlan, JobPlan};
 
-use crate::cluster::{Lease, LeaseKind, LeaseTable};
+use crate::cluster::{Change, Lease, LeaseKind, LeaseTable};
 use crate::error::EngineError;
 
 /// The status of `plan`'s cluster, as text.
@@ -102,7 +103,50 @@ pub fn render(cluster: &ClusterPlan, leases: &[Lease], now_ms: i64) -> String {
             lease.status.as_deref().unwrap_or(""),
         );
     }
+    let mut changes: Vec<(i64, &str, Change)> = leases
+        .iter()
+        .flat_map(|l| {
+            l.history
+                .iter()
+                .filter_map(|t| Change::parse(t))
+                .map(move |c| (at_ms(&c), l.key.as_str(), c))
+        })
+        .collect();
+    changes.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    if !changes.is_empty() {
+        let _ = writeln!(out, "\nlatest changes of hands");
+    }
+    for (at, key, change) in changes.into_iter().take(RECENT_CHANGES) {
+        let what = match change {
+            Change::Taken {
+                by,
+                from: Some(from),
+                from_renewed_ms,
+                ..
+            } => {
+                let silent = from_renewed_ms.map_or("?".to_string(), |ms| {
+                    format!("{:.1}", (at - ms) as f64 / 1e3)
+                });
+                format!("taken by {by} from {from} (silent for {silent} s)")
+            }
+            Change::Taken { by, .. } => format!("taken by {by}"),
+            Change::Released {
+                by, ended: true, ..
+            } => format!("ended by {by}"),
+            Change::Released { by, .. } => format!("handed back by {by}"),
+        };
+        let _ = writeln!(out, "{:<12} {key:<28} {what}", ago(Some(at)));
+    }
     out
+}
+
+/// Changes of hands shown.
+const RECENT_CHANGES: usize = 10;
+
+fn at_ms(change: &Change) -> i64 {
+    match change {
+        Change::Taken { at_ms, .. } | Change::Released { at_ms, .. } => *at_ms,
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +172,10 @@ mod tests {
                 counter: 7,
                 renewed_ms: Some(9_000),
                 status: Some("behind 1.5 s".into()),
+                history: vec![
+                    "1000 take w2 #1".into(),
+                    "4000 take w1 #5 from w2 renewed 1500".into(),
+                ],
                 ..Lease::default()
             },
             Lease {
@@ -156,6 +204,12 @@ mod tests {
         );
         assert!(text.contains("behind 1.5 s"), "{text}");
         assert!(text.contains("(ended)"), "{text}");
+        assert!(
+            text.contains(
+                "6.0 s ago    group/0000                   taken by w1 from w2 (silent for 2.5 s)"
+            ),
+            "{text}"
+        );
         assert!(
             text.lines()
                 .any(|l| l.starts_with("group/0001") && l.contains("w2")),

@@ -100,6 +100,15 @@ impl LeaseKeeper {
             .is_some_and(|h| h.valid_until > Instant::now())
     }
 
+    /// Until when this worker may use lease `key`; `None` when it does not
+    /// hold it or the lease lapsed.
+    pub fn valid_until(&self, key: &str) -> Option<Instant> {
+        self.held
+            .get(key)
+            .map(|h| h.valid_until)
+            .filter(|until| *until > Instant::now())
+    }
+
     /// Creates the leases in `keys` (with their parents) that the table
     /// lacks.
     ///

@@ -51,13 +51,35 @@ impl Part {
         }
     }
 
+    /// Its local state directory under the job's `state_dir`:
+    /// `state_dir/parts/NAME`.
+    pub fn state_dir(&self, state_dir: &Path) -> PathBuf {
+        state_dir.join("parts").join(self.dir_name())
+    }
+
+    /// Beside its state directory, the file where the worker keeps until
+    /// when the lease is valid ([`super::fence`]).
+    pub fn fence_path(&self, state_dir: &Path) -> PathBuf {
+        state_dir
+            .join("parts")
+            .join(format!("{}.lease", self.dir_name()))
+    }
+
+    /// Beside its state directory, the file where the part reports its
+    /// progress for the lease table (one line, rewritten every second).
+    pub fn progress_path(&self, state_dir: &Path) -> PathBuf {
+        state_dir
+            .join("parts")
+            .join(format!("{}.progress", self.dir_name()))
+    }
+
     /// The job narrowed to this part: state under
     /// `state_dir/parts/NAME`, checkpoints under `STORE/parts/NAME/`, and
     /// the sinks and dead-letter file of this part.
     pub fn plan(&self, plan: JobPlan) -> JobPlan {
         let name = self.dir_name();
         let mut part = plan;
-        part.state_dir = part.state_dir.join("parts").join(&name);
+        part.state_dir = self.state_dir(&part.state_dir);
         part.checkpoint_store = part
             .checkpoint_store
             .as_ref()

@@ -15,6 +15,7 @@
 //! | `checkpoint` | the owner's last checkpoint of it (opaque text)          |
 //! | `status`     | the owner's last report of its progress (opaque text)    |
 //! | `renewed`    | wall-clock ms of the owner's last take or renewal (shown by `kflow cluster status`; never used to decide expiry) |
+//! | `history`    | the last [`HISTORY_KEPT`] takes and releases ([`Change`]), written by the same conditional write |
 
 use std::collections::HashMap;
 
@@ -26,6 +27,9 @@ use crate::error::EngineError;
 
 /// The key attribute.
 const KEY: &str = "lease";
+
+/// Changes of hands a lease item keeps.
+pub const HISTORY_KEPT: usize = 32;
 
 /// One lease as the table holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,6 +52,92 @@ pub struct Lease {
     pub status: Option<String>,
     /// Wall-clock milliseconds of the last take or renewal (for people).
     pub renewed_ms: Option<i64>,
+    /// The last takes and releases, oldest first, as [`Change::text`].
+    pub history: Vec<String>,
+}
+
+/// One change of hands in a lease's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `by` took the lease at `at_ms`, making the counter `counter`; it was
+    /// `from`'s, last renewed at `from_renewed_ms` (both `None`: it was
+    /// free).
+    Taken {
+        /// Wall clock of the take, ms.
+        at_ms: i64,
+        /// The new owner.
+        by: String,
+        /// The counter the take wrote.
+        counter: u64,
+        /// The owner it was taken from.
+        from: Option<String>,
+        /// That owner's last renewal, ms.
+        from_renewed_ms: Option<i64>,
+    },
+    /// `by` released the lease at `at_ms` (`ended`: for good).
+    Released {
+        /// Wall clock of the release, ms.
+        at_ms: i64,
+        /// The owner that let it go.
+        by: String,
+        /// Read to its end: never leased again.
+        ended: bool,
+    },
+}
+
+impl Change {
+    /// `AT take BY #COUNTER [from OWNER renewed MS]` or
+    /// `AT release BY ended|free`.
+    pub fn text(&self) -> String {
+        match self {
+            Change::Taken {
+                at_ms,
+                by,
+                counter,
+                from,
+                from_renewed_ms,
+            } => {
+                let mut text = format!("{at_ms} take {by} #{counter}");
+                if let Some(from) = from {
+                    let renewed = from_renewed_ms.map_or("-".to_string(), |ms| ms.to_string());
+                    text.push_str(&format!(" from {from} renewed {renewed}"));
+                }
+                text
+            }
+            Change::Released { at_ms, by, ended } => {
+                let how = if *ended { "ended" } else { "free" };
+                format!("{at_ms} release {by} {how}")
+            }
+        }
+    }
+
+    /// Reads [`Change::text`] back.
+    pub fn parse(text: &str) -> Option<Change> {
+        let words: Vec<&str> = text.split(' ').collect();
+        let at_ms = words.first()?.parse().ok()?;
+        match words.get(1..)? {
+            ["take", by, counter] => Some(Change::Taken {
+                at_ms,
+                by: by.to_string(),
+                counter: counter.strip_prefix('#')?.parse().ok()?,
+                from: None,
+                from_renewed_ms: None,
+            }),
+            ["take", by, counter, "from", from, "renewed", renewed] => Some(Change::Taken {
+                at_ms,
+                by: by.to_string(),
+                counter: counter.strip_prefix('#')?.parse().ok()?,
+                from: Some(from.to_string()),
+                from_renewed_ms: renewed.parse().ok(),
+            }),
+            ["release", by, how] => Some(Change::Released {
+                at_ms,
+                by: by.to_string(),
+                ended: *how == "ended",
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What a lease stands for.
@@ -103,7 +193,22 @@ impl Lease {
                 Some(AttributeValue::N(n)) => n.parse().ok(),
                 _ => None,
             },
+            history: match item.get("history") {
+                Some(AttributeValue::L(list)) => {
+                    list.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
+                }
+                _ => Vec::new(),
+            },
         })
+    }
+
+    /// Its history with `change` added, the oldest dropped past
+    /// [`HISTORY_KEPT`].
+    fn history_with(&self, change: &Change) -> AttributeValue {
+        let skip = (self.history.len() + 1).saturating_sub(HISTORY_KEPT);
+        let mut list: Vec<AttributeValue> = self.history[skip..].iter().map(|t| text(t)).collect();
+        list.push(text(&change.text()));
+        AttributeValue::L(list)
     }
 }
 
@@ -179,11 +284,22 @@ impl LeaseTable {
     /// # Errors
     /// [`EngineError::Leases`] when the write fails.
     pub fn take(&self, lease: &Lease, worker: &str) -> Written {
-        let mut update = self.counted(lease, "SET #owner = :me, #renewed = :now REMOVE #claim");
+        let mut update = self.counted(
+            lease,
+            "SET #owner = :me, #renewed = :now, #history = :history REMOVE #claim",
+        );
         update.names.insert("#owner".into(), "owner".into());
         update.names.insert("#claim".into(), "claim".into());
         update.values.insert(":me".into(), text(worker));
-        stamp(&mut update);
+        let now = stamp(&mut update);
+        let change = Change::Taken {
+            at_ms: now,
+            by: worker.to_string(),
+            counter: lease.counter + 1,
+            from: lease.owner.clone(),
+            from_renewed_ms: lease.owner.as_ref().and(lease.renewed_ms),
+        };
+        history(&mut update, lease, &change);
         self.write(&update, "taking a lease")
     }
 
@@ -223,11 +339,17 @@ impl LeaseTable {
     /// [`EngineError::Leases`] when the write fails.
     pub fn release(&self, lease: &Lease, worker: &str, ended: bool) -> Written {
         let action = if ended {
-            "SET #ended = :true REMOVE #owner"
+            "SET #ended = :true, #history = :history REMOVE #owner"
         } else {
-            "REMOVE #owner"
+            "SET #history = :history REMOVE #owner"
         };
         let mut update = self.owned(lease, worker, action);
+        let change = Change::Released {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            by: worker.to_string(),
+            ended,
+        };
+        history(&mut update, lease, &change);
         if ended {
             update.names.insert("#ended".into(), "ended".into());
             update
@@ -302,13 +424,22 @@ impl LeaseTable {
     }
 }
 
-/// Sets `:now` of `#renewed` to the wall clock.
-fn stamp(update: &mut Update) {
+/// Sets `:now` of `#renewed` to the wall clock; returns it.
+fn stamp(update: &mut Update) -> i64 {
     update.names.insert("#renewed".into(), "renewed".into());
     let now = chrono::Utc::now().timestamp_millis();
     update
         .values
         .insert(":now".into(), AttributeValue::N(now.to_string()));
+    now
+}
+
+/// Sets `:history` of `#history` to `lease`'s history with `change`.
+fn history(update: &mut Update, lease: &Lease, change: &Change) {
+    update.names.insert("#history".into(), "history".into());
+    update
+        .values
+        .insert(":history".into(), lease.history_with(change));
 }
 
 fn number(n: u64) -> AttributeValue {
@@ -362,5 +493,51 @@ mod tests {
         assert!(lease.ended);
         assert!(lease.claim.is_none());
         assert!(Lease::from_item(&HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn changes_read_back_and_history_stays_bounded() {
+        let changes = [
+            Change::Taken {
+                at_ms: 5,
+                by: "w1".into(),
+                counter: 1,
+                from: None,
+                from_renewed_ms: None,
+            },
+            Change::Taken {
+                at_ms: 9,
+                by: "w2".into(),
+                counter: 8,
+                from: Some("w1".into()),
+                from_renewed_ms: Some(6),
+            },
+            Change::Released {
+                at_ms: 12,
+                by: "w2".into(),
+                ended: true,
+            },
+        ];
+        for change in &changes {
+            assert_eq!(Change::parse(&change.text()).as_ref(), Some(change));
+        }
+        assert_eq!(Change::parse("12 nonsense"), None);
+        let mut lease = Lease::default();
+        for i in 0..HISTORY_KEPT + 5 {
+            let change = Change::Released {
+                at_ms: i as i64,
+                by: "w".into(),
+                ended: false,
+            };
+            let AttributeValue::L(list) = lease.history_with(&change) else {
+                panic!("a list");
+            };
+            lease.history = list.iter().map(|v| v.as_s().unwrap().clone()).collect();
+        }
+        assert_eq!(lease.history.len(), HISTORY_KEPT);
+        assert_eq!(
+            lease.history.last().map(String::as_str),
+            Some(format!("{} release w free", HISTORY_KEPT + 4).as_str())
+        );
     }
 }

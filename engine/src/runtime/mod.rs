@@ -56,6 +56,9 @@ pub struct RunOptions {
     /// Run one part of a cluster job (the plan given is already narrowed
     /// to it by [`crate::cluster::Part::plan`]).
     pub part: Option<crate::cluster::Part>,
+    /// Rewrite this file every second with a one-line progress report
+    /// (a cluster part's, for its worker to put in the lease table).
+    pub progress: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -71,6 +74,7 @@ impl Default for RunOptions {
             metrics: None,
             from_checkpoint: None,
             part: None,
+            progress: None,
         }
     }
 }
@@ -149,9 +153,15 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         let (done, metrics, job) = (done.clone(), metrics.clone(), plan.name.clone());
         std::thread::spawn(move || status::status_line(&done, &metrics, &job, started))
     });
+    let progress = options.progress.clone().map(|path| {
+        let (done, metrics, job) = (done.clone(), metrics.clone(), plan.name.clone());
+        std::thread::spawn(move || {
+            observe::progress::write_every(&path, &done, &metrics, &job, started)
+        })
+    });
     let joined = join_all(threads, &checkpoint_stats);
     done.store(true, Ordering::Relaxed);
-    if let Some(handle) = status {
+    for handle in [status, progress].into_iter().flatten() {
         let _ = handle.join();
     }
     drop(server);

@@ -34,8 +34,9 @@ use kflow_jobs::{ConnectorPlan, JobPlan, NodeKind, SourcePlan};
 
 use crate::aws::kinesis::ensure_stream;
 use crate::aws::{connect, AwsError, Endpoint, StreamId};
-use crate::cluster::{Event, Lease, LeaseKeeper, LeaseTable, Part};
+use crate::cluster::{fence, Event, Lease, LeaseKeeper, LeaseTable, Part};
 use crate::error::EngineError;
+use crate::runtime::observe::progress;
 use crate::sources::kinesis::discovery::list_shards;
 
 /// How often the source stream's shards are listed for new leases.
@@ -163,6 +164,7 @@ pub fn run_worker(plan: &JobPlan, options: &WorkerOptions) -> Result<WorkerSumma
             worker.on_event(&mut keeper, event)?;
         }
         worker.reap(&mut keeper)?;
+        worker.fence(&keeper)?;
         if worker.running.is_empty() && keeper.held().next().is_none() {
             let leases = keeper.table().leases()?;
             if !leases.is_empty() && leases.iter().all(|l| l.ended) {
@@ -204,7 +206,8 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    /// Each held lease's progress, for the lease table.
+    /// Each held lease's progress, for the lease table: the part's own
+    /// report (its lag) after how long it has run.
     fn status(&self) -> HashMap<String, String> {
         self.running
             .iter()
@@ -214,14 +217,39 @@ impl Worker<'_> {
                 } else {
                     "running"
                 };
-                let text = format!(
+                let mut text = format!(
                     "{state}, pid {}, for {} s",
                     r.child.id(),
                     r.started.elapsed().as_secs()
                 );
+                if let Some(progress) = progress::read(&r.part.progress_path(&self.plan.state_dir))
+                {
+                    text.push_str(": ");
+                    text.push_str(&progress);
+                }
                 (key.clone(), text)
             })
             .collect()
+    }
+
+    /// Tells every running part until when its lease is valid.
+    fn fence(&self, keeper: &LeaseKeeper) -> Result<(), EngineError> {
+        for (key, running) in &self.running {
+            if let Some(until) = keeper.valid_until(key) {
+                self.write_fence(&running.part, until)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_fence(&self, part: &Part, until: Instant) -> Result<(), EngineError> {
+        let path = part.fence_path(&self.plan.state_dir);
+        fence::write(&path, until).map_err(|e| {
+            EngineError::Shuffle(format!(
+                "cannot write part {part}'s fence {}: {e}",
+                path.display()
+            ))
+        })
     }
 
     fn on_event(&mut self, keeper: &mut LeaseKeeper, event: Event) -> Result<(), EngineError> {
@@ -232,10 +260,11 @@ impl Worker<'_> {
                 };
                 // Another worker may have moved the part on since this one
                 // last ran it: start from the store's checkpoint.
-                let local = self.plan.state_dir.join("parts").join(part.dir_name());
-                let _ = std::fs::remove_dir_all(&local);
+                let _ = std::fs::remove_dir_all(part.state_dir(&self.plan.state_dir));
                 tracing::info!("worker {}: took {key}", self.options.id);
-                self.start(key, part, 0)?;
+                if let Some(until) = keeper.valid_until(&key) {
+                    self.start(key, part, until, 0)?;
+                }
             }
             Event::Lost { key, .. } => {
                 if let Some(mut running) = self.running.remove(&key) {
@@ -260,7 +289,15 @@ impl Worker<'_> {
         Ok(())
     }
 
-    fn start(&mut self, key: String, part: Part, quick_failures: u32) -> Result<(), EngineError> {
+    fn start(
+        &mut self,
+        key: String,
+        part: Part,
+        valid_until: Instant,
+        quick_failures: u32,
+    ) -> Result<(), EngineError> {
+        // The fence first: a part never runs on a lapsed or missing one.
+        self.write_fence(&part, valid_until)?;
         let mut command = Command::new(&self.options.exe);
         command
             .arg("run")
@@ -312,7 +349,7 @@ impl Worker<'_> {
                 keeper.release(&key, true)?;
                 self.summary.finished += 1;
                 tracing::info!("worker {}: {key} finished", self.options.id);
-            } else if keeper.holds(&key) {
+            } else if let Some(until) = keeper.valid_until(&key) {
                 let quick = running.started.elapsed() < QUICK_FAILURE;
                 let failures = if quick { running.quick_failures + 1 } else { 0 };
                 if failures >= MAX_QUICK_FAILURES {
@@ -327,7 +364,7 @@ impl Worker<'_> {
                     self.options.id
                 );
                 std::thread::sleep(Duration::from_millis(500));
-                self.start(key, running.part, failures)?;
+                self.start(key, running.part, until, failures)?;
             }
         }
         Ok(())

@@ -220,6 +220,19 @@ impl ShuffleSourceTask {
         r.own.open.store(true, Ordering::Relaxed);
     }
 
+    /// Publishes the shuffle shard's progress (its lag is the key group's).
+    fn own_shard(&self, r: &Running, shard: &str, records: usize, behind_ms: Option<i64>) {
+        let mut metrics = r.own.shards().remove(shard).unwrap_or_default();
+        metrics.records += records as u64;
+        metrics.behind_ms = behind_ms.or(metrics.behind_ms);
+        let watermark = r.out.values().map(|o| o.watermark).min();
+        metrics.watermark = watermark.filter(|w| *w != i64::MIN);
+        if records > 0 {
+            metrics.last_data_ms = Some(chrono::Utc::now().timestamp_millis());
+        }
+        r.own.set_shard(shard, metrics);
+    }
+
     /// The shuffle shard that serves the group (see
     /// [`ShuffleWriter::shard_of`]).
     fn serving(&self, r: &Running) -> Result<Vec<String>, EngineError> {
@@ -271,7 +284,13 @@ impl ShuffleSourceTask {
                 .runtime
                 .block_on(async { tokio::time::timeout(TICK, r.events.recv()).await });
             match event {
-                Ok(Some(ReaderEvent::Records { shard, records, .. })) => {
+                Ok(Some(ReaderEvent::Records {
+                    shard,
+                    records,
+                    behind_ms,
+                    ..
+                })) => {
+                    self.own_shard(r, &shard, records.len(), behind_ms);
                     for record in &records {
                         let data = record.data().as_ref();
                         // Other key groups' frames are skipped unread.

@@ -1,7 +1,8 @@
 //! Watching a running job over HTTP: `/metrics` (Prometheus text format),
 //! `/healthz` (the process serves), `/readyz` (restored, sources open,
 //! checkpoints on time, not stopping) and `/status` (a JSON snapshot for
-//! `kflow top`).
+//! `kflow top`). A cluster part also writes a one-line [`progress`]
+//! report for its worker.
 //!
 //! The server is hyper's HTTP/1 on a current-thread tokio runtime of its
 //! own thread, so a scrape never competes with the Kinesis readers'
@@ -9,6 +10,7 @@
 
 pub mod exposition;
 pub mod process;
+pub mod progress;
 pub mod report;
 
 use std::convert::Infallible;

@@ -218,17 +218,15 @@ impl KinesisSourceTask {
             {
                 continue;
             }
-            let ready = info.parents.iter().all(|p| {
-                !listed.contains(p.as_str()) || r.slots.get(p).is_some_and(|s| s.state.finished)
-            });
-            let waiting_for = info
-                .parents
-                .iter()
-                .find(|p| {
-                    listed.contains(p.as_str())
-                        && !r.slots.get(*p).is_some_and(|s| s.state.finished)
-                })
-                .cloned();
+            // A cluster part reads one shard, leased only after its
+            // parents were read to their ends by their own parts.
+            let parent_done = |p: &String| {
+                self.settings.only_shard.is_some()
+                    || !listed.contains(p.as_str())
+                    || r.slots.get(p).is_some_and(|s| s.state.finished)
+            };
+            let ready = info.parents.iter().all(parent_done);
+            let waiting_for = info.parents.iter().find(|p| !parent_done(p)).cloned();
             let slot = r.slots.entry(info.id.clone()).or_default();
             slot.waiting_for = waiting_for;
             if slot.state.finished || slot.running || slot.stopped || !ready {

@@ -1,0 +1,96 @@
+//! A part's fence: the part stops by itself when its lease may no longer
+//! be its worker's, whatever the worker does.
+//!
+//! The keeper's rule ([`super::keeper`]) ends a lease's validity before
+//! any other worker may take it. But a part is a process of its own: a
+//! worker that stalls (stopped, swapped out, starved) stops renewing and
+//! stops killing its parts too, and without a fence its parts would go on
+//! after the lease moved. So the worker writes, beside each part's state
+//! directory, the instant its lease is valid until (on `CLOCK_MONOTONIC`,
+//! which every process of the machine shares), after every renewal; the
+//! part reads it every 100 ms and exits at once when that instant passed,
+//! or when its worker is gone.
+//!
+//! A part started by hand (`kflow run job.toml --part ...` without a
+//! worker) has no fence file and is not fenced.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::time::{clock_gettime, ClockId};
+
+/// How often a part looks at its fence and its worker.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Now on `CLOCK_MONOTONIC`, nanoseconds.
+fn monotonic_ns() -> Option<i128> {
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC).ok()?;
+    Some(i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec()))
+}
+
+/// Writes `valid_until` to the fence at `path` (write and rename: a part
+/// never reads half a file).
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write(path: &Path, valid_until: Instant) -> std::io::Result<()> {
+    let now = monotonic_ns().ok_or_else(|| std::io::Error::other("no monotonic clock"))?;
+    let left = valid_until.saturating_duration_since(Instant::now());
+    let until = now + i128::try_from(left.as_nanos()).unwrap_or(i128::MAX);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("lease.tmp");
+    std::fs::write(&tmp, until.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Whether the fence at `path` still lets the part run: `None` when there
+/// is no fence, else whether its instant is still ahead.
+pub fn open(path: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // A fence that cannot be read as an instant has lapsed.
+    let until: i128 = text.trim().parse().unwrap_or(i128::MIN);
+    Some(monotonic_ns().is_some_and(|now| now < until))
+}
+
+/// Starts the part's watch: the process exits (status 1, no checkpoint,
+/// like a kill) when its worker is gone or the fence at `path` lapsed.
+pub fn watch(path: PathBuf) {
+    let parent = std::os::unix::process::parent_id();
+    let spawned = std::thread::Builder::new()
+        .name("fence".into())
+        .spawn(move || loop {
+            std::thread::sleep(CHECK_EVERY);
+            if std::os::unix::process::parent_id() != parent {
+                eprintln!("kflow: part's worker (pid {parent}) is gone: exiting");
+                std::process::exit(1);
+            }
+            if open(&path) == Some(false) {
+                eprintln!("kflow: part's lease lapsed ({}): exiting", path.display());
+                std::process::exit(1);
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("kflow: cannot watch the part's lease: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_is_open_until_its_instant() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parts/group-0001.lease");
+        assert_eq!(open(&path), None, "no fence, not fenced");
+        write(&path, Instant::now() + Duration::from_secs(60)).unwrap();
+        assert_eq!(open(&path), Some(true));
+        write(&path, Instant::now()).unwrap();
+        assert_eq!(open(&path), Some(false));
+        std::fs::write(&path, "garbage").unwrap();
+        assert_eq!(open(&path), Some(false), "unreadable fences lapsed");
+    }
+}
