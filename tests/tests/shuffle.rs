@@ -528,6 +528,7 @@ fn a_sigkilled_worker_fails_over_and_a_joining_worker_takes_a_share() {
         workers.s3.list("store/parts/").len() > 10
     });
     let w3_log = w3.log();
+    let killed_ms = kflow_tests::job::now_ms();
     w3.kill();
     let held = took(&w3_log);
     assert!(!held.is_empty(), "w3 held no lease:\n{w3_log}");
@@ -552,13 +553,30 @@ fn a_sigkilled_worker_fails_over_and_a_joining_worker_takes_a_share() {
     let leases = workers.leases();
     assert_history_exclusive(&leases);
     // The table's history shows w3's leases taken from it after it fell
-    // silent.
-    let from_w3 = leases
+    // silent: each within the failover timeout plus two heartbeats (the
+    // others read the table, and act, once per heartbeat) of the kill.
+    let taken_after: Vec<i64> = leases
         .iter()
-        .flat_map(|l| l.history.iter())
-        .filter(|t| t.contains(" from w3 "))
-        .count();
-    assert!(from_w3 > 0, "no lease taken from w3: {leases:?}");
+        .flat_map(|l| l.history.iter().filter_map(|t| Change::parse(t)))
+        .filter_map(|c| match c {
+            Change::Taken {
+                at_ms,
+                from: Some(from),
+                ..
+            } if from == "w3" => Some(at_ms - killed_ms),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !taken_after.is_empty(),
+        "no lease taken from w3: {leases:?}"
+    );
+    let latest = taken_after.iter().max().copied().unwrap_or_default();
+    eprintln!("w3's leases taken {taken_after:?} ms after the kill");
+    assert!(
+        latest <= FAILOVER_MS + 2 * FAILOVER_MS / 3 + 500,
+        "w3's leases taken {taken_after:?} ms after the kill"
+    );
 }
 
 #[test]
