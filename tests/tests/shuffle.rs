@@ -653,3 +653,46 @@ fn a_stalled_workers_parts_stop_when_its_leases_lapse() {
     assert_rows_equal(&file_reference(&workers.lines), &workers.union());
     assert_history_exclusive(&workers.leases());
 }
+
+#[test]
+fn a_sigtermed_worker_hands_its_leases_back_after_final_checkpoints() {
+    let mut workers = Workers::new("handback", 3000, 61);
+    let watch = workers.watch_parts();
+    let slow = [("KFLOW_KINESIS_LIMIT", "20")];
+    let w1 = workers.start("w1", &slow);
+    let w2 = workers.start("w2", &slow);
+    kflow_tests::job::wait_until(TIMEOUT, "checkpoints of w2's parts", || {
+        !parts_of(w2.pid()).is_empty() && workers.s3.list("store/parts/").len() > 10
+    });
+    // A graceful stop: w2's parts checkpoint, its leases go back free
+    // (none waits for the failover timeout), and w2 exits 0.
+    w2.terminate();
+    let (status, log) = w2.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "w2 failed ({status}):\n{log}");
+    let handed: u64 = log
+        .lines()
+        .find(|l| l.contains("done:"))
+        .and_then(|l| l.split(", ").find(|p| p.ends_with("handed back")))
+        .and_then(|p| p.split_whitespace().next())
+        .map_or(0, |n| n.parse().unwrap());
+    assert!(handed > 0, "w2 handed nothing back:\n{log}");
+    finishes(w1, "w1");
+    watch.assert_never_twice();
+    assert_rows_equal(&file_reference(&workers.lines), &workers.union());
+    let leases = workers.leases();
+    assert_history_exclusive(&leases);
+    // Handed back, not taken from a silent owner.
+    let released_by_w2 = leases
+        .iter()
+        .flat_map(|l| l.history.iter())
+        .filter(|t| t.contains(" release w2 free"))
+        .count();
+    assert!(released_by_w2 > 0, "{leases:?}");
+    assert!(
+        leases
+            .iter()
+            .flat_map(|l| l.history.iter())
+            .all(|t| !t.contains(" from w2 ")),
+        "{leases:?}"
+    );
+}

@@ -6,10 +6,13 @@
 //! worker that stalls (stopped, swapped out, starved) stops renewing and
 //! stops killing its parts too, and without a fence its parts would go on
 //! after the lease moved. So the worker writes, beside each part's state
-//! directory, the instant its lease is valid until (on `CLOCK_MONOTONIC`,
-//! which every process of the machine shares), after every renewal; the
-//! part reads it every 100 ms and exits at once when that instant passed,
-//! or when its worker is gone.
+//! directory, a *deadline* (on `CLOCK_MONOTONIC`, which every process of
+//! the machine shares) after every renewal: a quarter of
+//! `failover_timeout` before the lease's validity ends ([`deadline`]), so
+//! that a part checking every 100 ms, even on a starved machine, is gone
+//! before the lease may move. The part kills itself (SIGKILL: no
+//! checkpoint, no teardown that could hang) when the deadline passed or
+//! its worker is gone.
 //!
 //! A part started by hand (`kflow run job.toml --part ...` without a
 //! worker) has no fence file and is not fenced.
@@ -28,14 +31,20 @@ fn monotonic_ns() -> Option<i128> {
     Some(i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec()))
 }
 
-/// Writes `valid_until` to the fence at `path` (write and rename: a part
+/// The fence's deadline for a lease valid until `valid_until` under
+/// `failover_timeout` `failover`.
+pub fn deadline(valid_until: Instant, failover: Duration) -> Instant {
+    valid_until.checked_sub(failover / 4).unwrap_or(valid_until)
+}
+
+/// Writes `deadline` to the fence at `path` (write and rename: a part
 /// never reads half a file).
 ///
 /// # Errors
 /// The file cannot be written.
-pub fn write(path: &Path, valid_until: Instant) -> std::io::Result<()> {
+pub fn write(path: &Path, deadline: Instant) -> std::io::Result<()> {
     let now = monotonic_ns().ok_or_else(|| std::io::Error::other("no monotonic clock"))?;
-    let left = valid_until.saturating_duration_since(Instant::now());
+    let left = deadline.saturating_duration_since(Instant::now());
     let until = now + i128::try_from(left.as_nanos()).unwrap_or(i128::MAX);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -54,8 +63,8 @@ pub fn open(path: &Path) -> Option<bool> {
     Some(monotonic_ns().is_some_and(|now| now < until))
 }
 
-/// Starts the part's watch: the process exits (status 1, no checkpoint,
-/// like a kill) when its worker is gone or the fence at `path` lapsed.
+/// Starts the part's watch: the process kills itself when its worker is
+/// gone or the fence at `path` lapsed.
 pub fn watch(path: PathBuf) {
     let parent = std::os::unix::process::parent_id();
     let spawned = std::thread::Builder::new()
@@ -63,18 +72,23 @@ pub fn watch(path: PathBuf) {
         .spawn(move || loop {
             std::thread::sleep(CHECK_EVERY);
             if std::os::unix::process::parent_id() != parent {
-                eprintln!("kflow: part's worker (pid {parent}) is gone: exiting");
-                std::process::exit(1);
+                die(&format!("its worker (pid {parent}) is gone"));
             }
             if open(&path) == Some(false) {
-                eprintln!("kflow: part's lease lapsed ({}): exiting", path.display());
-                std::process::exit(1);
+                die(&format!("its lease lapsed ({})", path.display()));
             }
         });
     if let Err(e) = spawned {
         eprintln!("kflow: cannot watch the part's lease: {e}");
         std::process::exit(1);
     }
+}
+
+/// Stops the part now, as a kill would.
+fn die(why: &str) {
+    eprintln!("kflow: stopping the part: {why}");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    std::process::exit(1);
 }
 
 #[cfg(test)]
@@ -92,5 +106,8 @@ mod tests {
         assert_eq!(open(&path), Some(false));
         std::fs::write(&path, "garbage").unwrap();
         assert_eq!(open(&path), Some(false), "unreadable fences lapsed");
+        let now = Instant::now();
+        let failover = Duration::from_secs(2);
+        assert_eq!(deadline(now + failover, failover), now + failover * 3 / 4);
     }
 }

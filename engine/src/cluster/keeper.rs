@@ -131,8 +131,20 @@ impl LeaseKeeper {
     /// A lease-table call that failed for good (not a network fault or
     /// throttling, which only skip this heartbeat's reads and writes).
     pub fn tick(&mut self, status: &HashMap<String, String>) -> Result<Vec<Event>, EngineError> {
+        let mut events = self.renew(status)?;
+        events.extend(self.balance()?);
+        Ok(events)
+    }
+
+    /// The second half of a heartbeat: reads the table, then takes and
+    /// claims leases ([`LeaseKeeper::tick`] is [`LeaseKeeper::renew`] then
+    /// this; a caller with work to do right after the renewals, such as
+    /// extending its parts' fences, calls them apart).
+    ///
+    /// # Errors
+    /// As [`LeaseKeeper::tick`].
+    pub fn balance(&mut self) -> Result<Vec<Event>, EngineError> {
         let mut events = Vec::new();
-        self.renew(status, &mut events)?;
         let leases = match self.table.leases() {
             Ok(leases) => leases,
             Err(e) if e.is_retryable() => {
@@ -205,11 +217,13 @@ impl LeaseKeeper {
         Ok(events)
     }
 
-    fn renew(
-        &mut self,
-        status: &HashMap<String, String>,
-        events: &mut Vec<Event>,
-    ) -> Result<(), EngineError> {
+    /// The first half of a heartbeat: renews the held leases, each with
+    /// its progress from `status`.
+    ///
+    /// # Errors
+    /// As [`LeaseKeeper::tick`].
+    pub fn renew(&mut self, status: &HashMap<String, String>) -> Result<Vec<Event>, EngineError> {
+        let mut events = Vec::new();
         let keys: Vec<String> = self.held.keys().cloned().collect();
         for key in keys {
             let Some(held) = self.held.get(&key) else {
@@ -247,7 +261,7 @@ impl LeaseKeeper {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(events)
     }
 
     /// Hands lease `key` back (`ended`: a shard read to its end). Returns

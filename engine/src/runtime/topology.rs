@@ -46,7 +46,7 @@ use crate::sources::decode::Projection;
 use crate::sources::dedup::Dedup;
 use crate::sources::file::{FilePosition, FileSourceTask, Follow};
 use crate::sources::ingest::Ingest;
-use crate::sources::kinesis::{KinesisSettings, KinesisSourceTask};
+use crate::sources::kinesis::{stream_of, KinesisSettings, KinesisSourceTask};
 use crate::sources::SourceTask;
 
 /// The checkpoint name of the dead-letter writer (not a valid node name).
@@ -650,28 +650,24 @@ fn source_task(
                 restore: restore_part::<FilePosition>(name, stored)?.unwrap_or_default(),
             }))
         }
-        ConnectorPlan::Kinesis(k) => SourceTask::Kinesis(Box::new(KinesisSourceTask {
-            core,
-            settings: KinesisSettings {
-                stream: if k.is_arn {
-                    StreamId::Arn(k.stream.clone())
-                } else {
-                    StreamId::Name(k.stream.clone())
+        ConnectorPlan::Kinesis(k) => {
+            let (stream, endpoint) = stream_of(k);
+            SourceTask::Kinesis(Box::new(KinesisSourceTask {
+                core,
+                settings: KinesisSettings {
+                    stream,
+                    endpoint,
+                    start_at: k.start_at,
+                    stop_at: k.stop_at,
+                    on_expired: k.on_expired,
+                    only_shard: match ctx.part {
+                        Some(Part::Shard(shard)) => Some(shard.clone()),
+                        _ => None,
+                    },
                 },
-                endpoint: Endpoint {
-                    region: k.region.clone(),
-                    url: k.endpoint.clone(),
-                },
-                start_at: k.start_at,
-                stop_at: k.stop_at,
-                on_expired: k.on_expired,
-                only_shard: match ctx.part {
-                    Some(Part::Shard(shard)) => Some(shard.clone()),
-                    _ => None,
-                },
-            },
-            restore: restore_part(name, stored)?,
-        })),
+                restore: restore_part(name, stored)?,
+            }))
+        }
     })
 }
 
@@ -680,16 +676,12 @@ fn source_task(
 fn shuffle_stream(plan: &JobPlan) -> Option<(String, Endpoint, u32)> {
     let cluster = plan.cluster.as_ref()?;
     let stream = cluster.shuffle_stream.clone()?;
-    let source = kinesis_source(plan)?;
-    let endpoint = Endpoint {
-        region: source.region.clone(),
-        url: source.endpoint.clone(),
-    };
+    let (_, endpoint) = stream_of(kinesis_source(plan)?);
     Some((stream, endpoint, cluster.key_groups))
 }
 
 /// The job's (first) Kinesis source.
-fn kinesis_source(plan: &JobPlan) -> Option<&KinesisSourcePlan> {
+pub(crate) fn kinesis_source(plan: &JobPlan) -> Option<&KinesisSourcePlan> {
     plan.nodes.iter().find_map(|node| match &node.kind {
         NodeKind::Source(SourcePlan {
             connector: ConnectorPlan::Kinesis(k),
@@ -741,18 +733,11 @@ fn shuffle_task(
         });
     }
     let stored = ctx.restore.and_then(|m| m.sources.get(SHUFFLE_TASK));
-    let stream_id = |name: &str, arn: bool| {
-        if arn {
-            StreamId::Arn(name.to_string())
-        } else {
-            StreamId::Name(name.to_string())
-        }
-    };
     Ok(ShuffleSourceTask {
         group,
         groups,
         shuffle: StreamId::parse(&stream),
-        source: stream_id(&source.stream, source.is_arn),
+        source: stream_of(source).0,
         endpoint,
         windows,
         checkpoints: ctx.checkpoints.clone(),

@@ -30,14 +30,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kflow_jobs::{ConnectorPlan, JobPlan, NodeKind, SourcePlan};
+use kflow_jobs::JobPlan;
 
 use crate::aws::kinesis::ensure_stream;
-use crate::aws::{connect, AwsError, Endpoint, StreamId};
+use crate::aws::{connect, AwsError};
 use crate::cluster::{fence, Event, Lease, LeaseKeeper, LeaseTable, Part};
 use crate::error::EngineError;
 use crate::runtime::observe::progress;
+use crate::runtime::topology;
 use crate::sources::kinesis::discovery::list_shards;
+use crate::sources::kinesis::stream_of;
 
 /// How often the source stream's shards are listed for new leases.
 const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
@@ -105,7 +107,7 @@ pub fn run_worker(plan: &JobPlan, options: &WorkerOptions) -> Result<WorkerSumma
             plan.job_path.display().to_string(),
         ));
     };
-    let Some((stream, endpoint)) = source_stream(plan) else {
+    let Some((stream, endpoint)) = topology::kinesis_source(plan).map(stream_of) else {
         return Err(EngineError::Shuffle(
             "a cluster job needs a Kinesis source".into(),
         ));
@@ -159,12 +161,15 @@ pub fn run_worker(plan: &JobPlan, options: &WorkerOptions) -> Result<WorkerSumma
             worker.stop_all(&mut keeper)?;
             return Ok(worker.summary);
         }
+        let beat = Instant::now();
         let status = worker.status();
-        for event in keeper.tick(&status)? {
+        // Fences right after the renewals, before the slower table scan.
+        let renewed = keeper.renew(&status)?;
+        worker.fence(&keeper)?;
+        for event in renewed.into_iter().chain(keeper.balance()?) {
             worker.on_event(&mut keeper, event)?;
         }
         worker.reap(&mut keeper)?;
-        worker.fence(&keeper)?;
         if worker.running.is_empty() && keeper.held().next().is_none() {
             let leases = keeper.table().leases()?;
             if !leases.is_empty() && leases.iter().all(|l| l.ended) {
@@ -172,30 +177,9 @@ pub fn run_worker(plan: &JobPlan, options: &WorkerOptions) -> Result<WorkerSumma
                 return Ok(worker.summary);
             }
         }
-        std::thread::sleep(heartbeat);
+        // One heartbeat per period, however long this one's calls took.
+        std::thread::sleep(heartbeat.saturating_sub(beat.elapsed()));
     }
-}
-
-/// The job's Kinesis source stream and endpoint.
-fn source_stream(plan: &JobPlan) -> Option<(StreamId, Endpoint)> {
-    plan.nodes.iter().find_map(|node| match &node.kind {
-        NodeKind::Source(SourcePlan {
-            connector: ConnectorPlan::Kinesis(k),
-            ..
-        }) => {
-            let stream = if k.is_arn {
-                StreamId::Arn(k.stream.clone())
-            } else {
-                StreamId::Name(k.stream.clone())
-            };
-            let endpoint = Endpoint {
-                region: k.region.clone(),
-                url: k.endpoint.clone(),
-            };
-            Some((stream, endpoint))
-        }
-        _ => None,
-    })
 }
 
 struct Worker<'a> {
@@ -244,7 +228,12 @@ impl Worker<'_> {
 
     fn write_fence(&self, part: &Part, until: Instant) -> Result<(), EngineError> {
         let path = part.fence_path(&self.plan.state_dir);
-        fence::write(&path, until).map_err(|e| {
+        let failover = self
+            .plan
+            .cluster
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.failover_timeout);
+        fence::write(&path, fence::deadline(until, failover)).map_err(|e| {
             EngineError::Shuffle(format!(
                 "cannot write part {part}'s fence {}: {e}",
                 path.display()
@@ -363,7 +352,7 @@ impl Worker<'_> {
                     "worker {}: {key} failed; starting it again",
                     self.options.id
                 );
-                std::thread::sleep(Duration::from_millis(500));
+                // Restarts are a heartbeat apart: reaping is once per beat.
                 self.start(key, running.part, until, failures)?;
             }
         }

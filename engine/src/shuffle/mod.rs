@@ -13,3 +13,16 @@
 pub mod frame;
 pub mod out;
 pub mod source;
+
+use crate::aws::{AwsError, StreamId};
+use crate::error::EngineError;
+
+/// A Kinesis call on `stream` failed: `what` is `shuffle stream`, or
+/// `source` for the job's source stream.
+pub(crate) fn stream_error(what: &'static str, stream: &StreamId, source: AwsError) -> EngineError {
+    EngineError::Kinesis {
+        what,
+        name: stream.name().or_else(|| stream.arn()).unwrap_or_default(),
+        source,
+    }
+}

@@ -23,6 +23,7 @@ use crate::aws::{connect, AwsError, Endpoint, StreamId};
 use crate::dataflow::message::WindowBatch;
 use crate::dataflow::route::RemotePartitions;
 use crate::error::EngineError;
+use crate::shuffle::stream_error;
 use crate::sources::kinesis::discovery::{list_shards, ShardInfo};
 
 /// How often a key group hears of a watermark that no record carried.
@@ -57,12 +58,18 @@ impl ShuffleWriter {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| shuffle_error(stream, AwsError::Runtime(e)))?;
+            .map_err(|e| {
+                stream_error(
+                    "shuffle stream",
+                    &StreamId::parse(stream),
+                    AwsError::Runtime(e),
+                )
+            })?;
         let client = runtime.block_on(connect(endpoint));
         let id = StreamId::parse(stream);
         let listed = runtime
             .block_on(list_shards(&client, &id))
-            .map_err(|e| shuffle_error(stream, e))?;
+            .map_err(|e| stream_error("shuffle stream", &StreamId::parse(stream), e))?;
         let open = open_in_hash_order(listed);
         if open.is_empty() {
             return Err(EngineError::Shuffle(format!(
@@ -181,7 +188,8 @@ impl ShuffleOut {
             .writer
             .lock()
             .map_err(|_| EngineError::Shuffle("shuffle writer poisoned".into()))?;
-        f(&mut writer).map_err(|e| shuffle_error(&self.stream, e))
+        f(&mut writer)
+            .map_err(|e| stream_error("shuffle stream", &StreamId::parse(&self.stream), e))
     }
 
     fn send_every_group(&mut self, frame: impl Fn(&Route) -> Vec<u8>) -> Result<(), EngineError> {
@@ -227,13 +235,5 @@ impl RemotePartitions for ShuffleOut {
     fn end(&mut self) -> Result<(), EngineError> {
         self.send_every_group(frame::encode_end)?;
         self.with_writer(ShuffleWriter::flush)
-    }
-}
-
-fn shuffle_error(stream: &str, source: AwsError) -> EngineError {
-    EngineError::Kinesis {
-        what: "shuffle stream",
-        name: stream.to_string(),
-        source,
     }
 }

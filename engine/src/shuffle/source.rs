@@ -34,6 +34,7 @@ use crate::dataflow::checkpoint::{CheckpointCtx, Part, PartKind};
 use crate::dataflow::message::{InputId, WindowBatch, WindowMsg};
 use crate::dataflow::metrics::{LocalCounts, Metrics, SourceMetrics};
 use crate::error::EngineError;
+use crate::shuffle::stream_error;
 use crate::sources::kinesis::discovery::list_shards;
 use crate::sources::kinesis::reader::{FaultInjection, ReaderEvent, ShardReader, StartPosition};
 
@@ -134,14 +135,8 @@ struct Running {
     sent: u64,
     counts: LocalCounts,
     own: Arc<SourceMetrics>,
-}
-
-fn shuffle_error(stream: &StreamId, source: AwsError) -> EngineError {
-    EngineError::Kinesis {
-        what: "shuffle stream",
-        name: stream.name().or_else(|| stream.arn()).unwrap_or_default(),
-        source,
-    }
+    /// Each ended source shard's children.
+    children: BTreeMap<String, Vec<String>>,
 }
 
 impl ShuffleSourceTask {
@@ -156,7 +151,7 @@ impl ShuffleSourceTask {
             .thread_name("shuffle")
             .enable_all()
             .build()
-            .map_err(|e| shuffle_error(&self.shuffle, AwsError::Runtime(e)))?;
+            .map_err(|e| stream_error("shuffle stream", &self.shuffle, AwsError::Runtime(e)))?;
         let client = runtime.block_on(connect(&self.endpoint));
         let (events_tx, events) = channel(16);
         let own = self
@@ -172,6 +167,7 @@ impl ShuffleSourceTask {
             sent: self.checkpoints.committed(),
             counts: LocalCounts::default(),
             own,
+            children: BTreeMap::new(),
         };
         let roots = self.roots(&r)?;
         for w in &self.windows {
@@ -239,7 +235,7 @@ impl ShuffleSourceTask {
         let listing = r
             .runtime
             .block_on(list_shards(&r.client, &self.shuffle))
-            .map_err(|e| shuffle_error(&self.shuffle, e))?;
+            .map_err(|e| stream_error("shuffle stream", &self.shuffle, e))?;
         let open = open_in_hash_order(listing);
         let index = ShuffleWriter::shard_of(self.group, self.groups, open.len());
         match open.into_iter().nth(index) {
@@ -256,7 +252,7 @@ impl ShuffleSourceTask {
         let listing = r
             .runtime
             .block_on(list_shards(&r.client, &self.source))
-            .map_err(|e| shuffle_error(&self.source, e))?;
+            .map_err(|e| stream_error("source", &self.source, e))?;
         let ids: BTreeSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
         Ok(listing
             .iter()
@@ -265,17 +261,23 @@ impl ShuffleSourceTask {
             .collect())
     }
 
-    /// The shards that continue `shard` (its children).
-    fn children(&self, r: &Running, shard: &str) -> Result<Vec<String>, EngineError> {
+    /// The shards that continue `shard` (its children), listed once per
+    /// shard whatever the number of windows.
+    fn children(&self, r: &mut Running, shard: &str) -> Result<Vec<String>, EngineError> {
+        if let Some(children) = r.children.get(shard) {
+            return Ok(children.clone());
+        }
         let listing = r
             .runtime
             .block_on(list_shards(&r.client, &self.source))
-            .map_err(|e| shuffle_error(&self.source, e))?;
-        Ok(listing
+            .map_err(|e| stream_error("source", &self.source, e))?;
+        let children: Vec<String> = listing
             .into_iter()
             .filter(|s| s.parents.iter().any(|p| p == shard))
             .map(|s| s.id)
-            .collect())
+            .collect();
+        r.children.insert(shard.to_string(), children.clone());
+        Ok(children)
     }
 
     fn read(&mut self, r: &mut Running) -> Result<(), EngineError> {
@@ -324,7 +326,7 @@ impl ShuffleSourceTask {
                         shard: shard.to_string(),
                         source: Box::new(error),
                     };
-                    return Err(shuffle_error(&self.shuffle, error));
+                    return Err(stream_error("shuffle stream", &self.shuffle, error));
                 }
                 // The shuffle stream is not resharded while a job runs.
                 Ok(Some(ReaderEvent::End { .. } | ReaderEvent::Stopped { .. })) | Ok(None) => {}

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::Record;
 use aws_sdk_kinesis::Client;
-use kflow_jobs::{OnExpired, StartAt, StopAt};
+use kflow_jobs::{KinesisSourcePlan, OnExpired, StartAt, StopAt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
@@ -51,6 +51,20 @@ use discovery::{list_shards, ShardInfo};
 use kpl::Records;
 use position::{KinesisPosition, ShardPosition, StreamPosition};
 use reader::{arrival_ms, FaultInjection, ReaderEvent, ShardReader, StartPosition};
+
+/// The stream and endpoint a job's Kinesis source reads.
+pub fn stream_of(k: &KinesisSourcePlan) -> (StreamId, Endpoint) {
+    let stream = if k.is_arn {
+        StreamId::Arn(k.stream.clone())
+    } else {
+        StreamId::Name(k.stream.clone())
+    };
+    let endpoint = Endpoint {
+        region: k.region.clone(),
+        url: k.endpoint.clone(),
+    };
+    (stream, endpoint)
+}
 
 /// How often shards are listed (besides right after a shard ends).
 const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
