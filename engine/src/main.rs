@@ -119,6 +119,11 @@ struct RunArgs {
     /// Partitions per window operator (default: half the cores, at least 1).
     #[arg(short, long)]
     parallelism: Option<usize>,
+    /// Threads decoding each bounded file source without `dedup`, in
+    /// blocks handed on in order (1: the source's own thread; default: the
+    /// cores but one, when that is 2 or more).
+    #[arg(long, value_name = "N")]
+    decode_threads: Option<usize>,
     /// Print nothing but errors (no status line, no summary).
     #[arg(short, long)]
     quiet: bool,
@@ -397,6 +402,9 @@ fn run_command(args: RunArgs) -> ExitCode {
     };
     if let Some(p) = args.parallelism {
         options.parallelism = p;
+    }
+    if let Some(n) = args.decode_threads {
+        options.decode_threads = n;
     }
     options.status = !args.quiet;
     options.reset = args.reset;

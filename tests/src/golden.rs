@@ -37,6 +37,8 @@ pub const DEAD_LETTER_EXPECTED: &str = "expected.dead-letter.jsonl";
 pub enum RunMode {
     /// One uninterrupted `kflow run job.toml`.
     Straight,
+    /// The same, file sources decoded by this many threads in blocks.
+    DecodeThreads(usize),
     // Next (the checkpoint issue): a small `checkpoint_interval` set with
     // `StagedCase::set_job_setting`, `kflow run` killed mid-run
     // (`StagedCase::command` + `Child::kill`) and run again, then the same
@@ -410,9 +412,17 @@ fn copy_inputs(from: &Path, to: &Path) -> Result<(), String> {
 pub fn run_case(name: &str, mode: RunMode) -> Result<(), String> {
     let case = Case::load(name)?;
     let staged = StagedCase::new(&case)?;
+    let run = match mode {
+        RunMode::Straight => staged.run(),
+        RunMode::DecodeThreads(n) => {
+            let mut command = staged.command();
+            command.arg("--decode-threads").arg(n.to_string());
+            run_with_timeout(command, RUN_TIMEOUT)
+        }
+    };
     match mode {
-        RunMode::Straight => {
-            let output = staged.run()?;
+        RunMode::Straight | RunMode::DecodeThreads(_) => {
+            let output = run?;
             if !output.status.success() {
                 return Err(format!(
                     "case {name}: kflow run exited with {}\n--- stderr ---\n{}",

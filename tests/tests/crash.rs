@@ -107,7 +107,7 @@ fn kill_and_restart(job: &str, inputs: &[(&str, Workload)]) {
     let reference = JobDir::with_workloads(job, inputs);
     let started = Instant::now();
     reference.run_job_ok(&[]);
-    kill_and_restart_against(&reference, started.elapsed(), job, inputs);
+    kill_and_restart_against(&reference, started.elapsed(), job, inputs, &[]);
 }
 
 /// Kills `job` in a fresh folder at random moments (within `full`, the
@@ -118,7 +118,12 @@ fn kill_and_restart_against(
     full: Duration,
     job: &str,
     inputs: &[(&str, Workload)],
+    extra: &[&str],
 ) {
+    let args: Vec<&str> = ["--checkpoint-interval", "50ms"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
     let crashed = JobDir::with_workloads(job, inputs);
     let mut rng = Pcg64::seed_from_u64(seed());
     let mut kills = 0;
@@ -130,7 +135,7 @@ fn kill_and_restart_against(
             "could not kill the job {MIN_KILLS} times mid-run in 100 attempts"
         );
         let mut child = crashed
-            .job_command(&["--checkpoint-interval", "50ms"])
+            .job_command(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -147,7 +152,7 @@ fn kill_and_restart_against(
         }
         child.wait().unwrap();
     }
-    crashed.run_job_ok(&["--checkpoint-interval", "50ms"]);
+    crashed.run_job_ok(&args);
     println!("{kills} kills in {attempts} runs");
     assert_same_outputs(reference, &crashed);
 }
@@ -165,6 +170,24 @@ fn events(n: u64, users: u64, seed: u64) -> Workload {
 fn issue_3_tumbling_survives_repeated_kills() {
     let job = crash_job().toml();
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 2_000, 1))]);
+}
+
+#[test]
+fn issue_18_block_parallel_decoding_survives_repeated_kills() {
+    // The reference decodes on one thread; the killed runs on a pool of 3
+    // in blocks (2 MB of input: several blocks), barriers between blocks.
+    let job = crash_job().toml();
+    let inputs = [("clicks.jsonl", events(200_000, 2_000, 13))];
+    let reference = JobDir::with_workloads(&job, &inputs);
+    let started = Instant::now();
+    reference.run_job_ok(&["--decode-threads", "1"]);
+    kill_and_restart_against(
+        &reference,
+        started.elapsed(),
+        &job,
+        &inputs,
+        &["--decode-threads", "3"],
+    );
 }
 
 #[test]
@@ -269,7 +292,7 @@ fn spill_and_kill(windows: &str, sinks: &[&str]) {
         out.stderr
     );
     assert_same_outputs(&in_memory, &spilling);
-    kill_and_restart_against(&in_memory, full, &spilling_job, &inputs);
+    kill_and_restart_against(&in_memory, full, &spilling_job, &inputs, &[]);
 }
 
 /// Session windows (issue 17): sessions open across many checkpoints,

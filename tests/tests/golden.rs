@@ -12,8 +12,11 @@ macro_rules! golden_cases {
         $(
             #[test]
             fn $case() {
-                if let Err(report) = run_case(stringify!($case), RunMode::Straight) {
-                    panic!("{report}");
+                // One thread, then a pool decoding in blocks: the same rows.
+                for mode in [RunMode::Straight, RunMode::DecodeThreads(3)] {
+                    if let Err(report) = run_case(stringify!($case), mode) {
+                        panic!("{mode:?}: {report}");
+                    }
                 }
             }
         )+

@@ -10,7 +10,7 @@
 //! ```text
 //! cargo build --release -p kflow -p kflow-benches
 //! target/release/kflow-bench [--events 5000000] [--workloads W1,W2,W3,W5,W6] [--peers all|none|duckdb,...]
-//!     [--intervals 10s,1s,off] [--repeat N] [--metrics-cost]
+//!     [--intervals 10s,1s,off] [--repeat N] [--metrics-cost] [--decode-threads N]
 //! ```
 //!
 //! `--metrics-cost` adds, per workload, runs with the metrics endpoint off
@@ -62,6 +62,18 @@ struct Args {
     repeat: usize,
     metrics_cost: bool,
     store_cost: bool,
+    /// `kflow run --decode-threads`, when given.
+    decode_threads: Option<String>,
+}
+
+/// `kflow run` with the options every kflow run of the bench shares.
+fn kflow_run(args: &Args) -> Command {
+    let mut command = Command::new(&args.kflow);
+    command.arg("run");
+    if let Some(n) = &args.decode_threads {
+        command.arg("--decode-threads").arg(n);
+    }
+    command
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +88,7 @@ fn parse_args() -> Result<Args, String> {
         repeat: 1,
         metrics_cost: false,
         store_cost: false,
+        decode_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => args.out = PathBuf::from(value()?),
             "--intervals" => args.intervals = value()?.split(',').map(str::to_string).collect(),
             "--metrics-cost" => args.metrics_cost = true,
+            "--decode-threads" => args.decode_threads = Some(value()?),
             "--store-cost" => args.store_cost = true,
             "--repeat" => {
                 args.repeat = value()?.parse().map_err(|e| format!("--repeat: {e}"))?;
@@ -219,9 +233,8 @@ fn metrics_cost(
             fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let job_path = dir.join("job.toml");
             fs::write(&job_path, job(workload, &dir, input)).map_err(|e| e.to_string())?;
-            let mut command = Command::new(&args.kflow);
+            let mut command = kflow_run(args);
             command
-                .arg("run")
                 .arg(&job_path)
                 .arg("--checkpoint-interval")
                 .arg(interval);
@@ -391,9 +404,8 @@ fn store_cost(
                 );
             }
             fs::write(&job_path, text).map_err(|e| e.to_string())?;
-            let mut command = Command::new(&args.kflow);
+            let mut command = kflow_run(args);
             command
-                .arg("run")
                 .arg(&job_path)
                 .arg("--checkpoint-interval")
                 .arg(interval)
@@ -515,9 +527,8 @@ fn run() -> Result<(), String> {
                 fs::write(&job_path, job(workload, &dir, &input)).map_err(|e| e.to_string())
             };
             let command = || {
-                let mut command = Command::new(&args.kflow);
+                let mut command = kflow_run(&args);
                 command
-                    .arg("run")
                     .arg(&job_path)
                     .arg("--checkpoint-interval")
                     .arg(interval);

@@ -6,6 +6,11 @@
 //! appends the record to per-destination batches. For windows the record is
 //! encoded right here (key bytes, key hash, aggregate arguments), so what
 //! crosses the channel is compact and already partitioned by key hash.
+//!
+//! A router can also be *collecting* ([`Router::collector`]): a copy that
+//! keeps what it would send, so that several threads can route blocks of
+//! one source's records at once and the source hands each block's output
+//! on in order ([`Router::send_collected`]).
 
 use async_channel::Sender;
 use kflow_jobs::expr::CompiledExpr;
@@ -34,11 +39,20 @@ pub enum Keys {
     PerLine,
 }
 
+/// Where a sink destination's lines go.
+#[derive(Debug)]
+enum SinkTo {
+    /// The sink task's channel.
+    Channel(Sender<SinkMsg>),
+    /// Kept, in order, for [`Router::send_collected`].
+    Collect(Vec<Lines>),
+}
+
 /// A sink destination: buffered JSON lines (and their partition keys).
 #[derive(Debug)]
 pub struct SinkOut {
     input: InputId,
-    sender: Sender<SinkMsg>,
+    to: SinkTo,
     buf: Lines,
     keys: Keys,
     name: String,
@@ -51,11 +65,38 @@ impl SinkOut {
     pub fn new(name: String, input: InputId, sender: Sender<SinkMsg>, keys: Keys) -> SinkOut {
         SinkOut {
             input,
-            sender,
+            to: SinkTo::Channel(sender),
             buf: Lines::default(),
             keys,
             name,
             last_len: 0,
+        }
+    }
+
+    /// A collecting copy.
+    fn collector(&self) -> SinkOut {
+        SinkOut {
+            input: self.input,
+            to: SinkTo::Collect(Vec::new()),
+            buf: Lines::default(),
+            keys: self.keys,
+            name: self.name.clone(),
+            last_len: 0,
+        }
+    }
+
+    /// Sends `msg` (a collecting copy keeps line batches only).
+    fn send(&mut self, msg: SinkMsg) -> Result<(), EngineError> {
+        match &mut self.to {
+            SinkTo::Channel(sender) => sender
+                .send_blocking(msg)
+                .map_err(|_| EngineError::Disconnected(self.name.clone())),
+            SinkTo::Collect(kept) => {
+                if let SinkMsg::Lines(_, lines) = msg {
+                    kept.push(lines);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -66,7 +107,10 @@ impl SinkOut {
 
     /// Whether the sink's channel is full.
     pub fn is_full(&self) -> bool {
-        self.sender.is_full()
+        match &self.to {
+            SinkTo::Channel(sender) => sender.is_full(),
+            SinkTo::Collect(_) => false,
+        }
     }
 
     /// Appends one line (without its newline).
@@ -110,25 +154,19 @@ impl SinkOut {
         let lines = std::mem::take(&mut self.buf);
         // Room for a full batch and its last line, no more.
         self.last_len = lines.text.len().min(SINK_BATCH + SINK_BATCH / 4);
-        self.sender
-            .send_blocking(SinkMsg::Lines(self.input, lines))
-            .map_err(|_| EngineError::Disconnected(self.name.clone()))
+        self.send(SinkMsg::Lines(self.input, lines))
     }
 
     /// Flushes and sends checkpoint barrier `id`.
     pub fn barrier(&mut self, id: u64) -> Result<(), EngineError> {
         self.flush()?;
-        self.sender
-            .send_blocking(SinkMsg::Barrier(self.input, id))
-            .map_err(|_| EngineError::Disconnected(self.name.clone()))
+        self.send(SinkMsg::Barrier(self.input, id))
     }
 
     /// Flushes and says this input is done.
     pub fn end(&mut self) -> Result<(), EngineError> {
         self.flush()?;
-        self.sender
-            .send_blocking(SinkMsg::End(self.input))
-            .map_err(|_| EngineError::Disconnected(self.name.clone()))
+        self.send(SinkMsg::End(self.input))
     }
 }
 
@@ -193,6 +231,9 @@ pub enum Partitions {
     Local(Vec<Sender<WindowMsg>>),
     /// Key groups owned by the workers of a cluster.
     Remote(Box<dyn RemotePartitions>),
+    /// A collecting router's: this many partitions, and the batches
+    /// "sent" to them, in order.
+    Collect(usize, Vec<(usize, WindowBatch)>),
 }
 
 impl Partitions {
@@ -200,6 +241,7 @@ impl Partitions {
         match self {
             Partitions::Local(senders) => senders.len(),
             Partitions::Remote(remote) => remote.count(),
+            Partitions::Collect(count, _) => *count,
         }
     }
 }
@@ -222,7 +264,7 @@ impl WindowOut {
     pub fn is_full(&self) -> bool {
         match &self.partitions {
             Partitions::Local(senders) => senders.iter().any(Sender::is_full),
-            Partitions::Remote(_) => false,
+            Partitions::Remote(_) | Partitions::Collect(..) => false,
         }
     }
 
@@ -362,12 +404,30 @@ impl WindowOut {
         let mut batch = std::mem::replace(&mut self.batches[partition], fresh);
         batch.final_watermark = watermark;
         batch.origin.get_or_insert_with(Instant::now);
+        self.send_batch(partition, batch)
+    }
+
+    fn send_batch(&mut self, partition: usize, batch: WindowBatch) -> Result<(), EngineError> {
         match &mut self.partitions {
             Partitions::Local(senders) => senders[partition]
                 .send_blocking(WindowMsg::Batch(batch))
                 .map_err(|_| EngineError::Disconnected(self.spec.name.clone())),
             Partitions::Remote(remote) => remote.batch(partition, batch),
+            Partitions::Collect(_, kept) => {
+                kept.push((partition, batch));
+                Ok(())
+            }
         }
+    }
+
+    /// A collecting copy.
+    fn collector(&self) -> WindowOut {
+        let count = self.partitions.count();
+        WindowOut::new(
+            self.spec.clone(),
+            self.input,
+            Partitions::Collect(count, Vec::new()),
+        )
     }
 
     /// Sends every partition its batch (possibly empty) with the emitter's
@@ -640,4 +700,99 @@ impl Router {
     pub fn end(&mut self, watermark: i64) -> Result<(), EngineError> {
         self.each(|w| w.end(watermark), SinkOut::end)
     }
+
+    /// A collecting copy: the same filters, routes and encodings, keeping
+    /// what it would send for [`Router::take_collected`].
+    pub fn collector(&self) -> Router {
+        Router {
+            name: self.name.clone(),
+            filters: self.filters.clone(),
+            routes: self.routes.clone(),
+            windows: self.windows.iter().map(WindowOut::collector).collect(),
+            sinks: self.sinks.iter().map(SinkOut::collector).collect(),
+            errors: self.errors.iter().map(SinkOut::collector).collect(),
+            errors_to_dead_letter: self.errors_to_dead_letter,
+            origin: None,
+            memo: Vec::new(),
+            error_line: Vec::new(),
+        }
+    }
+
+    /// A collecting router's output since the last call, after a flush at
+    /// `watermark` (every partition gets a batch, possibly empty, that
+    /// carries it).
+    ///
+    /// # Errors
+    /// None in practice: a collecting router sends nowhere.
+    pub fn take_collected(&mut self, watermark: i64) -> Result<Collected, EngineError> {
+        self.flush(watermark)?;
+        let windows = self
+            .windows
+            .iter_mut()
+            .map(|w| match &mut w.partitions {
+                Partitions::Collect(_, kept) => std::mem::take(kept),
+                _ => Vec::new(),
+            })
+            .collect();
+        let take = |sinks: &mut Vec<SinkOut>| -> Vec<Vec<Lines>> {
+            sinks
+                .iter_mut()
+                .map(|s| match &mut s.to {
+                    SinkTo::Collect(kept) => std::mem::take(kept),
+                    SinkTo::Channel(_) => Vec::new(),
+                })
+                .collect()
+        };
+        Ok(Collected {
+            windows,
+            sinks: take(&mut self.sinks),
+            errors: take(&mut self.errors),
+        })
+    }
+
+    /// Sends what a [`Router::collector`] of this router collected, in its
+    /// order per destination. Its records were stamped with watermarks of
+    /// their block alone; `entering` is this emitter's watermark before the
+    /// block, so each becomes what one thread routing every record in
+    /// order would have stamped: the larger of the two.
+    ///
+    /// # Errors
+    /// A lost consumer.
+    pub fn send_collected(
+        &mut self,
+        collected: Collected,
+        entering: i64,
+    ) -> Result<(), EngineError> {
+        for (window, batches) in self.windows.iter_mut().zip(collected.windows) {
+            for (partition, mut batch) in batches {
+                for w in &mut batch.watermarks {
+                    *w = (*w).max(entering);
+                }
+                batch.final_watermark = batch.final_watermark.max(entering);
+                window.send_batch(partition, batch)?;
+            }
+        }
+        for (sink, batches) in self
+            .sinks
+            .iter_mut()
+            .chain(self.errors.iter_mut())
+            .zip(collected.sinks.into_iter().chain(collected.errors))
+        {
+            for lines in batches {
+                sink.send(SinkMsg::Lines(sink.input, lines))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a collecting router kept, per destination in the router's order.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Per window destination: (partition, batch), in order.
+    pub windows: Vec<Vec<(usize, WindowBatch)>>,
+    /// Per sink destination: line batches, in order.
+    pub sinks: Vec<Vec<Lines>>,
+    /// Per error destination: line batches, in order.
+    pub errors: Vec<Vec<Lines>>,
 }

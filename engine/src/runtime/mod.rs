@@ -59,6 +59,10 @@ pub struct RunOptions {
     /// Rewrite this file every second with a one-line progress report
     /// (a cluster part's, for its worker to put in the lease table).
     pub progress: Option<std::path::PathBuf>,
+    /// Threads decoding each bounded file source without `dedup`, in
+    /// line-aligned blocks (1: the source's own thread). Default: one per
+    /// core but one, when that makes two or more.
+    pub decode_threads: usize,
 }
 
 impl Default for RunOptions {
@@ -75,6 +79,7 @@ impl Default for RunOptions {
             from_checkpoint: None,
             part: None,
             progress: None,
+            decode_threads: if cores >= 3 { cores - 1 } else { 1 },
         }
     }
 }
@@ -128,6 +133,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         checkpoints: &coordinator.ctx(),
         restore,
         part: options.part.as_ref(),
+        decode_threads: options.decode_threads,
     })?;
     coordinator.set_tasks(topology.task_names());
     coordinator.set_metrics(metrics.clone());

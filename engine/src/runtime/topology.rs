@@ -98,6 +98,8 @@ pub struct BuildCtx<'a> {
     pub restore: Option<&'a CheckpointMeta>,
     /// The part of a cluster job this process runs (`None`: the whole job).
     pub part: Option<&'a Part>,
+    /// Threads decoding each bounded file source (1: its own thread).
+    pub decode_threads: usize,
 }
 
 /// Builds every task of the plan in `ctx`.
@@ -635,6 +637,7 @@ fn source_task(
             let job_dir = plan.job_path.parent().unwrap_or(Path::new("."));
             SourceTask::File(Box::new(FileSourceTask {
                 core,
+                decode_threads: ctx.decode_threads,
                 path: file.path.clone(),
                 display_path: file
                     .path

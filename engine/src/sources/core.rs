@@ -162,6 +162,21 @@ impl SourceCore {
         self.maybe_checkpoint(watermark, position)
     }
 
+    /// Publishes counters and answers a due checkpoint, without a flush:
+    /// a block-parallel source's chores after handing a block on (its
+    /// batches carried the watermark already).
+    ///
+    /// # Errors
+    /// A lost downstream task or coordinator.
+    pub fn after_block<P: Serialize>(
+        &mut self,
+        watermark: i64,
+        position: impl FnOnce() -> P,
+    ) -> Result<(), EngineError> {
+        self.publish(watermark);
+        self.maybe_checkpoint(watermark, position)
+    }
+
     /// Publishes the counters once enough records were read.
     ///
     /// # Errors

@@ -34,6 +34,24 @@ impl Ingest {
         vec![Value::Null; self.projection.slots()]
     }
 
+    /// A copy for a decoding thread of a block-parallel source: the same
+    /// projection, time field and routes, its router collecting
+    /// ([`crate::dataflow::route::Router::collector`]). `None` when the
+    /// source drops repeats: whether a record is a repeat depends on every
+    /// record before it, so such a source decodes on one thread.
+    pub fn decoder(&self) -> Option<Ingest> {
+        if self.dedup.is_some() {
+            return None;
+        }
+        Some(Ingest {
+            projection: self.projection.clone(),
+            slots: self.slots.clone(),
+            event_time: self.event_time.clone(),
+            dedup: None,
+            router: self.router.collector(),
+        })
+    }
+
     /// Decodes and routes one record. `clock.time` (the arrival time)
     /// stands in for event time when the job names no event-time field;
     /// `clock.watermark` is the source's watermark before the record.

@@ -223,6 +223,20 @@ impl LocalCounts {
         ]
     }
 
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &LocalCounts) {
+        self.read += other.read;
+        self.bytes += other.bytes;
+        self.decoded += other.decoded;
+        self.filtered_out += other.filtered_out;
+        self.duplicates += other.duplicates;
+        self.late += other.late;
+        self.late_dropped += other.late_dropped;
+        self.errors += other.errors;
+        self.dead_letters += other.dead_letters;
+        self.rows_emitted += other.rows_emitted;
+    }
+
     /// Adds the counts to the job's totals and to the task's own counters,
     /// and resets them.
     pub fn publish(&mut self, metrics: &Metrics, own: &Counters) {

@@ -30,7 +30,7 @@ impl fmt::Display for DecodeError {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Node {
     slot: Option<usize>,
     children: Vec<(Box<str>, Node)>,
@@ -46,7 +46,7 @@ impl Node {
 }
 
 /// The field paths one source decodes; slot `i` holds `paths[i]`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Projection {
     root: Node,
     slots: usize,

@@ -1,0 +1,333 @@
+//! Block-parallel decoding of one file: the source thread cuts the file
+//! into line-aligned blocks, a pool of decoding threads decodes, filters,
+//! encodes and partitions each block's records with a collecting copy of
+//! the source's router, and the source thread hands each block's output on
+//! in file order.
+//!
+//! What one thread reading every line in order would do is kept exactly:
+//!
+//! - *Order.* Per destination (a window partition, a sink) the batches go
+//!   out in file order, block after block.
+//! - *Watermarks.* A decoder stamps each record with the watermark of its
+//!   block alone; on hand-off the source raises every stamp to its own
+//!   watermark before the block (`Router::send_collected`), which is the
+//!   stamp one thread would have given.
+//! - *Positions.* The reader counts each block's lines before handing it
+//!   out, so bad records carry their true line numbers, and a checkpoint
+//!   barrier goes out between blocks with the position of the last block
+//!   handed on.
+//! - *Graceful stop.* Blocks decoded past the stop's barrier are dropped,
+//!   never sent.
+//!
+//! A source that drops repeats (`dedup`) decodes on one thread (see
+//! `Ingest::decoder`), as does a source that follows its file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::dataflow::metrics::buckets::{LocalBuckets, SIZE_BOUNDS};
+use crate::dataflow::metrics::{LocalCounts, SourceMetrics};
+use crate::dataflow::position::{Position, RawRecord, Stamp};
+use crate::dataflow::route::Collected;
+use crate::error::EngineError;
+use crate::sources::ingest::{now_ms, Ingest};
+
+use super::{FileSourceTask, Progress};
+
+/// Bytes per block: big enough that per-block messages are rare, small
+/// enough that a checkpoint barrier waits little for the block ahead.
+const BLOCK: usize = 256 << 10;
+
+/// Line-aligned text handed to a decoder.
+struct Block {
+    index: u64,
+    text: Vec<u8>,
+    /// Lines before the block.
+    first_line: u64,
+    /// File offset after the block.
+    end_offset: u64,
+}
+
+/// A block decoded.
+struct Decoded {
+    index: u64,
+    /// Lines up to the end of the block.
+    end_line: u64,
+    end_offset: u64,
+    /// The block's largest event time (`i64::MIN`: none).
+    max_time: i64,
+    counts: LocalCounts,
+    collected: Collected,
+    /// The block's buffer, for the reader to fill again.
+    text: Vec<u8>,
+}
+
+/// What a decoding thread needs besides its ingest.
+#[derive(Clone)]
+struct DecoderCtx {
+    display_path: Arc<str>,
+    max_out_of_orderness_ms: i64,
+    arrival_time: bool,
+    own: Arc<SourceMetrics>,
+}
+
+impl DecoderCtx {
+    fn watermark_of(&self, max_time: i64) -> i64 {
+        if max_time == i64::MIN {
+            i64::MIN
+        } else {
+            max_time.saturating_sub(self.max_out_of_orderness_ms)
+        }
+    }
+
+    /// Decodes one block into `ingest`'s collecting router.
+    fn decode(&self, ingest: &mut Ingest, block: Block) -> Result<Decoded, EngineError> {
+        let mut counts = LocalCounts::default();
+        let mut sizes = LocalBuckets::new(SIZE_BOUNDS);
+        let mut line_no = block.first_line;
+        let mut max_time = i64::MIN;
+        let mut values = ingest.values();
+        for line in block.text.split_inclusive(|b| *b == b'\n') {
+            line_no += 1;
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            counts.read += 1;
+            counts.bytes += line.len() as u64 + 1;
+            sizes.observe(line.len() as u64 + 1);
+            let record = RawRecord {
+                text: line,
+                position: Position::File {
+                    file: &self.display_path,
+                    line: line_no,
+                },
+                key: None,
+            };
+            let clock = Stamp {
+                time: if self.arrival_time { now_ms() } else { 0 },
+                watermark: self.watermark_of(max_time),
+            };
+            if let Some(time) = ingest.record(record, &mut values, clock, &mut counts)? {
+                max_time = max_time.max(time);
+            }
+        }
+        sizes.publish(&self.own.sizes);
+        let collected = ingest.router.take_collected(self.watermark_of(max_time))?;
+        drop(values);
+        Ok(Decoded {
+            index: block.index,
+            end_line: line_no,
+            end_offset: block.end_offset,
+            max_time,
+            counts,
+            collected,
+            text: block.text,
+        })
+    }
+}
+
+/// The decoding threads and the channels to them.
+struct Pool {
+    jobs: Option<async_channel::Sender<Block>>,
+    results: mpsc::Receiver<Result<Decoded, EngineError>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn start(task: &FileSourceTask, decoders: Vec<Ingest>) -> Result<Pool, EngineError> {
+        let (jobs, queue) = async_channel::bounded::<Block>(decoders.len());
+        let (done, results) = mpsc::channel();
+        let ctx = DecoderCtx {
+            display_path: Arc::from(task.display_path.as_str()),
+            max_out_of_orderness_ms: task.core.max_out_of_orderness_ms,
+            arrival_time: task.core.ingest.event_time.is_none(),
+            own: task.core.own.clone(),
+        };
+        let mut threads = Vec::new();
+        for (i, mut ingest) in decoders.into_iter().enumerate() {
+            let (queue, done, ctx) = (queue.clone(), done.clone(), ctx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("decode {}#{i}", task.core.name))
+                .spawn(move || {
+                    while let Ok(block) = queue.recv_blocking() {
+                        let decoded = ctx.decode(&mut ingest, block);
+                        let failed = decoded.is_err();
+                        if done.send(decoded).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| {
+                    EngineError::Panicked(
+                        task.core.name.clone(),
+                        format!("could not start a decoding thread: {e}"),
+                    )
+                })?;
+            threads.push(thread);
+        }
+        Ok(Pool {
+            jobs: Some(jobs),
+            results,
+            threads,
+        })
+    }
+
+    fn submit(&self, block: Block, name: &str) -> Result<(), EngineError> {
+        match &self.jobs {
+            Some(jobs) => jobs
+                .send_blocking(block)
+                .map_err(|_| EngineError::Disconnected(name.to_string())),
+            None => Err(EngineError::Disconnected(name.to_string())),
+        }
+    }
+
+    fn next(&self, name: &str) -> Result<Decoded, EngineError> {
+        self.results
+            .recv()
+            .map_err(|_| EngineError::Disconnected(name.to_string()))?
+    }
+
+    /// Stops taking blocks and waits for the threads.
+    fn stop(mut self) {
+        self.jobs.take();
+        // Unblock threads waiting to hand a result on.
+        drop(self.results);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads line-aligned blocks from `file`.
+struct Blocks {
+    file: File,
+    /// A partial last line, carried into the next block.
+    carry: Vec<u8>,
+    /// File offset after the text handed out so far.
+    offset: u64,
+    /// Lines handed out so far.
+    line: u64,
+    next_index: u64,
+    at_end: bool,
+    /// Buffers of blocks handed on, to fill again (fresh megabytes cost
+    /// page faults on every block).
+    spare: Vec<Vec<u8>>,
+}
+
+impl Blocks {
+    /// The next block, `None` at the end of the file.
+    fn next(&mut self) -> std::io::Result<Option<Block>> {
+        loop {
+            if self.at_end {
+                return Ok(None);
+            }
+            let mut text = self.spare.pop().unwrap_or_default();
+            text.clear();
+            text.append(&mut self.carry);
+            let filled = text.len();
+            text.resize(filled + BLOCK, 0);
+            let n = self.file.read(&mut text[filled..])?;
+            text.truncate(filled + n);
+            let length = if n == 0 {
+                self.at_end = true;
+                if text.is_empty() {
+                    return Ok(None);
+                }
+                // The last line may lack its newline.
+                let length = text.len();
+                if text.last() != Some(&b'\n') {
+                    text.push(b'\n');
+                }
+                length
+            } else {
+                let Some(last) = memchr::memrchr(b'\n', &text) else {
+                    // No whole line yet: read on.
+                    self.carry = text;
+                    continue;
+                };
+                self.carry.extend_from_slice(&text[last + 1..]);
+                text.truncate(last + 1);
+                text.len()
+            };
+            let lines = memchr::memchr_iter(b'\n', &text).count() as u64;
+            let block = Block {
+                index: self.next_index,
+                text,
+                first_line: self.line,
+                end_offset: self.offset + length as u64,
+            };
+            self.next_index += 1;
+            self.line += lines;
+            self.offset += length as u64;
+            return Ok(Some(block));
+        }
+    }
+}
+
+/// Reads `file` (positioned at `p`) to its end with `decoders`, each a
+/// copy of the task's ingest, and hands the output on in order.
+pub(super) fn run(
+    task: &mut FileSourceTask,
+    file: File,
+    mut p: Progress,
+    decoders: Vec<Ingest>,
+) -> Result<(), EngineError> {
+    let in_flight = 2 * decoders.len() as u64 + 1;
+    let pool = Pool::start(task, decoders)?;
+    let mut blocks = Blocks {
+        file,
+        carry: Vec::new(),
+        offset: p.offset,
+        line: p.line,
+        next_index: 0,
+        at_end: false,
+        spare: Vec::new(),
+    };
+    let mut decoded: BTreeMap<u64, Decoded> = BTreeMap::new();
+    let mut next = 0;
+    let name = task.core.name.clone();
+    let result = (|| loop {
+        while blocks.next_index - next < in_flight {
+            match blocks.next().map_err(|e| task.io(e))? {
+                Some(block) => pool.submit(block, &name)?,
+                None => break,
+            }
+        }
+        if next == blocks.next_index {
+            return Ok(true);
+        }
+        let block = pool.next(&name)?;
+        decoded.insert(block.index, block);
+        while let Some(mut block) = decoded.remove(&next) {
+            next += 1;
+            blocks.spare.push(std::mem::take(&mut block.text));
+            let core = &mut task.core;
+            let entering = core.watermark_of(p.max_time);
+            core.set_busy();
+            core.ingest
+                .router
+                .send_collected(block.collected, entering)?;
+            core.counts.add(&block.counts);
+            p.max_time = p.max_time.max(block.max_time);
+            p.offset = block.end_offset;
+            p.line = block.end_line;
+            let watermark = core.watermark_of(p.max_time);
+            core.after_block(watermark, || p.position(false))?;
+            if core.parked() {
+                return Ok(false);
+            }
+        }
+    })();
+    pool.stop();
+    match result {
+        Ok(true) => task.core.finish(&p.position(true)),
+        Ok(false) => task.core.park(),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,66 @@
+//! Block-parallel decoding (issue 18): a file source decoded by a pool of
+//! threads in line-aligned blocks gives exactly one thread's outputs: the
+//! same window rows (late records included), a sink fed straight from the
+//! source in the file's order, byte for byte, and bad records with their
+//! true line numbers. Kill and restart: tests/tests/crash.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use kflow_tests::fixtures::{self, assert_rows_equal, events};
+use kflow_tests::job::JobDir;
+
+/// The click job over `clicks.jsonl` with a 1 s out-of-orderness (so some
+/// records are late), its `.late` and a raw copy of the source in files.
+fn job() -> String {
+    format!(
+        "{}{}{}\n[sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n",
+        fixtures::header("blocks", "100ms"),
+        fixtures::file_source("clicks.jsonl", "1s"),
+        fixtures::click_windows()
+    )
+}
+
+/// 60,000 events (about 8 MB: dozens of blocks) with a malformed line, a
+/// line without its event time and a blank line every 997 lines, and a
+/// last line without its newline; and how many bad lines it has.
+fn input() -> (String, usize) {
+    let (mut out, mut bad) = (String::new(), 0);
+    for (i, line) in events(60_000, 300, 17).lines().enumerate() {
+        match i % 997 {
+            100 => out.push_str("{not json\n"),
+            500 => out.push_str("{\"user_id\":\"u1\",\"type\":\"checkout\"}\n"),
+            900 => out.push_str("   \n"),
+            _ => {}
+        }
+        bad += usize::from(matches!(i % 997, 100 | 500));
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.pop();
+    (out, bad)
+}
+
+fn run(threads: &str) -> JobDir {
+    let dir = JobDir::new(&job());
+    dir.write("clicks.jsonl", &input().0);
+    dir.run_job_ok(&["--decode-threads", threads]);
+    dir
+}
+
+#[test]
+fn a_pool_of_decoders_gives_one_threads_outputs() {
+    let one = run("1");
+    let pool = run("3");
+    assert_rows_equal(
+        &one.read("out/result.jsonl"),
+        &pool.read("out/result.jsonl"),
+    );
+    let raw = one.read("out/raw.jsonl");
+    assert_eq!(raw.lines().count(), 60_000, "every good line, once");
+    assert!(raw == pool.read("out/raw.jsonl"), "the raw copies differ");
+    let dead = |dir: &JobDir| dir.read(".kflow/blocks/dead-letter.jsonl");
+    let errors = dead(&one);
+    assert_eq!(errors.lines().count(), input().1, "{errors}");
+    // The first bad line is the 101st of the file.
+    assert!(errors.contains("\"line\":101"), "{errors}");
+    assert_eq!(errors, dead(&pool));
+}
