@@ -291,6 +291,15 @@ impl Workers {
             .collect()
     }
 
+    /// Stops `watch` and checks the run: never two processes of a lease at
+    /// once, the union of the groups' rows equal to one process's, and
+    /// every change of hands in the lease history clean.
+    fn assert_exact(&self, watch: PartWatch) {
+        watch.assert_never_twice();
+        assert_rows_equal(&file_reference(&self.lines), &self.union());
+        assert_history_exclusive(&self.leases());
+    }
+
     /// Watches this test's part processes (every process whose environment
     /// names this test's DynamoDB endpoint).
     fn watch_parts(&self) -> PartWatch {
@@ -491,15 +500,13 @@ fn three_workers_equal_one_process() {
         finished_parts += finished;
         spread.push(finished);
     }
-    watch.assert_never_twice();
+    workers.assert_exact(watch);
     // 4 shards and 16 key groups, each finished once, spread over all.
     assert_eq!(finished_parts, 20);
     assert!(
         spread.iter().all(|n| *n > 0),
         "parts per worker: {spread:?}"
     );
-    assert_rows_equal(&file_reference(&workers.lines), &workers.union());
-    assert_history_exclusive(&workers.leases());
 }
 
 #[test]
@@ -540,7 +547,7 @@ fn a_sigkilled_worker_fails_over_and_a_joining_worker_takes_a_share() {
         assert!(id != "w4" || !mine.is_empty(), "w4 took no lease:\n{log}");
         taken.extend(mine);
     }
-    watch.assert_never_twice();
+    workers.assert_exact(watch);
     // Whatever w3 held and had not finished, another worker took over.
     for key in held {
         let finished = w3_log.contains(&format!("{key} finished"));
@@ -549,9 +556,7 @@ fn a_sigkilled_worker_fails_over_and_a_joining_worker_takes_a_share() {
             "nobody took {key} over from w3"
         );
     }
-    assert_rows_equal(&file_reference(&workers.lines), &workers.union());
     let leases = workers.leases();
-    assert_history_exclusive(&leases);
     // The table's history shows w3's leases taken from it after it fell
     // silent: each within the failover timeout plus two heartbeats (the
     // others read the table, and act, once per heartbeat) of the kill.
@@ -605,15 +610,13 @@ fn a_source_split_during_a_cluster_run_keeps_per_key_order() {
     );
     finishes(w1, "w1");
     finishes(w2, "w2");
-    watch.assert_never_twice();
-    assert_rows_equal(&file_reference(&workers.lines), &workers.union());
+    workers.assert_exact(watch);
     let leases = workers.leases();
     let children: Vec<&Lease> = leases
         .iter()
         .filter(|l| l.parents.contains(&parent))
         .collect();
     assert_eq!(children.len(), 2, "{leases:?}");
-    assert_history_exclusive(&leases);
 }
 
 #[test]
@@ -649,9 +652,7 @@ fn a_stalled_workers_parts_stop_when_its_leases_lapse() {
     w2.signal("CONT");
     finishes(w1, "w1");
     finishes(w2, "w2");
-    watch.assert_never_twice();
-    assert_rows_equal(&file_reference(&workers.lines), &workers.union());
-    assert_history_exclusive(&workers.leases());
+    workers.assert_exact(watch);
 }
 
 #[test]
@@ -677,10 +678,8 @@ fn a_sigtermed_worker_hands_its_leases_back_after_final_checkpoints() {
         .map_or(0, |n| n.parse().unwrap());
     assert!(handed > 0, "w2 handed nothing back:\n{log}");
     finishes(w1, "w1");
-    watch.assert_never_twice();
-    assert_rows_equal(&file_reference(&workers.lines), &workers.union());
+    workers.assert_exact(watch);
     let leases = workers.leases();
-    assert_history_exclusive(&leases);
     // Handed back, not taken from a silent owner.
     let released_by_w2 = leases
         .iter()

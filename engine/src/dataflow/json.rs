@@ -27,9 +27,13 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
 }
 
 /// The length of the run of string bytes that need no attention: up to the
-/// first `"`, `\\` or control character (or the end). Eight bytes at a time:
-/// a byte of a word is flagged when it is below 0x20 or equal to one of the
-/// two markers (the classic "has zero byte" trick on the word XOR the marker).
+/// first `"`, `\\` or control character (or the end). The first 16 bytes
+/// are tested eight at a time in a register (a byte of a word is flagged
+/// when it is below 0x20 or equal to one of the two markers: the classic
+/// "has zero byte" trick on the word XOR the marker), which ends most keys
+/// and short values; a longer run is searched for the two markers with
+/// `memchr2` (vector instructions) and then checked for control
+/// characters in one branch-free pass.
 pub fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -41,7 +45,7 @@ pub fn plain_run(bytes: &[u8]) -> usize {
             | below_space
     };
     let mut at = 0;
-    for chunk in bytes.chunks_exact(8) {
+    for chunk in bytes.chunks_exact(8).take(2) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let hits = flagged(u64::from_le_bytes(word));
@@ -51,10 +55,13 @@ pub fn plain_run(bytes: &[u8]) -> usize {
         }
         at += 8;
     }
-    at + bytes[at..]
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(bytes.len() - at)
+    let rest = &bytes[at..];
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let run = &rest[..end];
+    if run.iter().fold(false, |any, &b| any | (b < 0x20)) {
+        return at + run.iter().position(|&b| b < 0x20).unwrap_or(end);
+    }
+    at + end
 }
 
 /// Writes a JSON string literal with escapes.

@@ -251,8 +251,12 @@ impl Worker<'_> {
                 // last ran it: start from the store's checkpoint.
                 let _ = std::fs::remove_dir_all(part.state_dir(&self.plan.state_dir));
                 tracing::info!("worker {}: took {key}", self.options.id);
-                if let Some(until) = keeper.valid_until(&key) {
-                    self.start(key, part, until, 0)?;
+                match keeper.valid_until(&key) {
+                    Some(until) => self.start(key, part, until, 0)?,
+                    // Taken too slowly to use: let another worker have it.
+                    None => {
+                        keeper.release(&key, false)?;
+                    }
                 }
             }
             Event::Lost { key, .. } => {

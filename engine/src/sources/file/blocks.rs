@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -152,11 +153,24 @@ impl Pool {
         let mut threads = Vec::new();
         for (i, mut ingest) in decoders.into_iter().enumerate() {
             let (queue, done, ctx) = (queue.clone(), done.clone(), ctx.clone());
+            let name = format!("decode {}#{i}", task.core.name);
             let thread = std::thread::Builder::new()
-                .name(format!("decode {}#{i}", task.core.name))
+                .name(name.clone())
                 .spawn(move || {
                     while let Ok(block) = queue.recv_blocking() {
-                        let decoded = ctx.decode(&mut ingest, block);
+                        // A panic is reported, not left as a block that
+                        // never comes back for the source to wait on.
+                        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            ctx.decode(&mut ingest, block)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            let what = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Err(EngineError::Panicked(name.clone(), what))
+                        });
                         let failed = decoded.is_err();
                         if done.send(decoded).is_err() || failed {
                             return;
