@@ -121,6 +121,17 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The error of task `name` that panicked with `panic` (the payload
+    /// of a join or `catch_unwind`).
+    pub fn from_panic(name: String, panic: &(dyn std::any::Any + Send)) -> EngineError {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        EngineError::Panicked(name, what)
+    }
+
     /// Whether the same work may succeed later: an S3 call that failed
     /// for throttling or the network (a checkpoint that failed so is
     /// retried, not the end of the job).

@@ -20,6 +20,11 @@ use super::plan::plan;
 use super::table::{Lease, LeaseTable};
 use crate::error::EngineError;
 
+/// Takes in one heartbeat stop after `failover_timeout / TAKE_BUDGET`, so
+/// a lease taken first still has most of its validity when its part
+/// starts (a part never starts on a lease about to lapse).
+const TAKE_BUDGET: u32 = 4;
+
 /// What changed for this worker in one heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -182,6 +187,12 @@ impl LeaseKeeper {
         });
         for lease in decided.take {
             let sent = Instant::now();
+            // A slow table must not eat the validity of the first takes
+            // before their parts start: the rest wait for the next beat.
+            if sent.duration_since(now) >= self.failover / TAKE_BUDGET {
+                tracing::debug!("leases: take budget spent, the rest next heartbeat");
+                break;
+            }
             match self.table.take(&lease, &self.worker) {
                 Ok(Some(taken)) => {
                     tracing::debug!(lease = %taken.key, "lease taken");

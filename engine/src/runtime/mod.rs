@@ -267,14 +267,7 @@ fn join_all(threads: Vec<TaskThread>, stats: &Mutex<CheckpointStats>) -> Result<
         }
         let result = match handle.join() {
             Ok(r) => r,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(EngineError::Panicked(name, what))
-            }
+            Err(panic) => Err(EngineError::from_panic(name, panic.as_ref())),
         };
         if let Err(e) = result {
             let replace = match (&first_error, &e) {

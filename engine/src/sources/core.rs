@@ -29,6 +29,16 @@ pub const PUBLISH_EVERY: u64 = 1024;
 /// How often a source publishes its heavy hitters.
 const HOT_KEYS_EVERY: Duration = Duration::from_secs(1);
 
+/// The watermark that a largest event time of `max_time` gives with a
+/// lag of `max_out_of_orderness_ms` (`i64::MIN` before any record).
+pub fn watermark_of(max_time: i64, max_out_of_orderness_ms: i64) -> i64 {
+    if max_time == i64::MIN {
+        i64::MIN
+    } else {
+        max_time.saturating_sub(max_out_of_orderness_ms)
+    }
+}
+
 /// The parts of a source task that do not depend on its connector.
 pub struct SourceCore {
     /// Source name (its task name in checkpoints).
@@ -98,11 +108,7 @@ impl SourceCore {
     /// The watermark that a largest event time of `max_time` gives
     /// (`i64::MIN` before any record).
     pub fn watermark_of(&self, max_time: i64) -> i64 {
-        if max_time == i64::MIN {
-            i64::MIN
-        } else {
-            max_time.saturating_sub(self.max_out_of_orderness_ms)
-        }
+        watermark_of(max_time, self.max_out_of_orderness_ms)
     }
 
     /// Sends the barrier of the requested checkpoint, if one is due, with

@@ -32,12 +32,12 @@ use std::thread::JoinHandle;
 
 use crate::dataflow::metrics::buckets::{LocalBuckets, SIZE_BOUNDS};
 use crate::dataflow::metrics::{LocalCounts, SourceMetrics};
-use crate::dataflow::position::{Position, RawRecord, Stamp};
 use crate::dataflow::route::Collected;
 use crate::error::EngineError;
-use crate::sources::ingest::{now_ms, Ingest};
+use crate::sources::core::watermark_of;
+use crate::sources::ingest::Ingest;
 
-use super::{FileSourceTask, Progress};
+use super::{route_line, FileSourceTask, Progress};
 
 /// Bytes per block: big enough that per-block messages are rare, small
 /// enough that a checkpoint barrier waits little for the block ahead.
@@ -72,19 +72,10 @@ struct Decoded {
 struct DecoderCtx {
     display_path: Arc<str>,
     max_out_of_orderness_ms: i64,
-    arrival_time: bool,
     own: Arc<SourceMetrics>,
 }
 
 impl DecoderCtx {
-    fn watermark_of(&self, max_time: i64) -> i64 {
-        if max_time == i64::MIN {
-            i64::MIN
-        } else {
-            max_time.saturating_sub(self.max_out_of_orderness_ms)
-        }
-    }
-
     /// Decodes one block into `ingest`'s collecting router.
     fn decode(&self, ingest: &mut Ingest, block: Block) -> Result<Decoded, EngineError> {
         let mut counts = LocalCounts::default();
@@ -95,31 +86,25 @@ impl DecoderCtx {
         for line in block.text.split_inclusive(|b| *b == b'\n') {
             line_no += 1;
             let line = line.strip_suffix(b"\n").unwrap_or(line);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            counts.read += 1;
-            counts.bytes += line.len() as u64 + 1;
-            sizes.observe(line.len() as u64 + 1);
-            let record = RawRecord {
-                text: line,
-                position: Position::File {
-                    file: &self.display_path,
-                    line: line_no,
-                },
-                key: None,
-            };
-            let clock = Stamp {
-                time: if self.arrival_time { now_ms() } else { 0 },
-                watermark: self.watermark_of(max_time),
-            };
-            if let Some(time) = ingest.record(record, &mut values, clock, &mut counts)? {
+            let watermark = watermark_of(max_time, self.max_out_of_orderness_ms);
+            let place = (&*self.display_path, line_no);
+            let routed = route_line(
+                ingest,
+                &mut values,
+                line,
+                place,
+                watermark,
+                &mut counts,
+                &mut sizes,
+            )?;
+            if let Some(time) = routed {
                 max_time = max_time.max(time);
             }
         }
         sizes.publish(&self.own.sizes);
-        let collected = ingest.router.take_collected(self.watermark_of(max_time))?;
+        let collected = ingest
+            .router
+            .take_collected(watermark_of(max_time, self.max_out_of_orderness_ms))?;
         drop(values);
         Ok(Decoded {
             index: block.index,
@@ -147,7 +132,6 @@ impl Pool {
         let ctx = DecoderCtx {
             display_path: Arc::from(task.display_path.as_str()),
             max_out_of_orderness_ms: task.core.max_out_of_orderness_ms,
-            arrival_time: task.core.ingest.event_time.is_none(),
             own: task.core.own.clone(),
         };
         let mut threads = Vec::new();
@@ -164,12 +148,7 @@ impl Pool {
                             ctx.decode(&mut ingest, block)
                         }))
                         .unwrap_or_else(|panic| {
-                            let what = panic
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_default();
-                            Err(EngineError::Panicked(name.clone(), what))
+                            Err(EngineError::from_panic(name.clone(), panic.as_ref()))
                         });
                         let failed = decoded.is_err();
                         if done.send(decoded).is_err() || failed {

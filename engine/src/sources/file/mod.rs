@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use kflow_jobs::Value;
+
+use crate::dataflow::metrics::buckets::LocalBuckets;
+use crate::dataflow::metrics::LocalCounts;
 use crate::dataflow::position::{Position, RawRecord, Stamp};
 use crate::error::EngineError;
 use crate::sources::core::SourceCore;
@@ -209,31 +213,17 @@ impl FileSourceTask {
             rest = &rest[end + 1..];
             p.line += 1;
             p.offset += end as u64 + 1;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            core.counts.read += 1;
-            core.observe_size(line.len() + 1);
-            let record = RawRecord {
-                text: line,
-                position: Position::File {
-                    file: &self.display_path,
-                    line: p.line,
-                },
-                key: None,
-            };
-            let clock = Stamp {
-                time: if core.ingest.event_time.is_none() {
-                    now_ms()
-                } else {
-                    0
-                },
-                watermark: core.watermark_of(p.max_time),
-            };
-            let routed = core
-                .ingest
-                .record(record, &mut values, clock, &mut core.counts)?;
+            let watermark = core.watermark_of(p.max_time);
+            let place = (self.display_path.as_str(), p.line);
+            let routed = route_line(
+                &mut core.ingest,
+                &mut values,
+                line,
+                place,
+                watermark,
+                &mut core.counts,
+                &mut core.sizes,
+            )?;
             if let Some(time) = routed {
                 p.max_time = p.max_time.max(time);
             }
@@ -246,4 +236,45 @@ impl FileSourceTask {
         }
         Ok(())
     }
+}
+
+/// Decodes and routes one line of a file (its `\n` cut off) with `ingest`:
+/// counts it and stamps it with `watermark`, and with the arrival time when
+/// the source has no event time. `place` is the file as the job names it
+/// and the line's 1-based number. A blank line is skipped. Returns the
+/// record's event time when it was routed.
+#[allow(clippy::too_many_arguments)]
+fn route_line<'a>(
+    ingest: &mut Ingest,
+    values: &mut [Value<'a>],
+    line: &'a [u8],
+    place: (&'a str, u64),
+    watermark: i64,
+    counts: &mut LocalCounts,
+    sizes: &mut LocalBuckets,
+) -> Result<Option<i64>, EngineError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    counts.read += 1;
+    counts.bytes += line.len() as u64 + 1;
+    sizes.observe(line.len() as u64 + 1);
+    let record = RawRecord {
+        text: line,
+        position: Position::File {
+            file: place.0,
+            line: place.1,
+        },
+        key: None,
+    };
+    let clock = Stamp {
+        time: if ingest.event_time.is_none() {
+            now_ms()
+        } else {
+            0
+        },
+        watermark,
+    };
+    ingest.record(record, values, clock, counts)
 }
