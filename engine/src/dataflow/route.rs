@@ -604,6 +604,17 @@ impl Router {
             .any(|r| !r.chain.is_empty() || matches!(r.target, Target::Window(_)))
     }
 
+    /// Whether a route stores records' text: a sink, or a window whose
+    /// late records are kept for its `.late` output. When none does, an
+    /// emitter may route a record without writing its text (see
+    /// [`Router::route_untexted`]).
+    pub fn reads_text(&self) -> bool {
+        self.routes.iter().any(|r| match r.target {
+            Target::Sink(_) => true,
+            Target::Window(w) => self.windows[w].spec.carry_raw,
+        })
+    }
+
     /// Sends one record down every route whose filters pass.
     pub fn route<R: Row + ?Sized>(
         &mut self,
@@ -611,6 +622,20 @@ impl Router {
         record: RawRecord<'_>,
         stamp: Stamp,
         counts: &mut LocalCounts,
+    ) -> Result<(), EngineError> {
+        self.route_untexted(row, record, stamp, counts, &mut |_| {})
+    }
+
+    /// [`Router::route`] for a record whose text was left unwritten
+    /// (empty) because no route [`Router::reads_text`]: `render` writes it
+    /// should a window reject the record, for its error row.
+    pub fn route_untexted<R: Row + ?Sized>(
+        &mut self,
+        row: &R,
+        record: RawRecord<'_>,
+        stamp: Stamp,
+        counts: &mut LocalCounts,
+        render: &mut dyn FnMut(&mut Vec<u8>),
     ) -> Result<(), EngineError> {
         self.memo.clear();
         self.memo.resize(self.filters.len(), None);
@@ -628,7 +653,20 @@ impl Router {
                 Target::Sink(s) => self.sinks[s].push(record.text, record.key, self.origin)?,
                 Target::Window(w) => {
                     if let Err(reason) = self.windows[w].push(row, stamp, &record)? {
-                        self.error(&reason, record, counts)?;
+                        if record.text.is_empty() {
+                            let mut text = Vec::new();
+                            render(&mut text);
+                            self.error(
+                                &reason,
+                                RawRecord {
+                                    text: &text,
+                                    ..record
+                                },
+                                counts,
+                            )?;
+                        } else {
+                            self.error(&reason, record, counts)?;
+                        }
                     }
                 }
             }

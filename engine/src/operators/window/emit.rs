@@ -1,8 +1,9 @@
 //! Writing a fired window's result rows and routing them downstream.
 //!
-//! A result row is written once as JSON text (what sinks store) and, only
-//! when something downstream reads the window, also as values that filters
-//! and windows of windows can evaluate.
+//! A result row is written as JSON text only when something downstream
+//! stores text (a sink, a window keeping late rows), and as values only
+//! when something evaluates them (a filter, a window of windows). Neither
+//! allocates per row.
 
 use kflow_jobs::{AggregatePlan, Value};
 
@@ -27,11 +28,7 @@ pub struct ResultEmitter {
     pub router: Router,
     /// Field id -> result column (for downstream filters and windows).
     pub columns: SlotMap,
-    /// `,"name":` of each key column, then of each aggregate.
-    labels: Vec<Vec<u8>>,
-    /// `{"window_start":"…","window_end":"…"` of the window being fired.
-    prefix: Vec<u8>,
-    prefix_of: Option<(i64, i64)>,
+    text: RowText,
     /// The window's start and end as RFC 3339 text, for rows that go on
     /// to filters and windows (formatted once per window, not per row).
     times: (String, String),
@@ -40,6 +37,71 @@ pub struct ResultEmitter {
     /// The row's partition key (its key columns, `|`-separated), written
     /// only when a sink on a route partitions its rows.
     partition_key: Vec<u8>,
+    /// The allocation each row's values are built in.
+    values: Vec<Value<'static>>,
+}
+
+/// How a result row is written as JSON text.
+struct RowText {
+    /// `,"name":` of each key column, then of each aggregate.
+    labels: Vec<Vec<u8>>,
+    /// How many of `labels` are key columns.
+    keys: usize,
+    /// `{"window_start":"…","window_end":"…"` of the window being fired.
+    prefix: Vec<u8>,
+    prefix_of: Option<(i64, i64)>,
+}
+
+impl RowText {
+    /// Makes rows of window `[start, end)` next.
+    fn set_window(&mut self, start: i64, end: i64) {
+        if self.prefix_of != Some((start, end)) {
+            self.prefix.clear();
+            self.prefix.extend_from_slice(b"{\"window_start\":");
+            json::write_time(&mut self.prefix, start);
+            self.prefix.extend_from_slice(b",\"window_end\":");
+            json::write_time(&mut self.prefix, end);
+            self.prefix_of = Some((start, end));
+        }
+    }
+
+    /// Writes the row of `key` and `partial` to `line`, straight from the
+    /// key bytes and the partial.
+    fn write(
+        &self,
+        line: &mut Vec<u8>,
+        key: &[u8],
+        aggregates: &[AggregatePlan],
+        partial: &Partial,
+    ) {
+        line.extend_from_slice(&self.prefix);
+        let (key_labels, aggregate_labels) = self.labels.split_at(self.keys);
+        let mut rest = key;
+        for label in key_labels {
+            // Corrupt key bytes (never written by kflow) leave the column out.
+            let Some(value) = key::next_value(&mut rest) else {
+                break;
+            };
+            line.extend_from_slice(label);
+            json::write_value(line, &value);
+        }
+        for ((label, a), acc) in aggregate_labels
+            .iter()
+            .zip(aggregates)
+            .zip(partial.0.iter())
+        {
+            line.extend_from_slice(label);
+            acc.write_json(a.function, line);
+        }
+        line.push(b'}');
+    }
+}
+
+/// An empty vector with `values`' allocation, for values of another
+/// lifetime (the in-place `collect` of an empty iterator keeps it).
+fn recycle<'a, 'b>(mut values: Vec<Value<'a>>) -> Vec<Value<'b>> {
+    values.clear();
+    values.into_iter().map(|_| Value::Null).collect()
 }
 
 impl ResultEmitter {
@@ -61,25 +123,29 @@ impl ResultEmitter {
                 label
             })
             .collect();
+        let text = RowText {
+            labels,
+            keys: key_names.len(),
+            prefix: Vec::new(),
+            prefix_of: None,
+        };
         ResultEmitter {
             name,
             key_names,
             aggregates,
             router,
             columns,
-            labels,
-            prefix: Vec::new(),
-            prefix_of: None,
+            text,
             times: (String::new(), String::new()),
             times_of: None,
             line: Vec::new(),
             partition_key: Vec::new(),
+            values: Vec::new(),
         }
     }
 
-    /// Writes one result row and routes it. The row's text is written
-    /// straight from the key bytes and the partial; values for downstream
-    /// filters and windows are built only when a route reads them.
+    /// Writes one result row and routes it: its text only when a route
+    /// stores text, its values only when a route reads them.
     pub(super) fn emit(
         &mut self,
         start: i64,
@@ -89,39 +155,15 @@ impl ResultEmitter {
         watermark: i64,
         counts: &mut LocalCounts,
     ) -> Result<(), EngineError> {
-        if self.prefix_of != Some((start, end)) {
-            self.prefix.clear();
-            self.prefix.extend_from_slice(b"{\"window_start\":");
-            json::write_time(&mut self.prefix, start);
-            self.prefix.extend_from_slice(b",\"window_end\":");
-            json::write_time(&mut self.prefix, end);
-            self.prefix_of = Some((start, end));
-        }
-        let line = &mut self.line;
-        line.clear();
-        line.extend_from_slice(&self.prefix);
-        let (key_labels, aggregate_labels) = self.labels.split_at(self.key_names.len());
-        let mut rest = key;
-        for label in key_labels {
-            // Corrupt key bytes (never written by kflow) leave the column out.
-            let Some(value) = key::next_value(&mut rest) else {
-                break;
-            };
-            line.extend_from_slice(label);
-            json::write_value(line, &value);
-        }
-        for ((label, a), acc) in aggregate_labels
-            .iter()
-            .zip(&self.aggregates)
-            .zip(partial.0.iter())
-        {
-            line.extend_from_slice(label);
-            acc.write_json(a.function, line);
-        }
-        line.push(b'}');
         counts.rows_emitted += 1;
         if !self.router.has_routes() {
             return Ok(());
+        }
+        self.text.set_window(start, end);
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        if self.router.reads_text() {
+            self.text.write(&mut line, key, &self.aggregates, partial);
         }
         let position = Position::Window { window: &self.name };
         let wants_key = self.router.wants_keys();
@@ -129,19 +171,19 @@ impl ResultEmitter {
             self.partition_key.clear();
             key::write_partition_key(key, &mut self.partition_key);
         }
-        let line = std::mem::take(&mut self.line);
-        // Only filters and windows read values; a sink takes the text.
-        let mut values: Vec<Value<'_>> = Vec::new();
+        let mut values: Vec<Value<'_>> = recycle(std::mem::take(&mut self.values));
         let no_columns = SlotMap::default();
         let map = if self.router.reads_rows() {
             if self.times_of != Some((start, end)) {
                 self.times = (json::format_time(start), json::format_time(end));
                 self.times_of = Some((start, end));
             }
-            values.reserve(2 + self.key_names.len() + self.aggregates.len());
             values.push(Value::Str(self.times.0.as_str().into()));
             values.push(Value::Str(self.times.1.as_str().into()));
-            values.extend(key::decode_values(key).unwrap_or_default());
+            let mut rest = key;
+            while let Some(value) = key::next_value(&mut rest) {
+                values.push(value);
+            }
             values.extend(
                 self.aggregates
                     .iter()
@@ -165,7 +207,13 @@ impl ResultEmitter {
             time: end - 1,
             watermark,
         };
-        let routed = self.router.route(&row, record, stamp, counts);
+        let (text, aggregates) = (&self.text, &self.aggregates);
+        let routed = self
+            .router
+            .route_untexted(&row, record, stamp, counts, &mut |out| {
+                text.write(out, key, aggregates, partial)
+            });
+        self.values = recycle(values);
         self.line = line;
         routed
     }

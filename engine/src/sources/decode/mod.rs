@@ -90,7 +90,7 @@ impl Projection {
         for slot in slots.iter_mut() {
             *slot = Value::Null;
         }
-        let text = std::str::from_utf8(line).map_err(|e| {
+        let text = simdutf8::compat::from_utf8(line).map_err(|e| {
             DecodeError(format!(
                 "invalid JSON: invalid UTF-8 at column {}",
                 e.valid_up_to() + 1

@@ -46,7 +46,10 @@ const BLOCK: usize = 256 << 10;
 /// Line-aligned text handed to a decoder.
 struct Block {
     index: u64,
+    /// A buffer whose first `len` bytes are whole lines, each ending
+    /// with `\n` (the rest is stale: buffers are reused unzeroed).
     text: Vec<u8>,
+    len: usize,
     /// Lines before the block.
     first_line: u64,
     /// File offset after the block.
@@ -83,9 +86,11 @@ impl DecoderCtx {
         let mut line_no = block.first_line;
         let mut max_time = i64::MIN;
         let mut values = ingest.values();
-        for line in block.text.split_inclusive(|b| *b == b'\n') {
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &block.text[..block.len]) {
+            let line = &block.text[start..end];
+            start = end + 1;
             line_no += 1;
-            let line = line.strip_suffix(b"\n").unwrap_or(line);
             let watermark = watermark_of(max_time, self.max_out_of_orderness_ms);
             let place = (&*self.display_path, line_no);
             let routed = route_line(
@@ -221,37 +226,46 @@ impl Blocks {
                 return Ok(None);
             }
             let mut text = self.spare.pop().unwrap_or_default();
-            text.clear();
-            text.append(&mut self.carry);
-            let filled = text.len();
-            text.resize(filled + BLOCK, 0);
-            let n = self.file.read(&mut text[filled..])?;
-            text.truncate(filled + n);
+            let filled = self.carry.len();
+            if text.len() < filled + BLOCK {
+                text.resize(filled + BLOCK, 0);
+            }
+            text[..filled].copy_from_slice(&self.carry);
+            self.carry.clear();
+            let n = self.file.read(&mut text[filled..filled + BLOCK])?;
+            let mut len = filled + n;
             let length = if n == 0 {
                 self.at_end = true;
-                if text.is_empty() {
+                if len == 0 {
                     return Ok(None);
                 }
                 // The last line may lack its newline.
-                let length = text.len();
-                if text.last() != Some(&b'\n') {
-                    text.push(b'\n');
+                let length = len;
+                if text[len - 1] != b'\n' {
+                    if text.len() == len {
+                        text.push(b'\n');
+                    } else {
+                        text[len] = b'\n';
+                    }
+                    len += 1;
                 }
                 length
             } else {
-                let Some(last) = memchr::memrchr(b'\n', &text) else {
+                let Some(last) = memchr::memrchr(b'\n', &text[..len]) else {
                     // No whole line yet: read on.
-                    self.carry = text;
+                    self.carry.extend_from_slice(&text[..len]);
+                    self.spare.push(text);
                     continue;
                 };
-                self.carry.extend_from_slice(&text[last + 1..]);
-                text.truncate(last + 1);
-                text.len()
+                self.carry.extend_from_slice(&text[last + 1..len]);
+                len = last + 1;
+                len
             };
-            let lines = memchr::memchr_iter(b'\n', &text).count() as u64;
+            let lines = memchr::memchr_iter(b'\n', &text[..len]).count() as u64;
             let block = Block {
                 index: self.next_index,
                 text,
+                len,
                 first_line: self.line,
                 end_offset: self.offset + length as u64,
             };
