@@ -20,6 +20,12 @@ use crate::dataflow::json;
 /// line cannot exhaust the stack.
 const MAX_DEPTH: usize = 128;
 
+/// The powers of ten an f64 holds exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
 /// Why a line could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError(pub String);
@@ -328,14 +334,23 @@ impl<'a> Scanner<'a, '_> {
             }
             _ => return self.fail("invalid number"),
         }
-        let mut integral = true;
+        // Fraction digits join the mantissa: `12.75` is 1275 / 10^2.
+        let mut scale = 0usize;
         if self.peek() == Some(b'.') {
-            integral = false;
             self.pos += 1;
-            self.digits()?;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return self.fail("invalid number");
+            }
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                digits += 1;
+                scale += 1;
+                self.pos += 1;
+            }
         }
+        let mut exponent = false;
         if let Some(b'e' | b'E') = self.peek() {
-            integral = false;
+            exponent = true;
             self.pos += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.pos += 1;
@@ -345,9 +360,12 @@ impl<'a> Scanner<'a, '_> {
         if !wanted {
             return Ok(0.0);
         }
-        // Integers of up to 15 digits are exact in an f64.
-        if integral && digits <= 15 {
-            let n = mantissa as f64;
+        // Up to 15 digits the mantissa is exact in an f64 (< 2^53), and so
+        // is 10^scale for scale <= 22; one IEEE division of two exact
+        // values is correctly rounded, the same f64 `parse` gives (Clinger's
+        // fast path).
+        if let (false, true, Some(divisor)) = (exponent, digits <= 15, POW10.get(scale)) {
+            let n = mantissa as f64 / divisor;
             return Ok(if negative { -n } else { n });
         }
         match self.text[start..self.pos].parse::<f64>() {

@@ -155,6 +155,25 @@ fn expected(root: &serde_json::Value, path: &str) -> Value<'static> {
 const PATHS: [&str; 5] = ["a", "b", "a.b", "c.a.c", "bc"];
 
 proptest! {
+    // Decimal text decodes to exactly the f64 Rust's own parser gives
+    // (the short-mantissa fast path and the fallback alike).
+    #[test]
+    fn decimals_match_the_standard_parser(
+        negative in any::<bool>(),
+        int in "0|[1-9][0-9]{0,17}",
+        frac in proptest::option::of("[0-9]{1,20}"),
+    ) {
+        let text = format!(
+            "{}{}{}",
+            if negative { "-" } else { "" },
+            int,
+            frac.map(|f| format!(".{f}")).unwrap_or_default()
+        );
+        let got = decode(&["n"], &format!(r#"{{"n":{text}}}"#)).unwrap();
+        let want: f64 = text.parse().unwrap();
+        prop_assert_eq!(got, vec![Value::Num(want)]);
+    }
+
     // Valid records decode to the values they were written from.
     #[test]
     fn decodes_valid_records_to_the_values_written((line, parsed) in record()) {
