@@ -97,6 +97,12 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// Instead of the DAG: whether the job can resume from the last
+        /// checkpoint in this state directory or `s3://` checkpoint store,
+        /// node by node (exit 0 compatible, 1 incompatible, 3 when the
+        /// checkpoint cannot be read).
+        #[arg(long, value_name = "STATE_DIR|s3://STORE")]
+        against: Option<String>,
     },
 }
 
@@ -265,7 +271,15 @@ fn main() -> ExitCode {
             Ok(plan) => print_report(kflow::cli::cluster::status(&plan)),
             Err(code) => code,
         },
-        Command::Plan { job, format } => match load(&job) {
+        Command::Plan {
+            job,
+            format: _,
+            against: Some(target),
+        } => match load(&job) {
+            Ok(plan) => against_command(&plan, &target),
+            Err(code) => code,
+        },
+        Command::Plan { job, format, .. } => match load(&job) {
             Ok(plan) => {
                 match format {
                     PlanFormat::Text => print!("{}", explain::text(&plan)),
@@ -299,6 +313,26 @@ fn init_logging(quiet: bool) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .without_time()
             .init();
+    }
+}
+
+/// `kflow plan --against`: prints the verdicts; exit 0 when `run` would
+/// resume, 1 when it would refuse, 3 when the checkpoint cannot be read.
+fn against_command(plan: &kflow_jobs::JobPlan, target: &str) -> ExitCode {
+    let target = kflow::cli::against::Target::parse(target);
+    match kflow::cli::against::against(plan, &target) {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.compatible {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("kflow: {}", causes(&e));
+            ExitCode::from(3)
+        }
     }
 }
 

@@ -96,6 +96,42 @@ impl StateStore {
         }
     }
 
+    /// Opens an existing state database for reading only, without taking
+    /// its lock: a running job's state can be inspected (as of its last
+    /// write) while the job holds it.
+    ///
+    /// # Errors
+    /// [`StateError::Foreign`] when `dir` is not a kflow state database,
+    /// [`StateError::Rocks`] when RocksDB cannot read it.
+    pub fn open_read_only(dir: &Path) -> Result<StateStore, StateError> {
+        let path = dir.to_path_buf();
+        if !dir.join("CURRENT").is_file() {
+            return Err(StateError::Foreign {
+                path,
+                reason: "it holds no RocksDB database".into(),
+            });
+        }
+        let families = DB::list_cf(&Options::default(), dir).unwrap_or_default();
+        let present = Family::ALL
+            .into_iter()
+            .filter(|f| families.iter().any(|name| name == f.name()));
+        let db = DB::open_cf_descriptors_read_only(
+            &Self::options(false),
+            dir,
+            Self::descriptors(present),
+            false,
+        )
+        .map_err(|source| Self::open_error(&path, source))?;
+        let store = StateStore { db, path };
+        match store.get(Family::Meta, FORMAT_KEY)? {
+            Some(v) if v == FORMAT_VALUE => Ok(store),
+            _ => Err(StateError::Foreign {
+                path: store.path.clone(),
+                reason: "its database has no kflow format marker".into(),
+            }),
+        }
+    }
+
     /// Names why an existing database would not open: another process
     /// holds it, it is some other program's RocksDB (other column
     /// families), or RocksDB's own reason (corruption, permissions).
@@ -415,6 +451,29 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_held_database_can_be_read_without_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut batch = StateBatch::new();
+        batch.put(Family::Meta, b"checkpoint", b"{\"id\":3}");
+        store.write(batch, WriteMode::Synced).unwrap();
+        assert!(matches!(
+            StateStore::open(dir.path()),
+            Err(StateError::InUse { .. })
+        ));
+        let reader = StateStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(
+            reader.get(Family::Meta, b"checkpoint").unwrap().unwrap(),
+            b"{\"id\":3}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            StateStore::open_read_only(empty.path()),
+            Err(StateError::Foreign { .. })
+        ));
+    }
 
     #[test]
     fn batches_are_applied_and_survive_reopen() {

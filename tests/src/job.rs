@@ -43,6 +43,28 @@ impl JobDir {
         self.dir.path()
     }
 
+    /// A copy of the folder (job, inputs, outputs, state) in a new one,
+    /// to try several things from the same starting point.
+    pub fn copy(&self) -> JobDir {
+        fn copy_tree(from: &Path, to: &Path) {
+            fs::create_dir_all(to).expect("folder is created");
+            for entry in fs::read_dir(from).expect("folder is read") {
+                let entry = entry.expect("entry is read");
+                let target = to.join(entry.file_name());
+                if entry.file_type().expect("type is read").is_dir() {
+                    copy_tree(&entry.path(), &target);
+                } else {
+                    fs::copy(entry.path(), target).expect("file is copied");
+                }
+            }
+        }
+        let copy = JobDir {
+            dir: tempfile::tempdir().expect("a temporary folder"),
+        };
+        copy_tree(self.path(), copy.path());
+        copy
+    }
+
     /// Writes `text` to `name` in the folder (a new job file, an input).
     pub fn write(&self, name: &str, text: &str) {
         fs::write(self.path().join(name), text).expect("file is written");
@@ -119,6 +141,29 @@ impl JobDir {
             .stderr(Stdio::null())
             .spawn()
             .expect("kflow starts")
+    }
+
+    /// A folder whose run of `job` over `input` (as `clicks.jsonl`) was
+    /// aborted right after checkpoint 2, leaving a mid-run checkpoint.
+    /// On a loaded machine checkpoint 2 can be the run's last (every record
+    /// was in before it was taken), which resumes as a fresh start: then it
+    /// tries again.
+    pub fn interrupted(job: &str, input: &Workload) -> JobDir {
+        for _ in 0..5 {
+            let dir = JobDir::with_workloads(job, &[("clicks.jsonl", input.clone())]);
+            let out = dir.run_job(
+                &["--checkpoint-interval", "20ms"],
+                &[("KFLOW_CRASH_AT", "after-commit:2")],
+            );
+            assert!(!out.status.success(), "{}", out.stderr);
+            let listed = dir.list_checkpoints();
+            assert!(listed.status.success(), "{}", listed.stderr);
+            assert!(listed.stdout.contains("checkpoint 2"), "{}", listed.stdout);
+            if !listed.stdout.contains("run finished") {
+                return dir;
+            }
+        }
+        panic!("5 runs in a row took their last checkpoint as checkpoint 2");
     }
 
     /// `kflow checkpoints job.toml`.

@@ -2,7 +2,8 @@
 //! random moments and restarted until they finish; the file sinks must then
 //! hold exactly the rows of one uninterrupted run (same multiset, no row
 //! twice). Also: aborts inside the checkpoint write and inside a sink write,
-//! job changes between runs, and state directories that are not kflow's.
+//! and state directories that are not kflow's (job changes between runs:
+//! `changes.rs`).
 //!
 //! The kill schedule is drawn from a seeded RNG; the seed is printed and can
 //! be fixed with `KFLOW_CRASH_SEED` to replay a failure.
@@ -486,76 +487,10 @@ fn issue_3_abort_in_the_middle_of_a_sink_write() {
     abort_then_recover("sink-write:2");
 }
 
-/// Leaves a mid-run checkpoint behind (the run aborts after checkpoint 2).
-/// On a loaded machine checkpoint 2 can be the run's last (every record was
-/// in before it was taken), which resumes as a fresh start: then try again.
-fn interrupted_job(job: &str) -> JobDir {
-    for _ in 0..5 {
-        let dir = JobDir::with_workloads(job, &[("clicks.jsonl", events(100_000, 1_000, 8))]);
-        let out = dir.run_job(
-            &["--checkpoint-interval", "20ms"],
-            &[("KFLOW_CRASH_AT", "after-commit:2")],
-        );
-        assert!(!out.status.success(), "{}", out.stderr);
-        let listed = dir.list_checkpoints();
-        assert!(listed.status.success(), "{}", listed.stderr);
-        assert!(listed.stdout.contains("checkpoint 2"), "{}", listed.stdout);
-        if !listed.stdout.contains("run finished") {
-            return dir;
-        }
-    }
-    panic!("5 runs in a row took their last checkpoint as checkpoint 2");
-}
-
-#[test]
-fn issue_3_changed_window_refuses_to_resume_unless_reset() {
-    let job = crash_job().toml();
-    let dir = interrupted_job(&job);
-    fs::write(
-        dir.path().join("job.toml"),
-        job.replace("tumbling = \"1m\"", "tumbling = \"5m\""),
-    )
-    .unwrap();
-    let out = dir.run_job(&[], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("window per_user changed"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("--reset"), "{}", out.stderr);
-    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    let out = dir.run_job(&["--reset"], &[]);
-    assert!(out.status.success(), "{}", out.stderr);
-}
-
-#[test]
-fn issue_3_changed_filter_resumes_and_says_so() {
-    let job = crash_job().toml();
-    let dir = interrupted_job(&job);
-    fs::write(
-        dir.path().join("job.toml"),
-        job.replace("'product_view'", "'add_to_cart'"),
-    )
-    .unwrap();
-    let out = run_with_timeout(dir.loud_job_command(), TIMEOUT).unwrap();
-    assert!(out.status.success(), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("restored checkpoint 2"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("filter checkouts changed"),
-        "{}",
-        out.stderr
-    );
-}
-
 #[test]
 fn issue_3_checkpoints_command_lists_the_last_checkpoint() {
     let job = crash_job().toml();
-    let dir = interrupted_job(&job);
+    let dir = JobDir::interrupted(&job, &events(100_000, 1_000, 8));
     let out = dir.list_checkpoints();
     assert!(out.status.success(), "{}", out.stderr);
     for expected in [
@@ -641,7 +576,7 @@ fn issue_3_a_second_run_of_a_running_job_is_refused() {
 #[test]
 fn issue_3_corrupted_state_is_an_error_not_a_fresh_start() {
     let job = crash_job().toml();
-    let dir = interrupted_job(&job);
+    let dir = JobDir::interrupted(&job, &events(100_000, 1_000, 8));
     let db = dir.path().join(".kflow/crash/db");
     let mut corrupted = 0;
     for entry in fs::read_dir(&db).unwrap() {

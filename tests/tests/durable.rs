@@ -226,6 +226,42 @@ fn issue_15_from_checkpoint_rolls_back_to_an_older_checkpoint() {
         .run_ok(&["checkpoints", "job.toml"], &borrowed(&env))
         .stdout;
     assert!(listing.contains("3 complete checkpoint(s)"), "{listing}");
+    // `plan --against` the store (issue 20): its newest checkpoint decides.
+    let store = format!("s3://{BUCKET}/store");
+    let same = dir.run(&["plan", "job.toml", "--against", &store], &borrowed(&env));
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}{}",
+        same.stdout,
+        same.stderr
+    );
+    assert!(
+        same.stdout.contains("verdict: compatible"),
+        "{}",
+        same.stdout
+    );
+    dir.write(
+        "changed.toml",
+        &dir.read("job.toml")
+            .replace("tumbling = \"1m\"", "tumbling = \"2m\""),
+    );
+    let changed = dir.run(
+        &["plan", "changed.toml", "--against", &store],
+        &borrowed(&env),
+    );
+    assert_eq!(
+        changed.status.code(),
+        Some(1),
+        "{}{}",
+        changed.stdout,
+        changed.stderr
+    );
+    assert!(
+        changed.stdout.contains("incompatible"),
+        "{}",
+        changed.stdout
+    );
     let oldest = listing
         .lines()
         .rev()

@@ -1,8 +1,10 @@
 //! The commands besides `kflow run`: `produce` (a file into a Kinesis
-//! stream), `plan` (the compiled DAG), `checkpoints` (what a state
+//! stream), `plan` (the compiled DAG; with `--against`, whether
+//! the job can resume from a checkpoint), `checkpoints` (what a state
 //! directory holds), `top` (a running job's live view) and `cluster status`
 //! (a cluster job's workers and leases).
 
+pub mod against;
 pub mod checkpoints;
 pub mod cluster;
 pub mod plan;

@@ -124,6 +124,123 @@ fn window(plan: &JobPlan, w: &WindowPlan) -> String {
     )
 }
 
+/// What the checkpoint means for one part of the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Unchanged: its state (if any) resumes as it was.
+    Same,
+    /// New since the checkpoint: it starts empty.
+    Added,
+    /// A stateless part changed (a filter's condition, a sink's target):
+    /// the run resumes and logs the change; records before the checkpoint
+    /// are not reprocessed under the new definition.
+    Changed {
+        /// The definition in the checkpoint.
+        was: String,
+        /// The definition now.
+        now: String,
+    },
+    /// A stateless part was removed: said, allowed.
+    Removed {
+        /// The definition in the checkpoint.
+        was: String,
+    },
+    /// A stateful part changed: its checkpointed state does not fit the
+    /// new definition, so `run` refuses to resume.
+    Incompatible {
+        /// The definition in the checkpoint.
+        was: String,
+        /// The definition now, or `None` when the part was removed.
+        now: Option<String>,
+    },
+}
+
+impl Verdict {
+    /// The verdict's word for a report: `compatible`, `compatible, will
+    /// log` or `incompatible`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Same | Verdict::Added => "compatible",
+            Verdict::Changed { .. } | Verdict::Removed { .. } => "compatible, will log",
+            Verdict::Incompatible { .. } => "incompatible",
+        }
+    }
+}
+
+/// One part of the job (`kind name`, as in [`describe`]) and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeVerdict {
+    /// `source clicks`, `window per_user`, `filter f`, `sink out`.
+    pub node: String,
+    /// What the checkpoint means for it.
+    pub verdict: Verdict,
+}
+
+impl NodeVerdict {
+    /// The change in words, for the run's log and its refusal (`None`
+    /// when unchanged).
+    pub fn change(&self) -> Option<String> {
+        let node = &self.node;
+        match &self.verdict {
+            Verdict::Same => None,
+            Verdict::Added => Some(format!("{node} is new: it starts empty")),
+            Verdict::Changed { was, now }
+            | Verdict::Incompatible {
+                was,
+                now: Some(now),
+            } => Some(format!("{node} changed: was `{was}`, now `{now}`")),
+            Verdict::Removed { was } | Verdict::Incompatible { was, now: None } => {
+                Some(format!("{node} was removed (it was: {was})"))
+            }
+        }
+    }
+}
+
+/// Every part of the checkpointed job and of the current one, with its
+/// verdict: checkpointed parts in name order (stateful first), then the
+/// new ones.
+pub fn verdicts(
+    old_stateful: &BTreeMap<String, String>,
+    old_stateless: &BTreeMap<String, String>,
+    stateful: &BTreeMap<String, String>,
+    stateless: &BTreeMap<String, String>,
+) -> Vec<NodeVerdict> {
+    let mut out = Vec::new();
+    let mut added = Vec::new();
+    for (old, new, has_state) in [
+        (old_stateful, stateful, true),
+        (old_stateless, stateless, false),
+    ] {
+        for (node, was) in old {
+            let verdict = match (new.get(node), has_state) {
+                (Some(now), _) if now == was => Verdict::Same,
+                (now, true) => Verdict::Incompatible {
+                    was: was.clone(),
+                    now: now.cloned(),
+                },
+                (Some(now), false) => Verdict::Changed {
+                    was: was.clone(),
+                    now: now.clone(),
+                },
+                // A removed filter or sink keeps no state: said, allowed.
+                (None, false) => Verdict::Removed { was: was.clone() },
+            };
+            out.push(NodeVerdict {
+                node: node.clone(),
+                verdict,
+            });
+        }
+        for node in new.keys().filter(|n| !old.contains_key(*n)) {
+            added.push(NodeVerdict {
+                node: node.clone(),
+                verdict: Verdict::Added,
+            });
+        }
+    }
+    out.extend(added);
+    out
+}
+
 /// How the current job differs from the checkpointed one.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -133,27 +250,8 @@ pub struct Changes {
     pub compatible: Vec<String>,
 }
 
-fn diff(
-    old: &BTreeMap<String, String>,
-    new: &BTreeMap<String, String>,
-    into: &mut Vec<String>,
-    added: &mut Vec<String>,
-) {
-    for (name, was) in old {
-        match new.get(name) {
-            None => into.push(format!("{name} was removed (it was: {was})")),
-            Some(now) if now != was => {
-                into.push(format!("{name} changed: was `{was}`, now `{now}`"))
-            }
-            Some(_) => {}
-        }
-    }
-    for name in new.keys().filter(|n| !old.contains_key(*n)) {
-        added.push(format!("{name} is new: it starts empty"));
-    }
-}
-
-/// Compares the checkpointed descriptions with the current ones.
+/// Compares the checkpointed descriptions with the current ones: the
+/// changes of [`verdicts`], in words.
 pub fn compare(
     old_stateful: &BTreeMap<String, String>,
     old_stateless: &BTreeMap<String, String>,
@@ -161,17 +259,13 @@ pub fn compare(
     stateless: &BTreeMap<String, String>,
 ) -> Changes {
     let mut changes = Changes::default();
-    diff(
-        old_stateful,
-        stateful,
-        &mut changes.incompatible,
-        &mut changes.compatible,
-    );
-    let mut notes = Vec::new();
-    let mut added = Vec::new();
-    diff(old_stateless, stateless, &mut notes, &mut added);
-    changes.compatible.extend(notes);
-    changes.compatible.extend(added);
+    for v in verdicts(old_stateful, old_stateless, stateful, stateless) {
+        let Some(text) = v.change() else { continue };
+        match v.verdict {
+            Verdict::Incompatible { .. } => changes.incompatible.push(text),
+            _ => changes.compatible.push(text),
+        }
+    }
     changes
 }
 
@@ -207,8 +301,8 @@ mod tests {
         assert_eq!(
             c.compatible,
             vec![
-                "window v is new: it starts empty",
-                "filter f changed: was `a > 1`, now `a > 2`"
+                "filter f changed: was `a > 1`, now `a > 2`",
+                "window v is new: it starts empty"
             ]
         );
     }
