@@ -357,7 +357,10 @@ impl WindowTask {
         // Updates of keys evicted to RocksDB wait here and are applied
         // together, in order, after one batched read (see
         // `WindowCache::update_spilled`), before anything fires.
-        for i in 0..batch.len() {
+        let mut next = 0;
+        while next < batch.len() {
+            let i = next;
+            next += 1;
             if batch.watermarks[i] > self.inputs[input].watermark {
                 self.inputs[input].watermark = batch.watermarks[i];
                 if !self.spilled_updates.is_empty() && self.would_fire() {
@@ -398,14 +401,25 @@ impl WindowTask {
                     .get_mut(&self.store, pane, batch.hashes[i], batch.key(i), || {
                         Partial::new(aggregates)
                     })?;
-            let args = &batch.args[i * n_args..(i + 1) * n_args];
-            if self.grows {
-                let before = partial.heap_bytes();
+            let before = if self.grows { partial.heap_bytes() } else { 0 };
+            partial.update_with(&batch.args[i * n_args..(i + 1) * n_args], &batch.values);
+            // The records after it on the same key and pane, under the same
+            // watermark, update the same partial without another lookup (a
+            // window without a key, or a key's burst, takes one per run).
+            let (hash, key) = (batch.hashes[i], batch.key(i));
+            while next < batch.len()
+                && batch.hashes[next] == hash
+                && batch.watermarks[next] <= self.inputs[input].watermark
+                && self.panes.pane_end(batch.times[next]) == pane
+                && batch.key(next) == key
+            {
+                let args = &batch.args[next * n_args..(next + 1) * n_args];
                 partial.update_with(args, &batch.values);
+                next += 1;
+            }
+            if self.grows {
                 let after = partial.heap_bytes();
                 self.cache.account(after.saturating_sub(before));
-            } else {
-                partial.update_with(args, &batch.values);
             }
         }
         self.update_spilled(&batch)?;
