@@ -90,6 +90,19 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Run a job's test cases: `JOB_STEM.test.toml` (and
+    /// `JOB_STEM.*.test.toml`) next to the job, or the files named. Exit 0
+    /// when every case passes, 1 when one fails, 2 for an invalid job or
+    /// test file.
+    Test {
+        /// The job file.
+        job: PathBuf,
+        /// Test files (default: found next to the job).
+        tests: Vec<PathBuf>,
+        /// Partitions per window (the result must not depend on it).
+        #[arg(short, long, default_value_t = 1)]
+        parallelism: usize,
+    },
     /// Print the compiled operator DAG.
     Plan {
         /// The job file.
@@ -247,6 +260,8 @@ fn main() -> ExitCode {
     let quiet = match &cli.command {
         Command::Run(args) => args.quiet,
         Command::Produce(args) => args.quiet,
+        // Each case's run would log its start: only warnings and errors.
+        Command::Test { .. } => true,
         _ => false,
     };
     init_logging(quiet);
@@ -287,6 +302,14 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
+            Err(code) => code,
+        },
+        Command::Test {
+            job,
+            tests,
+            parallelism,
+        } => match load(&job) {
+            Ok(plan) => test_command(&job, &plan, &tests, parallelism),
             Err(code) => code,
         },
         Command::Produce(args) => produce_command(args),
@@ -332,6 +355,45 @@ fn against_command(plan: &kflow_jobs::JobPlan, target: &str) -> ExitCode {
         Err(e) => {
             eprintln!("kflow: {}", causes(&e));
             ExitCode::from(3)
+        }
+    }
+}
+
+/// `kflow test`: exit 0 when every case passes, 1 when one fails or
+/// cannot run, 2 for an invalid test file or none found.
+fn test_command(
+    job: &std::path::Path,
+    plan: &kflow_jobs::JobPlan,
+    named: &[PathBuf],
+    parallelism: usize,
+) -> ExitCode {
+    use kflow::cli::test;
+    let files = test::test_files(job, named);
+    if files.is_empty() {
+        eprintln!(
+            "kflow: no test files for {}: write {} next to it, or name the files",
+            job.display(),
+            job.with_extension("test.toml").display()
+        );
+        return ExitCode::from(2);
+    }
+    let files = match test::read_files(plan, &files) {
+        Ok(files) => files,
+        Err(e) => {
+            eprint!("{}", e.render());
+            return ExitCode::from(2);
+        }
+    };
+    let printed = test::run_all(job, &files, parallelism, |text| {
+        print!("{text}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    });
+    match printed {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("kflow: {}", causes(&e));
+            ExitCode::from(1)
         }
     }
 }

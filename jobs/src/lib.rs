@@ -3,7 +3,8 @@
 //! resolved data. Every error found on the way is collected with its
 //! location, so `kflow validate` can report them all at once.
 //!
-//! This crate is pure: no threads, no I/O beyond reading the job file.
+//! This crate is pure: no threads, no I/O beyond reading the job file (and
+//! the test files of `kflow test`, [`testfile`]).
 //!
 //! ```
 //! let text = r#"
@@ -30,6 +31,7 @@ pub mod expr;
 pub mod plan;
 pub mod size;
 pub mod spec;
+pub mod testfile;
 mod toml_string;
 pub mod value;
 

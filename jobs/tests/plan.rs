@@ -600,8 +600,15 @@ fn every_bundled_example_compiles() {
     let mut seen = 0;
     for entry in std::fs::read_dir("examples").unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            if let Err(error) = kflow_jobs::load(&path) {
+        let name = path.to_string_lossy().into_owned();
+        if name.ends_with(".toml") && !name.ends_with(".test.toml") {
+            let plan = match kflow_jobs::load(&path) {
+                Ok(plan) => plan,
+                Err(error) => panic!("{}", error.render()),
+            };
+            // Its tests (`kflow test`) read as valid for it.
+            let tests = path.with_extension("test.toml");
+            if let Err(error) = kflow_jobs::testfile::read(&tests, &plan) {
                 panic!("{}", error.render());
             }
             seen += 1;

@@ -1,7 +1,7 @@
 //! The commands besides `kflow run`: `produce` (a file into a Kinesis
 //! stream), `plan` (the compiled DAG; with `--against`, whether
 //! the job can resume from a checkpoint), `checkpoints` (what a state
-//! directory holds), `top` (a running job's live view) and `cluster status`
+//! directory holds), `top` (a running job's live view), `test` (a job's test cases) and `cluster status`
 //! (a cluster job's workers and leases).
 
 pub mod against;
@@ -9,4 +9,5 @@ pub mod checkpoints;
 pub mod cluster;
 pub mod plan;
 pub mod produce;
+pub mod test;
 pub mod top;
