@@ -102,6 +102,10 @@ enum Command {
         /// Partitions per window (the result must not depend on it).
         #[arg(short, long, default_value_t = 1)]
         parallelism: usize,
+        /// Internal: run phase K (up to restart K) of case N of the test
+        /// file in the scratch folder, until killed (`restart` steps).
+        #[arg(long, hide = true, num_args = 4, value_names = ["FILE", "N", "K", "DIR"])]
+        phase: Option<Vec<String>>,
     },
     /// Print the compiled operator DAG.
     Plan {
@@ -306,8 +310,18 @@ fn main() -> ExitCode {
         },
         Command::Test {
             job,
+            parallelism,
+            phase: Some(phase),
+            ..
+        } => match load(&job) {
+            Ok(plan) => phase_command(&job, &plan, &phase, parallelism),
+            Err(code) => code,
+        },
+        Command::Test {
+            job,
             tests,
             parallelism,
+            phase: None,
         } => match load(&job) {
             Ok(plan) => test_command(&job, &plan, &tests, parallelism),
             Err(code) => code,
@@ -384,13 +398,58 @@ fn test_command(
             return ExitCode::from(2);
         }
     };
-    let printed = test::run_all(job, &files, parallelism, |text| {
+    // A case's runs before its restarts are this program again, killed.
+    let phase = |file: &std::path::Path, case: usize, k: usize, dir: &std::path::Path| {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kflow"));
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg("test")
+            .arg(job)
+            .arg("--parallelism")
+            .arg(parallelism.to_string())
+            .arg("--phase")
+            .arg(file)
+            .arg(case.to_string())
+            .arg(k.to_string())
+            .arg(dir);
+        command
+    };
+    let printed = test::run_all(job, &files, parallelism, &phase, |text| {
         print!("{text}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
     });
     match printed {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("kflow: {}", causes(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `kflow test --phase FILE N K DIR`: one phase of a case with restarts,
+/// run until its parent kills it.
+fn phase_command(
+    job: &std::path::Path,
+    plan: &kflow_jobs::JobPlan,
+    args: &[String],
+    parallelism: usize,
+) -> ExitCode {
+    let [file, case, k, dir] = args else {
+        return ExitCode::from(2);
+    };
+    let (Ok(case), Ok(k)) = (case.parse::<usize>(), k.parse::<usize>()) else {
+        return ExitCode::from(2);
+    };
+    let read = kflow_jobs::testfile::read(std::path::Path::new(file), plan);
+    let Some(case) = read.ok().and_then(|f| f.cases.into_iter().nth(case)) else {
+        eprintln!("kflow: no case {case} in {file}");
+        return ExitCode::from(2);
+    };
+    let dir = std::path::Path::new(dir);
+    match kflow::cli::test::run_phase(job, &case, k, dir, parallelism) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kflow: {}", causes(&e));
             ExitCode::from(1)

@@ -182,6 +182,10 @@ pub struct FileSourcePlan {
     pub path: PathBuf,
     /// Keep tailing at end of file instead of ending the source.
     pub follow: bool,
+    /// Watermark moves between lines, in line order: after its first `.0`
+    /// lines the source's watermark is at least `.1` (epoch ms). Only
+    /// `kflow test` cases set them (`advance` steps); a job file cannot.
+    pub advances: Vec<(u64, i64)>,
 }
 
 /// A Kinesis data stream.

@@ -9,6 +9,12 @@
 //!   { user_id = "u1", type = "purchase", amount = 10.0, ts = "2026-11-25T10:00:01Z" },
 //!   '{"user_id": "u1", "type": ',          # a string is one raw line
 //! ]
+//! [[case.step]]                            # then, in order: a watermark move,
+//! advance = "2026-11-25T10:05:00Z"
+//! [[case.step]]
+//! restart = true                           # a kill and a restore,
+//! [[case.step]]
+//! input.clicks = [ { user_id = "u2", ts = "2026-11-25T10:00:30Z" } ]  # more records
 //! [case.expect.per_user]                   # a sink, a stream, `x.late`, `x.errors`
 //! rows = [ { user_id = "u1", events = 1 } ] # exactly these rows, any order
 //! ```
@@ -47,8 +53,26 @@ pub struct TestCase {
     /// The lines each source reads, by source name, in arrival order. A
     /// source without an entry reads nothing.
     pub inputs: BTreeMap<String, Vec<String>>,
+    /// Watermark steps: after the source's first `line` lines, its
+    /// watermark moves to at least `watermark` (epoch ms).
+    pub advances: Vec<Advance>,
+    /// Restarts: after each source's first lines (by source name; absent
+    /// means none), the run is killed after a checkpoint covering them and
+    /// the rest is read by a run restored from it.
+    pub restarts: Vec<BTreeMap<String, u64>>,
     /// Expectations by output name, in name order.
     pub expects: Vec<Expect>,
+}
+
+/// An `advance` step for one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advance {
+    /// The source.
+    pub source: String,
+    /// After this many of its lines.
+    pub line: u64,
+    /// The watermark it moves to, epoch ms.
+    pub watermark: i64,
 }
 
 /// What one output must hold.
@@ -161,7 +185,18 @@ struct CaseSpec {
     #[serde(default)]
     input: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
+    step: Vec<Spanned<StepSpec>>,
+    #[serde(default)]
     expect: BTreeMap<Spanned<String>, Spanned<ExpectSpec>>,
+}
+
+/// One `[[case.step]]`: records, a watermark move or a restart.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepSpec {
+    input: Option<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+    advance: Option<toml::Value>,
+    restart: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -254,15 +289,21 @@ impl Checker<'_> {
         self.diagnostics.push(Diagnostic::new(span, message));
     }
 
-    fn case(&mut self, name: String, case: CaseSpec) -> TestCase {
-        let mut inputs = BTreeMap::new();
-        for (source, value) in case.input {
-            let is_source = self
-                .plan
-                .nodes
-                .iter()
-                .any(|n| n.name == *source.get_ref() && matches!(n.kind, NodeKind::Source(_)));
-            if !is_source {
+    fn is_source(&self, name: &str) -> bool {
+        self.plan
+            .nodes
+            .iter()
+            .any(|n| n.name == name && matches!(n.kind, NodeKind::Source(_)))
+    }
+
+    /// Appends a step's records to the sources' inputs.
+    fn input(
+        &mut self,
+        records: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+        inputs: &mut BTreeMap<String, Vec<String>>,
+    ) {
+        for (source, value) in records {
+            if !self.is_source(source.get_ref()) {
                 self.error(
                     source.span(),
                     format!("the job has no source `{}`", source.get_ref()),
@@ -270,7 +311,94 @@ impl Checker<'_> {
                 continue;
             }
             let lines = self.lines(value);
-            inputs.insert(source.into_inner(), lines);
+            inputs.entry(source.into_inner()).or_default().extend(lines);
+        }
+    }
+
+    /// An `advance` step: `"TIME"` for every source, or `{ SOURCE =
+    /// "TIME", ... }`.
+    fn advance(
+        &mut self,
+        value: toml::Value,
+        span: Range<usize>,
+        inputs: &BTreeMap<String, Vec<String>>,
+        advances: &mut Vec<Advance>,
+    ) {
+        let pairs: Vec<(String, toml::Value)> = match value {
+            toml::Value::Table(table) => table.into_iter().collect(),
+            time => self
+                .plan
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.kind, NodeKind::Source(_)))
+                .map(|n| (n.name.clone(), time.clone()))
+                .collect(),
+        };
+        for (source, time) in pairs {
+            if !self.is_source(&source) {
+                self.error(span.clone(), format!("the job has no source `{source}`"));
+                continue;
+            }
+            let text = match time {
+                toml::Value::String(s) => s,
+                toml::Value::Datetime(d) => d.to_string(),
+                _ => String::new(),
+            };
+            let Some(watermark) = chrono::DateTime::parse_from_rfc3339(&text)
+                .ok()
+                .map(|t| t.timestamp_millis())
+            else {
+                self.error(
+                    span.clone(),
+                    "`advance` takes an RFC 3339 time, or a table of them by source",
+                );
+                continue;
+            };
+            let line = inputs.get(&source).map_or(0, |l| l.len() as u64);
+            advances.push(Advance {
+                source,
+                line,
+                watermark,
+            });
+        }
+    }
+
+    fn case(&mut self, name: String, case: CaseSpec) -> TestCase {
+        let mut inputs = BTreeMap::new();
+        let mut advances = Vec::new();
+        let mut restarts = Vec::new();
+        self.input(case.input, &mut inputs);
+        for step in case.step {
+            let span = step.span();
+            let step = step.into_inner();
+            let step_span = span.clone();
+            let given = [
+                step.input.is_some(),
+                step.advance.is_some(),
+                step.restart.is_some(),
+            ];
+            if given.iter().filter(|g| **g).count() != 1 {
+                self.error(
+                    span,
+                    "a step is one of `input`, `advance` or `restart = true`",
+                );
+                continue;
+            }
+            if let Some(records) = step.input {
+                self.input(records, &mut inputs);
+            } else if let Some(value) = step.advance {
+                self.advance(value, step_span, &inputs, &mut advances);
+            } else if let Some(restart) = step.restart {
+                if *restart.get_ref() {
+                    let at = inputs
+                        .iter()
+                        .map(|(source, lines)| (source.clone(), lines.len() as u64))
+                        .collect();
+                    restarts.push(at);
+                } else {
+                    self.error(restart.span(), "write `restart = true`, or no step");
+                }
+            }
         }
         let mut expects = Vec::new();
         for (output, spec) in case.expect {
@@ -300,6 +428,8 @@ impl Checker<'_> {
         TestCase {
             name,
             inputs,
+            advances,
+            restarts,
             expects,
         }
     }

@@ -119,6 +119,34 @@ rows = [
 rows = [ { window_start = "2026-11-25T10:00:00Z", window_end = "2026-11-25T11:00:00Z", users = 2, top = 12 } ]
 
 [[case]]
+name = "a retry after a restart still counts once, a late record after an advance goes to .late"
+[[case.step]]
+input.clicks = [
+  { event_id = "e1", user_id = "u1", amount = 5.0, ts = "2026-11-25T10:00:01Z" },
+  { event_id = "e2", user_id = "u1", amount = 7.0, ts = "2026-11-25T10:00:02Z" },
+]
+[[case.step]]
+restart = true
+[[case.step]]
+input.clicks = [ { event_id = "e1", user_id = "u1", amount = 5.0, ts = "2026-11-25T10:00:01Z" } ]
+[[case.step]]
+restart = true
+[[case.step]]
+advance.clicks = "2026-11-25T10:01:00Z"
+[[case.step]]
+input.clicks = [
+  { event_id = "e3", user_id = "u2", amount = 1.0, ts = "2026-11-25T10:00:30Z" },
+  { event_id = "e4", user_id = "u2", amount = 2.0, ts = "2026-11-25T10:01:30Z" },
+]
+[case.expect.result]
+rows = [
+  { window_start = "2026-11-25T10:00:00Z", window_end = "2026-11-25T10:01:00Z", user_id = "u1", events = 2, revenue = 12 },
+  { window_start = "2026-11-25T10:01:00Z", window_end = "2026-11-25T10:02:00Z", user_id = "u2", events = 1, revenue = 2 },
+]
+[case.expect."per_user.late"]
+rows = [ { event_id = "e3", user_id = "u2", amount = 1.0, ts = "2026-11-25T10:00:30Z" } ]
+
+[[case]]
 name = "a wrong expectation"
 [case.input]
 clicks = [ { event_id = "e1", user_id = "u1", amount = 5.0, ts = "2026-11-25T10:00:01Z" } ]
@@ -149,7 +177,7 @@ fn issue_20_a_failing_case_shows_a_diff_and_exits_1_and_nothing_of_the_job_is_to
         "{stdout}"
     );
     assert!(
-        stdout.contains("test result: FAILED. 1 passed; 1 failed"),
+        stdout.contains("test result: FAILED. 2 passed; 1 failed"),
         "{stdout}"
     );
     assert!(
@@ -212,4 +240,21 @@ name = "one"
         "{}",
         out.stderr
     );
+    dir.write(
+        "job.test.toml",
+        "[[case]]\nname = \"x\"\n[[case.step]]\nrestart = true\nadvance = \"2026-11-25T10:00:00Z\"\n\
+         [[case.step]]\nadvance = \"yesterday\"\n[case.expect.result]\nrows = []\n",
+    );
+    let out = kflow_test(dir.path(), &["job.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    for line in [
+        "job.test.toml:3:1: a step is one of `input`, `advance` or `restart = true`",
+        "job.test.toml:6:1: `advance` takes an RFC 3339 time, or a table of them by source",
+    ] {
+        assert!(
+            out.stderr.contains(line),
+            "missing {line:?} in:\n{}",
+            out.stderr
+        );
+    }
 }

@@ -650,6 +650,8 @@ fn source_task(
                 } else {
                     Follow::No
                 },
+                advances: file.advances.clone(),
+                next_advance: 0,
                 restore: restore_part::<FilePosition>(name, stored)?.unwrap_or_default(),
             }))
         }

@@ -153,6 +153,7 @@ pub(crate) fn compile_source(
             ConnectorPlan::File(FileSourcePlan {
                 path,
                 follow: file.follow.as_ref().is_some_and(|f| *f.get_ref()),
+                advances: Vec::new(),
             })
         }),
         SourceSpec::Kinesis(kinesis) => {

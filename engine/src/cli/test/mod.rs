@@ -12,8 +12,13 @@
 
 pub mod rows;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
 
 use kflow_jobs::testfile::{self, Object, OutputRef, TestCase, TestFileError};
 use kflow_jobs::{
@@ -22,7 +27,9 @@ use kflow_jobs::{
 };
 
 use crate::error::EngineError;
+use crate::runtime::meta::CheckpointMeta;
 use crate::runtime::{self, RunOptions};
+use crate::sources::file::FilePosition;
 
 /// Why a case could not run (as opposed to failing its expectations).
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,14 @@ pub enum TestError {
     /// The engine failed.
     #[error("the run failed")]
     Engine(#[from] EngineError),
+    /// A phase before a restart failed.
+    #[error("the run before restart {} failed: {what}", phase + 1)]
+    Phase {
+        /// Which (0: before the first restart).
+        phase: usize,
+        /// How.
+        what: String,
+    },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TestError + 'a {
@@ -103,31 +118,49 @@ pub fn read_files(
     files.iter().map(|f| testfile::read(f, plan)).collect()
 }
 
+/// Builds the command that runs phase `k` of the case (up to its `k`th
+/// restart) in a scratch folder, as a process of its own: [`run_phase`]
+/// in a `kflow` child.
+pub type PhaseCommand<'a> = &'a dyn Fn(usize, &Path) -> Command;
+
+/// How long a phase may take to checkpoint its records.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn run_options(parallelism: usize, reset: bool) -> RunOptions {
+    RunOptions {
+        parallelism: parallelism.max(1),
+        status: false,
+        checkpoint_interval: Some(None),
+        reset,
+        decode_threads: 1,
+        ..RunOptions::default()
+    }
+}
+
 /// Runs `case` of the job at `job` with `parallelism` window partitions;
-/// `None` when every expectation holds, else the diff.
+/// `None` when every expectation holds, else the diff. Each `restart` step
+/// runs the records before it in a child process (`phase`), killed with
+/// SIGKILL once a checkpoint covers them; the last run, here, restores
+/// from that checkpoint and reads the rest.
 ///
 /// # Errors
-/// The job cannot be loaded, the scratch folder cannot be used, or the
-/// engine fails.
+/// The job cannot be loaded, the scratch folder cannot be used, a phase
+/// fails, or the engine fails.
 pub fn run_case(
     job: &Path,
     case: &TestCase,
     parallelism: usize,
+    phase: PhaseCommand<'_>,
 ) -> Result<Option<String>, TestError> {
     let scratch =
         tempfile::tempdir().map_err(io("creating a scratch folder in", &std::env::temp_dir()))?;
     let dir = scratch.path();
+    for (k, cut) in case.restarts.iter().enumerate() {
+        run_killed_phase(phase(k, dir), dir, k, cut)?;
+    }
     let mut plan = kflow_jobs::load(job)?;
-    let outputs = isolate(&mut plan, case, dir)?;
-    let options = RunOptions {
-        parallelism: parallelism.max(1),
-        status: false,
-        checkpoint_interval: Some(None),
-        reset: true,
-        decode_threads: 1,
-        ..RunOptions::default()
-    };
-    runtime::run(&plan, &options)?;
+    let outputs = isolate(&mut plan, case, dir, None)?;
+    runtime::run(&plan, &run_options(parallelism, case.restarts.is_empty()))?;
     let input_prefix =
         serde_json::to_string(&format!("{}/", dir.join("input").display())).unwrap_or_default();
     let input_prefix = input_prefix.trim_end_matches('"');
@@ -141,10 +174,98 @@ pub fn run_case(
     Ok((!report.is_empty()).then_some(report))
 }
 
-/// Points the plan's sources at the case's inputs and its sinks, state and
-/// dead letters into `dir`; adds a file sink for each expectation on a
-/// stream. Returns the file each expectation reads, in order.
-fn isolate(plan: &mut JobPlan, case: &TestCase, dir: &Path) -> Result<Vec<PathBuf>, TestError> {
+/// Starts phase `k` and kills it (SIGKILL) once its state holds a
+/// checkpoint in which every source has read its lines of `cut`.
+fn run_killed_phase(
+    mut command: Command,
+    dir: &Path,
+    k: usize,
+    cut: &BTreeMap<String, u64>,
+) -> Result<(), TestError> {
+    let log = dir.join(format!("phase-{k}.log"));
+    let file = std::fs::File::create(&log).map_err(io("writing", &log))?;
+    let err = file.try_clone().map_err(io("writing", &log))?;
+    command
+        .stdout(file)
+        .stderr(err)
+        .stdin(std::process::Stdio::null());
+    let mut child = command.spawn().map_err(io("starting a phase for", dir))?;
+    let db = dir.join("state").join("db");
+    let started = Instant::now();
+    let outcome = loop {
+        if covered(&db, cut) {
+            break Ok(());
+        }
+        let exited = child
+            .try_wait()
+            .map_err(io("waiting for a phase in", dir))?;
+        if exited.is_some() || started.elapsed() > PHASE_TIMEOUT {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let what = match exited {
+                Some(status) => {
+                    format!("it exited ({status}) before a checkpoint covered its records:\n{said}")
+                }
+                None => format!("no checkpoint covered its records in {PHASE_TIMEOUT:?}:\n{said}"),
+            };
+            break Err(TestError::Phase { phase: k, what });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}
+
+/// Whether the last checkpoint in `db` has every source of `cut` at or
+/// past its line (read without the lock: the phase is running).
+fn covered(db: &Path, cut: &BTreeMap<String, u64>) -> bool {
+    let Ok(store) = kflow_state::StateStore::open_read_only(db) else {
+        return false;
+    };
+    let Ok(Some(meta)) = CheckpointMeta::load(&store) else {
+        return false;
+    };
+    cut.iter().all(|(source, line)| {
+        meta.sources
+            .get(source)
+            .and_then(|p| FilePosition::deserialize(p).ok())
+            .is_some_and(|p| p.line >= *line)
+    })
+}
+
+/// Runs phase `k` of `case` in `dir`: the records before its `k`th
+/// restart, from a tailed file (the run does not end), checkpointing every
+/// 10 ms, until the parent kills it. Restores from phase `k - 1`.
+///
+/// # Errors
+/// The job cannot be loaded, the folder cannot be used, the engine fails.
+pub fn run_phase(
+    job: &Path,
+    case: &TestCase,
+    k: usize,
+    dir: &Path,
+    parallelism: usize,
+) -> Result<(), TestError> {
+    let mut plan = kflow_jobs::load(job)?;
+    isolate(&mut plan, case, dir, case.restarts.get(k))?;
+    let options = RunOptions {
+        checkpoint_interval: Some(Some(Duration::from_millis(10))),
+        ..run_options(parallelism, k == 0)
+    };
+    runtime::run(&plan, &options)?;
+    Ok(())
+}
+
+/// Points the plan's sources at the case's inputs (up to `cut` and tailed,
+/// for a phase) and its sinks, state and dead letters into `dir`; adds a
+/// file sink for each expectation on a stream. Returns the file each
+/// expectation reads, in order.
+fn isolate(
+    plan: &mut JobPlan,
+    case: &TestCase,
+    dir: &Path,
+    cut: Option<&BTreeMap<String, u64>>,
+) -> Result<Vec<PathBuf>, TestError> {
     let (inputs, out) = (dir.join("input"), dir.join("out"));
     for folder in [&inputs, &out] {
         std::fs::create_dir_all(folder).map_err(io("creating", folder))?;
@@ -153,15 +274,28 @@ fn isolate(plan: &mut JobPlan, case: &TestCase, dir: &Path) -> Result<Vec<PathBu
         match &mut node.kind {
             NodeKind::Source(source) => {
                 let path = inputs.join(format!("{}.jsonl", node.name));
+                let lines = case.inputs.get(&node.name).map_or(&[][..], |l| &l[..]);
+                let take = cut.map_or(lines.len(), |c| {
+                    c.get(&node.name)
+                        .map_or(0, |n| *n as usize)
+                        .min(lines.len())
+                });
                 let mut text = String::new();
-                for line in case.inputs.get(&node.name).into_iter().flatten() {
+                for line in &lines[..take] {
                     text.push_str(line);
                     text.push('\n');
                 }
                 std::fs::write(&path, text).map_err(io("writing", &path))?;
+                let advances = case
+                    .advances
+                    .iter()
+                    .filter(|a| a.source == node.name)
+                    .map(|a| (a.line, a.watermark))
+                    .collect();
                 source.connector = ConnectorPlan::File(FileSourcePlan {
                     path,
-                    follow: false,
+                    follow: cut.is_some(),
+                    advances,
                 });
             }
             NodeKind::Sink(sink) => {
@@ -225,8 +359,9 @@ fn read_rows(path: &Path, input_prefix: &str) -> Result<Vec<Object>, TestError> 
         .collect())
 }
 
-/// Runs every case of `files` and renders the report like `cargo test`.
-/// Returns the report and the number of failed cases.
+/// Runs every case of `files` and renders the report like `cargo test`;
+/// `phase(file, case, k, dir)` is the command of a case's phase `k`
+/// ([`run_phase`]). Returns the number of failed cases.
 ///
 /// # Errors
 /// A case that could not run at all (not one that failed).
@@ -234,6 +369,7 @@ pub fn run_all(
     job: &Path,
     files: &[testfile::TestFile],
     parallelism: usize,
+    phase: &dyn Fn(&Path, usize, usize, &Path) -> Command,
     mut progress: impl FnMut(&str),
 ) -> Result<usize, TestError> {
     let total: usize = files.iter().map(|f| f.cases.len()).sum();
@@ -244,9 +380,10 @@ pub fn run_all(
     ));
     let mut failures = Vec::new();
     for file in files {
-        for case in &file.cases {
+        for (index, case) in file.cases.iter().enumerate() {
             let name = format!("{} :: {}", file.path.display(), case.name);
-            match run_case(job, case, parallelism)? {
+            let command = |k: usize, dir: &Path| phase(&file.path, index, k, dir);
+            match run_case(job, case, parallelism, &command)? {
                 None => progress(&format!("case {name} ... ok\n")),
                 Some(diff) => {
                     progress(&format!("case {name} ... FAILED\n"));

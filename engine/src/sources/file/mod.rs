@@ -72,6 +72,11 @@ pub struct FileSourceTask {
     pub restore: FilePosition,
     /// Threads decoding the file in blocks (below 2: this thread).
     pub decode_threads: usize,
+    /// Watermark moves between lines (`kflow test`'s `advance` steps):
+    /// after `.0` lines, the watermark is at least `.1`.
+    pub advances: Vec<(u64, i64)>,
+    /// The first of `advances` not applied yet.
+    pub next_advance: usize,
 }
 
 /// Where the reader is: what has been routed so far.
@@ -195,7 +200,7 @@ impl FileSourceTask {
     /// Copies of the ingest for a pool of decoding threads, when this
     /// source decodes in parallel.
     fn decoders(&self) -> Option<Vec<Ingest>> {
-        if self.decode_threads < 2 {
+        if self.decode_threads < 2 || !self.advances.is_empty() {
             return None;
         }
         (0..self.decode_threads)
@@ -211,6 +216,15 @@ impl FileSourceTask {
         while let Some(end) = memchr::memchr(b'\n', rest) {
             let line = &rest[..end];
             rest = &rest[end + 1..];
+            while let Some(&(after, watermark)) = self.advances.get(self.next_advance) {
+                if after > p.line {
+                    break;
+                }
+                // The watermark is the largest time less the lag.
+                let time = watermark.saturating_add(core.max_out_of_orderness_ms);
+                p.max_time = p.max_time.max(time);
+                self.next_advance += 1;
+            }
             p.line += 1;
             p.offset += end as u64 + 1;
             let watermark = core.watermark_of(p.max_time);
