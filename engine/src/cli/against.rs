@@ -149,14 +149,7 @@ fn from_dir(dir: &Path) -> Result<Option<CheckpointMeta>, EngineError> {
 
 /// The newest complete checkpoint of a store.
 fn from_store(url: &S3Url) -> Result<Option<CheckpointMeta>, EngineError> {
-    let s3 = crate::aws::s3::S3::connect(crate::aws::RetryPolicy::BOUNDED).map_err(|e| {
-        EngineError::Store {
-            url: url.to_string(),
-            what: "connecting".into(),
-            source: e,
-        }
-    })?;
-    let listed = crate::runtime::durable::restore::list(&s3, url)?;
+    let listed = crate::runtime::durable::restore::connect_and_list(url)?;
     Ok(listed
         .into_iter()
         .find_map(|(_, manifest)| manifest.map(|m| m.meta)))

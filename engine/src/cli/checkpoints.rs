@@ -47,14 +47,7 @@ pub fn store_report(plan: &JobPlan) -> Result<String, EngineError> {
     let Some(url) = crate::runtime::durable::store_url(plan) else {
         return Ok(String::new());
     };
-    let s3 = crate::aws::s3::S3::connect(crate::aws::RetryPolicy::BOUNDED).map_err(|e| {
-        EngineError::Store {
-            url: url.to_string(),
-            what: "connecting".into(),
-            source: e,
-        }
-    })?;
-    let listed = crate::runtime::durable::restore::list(&s3, &url)?;
+    let listed = crate::runtime::durable::restore::connect_and_list(&url)?;
     let mut out = String::new();
     let _ = writeln!(
         out,

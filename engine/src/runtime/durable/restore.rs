@@ -36,6 +36,15 @@ pub fn list(s3: &S3, url: &S3Url) -> Result<Vec<(u64, Option<Manifest>)>, Engine
     Ok(out)
 }
 
+/// Connects to the store at `url` and lists its checkpoints, as [`list`].
+///
+/// # Errors
+/// The store cannot be reached or listed.
+pub fn connect_and_list(url: &S3Url) -> Result<Vec<(u64, Option<Manifest>)>, EngineError> {
+    let s3 = S3::connect(RetryPolicy::BOUNDED).map_err(|e| store_error(url, "connecting", e))?;
+    list(&s3, url)
+}
+
 /// Downloads checkpoint `wanted` (default: the newest complete one) into
 /// `db_dir`, replacing what is there. Returns the checkpoint restored, or
 /// `None` when the store holds none.

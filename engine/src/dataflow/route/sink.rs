@@ -1,0 +1,151 @@
+//! A router's sink destinations: lines buffered per sink (with their
+//! partition keys when the sink wants them) and sent in batches.
+
+use async_channel::Sender;
+use std::time::Instant;
+
+use crate::dataflow::message::{InputId, Lines, SinkMsg};
+use crate::error::EngineError;
+
+/// Bytes buffered per sink before they are sent.
+const SINK_BATCH: usize = 64 * 1024;
+
+/// Whether a sink partitions its rows by a key the emitter gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Text only (files, stdout).
+    None,
+    /// Each line with its partition key (Kinesis).
+    PerLine,
+}
+
+/// Where a sink destination's lines go.
+#[derive(Debug)]
+pub(super) enum SinkTo {
+    /// The sink task's channel.
+    Channel(Sender<SinkMsg>),
+    /// Kept, in order, for [`Router::send_collected`].
+    Collect(Vec<Lines>),
+}
+
+/// A sink destination: buffered JSON lines (and their partition keys).
+#[derive(Debug)]
+pub struct SinkOut {
+    pub(super) input: InputId,
+    pub(super) to: SinkTo,
+    pub(super) buf: Lines,
+    pub(super) keys: Keys,
+    pub(super) name: String,
+    /// Length of the last batch sent (what the next one reserves).
+    pub(super) last_len: usize,
+}
+
+impl SinkOut {
+    /// A destination sending to `sender` as input `input`.
+    pub fn new(name: String, input: InputId, sender: Sender<SinkMsg>, keys: Keys) -> SinkOut {
+        SinkOut {
+            input,
+            to: SinkTo::Channel(sender),
+            buf: Lines::default(),
+            keys,
+            name,
+            last_len: 0,
+        }
+    }
+
+    /// A collecting copy.
+    pub(super) fn collector(&self) -> SinkOut {
+        SinkOut {
+            input: self.input,
+            to: SinkTo::Collect(Vec::new()),
+            buf: Lines::default(),
+            keys: self.keys,
+            name: self.name.clone(),
+            last_len: 0,
+        }
+    }
+
+    /// Sends `msg` (a collecting copy keeps line batches only).
+    pub(super) fn send(&mut self, msg: SinkMsg) -> Result<(), EngineError> {
+        match &mut self.to {
+            SinkTo::Channel(sender) => sender
+                .send_blocking(msg)
+                .map_err(|_| EngineError::Disconnected(self.name.clone())),
+            SinkTo::Collect(kept) => {
+                if let SinkMsg::Lines(_, lines) = msg {
+                    kept.push(lines);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether this destination wants each line's partition key.
+    pub fn wants_keys(&self) -> bool {
+        self.keys == Keys::PerLine
+    }
+
+    /// Whether the sink's channel is full.
+    pub fn is_full(&self) -> bool {
+        match &self.to {
+            SinkTo::Channel(sender) => sender.is_full(),
+            SinkTo::Collect(_) => false,
+        }
+    }
+
+    /// Appends one line (without its newline).
+    pub fn push_line(&mut self, line: &[u8]) -> Result<(), EngineError> {
+        self.push(line, None, None)
+    }
+
+    /// Appends one line, with its partition key (`None`: the sink picks
+    /// one), that measures latency from `origin`.
+    pub fn push(
+        &mut self,
+        line: &[u8],
+        key: Option<&[u8]>,
+        origin: Option<Instant>,
+    ) -> Result<(), EngineError> {
+        let buf = &mut self.buf;
+        if buf.text.is_empty() {
+            buf.origin = origin;
+            // Sized like the previous batch: growing each batch by doubling
+            // copied it four more times on the way to SINK_BATCH, while a
+            // trickle of small flushes keeps small buffers.
+            buf.text.reserve(self.last_len.max(line.len() + 1));
+        }
+        buf.text.extend_from_slice(line);
+        buf.text.push(b'\n');
+        if self.keys == Keys::PerLine {
+            buf.keys.extend_from_slice(key.unwrap_or_default());
+            buf.key_ends.push(buf.keys.len() as u32);
+        }
+        if buf.text.len() >= SINK_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered.
+    pub fn flush(&mut self) -> Result<(), EngineError> {
+        if self.buf.text.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.buf);
+        // Room for a full batch and its last line, no more.
+        self.last_len = lines.text.len().min(SINK_BATCH + SINK_BATCH / 4);
+        self.send(SinkMsg::Lines(self.input, lines))
+    }
+
+    /// Flushes and sends checkpoint barrier `id`.
+    pub fn barrier(&mut self, id: u64) -> Result<(), EngineError> {
+        self.flush()?;
+        self.send(SinkMsg::Barrier(self.input, id))
+    }
+
+    /// Flushes and says this input is done.
+    pub fn end(&mut self) -> Result<(), EngineError> {
+        self.flush()?;
+        self.send(SinkMsg::End(self.input))
+    }
+}
