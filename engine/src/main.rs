@@ -295,7 +295,7 @@ fn main() -> ExitCode {
             format: _,
             against: Some(target),
         } => match load(&job) {
-            Ok(plan) => against_command(&plan, &target),
+            Ok(plan) => against_command(&plan, &target, &|| kflow_jobs::load(&job).ok()),
             Err(code) => code,
         },
         Command::Plan { job, format, .. } => match load(&job) {
@@ -355,9 +355,13 @@ fn init_logging(quiet: bool) {
 
 /// `kflow plan --against`: prints the verdicts; exit 0 when `run` would
 /// resume, 1 when it would refuse, 3 when the checkpoint cannot be read.
-fn against_command(plan: &kflow_jobs::JobPlan, target: &str) -> ExitCode {
+fn against_command(
+    plan: &kflow_jobs::JobPlan,
+    target: &str,
+    reload: &dyn Fn() -> Option<kflow_jobs::JobPlan>,
+) -> ExitCode {
     let target = kflow::cli::against::Target::parse(target);
-    match kflow::cli::against::against(plan, &target) {
+    match kflow::cli::against::against(plan, &target, reload) {
         Ok(report) => {
             print!("{}", report.text);
             if report.compatible {

@@ -13,6 +13,7 @@ use kflow_jobs::JobPlan;
 use kflow_state::StateStore;
 
 use crate::aws::s3::S3Url;
+use crate::cluster::Part;
 use crate::dataflow::json::format_time;
 use crate::error::EngineError;
 use crate::runtime::fingerprint::{self, Verdict};
@@ -47,16 +48,90 @@ pub struct Report {
     pub compatible: bool,
 }
 
-/// Compares `plan` with the last checkpoint in `target`.
+/// Compares `plan` with the last checkpoint in `target`. For a cluster
+/// job's state directory (`parts/NAME` per lease), each part's checkpoint
+/// is compared with the job narrowed to that part, from `reload` (a plan
+/// is consumed by narrowing).
 ///
 /// # Errors
 /// The state directory or the store cannot be read (missing, not a kflow
 /// database, unreachable).
-pub fn against(plan: &JobPlan, target: &Target) -> Result<Report, EngineError> {
+pub fn against(
+    plan: &JobPlan,
+    target: &Target,
+    reload: &dyn Fn() -> Option<JobPlan>,
+) -> Result<Report, EngineError> {
+    if let Target::Dir(dir) = target {
+        let parts = dir.join("parts");
+        if plan.cluster.is_some() && !dir.join("db").exists() && parts.is_dir() {
+            return against_parts(plan, &parts, reload);
+        }
+    }
     let (meta, place) = match target {
         Target::Dir(dir) => (from_dir(dir)?, dir.display().to_string()),
         Target::Store(url) => (from_store(url)?, url.to_string()),
     };
+    compare(plan, meta, &place)
+}
+
+/// Every part of a cluster job's state directory against the job
+/// narrowed to it.
+fn against_parts(
+    plan: &JobPlan,
+    parts: &Path,
+    reload: &dyn Fn() -> Option<JobPlan>,
+) -> Result<Report, EngineError> {
+    let mut found: Vec<(PathBuf, Part)> = std::fs::read_dir(parts)
+        .map_err(|source| {
+            EngineError::State(kflow_state::StateError::Io {
+                path: parts.to_path_buf(),
+                source,
+            })
+        })?
+        .flatten()
+        .filter(|e| e.path().join("db").join("CURRENT").is_file())
+        .filter_map(|e| {
+            let part = Part::from_dir_name(&e.file_name().to_string_lossy())?;
+            Some((e.path(), part))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut text = format!(
+        "cluster job `{}`: {} part(s) with state in {}\n",
+        plan.name,
+        found.len(),
+        parts.display()
+    );
+    let mut compatible = true;
+    for (dir, part) in found {
+        let Some(narrowed) = reload().map(|p| part.plan(p)) else {
+            let _ = writeln!(text, "\npart {part}: the job file could not be read again");
+            compatible = false;
+            continue;
+        };
+        let report = compare(&narrowed, from_dir(&dir)?, &dir.display().to_string())?;
+        let _ = write!(text, "\npart {part}: {}", report.text);
+        compatible &= report.compatible;
+    }
+    let _ = writeln!(
+        text,
+        "\nverdict for the job: {}",
+        if compatible {
+            "compatible"
+        } else {
+            "incompatible"
+        }
+    );
+    Ok(Report { text, compatible })
+}
+
+/// The report for one checkpoint (`None`: there is none) of the job
+/// `plan`, found in `place`.
+fn compare(
+    plan: &JobPlan,
+    meta: Option<CheckpointMeta>,
+    place: &str,
+) -> Result<Report, EngineError> {
     let mut text = String::new();
     let Some(meta) = meta else {
         let _ = writeln!(
@@ -153,4 +228,85 @@ fn from_store(url: &S3Url) -> Result<Option<CheckpointMeta>, EngineError> {
     Ok(listed
         .into_iter()
         .find_map(|(_, manifest)| manifest.map(|m| m.meta)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use kflow_state::{Family, StateBatch, WriteMode};
+
+    fn job(dir: &Path, size: &str) -> JobPlan {
+        let text = format!(
+            "[job]\nname = \"c\"\nstate_dir = \"state\"\ncheckpoint_store = \"s3://b/store\"\n\
+             [job.cluster]\nleases = \"dynamodb://leases\"\nshuffle_stream = \"s\"\n\
+             [sources.clicks]\ntype = \"kinesis\"\nstream = \"clicks\"\n\
+             event_time = {{ field = \"ts\" }}\n\
+             [windows.w]\ninput = \"clicks\"\nkey = [\"user\"]\ntumbling = \"{size}\"\n\
+             aggregates = {{ n = \"count()\" }}\n\
+             [sinks.out]\ninput = \"w\"\ntype = \"file\"\npath = \"out.jsonl\"\n"
+        );
+        kflow_jobs::compile_str(&text, &dir.join("job.toml")).unwrap()
+    }
+
+    /// A part's state holding a checkpoint of the job narrowed to it.
+    fn checkpoint(plan: JobPlan, part: &Part) {
+        let plan = part.plan(plan);
+        let (stateful, stateless) = fingerprint::describe(&plan);
+        let meta = CheckpointMeta {
+            id: 4,
+            job: plan.name.clone(),
+            parallelism: 1,
+            stateful,
+            stateless,
+            ..CheckpointMeta::default()
+        };
+        let store = StateStore::open(&plan.state_dir.join("db")).unwrap();
+        let mut batch = StateBatch::new();
+        batch.put(
+            Family::Meta,
+            crate::runtime::meta::META_KEY,
+            &meta.to_bytes().unwrap(),
+        );
+        store.write(batch, WriteMode::Synced).unwrap();
+    }
+
+    #[test]
+    fn a_cluster_job_is_compared_part_by_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = [Part::Shard("shardId-1".into()), Part::Group(3)];
+        for part in &parts {
+            checkpoint(job(dir.path(), "1m"), part);
+        }
+        let target = Target::Dir(dir.path().join("state"));
+        let same = against(&job(dir.path(), "1m"), &target, &|| {
+            Some(job(dir.path(), "1m"))
+        })
+        .unwrap();
+        assert!(same.compatible, "{}", same.text);
+        assert!(same.text.contains("2 part(s)"), "{}", same.text);
+        assert!(
+            same.text
+                .contains("part group/0003: job `c` against checkpoint 4"),
+            "{}",
+            same.text
+        );
+        let changed = against(&job(dir.path(), "5m"), &target, &|| {
+            Some(job(dir.path(), "5m"))
+        })
+        .unwrap();
+        assert!(!changed.compatible, "{}", changed.text);
+        assert!(
+            changed.text.contains("  window w       incompatible\n"),
+            "{}",
+            changed.text
+        );
+        assert!(
+            changed
+                .text
+                .ends_with("verdict for the job: incompatible\n"),
+            "{}",
+            changed.text
+        );
+    }
 }

@@ -35,6 +35,17 @@ impl Part {
             .map(Part::Group)
     }
 
+    /// The part of a state directory's name (`shard-ID` or `group-NNNN`,
+    /// as [`Part::dir_name`] writes them).
+    pub fn from_dir_name(name: &str) -> Option<Part> {
+        if let Some(shard) = name.strip_prefix("shard-") {
+            return (!shard.is_empty()).then(|| Part::Shard(shard.to_string()));
+        }
+        name.strip_prefix("group-")
+            .and_then(|n| n.parse().ok())
+            .map(Part::Group)
+    }
+
     /// Its lease's key.
     pub fn lease(&self) -> String {
         match self {
@@ -134,7 +145,10 @@ mod tests {
         assert_eq!(Part::from_lease("other"), None);
         for part in [Part::Shard("s-1".into()), Part::Group(7)] {
             assert_eq!(Part::from_lease(&part.lease()).as_ref(), Some(&part));
+            assert_eq!(Part::from_dir_name(&part.dir_name()).as_ref(), Some(&part));
         }
+        assert_eq!(Part::from_dir_name("group-x"), None);
+        assert_eq!(Part::from_dir_name("shard-"), None);
     }
 
     #[test]
