@@ -143,6 +143,39 @@ fn shard_and_group_parts_through_the_shuffle_equal_one_process() {
             "no checkpoint of {part}: {stored:?}"
         );
     }
+    // `plan --against` the worker's state and the store: part by part
+    // (issue 20).
+    let env = cluster.env(&[]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let parts = cluster.shards.len() + KEY_GROUPS as usize;
+    for target in [".kflow/shuffle".to_string(), format!("s3://{BUCKET}/store")] {
+        let out = cluster
+            .dir
+            .run(&["plan", "job.toml", "--against", &target], &env);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{target}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stdout
+                .contains(&format!("{parts} part(s) with checkpoints")),
+            "{target}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("part group/0003: job `shuffle`"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("verdict for the job: compatible"),
+            "{}",
+            out.stdout
+        );
+    }
 }
 
 #[test]

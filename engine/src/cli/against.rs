@@ -61,10 +61,24 @@ pub fn against(
     target: &Target,
     reload: &dyn Fn() -> Option<JobPlan>,
 ) -> Result<Report, EngineError> {
-    if let Target::Dir(dir) = target {
-        let parts = dir.join("parts");
-        if plan.cluster.is_some() && !dir.join("db").exists() && parts.is_dir() {
-            return against_parts(plan, &parts, reload);
+    if plan.cluster.is_some() {
+        match target {
+            Target::Dir(dir) if !dir.join("db").exists() && dir.join("parts").is_dir() => {
+                let parts = dir_parts(&dir.join("parts"))?;
+                return against_parts(
+                    plan,
+                    &dir.join("parts").display().to_string(),
+                    parts,
+                    reload,
+                );
+            }
+            Target::Store(url) if !url.prefix.contains("/parts/") => {
+                let parts = store_parts(url)?;
+                if !parts.is_empty() {
+                    return against_parts(plan, &url.to_string(), parts, reload);
+                }
+            }
+            _ => {}
         }
     }
     let (meta, place) = match target {
@@ -74,14 +88,15 @@ pub fn against(
     compare(plan, meta, &place)
 }
 
-/// Every part of a cluster job's state directory against the job
-/// narrowed to it.
-fn against_parts(
-    plan: &JobPlan,
-    parts: &Path,
-    reload: &dyn Fn() -> Option<JobPlan>,
-) -> Result<Report, EngineError> {
-    let mut found: Vec<(PathBuf, Part)> = std::fs::read_dir(parts)
+/// Where one part of a cluster job keeps its checkpoints.
+enum PartPlace {
+    Dir(PathBuf),
+    Store(S3Url),
+}
+
+/// The parts with state in a cluster worker's `state_dir/parts`.
+fn dir_parts(parts: &Path) -> Result<Vec<(Part, PartPlace)>, EngineError> {
+    let mut found: Vec<(Part, PartPlace)> = std::fs::read_dir(parts)
         .map_err(|source| {
             EngineError::State(kflow_state::StateError::Io {
                 path: parts.to_path_buf(),
@@ -92,24 +107,62 @@ fn against_parts(
         .filter(|e| e.path().join("db").join("CURRENT").is_file())
         .filter_map(|e| {
             let part = Part::from_dir_name(&e.file_name().to_string_lossy())?;
-            Some((e.path(), part))
+            Some((part, PartPlace::Dir(e.path())))
         })
         .collect();
-    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.sort_by_key(|(part, _)| part.dir_name());
+    Ok(found)
+}
+
+/// The parts with checkpoints under a cluster job's store (`STORE/parts/NAME/`).
+fn store_parts(url: &S3Url) -> Result<Vec<(Part, PartPlace)>, EngineError> {
+    let s3 = crate::aws::s3::S3::connect(crate::aws::RetryPolicy::BOUNDED)
+        .map_err(|e| crate::runtime::durable::store_error(url, "connecting", e))?;
+    let prefix = url.key("parts/");
+    let listed = s3
+        .list(&url.bucket, &prefix)
+        .map_err(|e| crate::runtime::durable::store_error(url, "listing parts", e))?;
+    let mut names: Vec<String> = listed
+        .iter()
+        .filter_map(|(key, _)| key.strip_prefix(&prefix)?.split('/').next())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names
+        .into_iter()
+        .filter_map(|name| {
+            let part = Part::from_dir_name(&name)?;
+            let part_url = S3Url::parse(&format!("{url}/parts/{name}"))?;
+            Some((part, PartPlace::Store(part_url)))
+        })
+        .collect())
+}
+
+/// Every part of a cluster job against the job narrowed to it.
+fn against_parts(
+    plan: &JobPlan,
+    place: &str,
+    found: Vec<(Part, PartPlace)>,
+    reload: &dyn Fn() -> Option<JobPlan>,
+) -> Result<Report, EngineError> {
     let mut text = format!(
-        "cluster job `{}`: {} part(s) with state in {}\n",
+        "cluster job `{}`: {} part(s) with checkpoints in {place}\n",
         plan.name,
         found.len(),
-        parts.display()
     );
     let mut compatible = true;
-    for (dir, part) in found {
+    for (part, where_) in found {
         let Some(narrowed) = reload().map(|p| part.plan(p)) else {
             let _ = writeln!(text, "\npart {part}: the job file could not be read again");
             compatible = false;
             continue;
         };
-        let report = compare(&narrowed, from_dir(&dir)?, &dir.display().to_string())?;
+        let (meta, at) = match &where_ {
+            PartPlace::Dir(dir) => (from_dir(dir)?, dir.display().to_string()),
+            PartPlace::Store(url) => (from_store(url)?, url.to_string()),
+        };
+        let report = compare(&narrowed, meta, &at)?;
         let _ = write!(text, "\npart {part}: {}", report.text);
         compatible &= report.compatible;
     }
@@ -284,7 +337,11 @@ mod tests {
         })
         .unwrap();
         assert!(same.compatible, "{}", same.text);
-        assert!(same.text.contains("2 part(s)"), "{}", same.text);
+        assert!(
+            same.text.contains("2 part(s) with checkpoints in"),
+            "{}",
+            same.text
+        );
         assert!(
             same.text
                 .contains("part group/0003: job `c` against checkpoint 4"),
