@@ -289,11 +289,17 @@ impl Checker<'_> {
         self.diagnostics.push(Diagnostic::new(span, message));
     }
 
-    fn is_source(&self, name: &str) -> bool {
-        self.plan
+    /// Whether the job has source `name`; if not, says so at `span`.
+    fn known_source(&mut self, name: &str, span: Range<usize>) -> bool {
+        let known = self
+            .plan
             .nodes
             .iter()
-            .any(|n| n.name == name && matches!(n.kind, NodeKind::Source(_)))
+            .any(|n| n.name == name && matches!(n.kind, NodeKind::Source(_)));
+        if !known {
+            self.error(span, format!("the job has no source `{name}`"));
+        }
+        known
     }
 
     /// Appends a step's records to the sources' inputs.
@@ -303,11 +309,7 @@ impl Checker<'_> {
         inputs: &mut BTreeMap<String, Vec<String>>,
     ) {
         for (source, value) in records {
-            if !self.is_source(source.get_ref()) {
-                self.error(
-                    source.span(),
-                    format!("the job has no source `{}`", source.get_ref()),
-                );
+            if !self.known_source(source.get_ref(), source.span()) {
                 continue;
             }
             let lines = self.lines(value);
@@ -335,8 +337,7 @@ impl Checker<'_> {
                 .collect(),
         };
         for (source, time) in pairs {
-            if !self.is_source(&source) {
-                self.error(span.clone(), format!("the job has no source `{source}`"));
+            if !self.known_source(&source, span.clone()) {
                 continue;
             }
             let text = match time {
@@ -344,10 +345,7 @@ impl Checker<'_> {
                 toml::Value::Datetime(d) => d.to_string(),
                 _ => String::new(),
             };
-            let Some(watermark) = chrono::DateTime::parse_from_rfc3339(&text)
-                .ok()
-                .map(|t| t.timestamp_millis())
-            else {
+            let Some(watermark) = crate::compile::rfc3339_millis(&text) else {
                 self.error(
                     span.clone(),
                     "`advance` takes an RFC 3339 time, or a table of them by source",
@@ -371,7 +369,6 @@ impl Checker<'_> {
         for step in case.step {
             let span = step.span();
             let step = step.into_inner();
-            let step_span = span.clone();
             let given = [
                 step.input.is_some(),
                 step.advance.is_some(),
@@ -387,7 +384,7 @@ impl Checker<'_> {
             if let Some(records) = step.input {
                 self.input(records, &mut inputs);
             } else if let Some(value) = step.advance {
-                self.advance(value, step_span, &inputs, &mut advances);
+                self.advance(value, span, &inputs, &mut advances);
             } else if let Some(restart) = step.restart {
                 if *restart.get_ref() {
                     let at = inputs

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use kflow_jobs::JobPlan;
 use kflow_state::StateStore;
 
-use crate::aws::s3::S3Url;
+use crate::aws::s3::{S3Url, S3};
 use crate::cluster::Part;
 use crate::dataflow::json::format_time;
 use crate::error::EngineError;
@@ -49,9 +49,9 @@ pub struct Report {
 }
 
 /// Compares `plan` with the last checkpoint in `target`. For a cluster
-/// job's state directory (`parts/NAME` per lease), each part's checkpoint
-/// is compared with the job narrowed to that part, from `reload` (a plan
-/// is consumed by narrowing).
+/// job's state directory or store (`parts/NAME` per lease), each part's
+/// checkpoint is compared with the job narrowed to that part, from
+/// `reload` (a plan is consumed by narrowing).
 ///
 /// # Errors
 /// The state directory or the store cannot be read (missing, not a kflow
@@ -61,42 +61,34 @@ pub fn against(
     target: &Target,
     reload: &dyn Fn() -> Option<JobPlan>,
 ) -> Result<Report, EngineError> {
-    if plan.cluster.is_some() {
-        match target {
-            Target::Dir(dir) if !dir.join("db").exists() && dir.join("parts").is_dir() => {
-                let parts = dir_parts(&dir.join("parts"))?;
-                return against_parts(
-                    plan,
-                    &dir.join("parts").display().to_string(),
-                    parts,
-                    reload,
-                );
+    match target {
+        Target::Dir(dir) => {
+            let parts = dir.join("parts");
+            if plan.cluster.is_some() && !dir.join("db").exists() && parts.is_dir() {
+                let place = parts.display().to_string();
+                return against_parts(plan, &place, dir_parts(&parts)?, reload);
             }
-            Target::Store(url) if !url.prefix.contains("/parts/") => {
-                let parts = store_parts(url)?;
+            compare(plan, from_dir(dir)?, &dir.display().to_string())
+        }
+        Target::Store(url) => {
+            let s3 = crate::runtime::durable::connect(url)?;
+            if plan.cluster.is_some() && !url.prefix.contains("/parts/") {
+                let parts = store_parts(&s3, url)?;
                 if !parts.is_empty() {
                     return against_parts(plan, &url.to_string(), parts, reload);
                 }
             }
-            _ => {}
+            compare(plan, from_store(&s3, url)?, &url.to_string())
         }
     }
-    let (meta, place) = match target {
-        Target::Dir(dir) => (from_dir(dir)?, dir.display().to_string()),
-        Target::Store(url) => (from_store(url)?, url.to_string()),
-    };
-    compare(plan, meta, &place)
 }
 
-/// Where one part of a cluster job keeps its checkpoints.
-enum PartPlace {
-    Dir(PathBuf),
-    Store(S3Url),
-}
+/// A part of a cluster job, where its checkpoints are, and its last one.
+type FoundPart = (Part, String, Option<CheckpointMeta>);
 
 /// The parts with state in a cluster worker's `state_dir/parts`.
-fn dir_parts(parts: &Path) -> Result<Vec<(Part, PartPlace)>, EngineError> {
-    let mut found: Vec<(Part, PartPlace)> = std::fs::read_dir(parts)
+fn dir_parts(parts: &Path) -> Result<Vec<FoundPart>, EngineError> {
+    let mut dirs: Vec<(Part, PathBuf)> = std::fs::read_dir(parts)
         .map_err(|source| {
             EngineError::State(kflow_state::StateError::Io {
                 path: parts.to_path_buf(),
@@ -106,44 +98,45 @@ fn dir_parts(parts: &Path) -> Result<Vec<(Part, PartPlace)>, EngineError> {
         .flatten()
         .filter(|e| e.path().join("db").join("CURRENT").is_file())
         .filter_map(|e| {
-            let part = Part::from_dir_name(&e.file_name().to_string_lossy())?;
-            Some((part, PartPlace::Dir(e.path())))
+            Some((
+                Part::from_dir_name(&e.file_name().to_string_lossy())?,
+                e.path(),
+            ))
         })
         .collect();
-    found.sort_by_key(|(part, _)| part.dir_name());
-    Ok(found)
+    dirs.sort_by_key(|(part, _)| part.dir_name());
+    dirs.into_iter()
+        .map(|(part, dir)| Ok((part, dir.display().to_string(), from_dir(&dir)?)))
+        .collect()
 }
 
 /// The parts with checkpoints under a cluster job's store (`STORE/parts/NAME/`).
-fn store_parts(url: &S3Url) -> Result<Vec<(Part, PartPlace)>, EngineError> {
-    let s3 = crate::aws::s3::S3::connect(crate::aws::RetryPolicy::BOUNDED)
-        .map_err(|e| crate::runtime::durable::store_error(url, "connecting", e))?;
+fn store_parts(s3: &S3, url: &S3Url) -> Result<Vec<FoundPart>, EngineError> {
     let prefix = url.key("parts/");
     let listed = s3
         .list(&url.bucket, &prefix)
         .map_err(|e| crate::runtime::durable::store_error(url, "listing parts", e))?;
-    let mut names: Vec<String> = listed
+    let mut names: Vec<&str> = listed
         .iter()
         .filter_map(|(key, _)| key.strip_prefix(&prefix)?.split('/').next())
-        .map(str::to_string)
         .collect();
-    names.sort();
+    names.sort_unstable();
     names.dedup();
-    Ok(names
-        .into_iter()
-        .filter_map(|name| {
-            let part = Part::from_dir_name(&name)?;
-            let part_url = S3Url::parse(&format!("{url}/parts/{name}"))?;
-            Some((part, PartPlace::Store(part_url)))
-        })
-        .collect())
+    let mut found = Vec::new();
+    for name in names {
+        let part_url = S3Url::parse(&format!("{url}/parts/{name}"));
+        if let (Some(part), Some(part_url)) = (Part::from_dir_name(name), part_url) {
+            found.push((part, part_url.to_string(), from_store(s3, &part_url)?));
+        }
+    }
+    Ok(found)
 }
 
 /// Every part of a cluster job against the job narrowed to it.
 fn against_parts(
     plan: &JobPlan,
     place: &str,
-    found: Vec<(Part, PartPlace)>,
+    found: Vec<FoundPart>,
     reload: &dyn Fn() -> Option<JobPlan>,
 ) -> Result<Report, EngineError> {
     let mut text = format!(
@@ -152,15 +145,11 @@ fn against_parts(
         found.len(),
     );
     let mut compatible = true;
-    for (part, where_) in found {
+    for (part, at, meta) in found {
         let Some(narrowed) = reload().map(|p| part.plan(p)) else {
             let _ = writeln!(text, "\npart {part}: the job file could not be read again");
             compatible = false;
             continue;
-        };
-        let (meta, at) = match &where_ {
-            PartPlace::Dir(dir) => (from_dir(dir)?, dir.display().to_string()),
-            PartPlace::Store(url) => (from_store(url)?, url.to_string()),
         };
         let report = compare(&narrowed, meta, &at)?;
         let _ = write!(text, "\npart {part}: {}", report.text);
@@ -276,8 +265,8 @@ fn from_dir(dir: &Path) -> Result<Option<CheckpointMeta>, EngineError> {
 }
 
 /// The newest complete checkpoint of a store.
-fn from_store(url: &S3Url) -> Result<Option<CheckpointMeta>, EngineError> {
-    let listed = crate::runtime::durable::restore::connect_and_list(url)?;
+fn from_store(s3: &S3, url: &S3Url) -> Result<Option<CheckpointMeta>, EngineError> {
+    let listed = crate::runtime::durable::restore::list(s3, url)?;
     Ok(listed
         .into_iter()
         .find_map(|(_, manifest)| manifest.map(|m| m.meta)))

@@ -47,7 +47,8 @@ pub fn store_report(plan: &JobPlan) -> Result<String, EngineError> {
     let Some(url) = crate::runtime::durable::store_url(plan) else {
         return Ok(String::new());
     };
-    let listed = crate::runtime::durable::restore::connect_and_list(&url)?;
+    let s3 = crate::runtime::durable::connect(&url)?;
+    let listed = crate::runtime::durable::restore::list(&s3, &url)?;
     let mut out = String::new();
     let _ = writeln!(
         out,

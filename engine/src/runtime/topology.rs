@@ -650,8 +650,7 @@ fn source_task(
                 } else {
                     Follow::No
                 },
-                advances: file.advances.clone(),
-                next_advance: 0,
+                advances: file.advances.iter().copied().collect(),
                 restore: restore_part::<FilePosition>(name, stored)?.unwrap_or_default(),
             }))
         }

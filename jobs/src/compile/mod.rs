@@ -14,6 +14,8 @@ mod nodes;
 mod projection;
 mod window;
 
+pub(crate) use nodes::rfc3339_millis;
+
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};

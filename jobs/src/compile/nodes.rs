@@ -324,7 +324,7 @@ fn compile_record(ctx: &mut Ctx<'_>, record: &RecordSpec) -> Option<RecordPlan> 
 }
 
 /// Epoch milliseconds of an RFC 3339 time.
-fn rfc3339_millis(text: &str) -> Option<i64> {
+pub(crate) fn rfc3339_millis(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.timestamp_millis())

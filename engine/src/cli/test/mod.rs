@@ -82,19 +82,13 @@ pub fn test_files(job: &Path, named: &[PathBuf]) -> Vec<PathBuf> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let folder = match job.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&folder)
+    let folder = job.parent().filter(|p| !p.as_os_str().is_empty());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(folder.unwrap_or(Path::new(".")))
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| match job.parent() {
-            Some(p) if !p.as_os_str().is_empty() => e.path(),
-            // Next to a job named without a folder: named without one too.
-            _ => PathBuf::from(e.file_name()),
-        })
+        // Next to a job named without a folder: named without one too.
+        .map(|e| folder.map_or_else(|| PathBuf::from(e.file_name()), |_| e.path()))
         .filter(|p| {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
             name.is_some_and(|n| {

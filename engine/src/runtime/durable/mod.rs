@@ -58,13 +58,22 @@ pub(crate) fn io_error(path: &Path, source: std::io::Error) -> EngineError {
     }
 }
 
+/// A client for the store at `url`, with the bounded retry policy of
+/// commands and restores.
+///
+/// # Errors
+/// The client cannot be built.
+pub fn connect(url: &S3Url) -> Result<S3, EngineError> {
+    S3::connect(RetryPolicy::BOUNDED).map_err(|e| store_error(url, "connecting", e))
+}
+
 /// Deletes every checkpoint and SST file of the store (a fresh start
 /// discards the history, as it does locally).
 ///
 /// # Errors
 /// The store cannot be listed or an object deleted.
 pub fn clear(url: &S3Url) -> Result<usize, EngineError> {
-    let s3 = S3::connect(RetryPolicy::BOUNDED).map_err(|e| store_error(url, "connecting", e))?;
+    let s3 = connect(url)?;
     let mut keys = Vec::new();
     for folder in ["checkpoints/", "sst/"] {
         let listed = s3

@@ -8,7 +8,6 @@ use std::path::Path;
 use super::layout::{manifest_id, manifest_key, Manifest};
 use super::{io_error, store_error};
 use crate::aws::s3::{S3Url, S3};
-use crate::aws::RetryPolicy;
 use crate::error::EngineError;
 
 /// The ids of the checkpoints in the store that have a manifest, newest
@@ -36,15 +35,6 @@ pub fn list(s3: &S3, url: &S3Url) -> Result<Vec<(u64, Option<Manifest>)>, Engine
     Ok(out)
 }
 
-/// Connects to the store at `url` and lists its checkpoints, as [`list`].
-///
-/// # Errors
-/// The store cannot be reached or listed.
-pub fn connect_and_list(url: &S3Url) -> Result<Vec<(u64, Option<Manifest>)>, EngineError> {
-    let s3 = S3::connect(RetryPolicy::BOUNDED).map_err(|e| store_error(url, "connecting", e))?;
-    list(&s3, url)
-}
-
 /// Downloads checkpoint `wanted` (default: the newest complete one) into
 /// `db_dir`, replacing what is there. Returns the checkpoint restored, or
 /// `None` when the store holds none.
@@ -57,7 +47,7 @@ pub fn download(
     db_dir: &Path,
     wanted: Option<u64>,
 ) -> Result<Option<u64>, EngineError> {
-    let s3 = S3::connect(RetryPolicy::BOUNDED).map_err(|e| store_error(url, "connecting", e))?;
+    let s3 = super::connect(url)?;
     let checkpoints = list(&s3, url)?;
     let candidates: Vec<&(u64, Option<Manifest>)> = checkpoints
         .iter()

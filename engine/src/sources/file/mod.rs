@@ -17,6 +17,7 @@
 
 mod blocks;
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -72,11 +73,10 @@ pub struct FileSourceTask {
     pub restore: FilePosition,
     /// Threads decoding the file in blocks (below 2: this thread).
     pub decode_threads: usize,
-    /// Watermark moves between lines (`kflow test`'s `advance` steps):
-    /// after `.0` lines, the watermark is at least `.1`.
-    pub advances: Vec<(u64, i64)>,
-    /// The first of `advances` not applied yet.
-    pub next_advance: usize,
+    /// Watermark moves between lines not applied yet (`kflow test`'s
+    /// `advance` steps), in line order: after `.0` lines, the watermark is
+    /// at least `.1`.
+    pub advances: VecDeque<(u64, i64)>,
 }
 
 /// Where the reader is: what has been routed so far.
@@ -216,14 +216,14 @@ impl FileSourceTask {
         while let Some(end) = memchr::memchr(b'\n', rest) {
             let line = &rest[..end];
             rest = &rest[end + 1..];
-            while let Some(&(after, watermark)) = self.advances.get(self.next_advance) {
+            while let Some(&(after, watermark)) = self.advances.front() {
                 if after > p.line {
                     break;
                 }
                 // The watermark is the largest time less the lag.
                 let time = watermark.saturating_add(core.max_out_of_orderness_ms);
                 p.max_time = p.max_time.max(time);
-                self.next_advance += 1;
+                self.advances.pop_front();
             }
             p.line += 1;
             p.offset += end as u64 + 1;
