@@ -46,13 +46,22 @@ impl JobDir {
     /// A copy of the folder (job, inputs, outputs, state) in a new one,
     /// to try several things from the same starting point.
     pub fn copy(&self) -> JobDir {
-        fn copy_tree(from: &Path, to: &Path) {
+        JobDir::copy_of(self.path(), |_| true)
+    }
+
+    /// A new folder holding a copy of `folder`, but for the files and
+    /// folders (at any depth) whose names `keep` refuses.
+    pub fn copy_of(folder: &Path, keep: impl Fn(&str) -> bool) -> JobDir {
+        fn copy_tree(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) {
             fs::create_dir_all(to).expect("folder is created");
             for entry in fs::read_dir(from).expect("folder is read") {
                 let entry = entry.expect("entry is read");
+                if !keep(&entry.file_name().to_string_lossy()) {
+                    continue;
+                }
                 let target = to.join(entry.file_name());
                 if entry.file_type().expect("type is read").is_dir() {
-                    copy_tree(&entry.path(), &target);
+                    copy_tree(&entry.path(), &target, keep);
                 } else {
                     fs::copy(entry.path(), target).expect("file is copied");
                 }
@@ -61,7 +70,7 @@ impl JobDir {
         let copy = JobDir {
             dir: tempfile::tempdir().expect("a temporary folder"),
         };
-        copy_tree(self.path(), copy.path());
+        copy_tree(folder, copy.path(), &keep);
         copy
     }
 

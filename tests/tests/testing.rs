@@ -17,28 +17,11 @@ fn kflow_test(dir: &Path, args: &[&str]) -> RunOutput {
 
 /// A copy of `jobs/examples` (jobs, their tests, `data/`) in a scratch
 /// folder, so what a test run leaves beside the jobs can be checked.
-fn examples() -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') || name == "out" {
-                continue;
-            }
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &to.join(&name));
-            } else {
-                std::fs::copy(entry.path(), to.join(&name)).unwrap();
-            }
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    copy(
+fn examples() -> JobDir {
+    JobDir::copy_of(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/examples"),
-        dir.path(),
-    );
-    dir
+        |name| !name.starts_with('.') && name != "out",
+    )
 }
 
 #[test]
