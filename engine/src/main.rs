@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kflow::cli::{checkpoints, plan as explain, produce, top};
+use kflow::cli::{checkpoints, consumers, plan as explain, produce, top};
 use kflow::error::causes;
 use kflow::RunOptions;
 use kflow_jobs::JobError;
@@ -85,6 +85,12 @@ enum Command {
     /// Watch a running job: rates, watermarks, lag, state, hot keys, and
     /// what holds each window's watermark back (reads its metrics endpoint).
     Top(TopArgs),
+    /// A stream's enhanced fan-out consumers (`reader = "efo"` registers
+    /// one per job and never removes it).
+    Consumers {
+        #[command(subcommand)]
+        command: ConsumersCommand,
+    },
     /// A cluster job's workers and leases (reads its lease table).
     Cluster {
         #[command(subcommand)]
@@ -121,6 +127,46 @@ enum Command {
         #[arg(long, value_name = "STATE_DIR|s3://STORE")]
         against: Option<String>,
     },
+}
+
+/// `kflow consumers`.
+#[derive(Debug, Subcommand)]
+enum ConsumersCommand {
+    /// Every consumer registered on the stream: name, status, ARN.
+    List(StreamArgs),
+    /// Remove a consumer (its subscriptions end; a job reading with it
+    /// registers it again on its next start).
+    Deregister {
+        #[command(flatten)]
+        stream: StreamArgs,
+        /// The consumer's name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// A stream and where to reach it.
+#[derive(Debug, Args)]
+struct StreamArgs {
+    /// Stream name (or ARN).
+    #[arg(long)]
+    stream: String,
+    /// Endpoint URL (an emulator); default: the AWS chain.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Region; default: the AWS chain.
+    #[arg(long)]
+    region: Option<String>,
+}
+
+impl StreamArgs {
+    fn parts(&self) -> (kflow::aws::StreamId, kflow::aws::Endpoint) {
+        let endpoint = kflow::aws::Endpoint {
+            region: self.region.clone(),
+            url: self.endpoint.clone(),
+        };
+        (kflow::aws::StreamId::parse(&self.stream), endpoint)
+    }
 }
 
 /// `kflow cluster`.
@@ -326,6 +372,7 @@ fn main() -> ExitCode {
             Ok(plan) => test_command(&job, &plan, &tests, parallelism),
             Err(code) => code,
         },
+        Command::Consumers { command } => consumers_command(command),
         Command::Produce(args) => produce_command(args),
         Command::Top(args) => top_command(args),
         Command::Run(args) => run_command(args),
@@ -496,6 +543,29 @@ fn top_command(args: TopArgs) -> ExitCode {
         print!("\x1b[H\x1b[2J{screen}");
         before = Some(now);
         std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn consumers_command(command: ConsumersCommand) -> ExitCode {
+    let report = match &command {
+        ConsumersCommand::List(args) => {
+            let (stream, endpoint) = args.parts();
+            consumers::list(&stream, &endpoint)
+        }
+        ConsumersCommand::Deregister { stream, name } => {
+            let (stream, endpoint) = stream.parts();
+            consumers::deregister(&stream, &endpoint, name)
+        }
+    };
+    match report {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kflow: consumers: {}", causes(&e));
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -205,6 +205,22 @@ pub struct KinesisSourcePlan {
     pub stop_at: Option<StopAt>,
     /// What to do when a checkpointed position has expired.
     pub on_expired: OnExpired,
+    /// How shards are read.
+    pub reader: KinesisReader,
+}
+
+/// `reader`: how a Kinesis source reads its shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KinesisReader {
+    /// GetRecords, sharing each shard's 2 MB/s and 5 calls/s with the
+    /// stream's other polling consumers (default).
+    Polling,
+    /// Enhanced fan-out: SubscribeToShard as a registered consumer, with a
+    /// dedicated 2 MB/s per shard.
+    Efo {
+        /// `consumer_name`; `None`: the job's name.
+        consumer_name: Option<String>,
+    },
 }
 
 /// `start_at`.

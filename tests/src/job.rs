@@ -244,3 +244,19 @@ pub fn records_read(summary: &str) -> u64 {
         .and_then(|n| n.replace(',', "").parse().ok())
         .unwrap_or_else(|| panic!("no `records read` in:\n{summary}"))
 }
+
+/// The number written just before `phrase` in a run's summary (`12
+/// throttled calls retried`, `3 subscriptions`).
+///
+/// # Panics
+///
+/// When the summary does not say it.
+pub fn count_before(summary: &str, phrase: &str) -> u64 {
+    summary
+        .split(phrase)
+        .next()
+        .filter(|_| summary.contains(phrase))
+        .and_then(|before| before.split([' ', '(']).next_back())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no number before `{phrase}` in:\n{summary}"))
+}

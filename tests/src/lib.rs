@@ -25,6 +25,7 @@ pub mod job;
 pub mod kinesis;
 pub mod process;
 pub mod prometheus;
+pub mod proxy;
 pub mod s3;
 
 pub use compare::{compare_jsonl, Mismatch, RowKind};

@@ -13,7 +13,7 @@ use std::time::Duration;
 use kflow_benches::workload::START_MS;
 use kflow_tests::fixtures::{self, kinesis_source};
 use kflow_tests::fixtures::{assert_rows_equal, events, file_reference, produce};
-use kflow_tests::job::{now_ms, records_read, JobDir};
+use kflow_tests::job::{count_before, now_ms, records_read, JobDir};
 use kflow_tests::kinesis::{Emulator, EmulatorKind};
 use kflow_tests::process::{wait_with_timeout, Watched};
 use rand::{Rng, SeedableRng};
@@ -90,14 +90,7 @@ fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids(
         ],
     );
     assert!(out.stderr.contains("kinesis shards"), "{}", out.stderr);
-    let throttled: u64 = out
-        .stderr
-        .lines()
-        .find(|l| l.contains("throttled calls retried"))
-        .and_then(|l| l.split('(').nth(1))
-        .and_then(|l| l.split_whitespace().next())
-        .map(|n| n.replace(',', "").parse().unwrap())
-        .unwrap();
+    let throttled = count_before(&out.stderr, " throttled calls retried");
     assert!(throttled > 0, "no throttling was injected:\n{}", out.stderr);
 
     let expected = file_reference(&lines);
@@ -494,7 +487,17 @@ fn kpl_aggregate(keys: &[&str], records: &[(u64, &str)]) -> Vec<u8> {
 
 #[test]
 fn kpl_aggregates_are_split_and_arrival_time_stands_in_for_event_time() {
-    let em = Emulator::start(EmulatorKind::Kinesalite);
+    kpl_case(EmulatorKind::Kinesalite, "");
+}
+
+/// Issue 19: the same through enhanced fan-out (kinesalite has none).
+#[test]
+fn kpl_aggregates_are_split_when_read_by_enhanced_fan_out() {
+    kpl_case(EmulatorKind::KinesisMock, "reader = \"efo\"\n");
+}
+
+fn kpl_case(kind: EmulatorKind, reader: &str) {
+    let em = Emulator::start(kind);
     let client = em.client();
     let stream = client.create_fresh_stream("kpl", 1);
     let event = |user: &str, amount: f64| {
@@ -517,7 +520,7 @@ fn kpl_aggregates_are_split_and_arrival_time_stands_in_for_event_time() {
     // No event_time: records are stamped with their arrival time.
     let job = format!(
         "{}[sources.clicks]\ntype = \"kinesis\"\nstream = \"{stream}\"\nendpoint = \"{}\"\n\
-         start_at = \"trim_horizon\"\nstop_at = \"latest\"\n{}",
+         start_at = \"trim_horizon\"\nstop_at = \"latest\"\n{reader}{}",
         header("kpl"),
         em.endpoint(),
         fixtures::click_windows().replace("tumbling = \"1m\"", "tumbling = \"1d\"")

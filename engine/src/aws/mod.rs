@@ -2,10 +2,11 @@
 //! checkpoint store and the S3 sink share: clients built from the standard
 //! AWS chain (or loopback settings for emulators), one retry policy for
 //! every call, the stream's identity and sequence numbers, a PutRecords
-//! writer that keeps per-key order, the S3 calls kflow makes, and the
-//! DynamoDB calls of a cluster's lease table.
+//! writer that keeps per-key order, enhanced fan-out consumers, the S3
+//! calls kflow makes, and the DynamoDB calls of a cluster's lease table.
 
 pub mod client;
+pub mod consumer;
 pub mod dynamo;
 pub mod kinesis;
 pub mod put;
@@ -15,7 +16,7 @@ pub mod s3;
 pub use client::{connect, Endpoint};
 pub use kinesis::{SequenceNumber, StreamId};
 pub use put::{PutStats, Putter};
-pub use retry::{classify, retry, Backoff, Fault, RetryCounts, RetryPolicy};
+pub use retry::{classify, retry, retry_or, Backoff, Fault, RetryCounts, RetryPolicy};
 
 /// An SDK error, kept whole as a `source()`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

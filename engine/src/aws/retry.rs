@@ -197,7 +197,28 @@ pub async fn retry<T, E, R, F, Fut>(
     backoff: &mut Backoff,
     call: &'static str,
     counts: Option<&RetryCounts>,
+    op: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    retry_or(backoff, call, counts, op, |_| None).await
+}
+
+/// [`retry`], except that an error `settle` maps to a value is an answer,
+/// not a failure (a resource that does not exist, one registered meanwhile).
+///
+/// # Errors
+/// As [`retry`].
+pub async fn retry_or<T, E, R, F, Fut>(
+    backoff: &mut Backoff,
+    call: &'static str,
+    counts: Option<&RetryCounts>,
     mut op: F,
+    settle: impl Fn(&SdkError<E, R>) -> Option<T>,
 ) -> Result<T, AwsError>
 where
     F: FnMut() -> Fut,
@@ -209,6 +230,9 @@ where
         match op().await {
             Ok(out) => return Ok(out),
             Err(e) => {
+                if let Some(answer) = settle(&e) {
+                    return Ok(answer);
+                }
                 let fault = classify(&e);
                 if !fault.is_retryable() || backoff.exhausted() {
                     return Err(AwsError::Call {

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use kflow_jobs::duration::format_duration;
 use kflow_jobs::{
-    AggregateFunction, AggregatePlan, ConnectorPlan, JobPlan, NodeKind, Port, SinkPlan, StreamRef,
-    WindowKind,
+    AggregateFunction, AggregatePlan, ConnectorPlan, JobPlan, KinesisReader, NodeKind, Port,
+    SinkPlan, StreamRef, WindowKind,
 };
 
 fn stream_name(plan: &JobPlan, s: &StreamRef) -> String {
@@ -62,7 +62,14 @@ fn describe(plan: &JobPlan, kind: &NodeKind) -> (&'static str, Vec<String>) {
                         if f.follow { " (follow)" } else { "" }
                     )
                 }
-                ConnectorPlan::Kinesis(k) => format!("kinesis stream {}", k.stream),
+                ConnectorPlan::Kinesis(k) => match &k.reader {
+                    KinesisReader::Polling => format!("kinesis stream {}", k.stream),
+                    KinesisReader::Efo { consumer_name } => format!(
+                        "kinesis stream {} (enhanced fan-out, consumer `{}`)",
+                        k.stream,
+                        consumer_name.as_deref().unwrap_or(&plan.name)
+                    ),
+                },
             }];
             lines.push(match s.event_time {
                 Some(f) => format!(

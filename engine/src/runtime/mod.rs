@@ -185,6 +185,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         start: start.describe(plan),
         shards: metrics.shards(),
         throttles: metrics.throttles(),
+        reads: metrics.kinesis_reads(),
         latency_us: metrics.latency_summary(),
         uploads: durable::store_url(plan).map(|_| {
             let c = &metrics.checkpoints;

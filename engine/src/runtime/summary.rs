@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::dataflow::metrics::{group, ShardMetrics, Snapshot};
+use crate::dataflow::metrics::{group, KinesisReads, ShardMetrics, Snapshot};
 use crate::runtime::coordinator::CheckpointStats;
 
 /// What a finished run reports.
@@ -27,6 +27,8 @@ pub struct RunSummary {
     pub shards: BTreeMap<String, ShardMetrics>,
     /// Kinesis calls retried after throttling.
     pub throttles: u64,
+    /// GetRecords calls and enhanced fan-out subscriptions.
+    pub reads: KinesisReads,
     /// Window result latency `(p50, p99, max)` in microseconds.
     pub latency_us: Option<(u64, u64, u64)>,
     /// With a checkpoint store: what was uploaded.
@@ -113,9 +115,19 @@ impl RunSummary {
 
     fn render_shards(&self, out: &mut String) {
         if !self.shards.is_empty() {
+            let r = &self.reads;
+            let how = if r.subscriptions > 0 || r.subscription_failures > 0 {
+                format!(
+                    "{} subscriptions, {} failed",
+                    group(r.subscriptions),
+                    group(r.subscription_failures)
+                )
+            } else {
+                format!("{} GetRecords calls", group(r.get_records))
+            };
             let _ = writeln!(
                 out,
-                "  kinesis shards  {:>14}  ({} throttled calls retried)",
+                "  kinesis shards  {:>14}  ({how}; {} throttled calls retried)",
                 self.shards.len(),
                 group(self.throttles)
             );

@@ -46,7 +46,7 @@ use crate::sources::decode::Projection;
 use crate::sources::dedup::Dedup;
 use crate::sources::file::{FilePosition, FileSourceTask, Follow};
 use crate::sources::ingest::Ingest;
-use crate::sources::kinesis::{stream_of, KinesisSettings, KinesisSourceTask};
+use crate::sources::kinesis::{stream_of, KinesisSettings, KinesisSourceTask, ReaderKind};
 use crate::sources::SourceTask;
 
 /// The checkpoint name of the dead-letter writer (not a valid node name).
@@ -668,6 +668,7 @@ fn source_task(
                         Some(Part::Shard(shard)) => Some(shard.clone()),
                         _ => None,
                     },
+                    reader: ReaderKind::of(&k.reader, &plan.name),
                 },
                 restore: restore_part(name, stored)?,
             }))

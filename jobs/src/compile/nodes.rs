@@ -9,11 +9,11 @@ use std::time::Duration;
 use super::Ctx;
 use crate::duration::millis;
 use crate::plan::{
-    ConnectorPlan, DedupPlan, FileSourcePlan, KinesisSourcePlan, OnExpired, SinkPlan, SourcePlan,
-    StartAt, StopAt,
+    ConnectorPlan, DedupPlan, FileSourcePlan, KinesisReader, KinesisSourcePlan, OnExpired,
+    SinkPlan, SourcePlan, StartAt, StopAt,
 };
 use crate::size::parse_size;
-use crate::spec::{JobSection, RecordSpec, SinkSpec, SourceSpec, Spanned};
+use crate::spec::{JobSection, KinesisSourceSpec, RecordSpec, SinkSpec, SourceSpec, Spanned};
 
 /// `[job]`, resolved.
 pub(crate) struct JobSettings {
@@ -140,6 +140,54 @@ pub(crate) fn s3_url_valid(url: &str) -> bool {
         .is_some_and(|rest| !rest.split('/').next().unwrap_or("").is_empty())
 }
 
+/// `reader` and `consumer_name`; `None` after reporting an error.
+fn kinesis_reader(ctx: &mut Ctx<'_>, kinesis: &KinesisSourceSpec) -> Option<KinesisReader> {
+    let efo = match &kinesis.reader {
+        None => false,
+        Some(value) => match value.get_ref().as_str() {
+            "polling" => false,
+            "efo" => true,
+            other => {
+                ctx.error(
+                    value.span(),
+                    format!("invalid `reader` value `{other}`, expected `polling` or `efo` (enhanced fan-out)"),
+                );
+                return None;
+            }
+        },
+    };
+    let consumer_name = match &kinesis.consumer_name {
+        None => None,
+        Some(name) if !efo => {
+            ctx.error(
+                name.span(),
+                "`consumer_name` names an enhanced fan-out consumer: it needs `reader = \"efo\"`",
+            );
+            return None;
+        }
+        Some(name) => {
+            let text = name.get_ref();
+            let valid = (1..=128).contains(&text.len())
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !valid {
+                ctx.error(
+                    name.span(),
+                    format!("invalid `consumer_name` `{text}`: use 1 to 128 letters, digits, `_`, `.` and `-` (the Kinesis consumer name rule)"),
+                );
+                return None;
+            }
+            Some(text.clone())
+        }
+    };
+    Some(if efo {
+        KinesisReader::Efo { consumer_name }
+    } else {
+        KinesisReader::Polling
+    })
+}
+
 /// Compiles a source; `None` if it had errors (all reported). The
 /// projection is filled in once the whole DAG is known.
 pub(crate) fn compile_source(
@@ -234,8 +282,9 @@ pub(crate) fn compile_source(
                     }
                 },
             };
-            match (stream, start_at, on_expired) {
-                (Some((stream, is_arn)), Some(start_at), Some(on_expired)) => {
+            let reader = kinesis_reader(ctx, kinesis);
+            match (stream, start_at, on_expired, reader) {
+                (Some((stream, is_arn)), Some(start_at), Some(on_expired), Some(reader)) => {
                     Some(ConnectorPlan::Kinesis(KinesisSourcePlan {
                         stream,
                         is_arn,
@@ -244,6 +293,7 @@ pub(crate) fn compile_source(
                         start_at,
                         stop_at,
                         on_expired,
+                        reader,
                     }))
                 }
                 _ => None,

@@ -169,6 +169,10 @@ pub struct KinesisSourceSpec {
     pub stop_at: Option<Spanned<String>>,
     /// `fail` or `trim_horizon`.
     pub on_expired: Option<Spanned<String>>,
+    /// `polling` or `efo`.
+    pub reader: Option<Spanned<String>>,
+    /// The enhanced fan-out consumer's name (`reader = "efo"`).
+    pub consumer_name: Option<Spanned<String>>,
     /// Format, event time, watermark, dedup.
     pub record: RecordSpec,
 }

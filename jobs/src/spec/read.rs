@@ -290,6 +290,8 @@ fn read_source(text: &str, node: &NodeRef) -> Result<Spanned<SourceSpec>, Diagno
                 start_at: raw.start_at,
                 stop_at: raw.stop_at,
                 on_expired: raw.on_expired,
+                reader: raw.reader,
+                consumer_name: raw.consumer_name,
                 record: RecordSpec {
                     format: raw.format,
                     event_time: raw.event_time,
@@ -354,6 +356,8 @@ struct KinesisSourceRaw {
     start_at: Option<Spanned<String>>,
     stop_at: Option<Spanned<String>>,
     on_expired: Option<Spanned<String>>,
+    reader: Option<Spanned<String>>,
+    consumer_name: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
     event_time: Option<Spanned<EventTimeSpec>>,
     watermark: Option<Spanned<WatermarkSpec>>,

@@ -176,6 +176,17 @@ impl Metrics {
         sources + sinks
     }
 
+    /// How the Kinesis sources read, summed over them.
+    pub fn kinesis_reads(&self) -> KinesisReads {
+        let mut reads = KinesisReads::default();
+        for s in self.sources.all().iter().filter(|s| s.kind == "kinesis") {
+            reads.get_records += s.calls.snapshot().count;
+            reads.subscriptions += s.subscriptions.load(Ordering::Relaxed);
+            reads.subscription_failures += s.subscription_failures.load(Ordering::Relaxed);
+        }
+        reads
+    }
+
     /// Reads the job's totals.
     pub fn snapshot(&self) -> Snapshot {
         self.totals.snapshot()
@@ -270,6 +281,17 @@ pub fn group(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+/// How a job's Kinesis sources read: calls and subscriptions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KinesisReads {
+    /// GetRecords calls (polling).
+    pub get_records: u64,
+    /// Enhanced fan-out subscriptions started (first ones and renewals).
+    pub subscriptions: u64,
+    /// Enhanced fan-out subscriptions refused, broken or gone silent.
+    pub subscription_failures: u64,
 }
 
 #[cfg(test)]

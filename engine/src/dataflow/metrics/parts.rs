@@ -46,6 +46,10 @@ pub struct SourceMetrics {
     pub throttles: AtomicU64,
     /// Calls retried after a transient fault.
     pub retries: AtomicU64,
+    /// Enhanced fan-out subscriptions started (first ones and renewals).
+    pub subscriptions: AtomicU64,
+    /// Enhanced fan-out subscriptions refused, broken or gone silent.
+    pub subscription_failures: AtomicU64,
     /// Kinesis shards by id.
     pub shards: Mutex<BTreeMap<String, ShardMetrics>>,
     /// The heaviest partition keys of the last minute or two.
@@ -69,6 +73,8 @@ impl SourceMetrics {
             calls: Buckets::new(DURATION_BOUNDS),
             throttles: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            subscriptions: AtomicU64::new(0),
+            subscription_failures: AtomicU64::new(0),
             shards: Mutex::new(BTreeMap::new()),
             hot_keys: Mutex::new(Vec::new()),
         }

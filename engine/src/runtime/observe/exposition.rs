@@ -322,6 +322,22 @@ fn encode_kinesis_calls(out: &mut Out, sources: &[Arc<SourceMetrics>]) {
             .map(|s| (source_labels(s), load(&s.retries)))
             .collect(),
     );
+    out.counter(
+        "kflow_kinesis_subscriptions_total",
+        "Enhanced fan-out subscriptions started: one per shard, then one per renewal.",
+        kinesis
+            .iter()
+            .map(|s| (source_labels(s), load(&s.subscriptions)))
+            .collect(),
+    );
+    out.counter(
+        "kflow_kinesis_subscription_failures_total",
+        "Enhanced fan-out subscriptions refused, broken or silent (each followed by a new one).",
+        kinesis
+            .iter()
+            .map(|s| (source_labels(s), load(&s.subscription_failures)))
+            .collect(),
+    );
     let mut states = Vec::new();
     for s in &kinesis {
         let shards = s.shards();

@@ -1,8 +1,11 @@
 //! The Kinesis source: shard discovery and lineage, one reader per open
 //! shard, and per-shard positions in the job's checkpoints.
 //!
-//! Readers ([`reader`]) are async tasks on a one-thread tokio runtime that
-//! only fetch; this task owns everything that is checkpointed. It receives
+//! Readers are async tasks on a one-thread tokio runtime that only fetch:
+//! [`reader`] polls GetRecords, [`subscribe`] holds an enhanced fan-out
+//! subscription (`reader = "efo"`, as the consumer registered once by
+//! [`crate::aws::consumer`]); both send the same batches in shard order.
+//! This task owns everything that is checkpointed. It receives
 //! every reader's batches on one channel, de-aggregates KPL records
 //! ([`kpl`]), decodes and routes each user record, and remembers per shard
 //! the sequence number of the last Kinesis record it processed. Barriers go
@@ -29,18 +32,20 @@ pub mod kpl;
 pub mod position;
 pub mod reader;
 mod restore;
+pub mod subscribe;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::Record;
 use aws_sdk_kinesis::Client;
-use kflow_jobs::{KinesisSourcePlan, OnExpired, StartAt, StopAt};
+use kflow_jobs::{KinesisReader, KinesisSourcePlan, OnExpired, StartAt, StopAt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
+use crate::aws::consumer::ensure_consumer;
 use crate::aws::{connect, AwsError, Endpoint, RetryCounts, SequenceNumber, StreamId};
 use crate::dataflow::metrics::{ShardMetrics, ShardStatus};
 use crate::dataflow::position::{Position, RawRecord, Stamp};
@@ -51,6 +56,7 @@ use discovery::{list_shards, ShardInfo};
 use kpl::Records;
 use position::{KinesisPosition, ShardPosition, StreamPosition};
 use reader::{arrival_ms, FaultInjection, ReaderEvent, ShardReader, StartPosition};
+use subscribe::{ShardSubscriber, SubscribeFaults, SubscriptionCounts};
 
 /// The stream and endpoint a job's Kinesis source reads.
 pub fn stream_of(k: &KinesisSourcePlan) -> (StreamId, Endpoint) {
@@ -87,6 +93,32 @@ pub struct KinesisSettings {
     /// Read only this shard, and end when it ends (a cluster worker's part;
     /// the shards that continue it are other parts).
     pub only_shard: Option<String>,
+    /// Polling or enhanced fan-out.
+    pub reader: ReaderKind,
+}
+
+/// How shards are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReaderKind {
+    /// GetRecords.
+    Polling,
+    /// SubscribeToShard as the consumer of this name.
+    Efo {
+        /// The consumer's name (the job's name unless the job says).
+        consumer_name: String,
+    },
+}
+
+impl ReaderKind {
+    /// The source plan's `reader`, a default consumer named after the job.
+    pub fn of(reader: &KinesisReader, job: &str) -> ReaderKind {
+        match reader {
+            KinesisReader::Polling => ReaderKind::Polling,
+            KinesisReader::Efo { consumer_name } => ReaderKind::Efo {
+                consumer_name: consumer_name.clone().unwrap_or_else(|| job.to_string()),
+            },
+        }
+    }
 }
 
 /// One Kinesis source task.
@@ -114,6 +146,8 @@ struct Slot {
     records_this_run: u64,
     /// The unfinished parent a child shard waits for.
     waiting_for: Option<String>,
+    /// Whether the last listing showed it closed (told to its subscriber).
+    closed: Arc<AtomicBool>,
 }
 
 impl Slot {
@@ -144,6 +178,10 @@ struct Reading {
     retries: Arc<RetryCounts>,
     faults: FaultInjection,
     next_discovery: Instant,
+    /// The enhanced fan-out consumer's ARN (`reader = "efo"`).
+    consumer: Option<Arc<str>>,
+    subscriptions: Arc<SubscriptionCounts>,
+    subscribe_faults: SubscribeFaults,
 }
 
 impl Reading {
@@ -206,7 +244,19 @@ impl KinesisSourceTask {
             retries: Arc::new(RetryCounts::default()),
             faults: FaultInjection::from_env(),
             next_discovery: Instant::now(),
+            consumer: None,
+            subscriptions: Arc::new(SubscriptionCounts::default()),
+            subscribe_faults: SubscribeFaults::from_env(),
         };
+        if let ReaderKind::Efo { consumer_name } = &self.settings.reader {
+            let registered = r.runtime.block_on(ensure_consumer(
+                &r.client,
+                &self.settings.stream,
+                consumer_name,
+            ));
+            let arn = registered.map_err(|e| kinesis_error(&self.core.name, e))?;
+            r.consumer = Some(Arc::from(arn.as_str()));
+        }
         self.open(&mut r)?;
         let result = self.read(&mut r);
         r.runtime.shutdown_background();
@@ -243,6 +293,7 @@ impl KinesisSourceTask {
             let waiting_for = info.parents.iter().find(|p| !parent_done(p)).cloned();
             let slot = r.slots.entry(info.id.clone()).or_default();
             slot.waiting_for = waiting_for;
+            slot.closed.store(info.closed, Ordering::Relaxed);
             if slot.state.finished || slot.running || slot.stopped || !ready {
                 continue;
             }
@@ -262,17 +313,38 @@ impl KinesisSourceTask {
             );
             slot.running = true;
             slot.last_data = Some(Instant::now());
-            let reader = ShardReader {
-                client: r.client.clone(),
-                stream: self.settings.stream.clone(),
-                shard: Arc::from(info.id.as_str()),
-                start,
-                stop_ms: r.stream.stop_ms,
-                events: r.events_tx.clone(),
-                retries: r.retries.clone(),
-                faults: r.faults,
-            };
-            r.runtime.spawn(reader.run());
+            let shard = Arc::from(info.id.as_str());
+            match &r.consumer {
+                Some(consumer) => {
+                    let subscriber = ShardSubscriber {
+                        client: r.client.clone(),
+                        stream: self.settings.stream.clone(),
+                        closed: slot.closed.clone(),
+                        consumer: consumer.clone(),
+                        shard,
+                        start,
+                        stop_ms: r.stream.stop_ms,
+                        events: r.events_tx.clone(),
+                        retries: r.retries.clone(),
+                        subscriptions: r.subscriptions.clone(),
+                        faults: r.subscribe_faults,
+                    };
+                    r.runtime.spawn(subscriber.run());
+                }
+                None => {
+                    let reader = ShardReader {
+                        client: r.client.clone(),
+                        stream: self.settings.stream.clone(),
+                        shard,
+                        start,
+                        stop_ms: r.stream.stop_ms,
+                        events: r.events_tx.clone(),
+                        retries: r.retries.clone(),
+                        faults: r.faults,
+                    };
+                    r.runtime.spawn(reader.run());
+                }
+            }
             started += 1;
         }
         Ok(started)
@@ -322,7 +394,9 @@ impl KinesisSourceTask {
                 behind_ms,
                 call_us,
             } => {
-                self.core.own.calls.observe(call_us);
+                if let Some(call_us) = call_us {
+                    self.core.own.calls.observe(call_us);
+                }
                 if let Some(slot) = r.slots.get_mut(&*shard) {
                     slot.behind_ms = behind_ms;
                     if !records.is_empty() {
@@ -502,6 +576,14 @@ impl KinesisSourceTask {
         );
         own.retries.store(
             r.retries.transient.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        own.subscriptions.store(
+            r.subscriptions.started.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        own.subscription_failures.store(
+            r.subscriptions.failed.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
         if let Some(timeout) = self.core.idle_timeout {

@@ -53,8 +53,9 @@ pub enum ReaderEvent {
         records: Vec<Record>,
         /// MillisBehindLatest of the call.
         behind_ms: Option<i64>,
-        /// How long the call took, retries included, microseconds.
-        call_us: u64,
+        /// How long the GetRecords call took, retries included,
+        /// microseconds (`None`: pushed by a subscription).
+        call_us: Option<u64>,
     },
     /// The shard reached SHARD_END; every record was sent before this.
     End {
@@ -206,7 +207,7 @@ impl ShardReader {
             let behind_ms = out.millis_behind_latest();
             let next = out.next_shard_iterator().map(str::to_string);
             let mut records = out.records;
-            let stop = self.cut_at_stop(&mut records);
+            let stop = cut_at_stop(&mut records, self.stop_ms);
             let empty = records.is_empty();
             if let Some(last) = records.last() {
                 last_sequence = Some(SequenceNumber(last.sequence_number().to_string()));
@@ -215,7 +216,7 @@ impl ShardReader {
                 shard: self.shard.clone(),
                 records,
                 behind_ms,
-                call_us: called.elapsed().as_micros() as u64,
+                call_us: Some(called.elapsed().as_micros() as u64),
             };
             if self.events.send(event).await.is_err() {
                 return Ok(());
@@ -265,22 +266,22 @@ impl ShardReader {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Drops the records that arrived at or after the stop time; whether
-    /// the stop time was reached.
-    fn cut_at_stop(&self, records: &mut Vec<Record>) -> bool {
-        let Some(stop_ms) = self.stop_ms else {
-            return false;
-        };
-        match records
-            .iter()
-            .position(|r| arrival_ms(r).is_some_and(|t| t >= stop_ms))
-        {
-            Some(cut) => {
-                records.truncate(cut);
-                true
-            }
-            None => false,
+/// Drops the records that arrived at or after the stop time; whether the
+/// stop time was reached.
+pub(super) fn cut_at_stop(records: &mut Vec<Record>, stop_ms: Option<i64>) -> bool {
+    let Some(stop_ms) = stop_ms else {
+        return false;
+    };
+    match records
+        .iter()
+        .position(|r| arrival_ms(r).is_some_and(|t| t >= stop_ms))
+    {
+        Some(cut) => {
+            records.truncate(cut);
+            true
         }
+        None => false,
     }
 }
