@@ -146,7 +146,13 @@ pub struct Emulator {
     dir: tempfile::TempDir,
     child: Option<Child>,
     last_start: Duration,
+    /// kinesis-mock only: save its state to `data/kinesis-data.json` every
+    /// [`PERSIST_INTERVAL`] and load it on a restart.
+    persistent: bool,
 }
+
+/// How often a persistent kinesis-mock saves its state.
+const PERSIST_INTERVAL: &str = "300ms";
 
 impl Emulator {
     /// Starts an emulator on a free loopback port and waits until it answers
@@ -189,9 +195,57 @@ impl Emulator {
             dir,
             child: None,
             last_start: Duration::ZERO,
+            persistent: false,
         };
         emulator.launch();
         emulator
+    }
+
+    /// A kinesis-mock that saves its state every 300 ms and loads it when
+    /// restarted, for restart tests of what only kinesis-mock serves
+    /// (enhanced fan-out). Stop it with [`Emulator::kill_after_save`], never
+    /// [`Emulator::kill`]: a save cut short leaves a file it cannot load.
+    pub fn start_persistent() -> Emulator {
+        let mut emulator = Emulator::start(EmulatorKind::KinesisMock);
+        emulator.stop();
+        emulator.persistent = true;
+        emulator.launch();
+        emulator
+    }
+
+    /// The file a persistent kinesis-mock saves to.
+    fn saved_state(&self) -> PathBuf {
+        self.dir.path().join("data").join("kinesis-data.json")
+    }
+
+    /// Waits until a persistent kinesis-mock has saved a whole state that
+    /// contains `text` (the last sequence number written, say), kills it
+    /// (SIGKILL) and puts that save back in place, so that
+    /// [`Emulator::restart`] comes back with everything up to `text`.
+    ///
+    /// # Panics
+    ///
+    /// When the emulator is not persistent or no such save appears within
+    /// 60 s.
+    pub fn kill_after_save(&mut self, text: &str) {
+        assert!(self.persistent, "kill_after_save needs start_persistent");
+        let deadline = Instant::now() + OPERATION_TIMEOUT;
+        let saved = loop {
+            let whole = fs::read_to_string(self.saved_state())
+                .ok()
+                .filter(|t| t.contains(text))
+                .filter(|t| serde_json::from_str::<serde_json::Value>(t).is_ok());
+            if let Some(saved) = whole {
+                break saved;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kinesis-mock saved no state with `{text}` within {OPERATION_TIMEOUT:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        };
+        self.stop();
+        fs::write(self.saved_state(), saved).expect("cannot put the saved state back");
     }
 
     /// Which emulator this is.
@@ -322,10 +376,12 @@ impl Emulator {
                     .env("KINESIS_MOCK_CERT_PATH", cert)
                     .env("AWS_REGION", REGION)
                     .env("SHARD_LIMIT", "1000")
-                    // Never save or load state (it would look for
-                    // `data/kinesis-data.json` in the working folder).
-                    .env("SHOULD_PERSIST_DATA", "false")
-                    .env("LOAD_DATA_IF_EXISTS", "false")
+                    // Save and load `data/kinesis-data.json` in the working
+                    // folder only when asked (see `start_persistent`).
+                    .env("SHOULD_PERSIST_DATA", self.persistent.to_string())
+                    .env("LOAD_DATA_IF_EXISTS", self.persistent.to_string())
+                    .env("PERSIST_PATH", "data")
+                    .env("PERSIST_INTERVAL", PERSIST_INTERVAL)
                     .env("LOG_LEVEL", "INFO");
                 for setting in [
                     "CREATE_STREAM_DURATION",

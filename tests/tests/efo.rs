@@ -28,14 +28,15 @@ use rand_pcg::Pcg64;
 const TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Writes `lines` into `stream` in `rounds` PutRecords rounds `pause`
-/// apart, keyed by user as `kflow produce --partition-key user_id` would.
+/// apart, keyed by user as `kflow produce --partition-key user_id` would;
+/// the thread returns each record's `(shard, sequence number)`.
 fn produce_live(
     endpoint: String,
     stream: String,
     lines: &str,
     rounds: usize,
     pause: Duration,
-) -> JoinHandle<()> {
+) -> JoinHandle<Vec<(String, String)>> {
     let records: Vec<(String, String)> = lines
         .lines()
         .map(|line| {
@@ -48,10 +49,12 @@ fn produce_live(
         .collect();
     thread::spawn(move || {
         let client = Kinesis::new(&endpoint);
+        let mut placed = Vec::new();
         for round in records.chunks(records.len().div_ceil(rounds)) {
-            client.put_records(&stream, round);
+            placed.extend(client.put_records(&stream, round));
             thread::sleep(pause);
         }
+        placed
     })
 }
 
@@ -74,7 +77,7 @@ fn efo_job(name: &str, stream: &str, endpoint: &str, stop_ms: i64, extra: &str) 
 }
 
 /// Waits for the producer, checking it finished well before the runs stop.
-fn finish_producing(producer: JoinHandle<()>, stop_ms: i64) {
+fn finish_producing(producer: JoinHandle<Vec<(String, String)>>, stop_ms: i64) {
     producer.join().unwrap();
     assert!(
         now_ms() < stop_ms - 2000,
@@ -393,6 +396,46 @@ fn dropped_connections_under_subscriptions_cost_a_pause_not_data() {
     let (status, log) = run.wait(TIMEOUT).unwrap();
     assert!(status.success(), "kflow failed:\n{log}");
     assert!(proxy.broken() >= 2, "the proxy broke no connection");
+    assert!(count_before(&log, " failed;") > 0, "{log}");
+    assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
+}
+
+/// kinesis-mock itself killed (SIGKILL) and started again mid-run, with
+/// the state it saved (streams, records, the consumer): the subscriptions
+/// fail until it is back, then resume after the last record passed on.
+#[test]
+fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
+    let mut em = Emulator::start_persistent();
+    let stream = em.client().create_fresh_stream("efo-restart", 2);
+    let lines = events(1200, 40, 61);
+    let all: Vec<&str> = lines.lines().collect();
+    let (first, second) = all.split_at(600);
+    let stop_ms = now_ms() + 30_000;
+    let dir = JobDir::new(&efo_job(
+        "efo-restart",
+        &stream,
+        &em.endpoint(),
+        stop_ms,
+        "reader = \"efo\"",
+    ));
+    let mut run = Watched::spawn(dir.loud_job_command().envs([("KFLOW_LOG", "kflow=debug")]));
+    run.wait_for("reading shard", 2, TIMEOUT);
+    let pause = Duration::from_millis(200);
+    let written = produce_live(em.endpoint(), stream.clone(), &first.join("\n"), 6, pause);
+    let placed = written.join().unwrap();
+    // Read at least part of the first half before the emulator goes.
+    run.wait_for(
+        "checkpoint committed",
+        run.count("checkpoint committed") + 2,
+        TIMEOUT,
+    );
+    em.kill_after_save(&placed.last().unwrap().1);
+    thread::sleep(Duration::from_millis(1500));
+    em.restart();
+    let producer = produce_live(em.endpoint(), stream.clone(), &second.join("\n"), 6, pause);
+    finish_producing(producer, stop_ms);
+    let (status, log) = run.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "kflow failed:\n{log}");
     assert!(count_before(&log, " failed;") > 0, "{log}");
     assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
 }

@@ -186,6 +186,7 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         shards: metrics.shards(),
         throttles: metrics.throttles(),
         reads: metrics.kinesis_reads(),
+        read_delay_ms: metrics.read_delay_summary(),
         latency_us: metrics.latency_summary(),
         uploads: durable::store_url(plan).map(|_| {
             let c = &metrics.checkpoints;

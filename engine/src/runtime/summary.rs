@@ -29,6 +29,8 @@ pub struct RunSummary {
     pub throttles: u64,
     /// GetRecords calls and enhanced fan-out subscriptions.
     pub reads: KinesisReads,
+    /// Kinesis read delay `(p50, p99, max)` in milliseconds.
+    pub read_delay_ms: Option<(u64, u64, u64)>,
     /// Window result latency `(p50, p99, max)` in microseconds.
     pub latency_us: Option<(u64, u64, u64)>,
     /// With a checkpoint store: what was uploaded.
@@ -131,6 +133,13 @@ impl RunSummary {
                 self.shards.len(),
                 group(self.throttles)
             );
+            if let Some((p50, p99, max)) = self.read_delay_ms {
+                let _ = writeln!(
+                    out,
+                    "  {:<16}  p50 {p50} ms, p99 {p99} ms, max {max} ms (arrival in the stream -> read)",
+                    "kinesis delay"
+                );
+            }
             let secs = self.elapsed.as_secs_f64().max(1e-9);
             for (shard, m) in &self.shards {
                 let lag = m.behind_ms.map_or_else(

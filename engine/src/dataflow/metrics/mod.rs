@@ -38,6 +38,10 @@ pub struct Metrics {
     /// End-to-end latency of window result rows, microseconds: from reading
     /// the input that fired them to writing them (sinks merge theirs in).
     pub latency: Mutex<Option<Histogram<u64>>>,
+    /// Kinesis read delay, milliseconds: from a record's
+    /// ApproximateArrivalTimestamp to kflow receiving it (Kinesis sources
+    /// merge theirs in).
+    pub read_delay: Mutex<Option<Histogram<u64>>>,
     /// A graceful stop began: the job is no longer ready.
     pub stopping: AtomicBool,
 }
@@ -130,22 +134,24 @@ impl Counters {
 impl Metrics {
     /// Adds a sink's latency histogram.
     pub fn add_latency(&self, histogram: &Histogram<u64>) {
-        if let Ok(mut latency) = self.latency.lock() {
-            match latency.as_mut() {
-                Some(total) => {
-                    let _ = total.add(histogram);
-                }
-                None => *latency = Some(histogram.clone()),
-            }
-        }
+        merge(&self.latency, histogram);
     }
 
     /// `(p50, p99, max)` of the latency, in microseconds, if any row was
     /// measured.
     pub fn latency_summary(&self) -> Option<(u64, u64, u64)> {
-        let latency = self.latency.lock().ok()?;
-        let h = latency.as_ref().filter(|h| !h.is_empty())?;
-        Some((h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
+        summarize(&self.latency)
+    }
+
+    /// Adds a Kinesis source's read delays (milliseconds).
+    pub fn add_read_delay(&self, histogram: &Histogram<u64>) {
+        merge(&self.read_delay, histogram);
+    }
+
+    /// `(p50, p99, max)` of the Kinesis read delay, in milliseconds, if any
+    /// record was read.
+    pub fn read_delay_summary(&self) -> Option<(u64, u64, u64)> {
+        summarize(&self.read_delay)
     }
 
     /// Every Kinesis shard's progress, by `source/shard`.
@@ -281,6 +287,23 @@ pub fn group(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+fn merge(total: &Mutex<Option<Histogram<u64>>>, histogram: &Histogram<u64>) {
+    if let Ok(mut total) = total.lock() {
+        match total.as_mut() {
+            Some(total) => {
+                let _ = total.add(histogram);
+            }
+            None => *total = Some(histogram.clone()),
+        }
+    }
+}
+
+fn summarize(total: &Mutex<Option<Histogram<u64>>>) -> Option<(u64, u64, u64)> {
+    let total = total.lock().ok()?;
+    let h = total.as_ref().filter(|h| !h.is_empty())?;
+    Some((h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
 }
 
 /// How a job's Kinesis sources read: calls and subscriptions.

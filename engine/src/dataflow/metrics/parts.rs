@@ -46,6 +46,9 @@ pub struct SourceMetrics {
     pub throttles: AtomicU64,
     /// Calls retried after a transient fault.
     pub retries: AtomicU64,
+    /// Kinesis read delays, microseconds: ApproximateArrivalTimestamp to
+    /// the record reaching kflow.
+    pub read_delays: Buckets,
     /// Enhanced fan-out subscriptions started (first ones and renewals).
     pub subscriptions: AtomicU64,
     /// Enhanced fan-out subscriptions refused, broken or gone silent.
@@ -73,6 +76,7 @@ impl SourceMetrics {
             calls: Buckets::new(DURATION_BOUNDS),
             throttles: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            read_delays: Buckets::new(LATENCY_BOUNDS),
             subscriptions: AtomicU64::new(0),
             subscription_failures: AtomicU64::new(0),
             shards: Mutex::new(BTreeMap::new()),

@@ -322,6 +322,15 @@ fn encode_kinesis_calls(out: &mut Out, sources: &[Arc<SourceMetrics>]) {
             .map(|s| (source_labels(s), load(&s.retries)))
             .collect(),
     );
+    out.histogram(
+        "kflow_kinesis_read_delay_seconds",
+        "Time from each record's ApproximateArrivalTimestamp to kflow receiving it (polling interval or subscription push, plus any backlog).",
+        1e-6,
+        kinesis
+            .iter()
+            .map(|s| (source_labels(s), s.read_delays.snapshot()))
+            .collect(),
+    );
     out.counter(
         "kflow_kinesis_subscriptions_total",
         "Enhanced fan-out subscriptions started: one per shard, then one per renewal.",

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::Record;
 use aws_sdk_kinesis::Client;
+use hdrhistogram::Histogram;
 use kflow_jobs::{KinesisReader, KinesisSourcePlan, OnExpired, StartAt, StopAt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
@@ -182,6 +183,8 @@ struct Reading {
     consumer: Option<Arc<str>>,
     subscriptions: Arc<SubscriptionCounts>,
     subscribe_faults: SubscribeFaults,
+    /// Read delays (ms) not yet added to the job's metrics.
+    delays: Option<Histogram<u64>>,
 }
 
 impl Reading {
@@ -247,6 +250,7 @@ impl KinesisSourceTask {
             consumer: None,
             subscriptions: Arc::new(SubscriptionCounts::default()),
             subscribe_faults: SubscribeFaults::from_env(),
+            delays: Histogram::new(3).ok(),
         };
         if let ReaderKind::Efo { consumer_name } = &self.settings.reader {
             let registered = r.runtime.block_on(ensure_consumer(
@@ -396,6 +400,19 @@ impl KinesisSourceTask {
             } => {
                 if let Some(call_us) = call_us {
                     self.core.own.calls.observe(call_us);
+                }
+                let now = now_ms();
+                for record in &records {
+                    if let Some(arrival) = arrival_ms(record) {
+                        let delay = now.saturating_sub(arrival).max(0) as u64;
+                        if let Some(delays) = r.delays.as_mut() {
+                            let _ = delays.record(delay);
+                        }
+                        self.core
+                            .own
+                            .read_delays
+                            .observe(delay.saturating_mul(1000));
+                    }
                 }
                 if let Some(slot) = r.slots.get_mut(&*shard) {
                     slot.behind_ms = behind_ms;
@@ -578,6 +595,10 @@ impl KinesisSourceTask {
             r.retries.transient.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
+        if let Some(delays) = r.delays.as_mut().filter(|d| !d.is_empty()) {
+            self.core.metrics.add_read_delay(delays);
+            delays.reset();
+        }
         own.subscriptions.store(
             r.subscriptions.started.load(Ordering::Relaxed),
             Ordering::Relaxed,

@@ -194,6 +194,7 @@ impl ShardReader {
                 continue;
             }
             let called = Instant::now();
+            let called_ms = crate::sources::ingest::now_ms();
             let Some(out) = self.get_records(&iterator, &mut backoff).await? else {
                 // The iterator expired: a new one after the last record sent.
                 let from = match &last_sequence {
@@ -222,9 +223,9 @@ impl ShardReader {
                 return Ok(());
             }
             let caught_up = empty && behind_ms.unwrap_or(0) == 0;
-            let past_stop = self
-                .stop_ms
-                .is_some_and(|s| crate::sources::ingest::now_ms() >= s);
+            // Caught up in a call sent at or after the stop time: every
+            // record that arrived before it was in this batch or earlier.
+            let past_stop = self.stop_ms.is_some_and(|s| called_ms >= s);
             if stop || (caught_up && past_stop) {
                 let shard = self.shard.clone();
                 let _ = self.events.send(ReaderEvent::Stopped { shard }).await;

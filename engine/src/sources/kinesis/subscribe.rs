@@ -168,10 +168,11 @@ impl ShardSubscriber {
                 tokio::time::sleep_until(at + CALL_INTERVAL).await;
             }
             last_call = Some(Instant::now());
+            let called_ms = now_ms();
             let ended = match self.subscribe().await {
                 Ok(output) => {
                     self.subscriptions.started.fetch_add(1, Ordering::Relaxed);
-                    self.pull(output, &mut backoff).await?
+                    self.pull(output, called_ms, &mut backoff).await?
                 }
                 Err(Refused::InUse(source)) => Ended::InUse(source),
                 Err(Refused::Fault(fault, _)) if fault.is_retryable() => Ended::Broken(fault),
@@ -256,12 +257,15 @@ impl ShardSubscriber {
         })
     }
 
-    /// Pulls one subscription's events until it ends.
+    /// Pulls one subscription's events until it ends; `called_ms` is when
+    /// SubscribeToShard was sent.
     async fn pull(
         &mut self,
         mut output: SubscribeToShardOutput,
+        called_ms: i64,
         backoff: &mut crate::aws::Backoff,
     ) -> Result<Ended, AwsError> {
+        let mut checked_from = called_ms;
         let renew_at = self.faults.renew_after.map(|d| Instant::now() + d);
         loop {
             if renew_at.is_some_and(|at| Instant::now() >= at) {
@@ -322,7 +326,11 @@ impl ShardSubscriber {
                 return Ok(Ended::Done);
             }
             let caught_up = empty && event.millis_behind_latest == 0;
-            let past_stop = self.stop_ms.is_some_and(|s| now_ms() >= s);
+            // An event that follows one received at or after the stop time
+            // (or the call, for the first) was made after it: caught up
+            // there, every record that arrived before it has been passed on.
+            let past_stop = self.stop_ms.is_some_and(|s| checked_from >= s);
+            checked_from = now_ms();
             if stopped || (caught_up && past_stop) {
                 let shard = self.shard.clone();
                 let _ = self.events.send(ReaderEvent::Stopped { shard }).await;

@@ -10,9 +10,20 @@
 //! file sink; process start to exit). Prints records/s of each and kflow's
 //! ratio to the loop.
 //!
+//! With `--readers`, it compares instead the two ways kflow reads a stream,
+//! polling and enhanced fan-out, on kinesis-mock (the emulator that serves
+//! SubscribeToShard; slow past a few thousand records per shard, so the
+//! streams are small): the W1 job over a backlog (trim horizon to the tips
+//! as of the start; records/s, best of 2, a fresh stream per reader), then
+//! both jobs side by side over one stream written at a steady rate while
+//! they read it (each record's delay from its arrival in the stream to
+//! kflow, and the window results' end-to-end latency, from each run's
+//! summary).
+//!
 //! ```text
 //! npm ci && cargo build --release -p kflow -p kflow-benches
 //! target/release/kflow-kinesis-bench [--events 200000] [--shards 2]
+//! target/release/kflow-kinesis-bench --readers [--events 8000] [--shards 4] [--rate 400]
 //! ```
 
 use std::fs;
@@ -27,11 +38,17 @@ use kflow::aws::{connect, Endpoint};
 use kflow_benches::jobs::{ClickJob, ClickSource};
 use kflow_benches::workload::{write_events, Workload};
 
+mod readers;
+
 struct Args {
     events: u64,
     shards: i32,
     kflow: PathBuf,
     out: PathBuf,
+    /// Compare polling with enhanced fan-out (on kinesis-mock).
+    readers: bool,
+    /// Records/s written during the side-by-side run.
+    rate: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,32 +58,38 @@ fn parse_args() -> Result<Args, String> {
         shards: 2,
         kflow: root.join("target/release/kflow"),
         out: root.join("target/bench"),
+        readers: false,
+        rate: 400,
     };
+    let mut events = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--events" => args.events = value()?.parse().map_err(|e| format!("--events: {e}"))?,
+            "--events" => events = Some(value()?.parse().map_err(|e| format!("--events: {e}"))?),
+            "--rate" => args.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
+            "--readers" => args.readers = true,
             "--shards" => args.shards = value()?.parse().map_err(|e| format!("--shards: {e}"))?,
             "--kflow" => args.kflow = PathBuf::from(value()?),
             "--out" => args.out = PathBuf::from(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    args.events = events.unwrap_or(if args.readers { 8_000 } else { 200_000 });
     Ok(args)
 }
 
-/// kinesalite on a free loopback port; killed on drop.
-struct Kinesalite(Child);
+/// An emulator process; killed on drop.
+struct Emulator(Child);
 
-impl Drop for Kinesalite {
+impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn start_kinesalite(root: &Path) -> Result<(Kinesalite, String), String> {
+fn start_kinesalite(root: &Path) -> Result<(Emulator, String), String> {
     let cli = root.join("node_modules/kinesalite/cli.js");
     if !cli.exists() {
         return Err(format!("{} is missing: run `npm ci` first", cli.display()));
@@ -89,7 +112,7 @@ fn start_kinesalite(root: &Path) -> Result<(Kinesalite, String), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok((Kinesalite(child), format!("http://127.0.0.1:{port}")))
+    Ok((Emulator(child), format!("http://127.0.0.1:{port}")))
 }
 
 /// Reads every shard from its trim horizon to its tip; returns records.
@@ -168,6 +191,9 @@ fn main() {
 
 fn bench() -> Result<(), String> {
     let args = parse_args()?;
+    if args.readers {
+        return readers::compare(&args);
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = args.out.join(format!("kinesis-{}", args.events));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
