@@ -216,6 +216,11 @@ fn compare(
                 "was `{was}`\nnow `{now}`\nrecords before the checkpoint are not reprocessed"
             )),
             Verdict::Removed { was } => Some(format!("removed (was `{was}`)")),
+            Verdict::Extended { added, .. } => Some(format!(
+                "aggregates appended: {added}\n`kflow run` resumes and extends the stored \
+                 partials: the new aggregates start empty on the windows open at the restart \
+                 (they count only what is read from then on)"
+            )),
             Verdict::Incompatible { was, now } => {
                 incompatible += 1;
                 let change = match now {

@@ -4,7 +4,9 @@
 //! Sources and windows are *stateful*: their checkpointed positions and
 //! partials only make sense for the same definition, so changing one (a
 //! window's key, size, lateness or aggregates; a source's file or time
-//! settings) refuses to resume unless the user asks to start over. Filters
+//! settings) refuses to resume unless the user asks to start over; the
+//! one stateful change carried over is aggregates appended to a window's
+//! list (the stored partials get empty accumulators for them). Filters
 //! and sinks are *stateless*: changing them is allowed and reported.
 
 use std::collections::BTreeMap;
@@ -140,6 +142,17 @@ pub enum Verdict {
         /// The definition now.
         now: String,
     },
+    /// Aggregates were appended to a window's list, the rest unchanged:
+    /// its stored partials are extended with empty accumulators, so the
+    /// new aggregates start empty on the windows open at the restart.
+    Extended {
+        /// The definition in the checkpoint.
+        was: String,
+        /// The definition now.
+        now: String,
+        /// The appended aggregates, as the description writes them.
+        added: String,
+    },
     /// A stateless part was removed: said, allowed.
     Removed {
         /// The definition in the checkpoint.
@@ -161,7 +174,9 @@ impl Verdict {
     pub fn word(&self) -> &'static str {
         match self {
             Verdict::Same | Verdict::Added => "compatible",
-            Verdict::Changed { .. } | Verdict::Removed { .. } => "compatible, will log",
+            Verdict::Changed { .. } | Verdict::Removed { .. } | Verdict::Extended { .. } => {
+                "compatible, will log"
+            }
             Verdict::Incompatible { .. } => "incompatible",
         }
     }
@@ -184,6 +199,9 @@ impl NodeVerdict {
         match &self.verdict {
             Verdict::Same => None,
             Verdict::Added => Some(format!("{node} is new: it starts empty")),
+            Verdict::Extended { added, .. } => Some(format!(
+                "{node}: aggregates appended ({added}): they start empty on the windows open now"
+            )),
             Verdict::Changed { was, now }
             | Verdict::Incompatible {
                 was,
@@ -214,6 +232,19 @@ pub fn verdicts(
         for (node, was) in old {
             let verdict = match (new.get(node), has_state) {
                 (Some(now), _) if now == was => Verdict::Same,
+                (Some(now), true) if node.starts_with("window ") => {
+                    match appended_aggregates(was, now) {
+                        Some(added) => Verdict::Extended {
+                            was: was.clone(),
+                            now: now.clone(),
+                            added,
+                        },
+                        None => Verdict::Incompatible {
+                            was: was.clone(),
+                            now: Some(now.clone()),
+                        },
+                    }
+                }
                 (now, true) => Verdict::Incompatible {
                     was: was.clone(),
                     now: now.cloned(),
@@ -241,6 +272,22 @@ pub fn verdicts(
     out
 }
 
+/// What a window's description ([`describe`]) appends to its aggregates,
+/// if that is the only change: the same key, kind and lateness, and the
+/// old aggregate list a prefix of the new one.
+fn appended_aggregates(was: &str, now: &str) -> Option<String> {
+    const AGGREGATES: &str = ", aggregates [";
+    let (was_head, was_list) = was.split_once(AGGREGATES)?;
+    let (now_head, now_list) = now.split_once(AGGREGATES)?;
+    if was_head != now_head {
+        return None;
+    }
+    let was_list = was_list.strip_suffix(']')?;
+    let now_list = now_list.strip_suffix(']')?;
+    let added = now_list.strip_prefix(was_list)?.strip_prefix(", ")?;
+    Some(added.to_string())
+}
+
 /// How the current job differs from the checkpointed one.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -248,6 +295,9 @@ pub struct Changes {
     pub incompatible: Vec<String>,
     /// Changes that are fine, said for the record.
     pub compatible: Vec<String>,
+    /// Windows (by name) whose stored partials must be extended with
+    /// empty accumulators for appended aggregates before they run.
+    pub extended: Vec<String>,
 }
 
 /// Compares the checkpointed descriptions with the current ones: the
@@ -263,6 +313,12 @@ pub fn compare(
         let Some(text) = v.change() else { continue };
         match v.verdict {
             Verdict::Incompatible { .. } => changes.incompatible.push(text),
+            Verdict::Extended { .. } => {
+                if let Some(window) = v.node.strip_prefix("window ") {
+                    changes.extended.push(window.to_string());
+                }
+                changes.compatible.push(text);
+            }
             _ => changes.compatible.push(text),
         }
     }
@@ -305,5 +361,39 @@ mod tests {
                 "window v is new: it starts empty"
             ]
         );
+    }
+
+    #[test]
+    fn aggregates_appended_to_a_window_carry_over_and_other_changes_do_not() {
+        let was = "key [user_id], Tumbling(60000), allowed lateness 0s, aggregates [n=Count(), s=Sum(amount)]";
+        let appended = was.replace("s=Sum(amount)]", "s=Sum(amount), m=Max(amount)]");
+        let c = compare(
+            &map(&[("window w", was)]),
+            &BTreeMap::new(),
+            &map(&[("window w", &appended)]),
+            &BTreeMap::new(),
+        );
+        assert!(c.incompatible.is_empty(), "{c:?}");
+        assert_eq!(c.extended, vec!["w"]);
+        assert_eq!(
+            c.compatible,
+            vec!["window w: aggregates appended (m=Max(amount)): they start empty on the windows open now"]
+        );
+        for now in [
+            // Inserted before an existing one, removed, renamed, another key.
+            was.replace("[n=Count()", "[m=Max(amount), n=Count()"),
+            was.replace(", s=Sum(amount)", ""),
+            was.replace("s=Sum", "t=Sum"),
+            appended.replace("[user_id]", "[page]"),
+        ] {
+            let c = compare(
+                &map(&[("window w", was)]),
+                &BTreeMap::new(),
+                &map(&[("window w", &now)]),
+                &BTreeMap::new(),
+            );
+            assert_eq!(c.incompatible.len(), 1, "{now}");
+            assert!(c.extended.is_empty());
+        }
     }
 }

@@ -134,6 +134,10 @@ pub fn run(plan: &JobPlan, options: &RunOptions) -> Result<RunSummary, EngineErr
         restore,
         part: options.part.as_ref(),
         decode_threads: options.decode_threads,
+        extended: match &start {
+            Start::Restored { extended, .. } => extended,
+            Start::Fresh { .. } => &[],
+        },
     })?;
     coordinator.set_tasks(topology.task_names());
     coordinator.set_metrics(metrics.clone());

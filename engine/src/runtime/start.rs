@@ -29,6 +29,9 @@ pub enum Start {
         meta: Box<CheckpointMeta>,
         /// Allowed job changes since it was taken.
         changes: Vec<String>,
+        /// Windows whose stored partials get empty accumulators for
+        /// aggregates appended since.
+        extended: Vec<String>,
     },
 }
 
@@ -37,7 +40,7 @@ impl Start {
     pub fn describe(&self, plan: &JobPlan) -> String {
         match self {
             Start::Fresh { why } => format!("starting from empty state ({why})"),
-            Start::Restored { meta, changes } => {
+            Start::Restored { meta, changes, .. } => {
                 let age = (chrono::Utc::now().timestamp_millis() - meta.created_ms).max(0) as f64
                     / 1000.0;
                 let positions: Vec<String> = meta
@@ -141,6 +144,7 @@ pub fn prepare(
             Start::Restored {
                 meta: Box::new(meta),
                 changes: changes.compatible,
+                extended: changes.extended,
             }
         }
         None => Start::Fresh {

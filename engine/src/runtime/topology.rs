@@ -100,6 +100,8 @@ pub struct BuildCtx<'a> {
     pub part: Option<&'a Part>,
     /// Threads decoding each bounded file source (1: its own thread).
     pub decode_threads: usize,
+    /// Windows whose aggregates were appended since the checkpoint.
+    pub extended: &'a [String],
 }
 
 /// Builds every task of the plan in `ctx`.
@@ -187,6 +189,7 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
                         late: late_outs.remove(&input).unwrap_or_default(),
                         metrics: ctx.metrics.clone(),
                         checkpoints: ctx.checkpoints.clone(),
+                        extend_state: ctx.extended.contains(&node.name),
                     };
                     let receiver = window.receivers[partition].clone();
                     topology

@@ -26,6 +26,7 @@ use crate::StateError;
 use written::WrittenKeys;
 
 mod persist;
+mod rewrite;
 mod written;
 
 /// A value the cache can keep and persist.

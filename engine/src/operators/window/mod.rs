@@ -82,6 +82,9 @@ pub struct WindowTaskCtx {
     pub checkpoints: CheckpointCtx,
     /// State to resume from.
     pub restore: Option<WindowState>,
+    /// Aggregates were appended since the checkpoint: extend the stored
+    /// partials before running.
+    pub extend_state: bool,
 }
 
 /// One partition of a window operator.
@@ -112,6 +115,8 @@ pub struct WindowTask {
     merge_table: HashTable<(u64, SmallVec<[u8; 16]>, Partial)>,
     /// Restored packed times, loaded when the task starts running.
     packed: Vec<i64>,
+    /// Extend the stored partials for appended aggregates first.
+    extend_state: bool,
     /// Restored session times, loaded when the task starts running.
     restore_sessions: Option<session::SessionTimes>,
     /// `(record, pane)` updates of evicted keys gathered from a batch
@@ -205,6 +210,7 @@ impl WindowTask {
             packed,
             restore_sessions,
             sessions,
+            extend_state: ctx.extend_state,
             spilled_updates: Vec::new(),
             late_key: Vec::new(),
             own,
@@ -274,6 +280,19 @@ impl WindowTask {
     /// # Errors
     /// State failures, or a lost peer task.
     pub fn run(mut self) -> Result<(), EngineError> {
+        if self.extend_state {
+            let aggregates = &self.out.aggregates;
+            let extended = match &self.sessions {
+                Some(sessions) => sessions.extend_stored(&self.store, aggregates)?,
+                None => self
+                    .cache
+                    .rewrite_stored(&self.store, |p: &mut Partial| p.extend_to(aggregates))?,
+            };
+            tracing::info!(
+                "window `{}`: {extended} stored partials extended for appended aggregates",
+                self.task
+            );
+        }
         let packed = std::mem::take(&mut self.packed);
         self.cache.load_packed(&self.store, packed)?;
         if let (Some(sessions), Some(times)) = (&mut self.sessions, self.restore_sessions.take()) {

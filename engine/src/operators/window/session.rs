@@ -122,6 +122,25 @@ impl SessionStore {
         }
     }
 
+    /// Extends every stored session's partial with empty accumulators for
+    /// the aggregates appended since it was stored; how many keys changed.
+    ///
+    /// # Errors
+    /// [`StateError`] when the state cannot be read or written.
+    pub fn extend_stored(
+        &self,
+        store: &StateStore,
+        aggregates: &[AggregatePlan],
+    ) -> Result<u64, StateError> {
+        self.sessions.rewrite_stored(store, |set: &mut SessionSet| {
+            let mut changed = false;
+            for session in set.0.iter_mut() {
+                changed |= session.partial.extend_to(aggregates);
+            }
+            changed
+        })
+    }
+
     /// Loads the packed times of a restored state.
     ///
     /// # Errors

@@ -397,6 +397,17 @@ impl Partial {
         Partial(aggregates.iter().map(|a| Acc::new(a.function)).collect())
     }
 
+    /// Appends empty accumulators for the aggregates past this partial's
+    /// (aggregates appended to the window since it was stored); whether it
+    /// was short.
+    pub fn extend_to(&mut self, aggregates: &[AggregatePlan]) -> bool {
+        let have = self.0.len();
+        for a in aggregates.iter().skip(have) {
+            self.0.push(Acc::new(a.function));
+        }
+        have < aggregates.len()
+    }
+
     /// Absorbs one record; `args[i]` belongs to aggregate `i`.
     pub fn update(&mut self, args: &[Arg]) {
         self.update_with(args, &[]);
