@@ -439,3 +439,67 @@ fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
     assert!(count_before(&log, " failed;") > 0, "{log}");
     assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
 }
+
+/// Two jobs subscribing as one consumer: the second finds every shard's
+/// subscription held (ResourceInUseException), retries for its patience
+/// (40 s; 4 s here), then fails with an error that names the cause, not
+/// a loop; the first reads on, exact.
+#[test]
+fn a_second_job_on_the_same_consumer_fails_clearly() {
+    let em = Emulator::start(EmulatorKind::KinesisMock);
+    let stream = em.client().create_fresh_stream("efo-twice", 1);
+    let lines = events(300, 10, 67);
+    let stop_ms = now_ms() + 20_000;
+    let settings = "reader = \"efo\"\nconsumer_name = \"shared\"";
+    let first = JobDir::new(&efo_job(
+        "efo-first",
+        &stream,
+        &em.endpoint(),
+        stop_ms,
+        settings,
+    ));
+    let second = JobDir::new(&efo_job(
+        "efo-second",
+        &stream,
+        &em.endpoint(),
+        stop_ms,
+        settings,
+    ));
+    let mut run = Watched::spawn(
+        first
+            .loud_job_command()
+            .envs([("KFLOW_LOG", "kflow=debug")]),
+    );
+    run.wait_for("reading shard", 1, TIMEOUT);
+    // The first job's subscription is up once its first event came.
+    let producer = produce_live(
+        em.endpoint(),
+        stream.clone(),
+        &lines,
+        3,
+        Duration::from_millis(300),
+    );
+    run.wait_for(
+        "checkpoint committed",
+        run.count("checkpoint committed") + 2,
+        TIMEOUT,
+    );
+    let refused = second.run(&["run", "job.toml"], &[("KFLOW_EFO_IN_USE_MS", "4000")]);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("another process holds this consumer's subscription to the shard"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("consumer_name"),
+        "{}",
+        refused.stderr
+    );
+    finish_producing(producer, stop_ms);
+    let (status, log) = run.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "{log}");
+    assert_rows_equal(&file_reference(&lines), &first.read("out/result.jsonl"));
+}

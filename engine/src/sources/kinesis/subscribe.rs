@@ -66,11 +66,14 @@ pub struct SubscriptionCounts {
 /// subscription after N ms (so tests renew many times in seconds rather
 /// than once per five minutes); `KFLOW_EFO_FAULTS=limit:P` makes each
 /// SubscribeToShard call fail as `LimitExceededException` with probability
-/// P before it is sent (the emulators never throttle).
+/// P before it is sent (the emulators never throttle);
+/// `KFLOW_EFO_IN_USE_MS=N` gives up on `ResourceInUseException` after N ms
+/// instead of [`IN_USE_PATIENCE`].
 #[derive(Debug, Clone, Copy)]
 pub struct SubscribeFaults {
     renew_after: Option<Duration>,
     limit: f64,
+    in_use_patience: Duration,
 }
 
 impl SubscribeFaults {
@@ -85,7 +88,15 @@ impl SubscribeFaults {
             .ok()
             .and_then(|v| v.strip_prefix("limit:").and_then(|p| p.parse().ok()))
             .unwrap_or(0.0);
-        SubscribeFaults { renew_after, limit }
+        let in_use_patience = std::env::var("KFLOW_EFO_IN_USE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(IN_USE_PATIENCE, Duration::from_millis);
+        SubscribeFaults {
+            renew_after,
+            limit,
+            in_use_patience,
+        }
     }
 
     fn limited(&self) -> bool {
@@ -108,8 +119,8 @@ enum Ended {
     Done,
 }
 
-/// The error after [`IN_USE_PATIENCE`] of `ResourceInUseException`.
-fn in_use(source: BoxError) -> AwsError {
+/// The error after `patience` of `ResourceInUseException`.
+fn in_use(source: BoxError, patience: Duration) -> AwsError {
     AwsError::Call {
         call: "SubscribeToShard",
         fault: Fault::Fatal,
@@ -117,7 +128,7 @@ fn in_use(source: BoxError) -> AwsError {
             "another process holds this consumer's subscription to the shard \
              (ResourceInUseException for {} s): is a second job running with the same \
              `consumer_name`? Give each job its own consumer. The service said: {source}",
-            IN_USE_PATIENCE.as_secs()
+            patience.as_secs()
         )),
     }
 }
@@ -200,8 +211,9 @@ impl ShardSubscriber {
                 Ended::InUse(source) => {
                     self.subscriptions.failed.fetch_add(1, Ordering::Relaxed);
                     let since = *in_use_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= IN_USE_PATIENCE {
-                        return Err(in_use(source));
+                    let patience = self.faults.in_use_patience;
+                    if since.elapsed() >= patience {
+                        return Err(in_use(source, patience));
                     }
                     tracing::debug!(
                         "shard {}: the subscription is still held (ResourceInUseException), \
