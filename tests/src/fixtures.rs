@@ -107,3 +107,18 @@ pub fn assert_rows_equal(expected: &str, actual: &str) {
         assert!(seen.insert(line), "row written twice: {line}");
     }
 }
+
+/// Each user's event ids in the order of `lines` (JSON objects with
+/// `user_id` and `event_id`: events, or a raw sink's copy of them), to
+/// check per-key order.
+pub fn per_user_order(lines: &str) -> std::collections::HashMap<String, Vec<String>> {
+    let mut order = std::collections::HashMap::<String, Vec<String>>::new();
+    for line in lines.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        order
+            .entry(row["user_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(row["event_id"].as_str().unwrap().to_string());
+    }
+    order
+}

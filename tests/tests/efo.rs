@@ -17,7 +17,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use kflow_benches::workload::rfc3339_millis;
-use kflow_tests::fixtures::{self, assert_rows_equal, events, file_reference, kinesis_source};
+use kflow_tests::fixtures::{
+    self, assert_rows_equal, events, file_reference, kinesis_source, per_user_order,
+};
 use kflow_tests::job::{count_before, now_ms, JobDir};
 use kflow_tests::kinesis::{Emulator, EmulatorKind, Kinesis};
 use kflow_tests::process::Watched;
@@ -302,19 +304,6 @@ fn efo_keeps_results_and_per_key_order_through_resharding() {
     let raw = dir.read("out/raw.jsonl");
     assert_eq!(raw.lines().count(), 2000);
     assert_eq!(per_user_order(&raw), per_user_order(&all));
-}
-
-/// Each user's event ids in the order a raw sink wrote them.
-fn per_user_order(lines: &str) -> std::collections::HashMap<String, Vec<String>> {
-    let mut order = std::collections::HashMap::<String, Vec<String>>::new();
-    for line in lines.lines() {
-        let row: serde_json::Value = serde_json::from_str(line).unwrap();
-        order
-            .entry(row["user_id"].as_str().unwrap().to_string())
-            .or_default()
-            .push(row["event_id"].as_str().unwrap().to_string());
-    }
-    order
 }
 
 #[test]

@@ -7,12 +7,12 @@
 //! (injected: the emulators never throttle), and the Kinesis sink.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use kflow_benches::workload::START_MS;
 use kflow_tests::fixtures::{self, kinesis_source};
-use kflow_tests::fixtures::{assert_rows_equal, events, file_reference, produce};
+use kflow_tests::fixtures::{assert_rows_equal, events, file_reference, per_user_order, produce};
 use kflow_tests::job::{count_before, now_ms, records_read, JobDir};
 use kflow_tests::kinesis::{Emulator, EmulatorKind};
 use kflow_tests::process::{wait_with_timeout, Watched};
@@ -37,19 +37,6 @@ fn click_job(name: &str, source: &str, extra: &str) -> String {
 
 fn result_of(dir: &JobDir) -> String {
     dir.read("out/result.jsonl")
-}
-
-/// `ts` of each record, per user, in the order a raw sink wrote them.
-fn per_user_order(lines: &str) -> HashMap<String, Vec<String>> {
-    let mut order: HashMap<String, Vec<String>> = HashMap::new();
-    for line in lines.lines() {
-        let row: serde_json::Value = serde_json::from_str(line).unwrap();
-        order
-            .entry(row["user_id"].as_str().unwrap().to_string())
-            .or_default()
-            .push(row["event_id"].as_str().unwrap().to_string());
-    }
-    order
 }
 
 #[test]

@@ -36,7 +36,9 @@ use crate::dataflow::metrics::{LocalCounts, Metrics, SourceMetrics};
 use crate::error::EngineError;
 use crate::shuffle::stream_error;
 use crate::sources::kinesis::discovery::list_shards;
-use crate::sources::kinesis::reader::{FaultInjection, ReaderEvent, ShardReader, StartPosition};
+use crate::sources::kinesis::reader::{
+    FaultInjection, InFlight, ReaderEvent, ShardReader, StartPosition,
+};
 
 /// How long the task waits for frames before doing its chores.
 const TICK: Duration = Duration::from_millis(100);
@@ -189,6 +191,7 @@ impl ShuffleSourceTask {
             r.out.insert(w.node, outgoing);
         }
         let retries = Arc::new(RetryCounts::default());
+        let in_flight = InFlight::new();
         for shard in &self.serving(&r)? {
             let start = match r.position.read.get(shard) {
                 Some(seq) => StartPosition::After(seq.clone()),
@@ -203,6 +206,7 @@ impl ShuffleSourceTask {
                 events: events_tx.clone(),
                 retries: retries.clone(),
                 faults: FaultInjection::from_env(),
+                in_flight: in_flight.clone(),
             };
             r.runtime.spawn(reader.run());
         }

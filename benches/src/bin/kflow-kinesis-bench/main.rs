@@ -182,6 +182,36 @@ fn run_kflow(kflow: &Path, args: &[&str], dir: &Path) -> Result<(f64, String), S
     Ok((seconds, stderr))
 }
 
+/// `kflow produce` of `file` (in `dir`) into `stream`, created if new.
+fn produce(
+    args: &Args,
+    dir: &Path,
+    endpoint: &str,
+    stream: &str,
+    file: &str,
+    rate: Option<u64>,
+) -> Result<f64, String> {
+    let shards = args.shards.to_string();
+    let rate = rate.map(|r| r.to_string());
+    let mut argv = vec![
+        "produce",
+        "--quiet",
+        "--endpoint",
+        endpoint,
+        "--stream",
+        stream,
+        "--create-shards",
+        &shards,
+        "--partition-key",
+        "user_id",
+    ];
+    if let Some(rate) = &rate {
+        argv.extend(["--rate", rate.as_str()]);
+    }
+    argv.push(file);
+    Ok(run_kflow(&args.kflow, &argv, dir)?.0)
+}
+
 fn main() {
     if let Err(e) = bench() {
         eprintln!("kflow-kinesis-bench: {e}");
@@ -209,24 +239,7 @@ fn bench() -> Result<(), String> {
     }
     let (_emulator, endpoint) = start_kinesalite(&root)?;
     let stream = "bench";
-    let shards = args.shards.to_string();
-    let (put_seconds, _) = run_kflow(
-        &args.kflow,
-        &[
-            "produce",
-            "--quiet",
-            "--endpoint",
-            &endpoint,
-            "--stream",
-            stream,
-            "--create-shards",
-            &shards,
-            "--partition-key",
-            "user_id",
-            "events.jsonl",
-        ],
-        &dir,
-    )?;
+    let put_seconds = produce(&args, &dir, &endpoint, stream, "events.jsonl", None)?;
     println!(
         "produced {} events into {} shards in {put_seconds:.2} s ({:.0} records/s)",
         args.events,

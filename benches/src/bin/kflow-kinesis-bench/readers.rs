@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kflow_benches::jobs::{ClickJob, ClickSource};
 use kflow_benches::workload::{rfc3339_millis, write_events, Workload};
 
-use super::{run_kflow, Args, Emulator};
+use super::{produce, run_kflow, Args, Emulator};
 
 /// The two readers, as the source's `reader` line gives them.
 const READERS: [(&str, &str); 2] = [("polling", ""), ("efo", "reader = \"efo\"")];
@@ -74,36 +74,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// `kflow produce` of `file` (in `dir`) into `stream`, created if new.
-fn produce(
-    args: &Args,
-    dir: &Path,
-    endpoint: &str,
-    stream: &str,
-    file: &str,
-    rate: Option<u64>,
-) -> Result<f64, String> {
-    let shards = args.shards.to_string();
-    let rate = rate.map(|r| r.to_string());
-    let mut argv = vec![
-        "produce",
-        "--quiet",
-        "--endpoint",
-        endpoint,
-        "--stream",
-        stream,
-        "--create-shards",
-        &shards,
-        "--partition-key",
-        "user_id",
-    ];
-    if let Some(rate) = &rate {
-        argv.extend(["--rate", rate.as_str()]);
-    }
-    argv.push(file);
-    Ok(run_kflow(&args.kflow, &argv, dir)?.0)
 }
 
 /// The W1 job named `name` in `dir/name/`, reading `stream` by `reader`.

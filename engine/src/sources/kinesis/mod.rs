@@ -56,7 +56,7 @@ use crate::sources::ingest::now_ms;
 use discovery::{list_shards, ShardInfo};
 use kpl::Records;
 use position::{KinesisPosition, ShardPosition, StreamPosition};
-use reader::{arrival_ms, FaultInjection, ReaderEvent, ShardReader, StartPosition};
+use reader::{arrival_ms, FaultInjection, InFlight, ReaderEvent, ShardReader, StartPosition};
 use subscribe::{ShardSubscriber, SubscribeFaults, SubscriptionCounts};
 
 /// The stream and endpoint a job's Kinesis source reads.
@@ -183,6 +183,7 @@ struct Reading {
     consumer: Option<Arc<str>>,
     subscriptions: Arc<SubscriptionCounts>,
     subscribe_faults: SubscribeFaults,
+    in_flight: InFlight,
     /// Read delays (ms) not yet added to the job's metrics.
     delays: Option<Histogram<u64>>,
 }
@@ -250,6 +251,7 @@ impl KinesisSourceTask {
             consumer: None,
             subscriptions: Arc::new(SubscriptionCounts::default()),
             subscribe_faults: SubscribeFaults::from_env(),
+            in_flight: InFlight::new(),
             delays: Histogram::new(3).ok(),
         };
         if let ReaderKind::Efo { consumer_name } = &self.settings.reader {
@@ -332,6 +334,7 @@ impl KinesisSourceTask {
                         retries: r.retries.clone(),
                         subscriptions: r.subscriptions.clone(),
                         faults: r.subscribe_faults,
+                        in_flight: r.in_flight.clone(),
                     };
                     r.runtime.spawn(subscriber.run());
                 }
@@ -345,6 +348,7 @@ impl KinesisSourceTask {
                         events: r.events_tx.clone(),
                         retries: r.retries.clone(),
                         faults: r.faults,
+                        in_flight: r.in_flight.clone(),
                     };
                     r.runtime.spawn(reader.run());
                 }
@@ -397,6 +401,7 @@ impl KinesisSourceTask {
                 records,
                 behind_ms,
                 call_us,
+                held: _held,
             } => {
                 if let Some(call_us) = call_us {
                     self.core.own.calls.observe(call_us);

@@ -18,6 +18,7 @@ use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use aws_sdk_kinesis::Client;
 use aws_smithy_types::DateTime;
 use tokio::sync::mpsc::Sender;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::aws::{
@@ -56,6 +57,9 @@ pub enum ReaderEvent {
         /// How long the GetRecords call took, retries included,
         /// microseconds (`None`: pushed by a subscription).
         call_us: Option<u64>,
+        /// The batch's share of the source's [`InFlight`] budget, given
+        /// back when the event is dropped (after it was processed).
+        held: Option<OwnedSemaphorePermit>,
     },
     /// The shard reached SHARD_END; every record was sent before this.
     End {
@@ -74,6 +78,40 @@ pub enum ReaderEvent {
         /// What failed.
         error: AwsError,
     },
+}
+
+/// Bytes of fetched records a source holds in its channel at most (with
+/// 64 batches at most): GetRecords returns up to 10 MB, and a
+/// subscription's events are of the same order, so a count of batches
+/// alone would let a slow window hold hundreds of megabytes.
+pub const IN_FLIGHT_BYTES: usize = 32 << 20;
+
+/// A source's budget of fetched bytes not yet processed, shared by its
+/// readers: a reader waits for its batch's bytes before sending it, so
+/// while the windows are behind, polling pauses and subscriptions stop
+/// being pulled.
+#[derive(Debug, Clone)]
+pub struct InFlight(Arc<Semaphore>);
+
+impl InFlight {
+    /// A budget of [`IN_FLIGHT_BYTES`].
+    pub fn new() -> InFlight {
+        InFlight(Arc::new(Semaphore::new(IN_FLIGHT_BYTES >> 10)))
+    }
+
+    /// Waits until `records` fit (a batch larger than the whole budget
+    /// waits for all of it); `None` if the budget was closed.
+    pub async fn take(&self, records: &[Record]) -> Option<OwnedSemaphorePermit> {
+        let bytes: usize = records.iter().map(|r| r.data().as_ref().len()).sum();
+        let kib = (bytes >> 10).clamp(1, IN_FLIGHT_BYTES >> 10) as u32;
+        self.0.clone().acquire_many_owned(kib).await.ok()
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight::new()
+    }
 }
 
 /// Test hooks, never set in production: `KFLOW_KINESIS_FAULTS=throttle:P`
@@ -125,6 +163,8 @@ pub struct ShardReader {
     pub retries: Arc<RetryCounts>,
     /// Test fault injection.
     pub faults: FaultInjection,
+    /// The source's budget of bytes in flight.
+    pub in_flight: InFlight,
 }
 
 /// A record's ApproximateArrivalTimestamp in epoch ms.
@@ -213,11 +253,14 @@ impl ShardReader {
             if let Some(last) = records.last() {
                 last_sequence = Some(SequenceNumber(last.sequence_number().to_string()));
             }
+            let call_us = Some(called.elapsed().as_micros() as u64);
+            let held = self.in_flight.take(&records).await;
             let event = ReaderEvent::Records {
                 shard: self.shard.clone(),
                 records,
                 behind_ms,
-                call_us: Some(called.elapsed().as_micros() as u64),
+                call_us,
+                held,
             };
             if self.events.send(event).await.is_err() {
                 return Ok(());
@@ -284,5 +327,38 @@ pub(super) fn cut_at_stop(records: &mut Vec<Record>, stop_ms: Option<i64>) -> bo
             true
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::primitives::Blob;
+
+    fn record(bytes: usize) -> Record {
+        Record::builder()
+            .sequence_number("1")
+            .partition_key("k")
+            .data(Blob::new(vec![b'x'; bytes]))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_while_the_bytes_in_flight_are_used_up() {
+        let budget = InFlight::new();
+        let half = vec![record(IN_FLIGHT_BYTES / 2)];
+        let first = budget.take(&half).await.unwrap();
+        let second = budget.take(&half).await.unwrap();
+        let small = vec![record(10_000)];
+        let waited = tokio::time::timeout(Duration::from_millis(50), budget.take(&small)).await;
+        assert!(waited.is_err(), "the budget was full");
+        drop(first);
+        assert!(budget.take(&small).await.is_some());
+        drop(second);
+        // A batch larger than the whole budget takes all of it.
+        let huge = vec![record(IN_FLIGHT_BYTES * 2)];
+        let all = budget.take(&huge).await.unwrap();
+        assert_eq!(all.num_permits(), IN_FLIGHT_BYTES >> 10);
     }
 }

@@ -21,10 +21,10 @@
 //! caught-up shard that a listing showed closed is confirmed drained with
 //! one GetRecords call, for endpoints that never send that event.
 //!
-//! Backpressure: the event stream is pulled. While the source task's
-//! channel is full the reader does not ask for the next event, so the
-//! HTTP/2 (or chunked HTTP/1.1) stream stops being read and the service
-//! stops sending: memory stays bounded by the channel.
+//! Backpressure: the event stream is pulled. While the source's budget of
+//! bytes in flight ([`InFlight`]) or its channel is full the reader does
+//! not ask for the next event, so the HTTP/2 (or chunked HTTP/1.1) stream
+//! stops being read and the service stops sending: memory stays bounded.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use aws_smithy_types::DateTime;
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
-use super::reader::{cut_at_stop, ReaderEvent, StartPosition};
+use super::reader::{cut_at_stop, InFlight, ReaderEvent, StartPosition};
 use crate::aws::{
     classify, retry, AwsError, BoxError, Fault, RetryCounts, RetryPolicy, SequenceNumber, StreamId,
 };
@@ -157,6 +157,8 @@ pub struct ShardSubscriber {
     pub subscriptions: Arc<SubscriptionCounts>,
     /// Test hooks.
     pub faults: SubscribeFaults,
+    /// The source's budget of bytes in flight.
+    pub in_flight: InFlight,
 }
 
 impl ShardSubscriber {
@@ -328,11 +330,13 @@ impl ShardSubscriber {
                 self.start =
                     StartPosition::After(SequenceNumber(last.sequence_number().to_string()));
             }
+            let held = self.in_flight.take(&records).await;
             let batch = ReaderEvent::Records {
                 shard: self.shard.clone(),
                 records,
                 behind_ms,
                 call_us: None,
+                held,
             };
             if self.events.send(batch).await.is_err() {
                 return Ok(Ended::Done);
