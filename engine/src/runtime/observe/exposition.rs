@@ -308,7 +308,7 @@ fn encode_kinesis_calls(out: &mut Out, sources: &[Arc<SourceMetrics>]) {
     );
     out.counter(
         "kflow_kinesis_get_records_throttles_total",
-        "GetRecords calls retried after throttling.",
+        "Read calls retried after throttling: GetRecords, or SubscribeToShard with reader = efo.",
         kinesis
             .iter()
             .map(|s| (source_labels(s), load(&s.throttles)))

@@ -68,7 +68,7 @@ pub struct SourceReport {
     pub last_data_ms: Option<i64>,
     /// `idle_timeout`, seconds.
     pub idle_timeout_s: Option<f64>,
-    /// GetRecords calls retried after throttling.
+    /// GetRecords or SubscribeToShard calls retried after throttling.
     pub throttles: u64,
     /// Shards (Kinesis).
     pub shards: Vec<ShardReport>,
@@ -462,7 +462,7 @@ fn busy_reason(source: &SourceReport, behind_ms: Option<i64>) -> String {
     }
     if source.throttles > 0 && behind_ms.is_some_and(|b| b > 0) {
         return format!(
-            "throttled: {} GetRecords calls throttled so far, {:.1}s behind the stream's tip",
+            "throttled: {} Kinesis calls (GetRecords or SubscribeToShard) throttled so far, {:.1}s behind the stream's tip",
             source.throttles,
             behind_ms.unwrap_or(0) as f64 / 1e3
         );
