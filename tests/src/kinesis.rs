@@ -828,6 +828,37 @@ impl Kinesis {
         self.wait_until_active(name);
     }
 
+    /// Writes four rounds with `put`, resharding between them: split an
+    /// open shard, merge that split's two children back, then
+    /// `UpdateShardCount` to 4 (seven shards or more in the end).
+    ///
+    /// # Panics
+    ///
+    /// When a reshard does not happen as asked.
+    pub fn put_while_resharding(
+        &self,
+        name: &str,
+        rounds: &[String; 4],
+        mut put: impl FnMut(&str),
+    ) {
+        put(&rounds[0]);
+        let open = self.open_shards(name);
+        self.split_shard(name, &open[0].id);
+        put(&rounds[1]);
+        let mut children: Vec<ShardInfo> = self
+            .open_shards(name)
+            .into_iter()
+            .filter(|s| s.parent.as_deref() == Some(open[0].id.as_str()))
+            .collect();
+        assert_eq!(children.len(), 2, "the split made two children");
+        children.sort_by_key(|s| s.hash_key_range.0);
+        self.merge_shards(name, &children[0].id, &children[1].id);
+        put(&rounds[2]);
+        self.update_shard_count(name, 4);
+        put(&rounds[3]);
+        assert!(self.list_shards(name).len() >= 7, "resharding happened");
+    }
+
     /// Puts records `(partition key, data)` in order, 500 per `PutRecords`,
     /// retrying the entries that fail until all are in. Returns each
     /// record's `(shard id, sequence number)`, in input order.

@@ -134,34 +134,19 @@ fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
 
     let all = events(2000, 30, 11);
     let lines: Vec<&str> = all.lines().collect();
-    let rounds: Vec<String> = lines.chunks(500).map(|c| c.join("\n") + "\n").collect();
-    produce(&em, &stream, &rounds[0]);
-    // Split an open shard.
-    let open = client.open_shards(&stream);
-    client.split_shard(&stream, &open[0].id);
-    produce(&em, &stream, &rounds[1]);
-    // Merge the two children of that split back together.
-    let children: Vec<_> = client
-        .open_shards(&stream)
-        .into_iter()
-        .filter(|s| s.parent.as_deref() == Some(open[0].id.as_str()))
-        .collect();
-    assert_eq!(children.len(), 2, "the split made two children");
-    let (a, b) = if children[0].hash_key_range.0 < children[1].hash_key_range.0 {
-        (&children[0], &children[1])
-    } else {
-        (&children[1], &children[0])
-    };
-    client.merge_shards(&stream, &a.id, &b.id);
-    produce(&em, &stream, &rounds[2]);
-    client.update_shard_count(&stream, 4);
-    produce(&em, &stream, &rounds[3]);
+    let rounds: [String; 4] = lines
+        .chunks(500)
+        .map(|c| c.join("\n") + "\n")
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    client.put_while_resharding(&stream, &rounds, |round| {
+        produce(&em, &stream, round);
+    });
     assert!(
         now_ms() < stop_ms - 2000,
         "producing took too long for the run's stop time"
     );
-    let shards = client.list_shards(&stream);
-    assert!(shards.len() >= 7, "resharding happened: {shards:?}");
 
     let out = wait_with_timeout(child, TIMEOUT).unwrap();
     assert!(out.status.success(), "kflow failed:\n{}", out.stderr);
