@@ -202,9 +202,9 @@ struct StepSpec {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpectSpec {
-    rows: Option<Spanned<Vec<toml::Value>>>,
-    contains: Option<Spanned<Vec<toml::Value>>>,
-    absent: Option<Spanned<Vec<toml::Value>>>,
+    rows: Option<Spanned<toml::Value>>,
+    contains: Option<Spanned<toml::Value>>,
+    absent: Option<Spanned<toml::Value>>,
 }
 
 /// Reads the test file at `path` and checks it against `plan` (sources
@@ -482,15 +482,56 @@ impl Checker<'_> {
         }
     }
 
-    /// Expected rows: inline tables.
-    fn objects(&mut self, rows: Spanned<Vec<toml::Value>>) -> Vec<Object> {
+    /// Expected rows: an array of inline tables, or `{ file = "PATH" }` of
+    /// JSON lines, each an object (what a file sink writes).
+    fn objects(&mut self, rows: Spanned<toml::Value>) -> Vec<Object> {
         let span = rows.span();
         let mut out = Vec::new();
-        for row in rows.into_inner() {
-            match row {
-                toml::Value::Table(table) => out.push(object(table)),
-                _ => self.error(span.clone(), "an expected row is an inline table"),
+        match rows.into_inner() {
+            toml::Value::Array(rows) => {
+                for row in rows {
+                    match row {
+                        toml::Value::Table(table) => out.push(object(table)),
+                        _ => self.error(span.clone(), "an expected row is an inline table"),
+                    }
+                }
             }
+            toml::Value::Table(table) => match (table.get("file"), table.len()) {
+                (Some(toml::Value::String(file)), 1) => {
+                    let path = self.base.join(file);
+                    let text = match std::fs::read_to_string(&path) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            self.error(span, format!("cannot read {}: {e}", path.display()));
+                            return out;
+                        }
+                    };
+                    for (i, line) in text.lines().enumerate() {
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        match serde_json::from_str::<serde_json::Value>(line) {
+                            Ok(serde_json::Value::Object(row)) => out.push(row),
+                            _ => self.error(
+                                span.clone(),
+                                format!(
+                                    "{} line {}: an expected row is one JSON object",
+                                    path.display(),
+                                    i + 1
+                                ),
+                            ),
+                        }
+                    }
+                }
+                _ => self.error(
+                    span,
+                    "a file of expected rows is written `{ file = \"PATH\" }`",
+                ),
+            },
+            _ => self.error(
+                span,
+                "expected rows are an array of inline tables or `{ file = \"PATH\" }`",
+            ),
         }
         out
     }

@@ -55,3 +55,35 @@ fn every_case_folder_has_a_test() {
         "tests/golden and the golden_cases! list in tests/tests/golden.rs differ"
     );
 }
+
+/// Issue 20: the golden cases in `kflow test`'s format too. Each case's
+/// `golden.test.toml` feeds its input files and expects every sink to hold
+/// the reference's expected file (`rows = { file = ... }`); `kflow test`
+/// must pass them all. `malformed` has none: its expected dead letters
+/// name the job's input file, where a test case names `SOURCE.jsonl`.
+#[test]
+fn every_case_but_malformed_passes_as_a_kflow_test_file() {
+    let dir = kflow_tests::golden::golden_dir();
+    let mut ran = Vec::new();
+    for case in case_names() {
+        let tests = dir.join(&case).join("golden.test.toml");
+        if case == "malformed" {
+            assert!(!tests.exists(), "{case} has a test file now: run it");
+            continue;
+        }
+        let out = std::process::Command::new(kflow_tests::kflow_bin())
+            .arg("test")
+            .arg(dir.join(&case).join("job.toml"))
+            .arg(&tests)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed; 0 failed"),
+            "{case}:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran.push(case);
+    }
+    assert_eq!(ran.len(), CASES.len() - 1);
+}

@@ -1,7 +1,10 @@
 //! Comparing the rows an output held with a case's expectations, and the
 //! readable diff printed when they differ.
 //!
-//! Rows are JSON objects; numbers compare by value (`10` equals `10.0`).
+//! Rows are JSON objects; numbers compare by value (`10` equals `10.0`),
+//! within a relative [`RELATIVE_TOLERANCE`] (kflow writes 15 significant
+//! digits, so an average of 20/3 is `6.66666666666667`, which must match a
+//! `6.666666666666667` computed elsewhere).
 //! Exact rows match as a multiset; `contains` and `absent` rows match any
 //! output row that has the fields they name with those values.
 
@@ -12,11 +15,20 @@ use serde_json::Value;
 
 use crate::sources::time::parse_rfc3339;
 
-/// Whether two JSON values are equal: numbers by value, RFC 3339 times by
-/// instant (`10:00:00Z` equals `10:00:00.000Z` and `11:00:00+01:00`).
+/// How far apart two numbers may be, relative to the larger one.
+pub const RELATIVE_TOLERANCE: f64 = 1e-12;
+
+/// Whether two JSON values are equal: numbers by value (within
+/// [`RELATIVE_TOLERANCE`]), RFC 3339 times by instant (`10:00:00Z` equals
+/// `10:00:00.000Z` and `11:00:00+01:00`).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => {
+                x == y || (x - y).abs() <= RELATIVE_TOLERANCE * x.abs().max(y.abs())
+            }
+            _ => false,
+        },
         (Value::String(x), Value::String(y)) if x != y => {
             match (parse_rfc3339(x), parse_rfc3339(y)) {
                 (Some(x), Some(y)) => x == y,
@@ -200,6 +212,12 @@ mod tests {
             &[],
         );
         assert_eq!(check(&e, &actual), None);
+        // 15 written digits match the exact value; a real difference does not.
+        let avg = [obj(r#"{"avg":6.66666666666667}"#)];
+        let e = expect(Some(&[r#"{"avg":6.666666666666667}"#]), &[], &[]);
+        assert_eq!(check(&e, &avg), None);
+        let e = expect(Some(&[r#"{"avg":6.6666666667}"#]), &[], &[]);
+        assert!(check(&e, &avg).is_some());
         // Times by instant.
         let at = [obj(r#"{"t":"2026-11-25T10:00:00Z"}"#)];
         let e = expect(
