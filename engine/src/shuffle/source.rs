@@ -37,7 +37,7 @@ use crate::error::EngineError;
 use crate::shuffle::stream_error;
 use crate::sources::kinesis::discovery::list_shards;
 use crate::sources::kinesis::reader::{
-    FaultInjection, InFlight, ReaderEvent, ShardReader, StartPosition,
+    FaultInjection, InFlight, ReaderEvent, ShardFeed, ShardReader, StartPosition,
 };
 
 /// How long the task waits for frames before doing its chores.
@@ -198,15 +198,17 @@ impl ShuffleSourceTask {
                 None => StartPosition::TrimHorizon,
             };
             let reader = ShardReader {
-                client: r.client.clone(),
-                stream: self.shuffle.clone(),
-                shard: Arc::from(shard.as_str()),
-                start,
-                stop_ms: None,
-                events: events_tx.clone(),
-                retries: retries.clone(),
+                feed: ShardFeed {
+                    client: r.client.clone(),
+                    stream: self.shuffle.clone(),
+                    shard: Arc::from(shard.as_str()),
+                    start,
+                    stop_ms: None,
+                    events: events_tx.clone(),
+                    retries: retries.clone(),
+                    in_flight: in_flight.clone(),
+                },
                 faults: FaultInjection::from_env(),
-                in_flight: in_flight.clone(),
             };
             r.runtime.spawn(reader.run());
         }

@@ -54,7 +54,7 @@ use crate::sources::core::SourceCore;
 use crate::sources::ingest::now_ms;
 use discovery::{list_shards, ShardInfo};
 use position::{KinesisPosition, ShardPosition, StreamPosition};
-use reader::{arrival_ms, FaultInjection, InFlight, ReaderEvent, ShardReader, StartPosition};
+use reader::{FaultInjection, InFlight, ReaderEvent, ShardFeed, ShardReader, StartPosition};
 use subscribe::{ShardSubscriber, SubscribeFaults, SubscriptionCounts};
 
 /// The stream and endpoint a job's Kinesis source reads.
@@ -317,36 +317,31 @@ impl KinesisSourceTask {
             );
             slot.running = true;
             slot.last_data = Some(Instant::now());
-            let shard = Arc::from(info.id.as_str());
+            let feed = ShardFeed {
+                client: r.client.clone(),
+                stream: self.settings.stream.clone(),
+                shard: Arc::from(info.id.as_str()),
+                start,
+                stop_ms: r.stream.stop_ms,
+                events: r.events_tx.clone(),
+                retries: r.retries.clone(),
+                in_flight: r.in_flight.clone(),
+            };
             match &r.consumer {
                 Some(consumer) => {
                     let subscriber = ShardSubscriber {
-                        client: r.client.clone(),
-                        stream: self.settings.stream.clone(),
+                        feed,
                         closed: slot.closed.clone(),
                         consumer: consumer.clone(),
-                        shard,
-                        start,
-                        stop_ms: r.stream.stop_ms,
-                        events: r.events_tx.clone(),
-                        retries: r.retries.clone(),
                         subscriptions: r.subscriptions.clone(),
                         faults: r.subscribe_faults,
-                        in_flight: r.in_flight.clone(),
                     };
                     r.runtime.spawn(subscriber.run());
                 }
                 None => {
                     let reader = ShardReader {
-                        client: r.client.clone(),
-                        stream: self.settings.stream.clone(),
-                        shard,
-                        start,
-                        stop_ms: r.stream.stop_ms,
-                        events: r.events_tx.clone(),
-                        retries: r.retries.clone(),
+                        feed,
                         faults: r.faults,
-                        in_flight: r.in_flight.clone(),
                     };
                     r.runtime.spawn(reader.run());
                 }
@@ -404,19 +399,7 @@ impl KinesisSourceTask {
                 if let Some(call_us) = call_us {
                     self.core.own.calls.observe(call_us);
                 }
-                let now = now_ms();
-                for record in &records {
-                    if let Some(arrival) = arrival_ms(record) {
-                        let delay = now.saturating_sub(arrival).max(0) as u64;
-                        if let Some(delays) = r.delays.as_mut() {
-                            let _ = delays.record(delay);
-                        }
-                        self.core
-                            .own
-                            .read_delays
-                            .observe(delay.saturating_mul(1000));
-                    }
-                }
+                let received_ms = now_ms();
                 if let Some(slot) = r.slots.get_mut(&*shard) {
                     slot.behind_ms = behind_ms;
                     if !records.is_empty() {
@@ -427,7 +410,7 @@ impl KinesisSourceTask {
                 }
                 let watermark = self.watermark(r);
                 for record in &records {
-                    self.record(r, &shard, record, watermark)?;
+                    self.record(r, &shard, record, watermark, received_ms)?;
                     let watermark = self.watermark(r);
                     self.core
                         .maybe_checkpoint(watermark, || r.position(false))?;

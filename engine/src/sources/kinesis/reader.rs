@@ -43,6 +43,26 @@ pub enum StartPosition {
     AtTimestamp(i64),
 }
 
+impl StartPosition {
+    /// The iterator type, sequence number and timestamp a request gives
+    /// for it (GetShardIterator and SubscribeToShard take the same three).
+    pub(super) fn parts(&self) -> (ShardIteratorType, Option<String>, Option<DateTime>) {
+        match self {
+            StartPosition::After(sequence) => (
+                ShardIteratorType::AfterSequenceNumber,
+                Some(sequence.as_str().to_string()),
+                None,
+            ),
+            StartPosition::TrimHorizon => (ShardIteratorType::TrimHorizon, None, None),
+            StartPosition::AtTimestamp(ms) => (
+                ShardIteratorType::AtTimestamp,
+                None,
+                Some(DateTime::from_millis(*ms)),
+            ),
+        }
+    }
+}
+
 /// What readers tell the source task, in each shard's order.
 #[derive(Debug)]
 pub enum ReaderEvent {
@@ -145,8 +165,9 @@ impl FaultInjection {
     }
 }
 
-/// One shard's reader.
-pub struct ShardReader {
+/// What every shard reader has, polling or subscribed: the shard, where
+/// it starts and stops, and where its batches go.
+pub struct ShardFeed {
     /// The client.
     pub client: Client,
     /// The stream.
@@ -161,10 +182,81 @@ pub struct ShardReader {
     pub events: Sender<ReaderEvent>,
     /// Retried calls, shared with the source (for the summary).
     pub retries: Arc<RetryCounts>,
-    /// Test fault injection.
-    pub faults: FaultInjection,
     /// The source's budget of bytes in flight.
     pub in_flight: InFlight,
+}
+
+impl ShardFeed {
+    /// GetShardIterator for `position`, retried under the patient policy;
+    /// `None` when the service gives no iterator.
+    pub(super) async fn iterator(
+        &self,
+        position: &StartPosition,
+    ) -> Result<Option<String>, AwsError> {
+        let (kind, sequence, timestamp) = position.parts();
+        let request = self
+            .client
+            .get_shard_iterator()
+            .shard_id(&*self.shard)
+            .set_stream_name(self.stream.name())
+            .set_stream_arn(self.stream.arn())
+            .shard_iterator_type(kind)
+            .set_starting_sequence_number(sequence)
+            .set_timestamp(timestamp);
+        let mut backoff = RetryPolicy::PATIENT.backoff();
+        let out = retry(&mut backoff, "GetShardIterator", None, || {
+            request.clone().send()
+        })
+        .await?;
+        Ok(out.shard_iterator().map(str::to_string))
+    }
+
+    /// Sends a batch once its bytes fit the source's budget; `false` when
+    /// the source task went away.
+    pub(super) async fn send_records(
+        &self,
+        records: Vec<Record>,
+        behind_ms: Option<i64>,
+        call_us: Option<u64>,
+    ) -> bool {
+        let held = self.in_flight.take(&records).await;
+        let event = ReaderEvent::Records {
+            shard: self.shard.clone(),
+            records,
+            behind_ms,
+            call_us,
+            held,
+        };
+        self.events.send(event).await.is_ok()
+    }
+
+    /// Tells the source task the shard reached SHARD_END.
+    pub(super) async fn ended(&self) {
+        let shard = self.shard.clone();
+        let _ = self.events.send(ReaderEvent::End { shard }).await;
+    }
+
+    /// Tells the source task the shard reached the stop time.
+    pub(super) async fn stopped(&self) {
+        let shard = self.shard.clone();
+        let _ = self.events.send(ReaderEvent::Stopped { shard }).await;
+    }
+
+    /// Tells the source task how the read ended, if it failed.
+    pub(super) async fn report(&self, read: Result<(), AwsError>) {
+        if let Err(error) = read {
+            let shard = self.shard.clone();
+            let _ = self.events.send(ReaderEvent::Failed { shard, error }).await;
+        }
+    }
+}
+
+/// One shard's polling reader.
+pub struct ShardReader {
+    /// The shard and where its batches go.
+    pub feed: ShardFeed,
+    /// Test fault injection.
+    pub faults: FaultInjection,
 }
 
 /// A record's ApproximateArrivalTimestamp in epoch ms.
@@ -178,38 +270,13 @@ impl ShardReader {
     /// Reads until SHARD_END, the stop time, a fatal error, or the source
     /// task going away.
     pub async fn run(self) {
-        let shard = self.shard.clone();
-        let events = self.events.clone();
-        if let Err(error) = self.read().await {
-            let _ = events.send(ReaderEvent::Failed { shard, error }).await;
-        }
+        self.feed.report(self.read().await).await;
     }
 
     async fn iterator(&self, position: &StartPosition) -> Result<String, AwsError> {
-        let mut request = self
-            .client
-            .get_shard_iterator()
-            .shard_id(&*self.shard)
-            .set_stream_name(self.stream.name())
-            .set_stream_arn(self.stream.arn());
-        request = match position {
-            StartPosition::After(sequence) => request
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(sequence.as_str()),
-            StartPosition::TrimHorizon => {
-                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            StartPosition::AtTimestamp(ms) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from_millis(*ms)),
-        };
-        let mut backoff = RetryPolicy::PATIENT.backoff();
-        let out = retry(&mut backoff, "GetShardIterator", None, || {
-            request.clone().send()
-        })
-        .await?;
-        out.shard_iterator()
-            .map(str::to_string)
+        self.feed
+            .iterator(position)
+            .await?
             .ok_or(AwsError::Missing {
                 call: "GetShardIterator",
                 what: "iterator",
@@ -217,8 +284,9 @@ impl ShardReader {
     }
 
     async fn read(&self) -> Result<(), AwsError> {
-        let mut iterator = self.iterator(&self.start).await?;
-        let mut last_sequence: Option<SequenceNumber> = match &self.start {
+        let feed = &self.feed;
+        let mut iterator = self.iterator(&feed.start).await?;
+        let mut last_sequence: Option<SequenceNumber> = match &feed.start {
             StartPosition::After(s) => Some(s.clone()),
             _ => None,
         };
@@ -229,7 +297,7 @@ impl ShardReader {
             next_call = Instant::now() + CALL_INTERVAL;
             if self.faults.throttled() {
                 backoff
-                    .wait(Fault::Throttled, "GetRecords", Some(&self.retries))
+                    .wait(Fault::Throttled, "GetRecords", Some(&feed.retries))
                     .await;
                 continue;
             }
@@ -239,7 +307,7 @@ impl ShardReader {
                 // The iterator expired: a new one after the last record sent.
                 let from = match &last_sequence {
                     Some(s) => StartPosition::After(s.clone()),
-                    None => self.start.clone(),
+                    None => feed.start.clone(),
                 };
                 iterator = self.iterator(&from).await?;
                 continue;
@@ -248,37 +316,27 @@ impl ShardReader {
             let behind_ms = out.millis_behind_latest();
             let next = out.next_shard_iterator().map(str::to_string);
             let mut records = out.records;
-            let stop = cut_at_stop(&mut records, self.stop_ms);
+            let stop = cut_at_stop(&mut records, feed.stop_ms);
             let empty = records.is_empty();
             if let Some(last) = records.last() {
                 last_sequence = Some(SequenceNumber(last.sequence_number().to_string()));
             }
             let call_us = Some(called.elapsed().as_micros() as u64);
-            let held = self.in_flight.take(&records).await;
-            let event = ReaderEvent::Records {
-                shard: self.shard.clone(),
-                records,
-                behind_ms,
-                call_us,
-                held,
-            };
-            if self.events.send(event).await.is_err() {
+            if !feed.send_records(records, behind_ms, call_us).await {
                 return Ok(());
             }
             let caught_up = empty && behind_ms.unwrap_or(0) == 0;
             // Caught up in a call sent at or after the stop time: every
             // record that arrived before it was in this batch or earlier.
-            let past_stop = self.stop_ms.is_some_and(|s| called_ms >= s);
+            let past_stop = feed.stop_ms.is_some_and(|s| called_ms >= s);
             if stop || (caught_up && past_stop) {
-                let shard = self.shard.clone();
-                let _ = self.events.send(ReaderEvent::Stopped { shard }).await;
+                feed.stopped().await;
                 return Ok(());
             }
             match next {
                 Some(next) => iterator = next,
                 None => {
-                    let shard = self.shard.clone();
-                    let _ = self.events.send(ReaderEvent::End { shard }).await;
+                    feed.ended().await;
                     return Ok(());
                 }
             }
@@ -296,11 +354,12 @@ impl ShardReader {
         backoff: &mut Backoff,
     ) -> Result<Option<GetRecordsOutput>, AwsError> {
         let request = self
+            .feed
             .client
             .get_records()
             .shard_iterator(iterator)
             .limit(self.faults.limit);
-        let counts = Some(&*self.retries);
+        let counts = Some(&*self.feed.retries);
         match retry(backoff, "GetRecords", counts, || request.clone().send()).await {
             Ok(out) => Ok(Some(out)),
             Err(AwsError::Call {

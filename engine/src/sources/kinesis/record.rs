@@ -13,18 +13,28 @@ use crate::error::EngineError;
 use crate::sources::ingest::now_ms;
 
 impl KinesisSourceTask {
-    /// Decodes and routes one Kinesis record (all its user records).
+    /// Decodes and routes one Kinesis record (all its user records), which
+    /// reached kflow at `received_ms` (for the read delay).
     pub(super) fn record(
         &mut self,
         r: &mut Reading,
         shard: &str,
         record: &Record,
         watermark: i64,
+        received_ms: i64,
     ) -> Result<(), EngineError> {
         let core = &mut self.core;
         let sequence = record.sequence_number();
+        let arrived = arrival_ms(record);
+        if let Some(arrived) = arrived {
+            let delay = received_ms.saturating_sub(arrived).max(0) as u64;
+            if let Some(delays) = r.delays.as_mut() {
+                let _ = delays.record(delay);
+            }
+            core.own.read_delays.observe(delay.saturating_mul(1000));
+        }
         let clock = Stamp {
-            time: arrival_ms(record).unwrap_or_else(now_ms),
+            time: arrived.unwrap_or_else(now_ms),
             watermark,
         };
         let arrival = clock.time;

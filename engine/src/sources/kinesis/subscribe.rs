@@ -22,7 +22,7 @@
 //! one GetRecords call, for endpoints that never send that event.
 //!
 //! Backpressure: the event stream is pulled. While the source's budget of
-//! bytes in flight ([`InFlight`]) or its channel is full the reader does
+//! bytes in flight ([`InFlight`](super::reader::InFlight)) or its channel is full the reader does
 //! not ask for the next event, so the HTTP/2 (or chunked HTTP/1.1) stream
 //! stops being read and the service stops sending: memory stays bounded.
 
@@ -31,16 +31,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput;
-use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
-use aws_sdk_kinesis::Client;
-use aws_smithy_types::DateTime;
-use tokio::sync::mpsc::Sender;
+use aws_sdk_kinesis::types::{StartingPosition, SubscribeToShardEventStream};
 use tokio::time::Instant;
 
-use super::reader::{cut_at_stop, InFlight, ReaderEvent, StartPosition};
-use crate::aws::{
-    classify, retry, AwsError, BoxError, Fault, RetryCounts, RetryPolicy, SequenceNumber, StreamId,
-};
+use super::reader::{cut_at_stop, ShardFeed, StartPosition};
+use crate::aws::{classify, retry, AwsError, BoxError, Fault, RetryPolicy, SequenceNumber};
 use crate::sources::ingest::now_ms;
 
 /// SubscribeToShard calls per shard and consumer: one a second at most.
@@ -135,41 +130,25 @@ fn in_use(source: BoxError, patience: Duration) -> AwsError {
 
 /// One shard's subscriber.
 pub struct ShardSubscriber {
-    /// The client.
-    pub client: Client,
-    /// The stream (to confirm a closed shard's end).
-    pub stream: StreamId,
+    /// The shard and where its batches go (`feed.start` moves with each
+    /// event, for the next subscription).
+    pub feed: ShardFeed,
     /// Set once a listing showed the shard closed (split or merged away).
     pub closed: Arc<AtomicBool>,
     /// The consumer's ARN.
     pub consumer: Arc<str>,
-    /// Shard id.
-    pub shard: Arc<str>,
-    /// Where to start.
-    pub start: StartPosition,
-    /// Records arriving at or after this time are not read.
-    pub stop_ms: Option<i64>,
-    /// Where batches go.
-    pub events: Sender<ReaderEvent>,
-    /// Retried calls, shared with the source (for the summary).
-    pub retries: Arc<RetryCounts>,
     /// Subscriptions started and failed, shared with the source.
     pub subscriptions: Arc<SubscriptionCounts>,
     /// Test hooks.
     pub faults: SubscribeFaults,
-    /// The source's budget of bytes in flight.
-    pub in_flight: InFlight,
 }
 
 impl ShardSubscriber {
     /// Reads until SHARD_END, the stop time, a fatal error, or the source
     /// task going away.
     pub async fn run(mut self) {
-        let shard = self.shard.clone();
-        let events = self.events.clone();
-        if let Err(error) = self.read().await {
-            let _ = events.send(ReaderEvent::Failed { shard, error }).await;
-        }
+        let read = self.read().await;
+        self.feed.report(read).await;
     }
 
     async fn read(&mut self) -> Result<(), AwsError> {
@@ -201,13 +180,13 @@ impl ShardSubscriber {
                 Ended::Done => return Ok(()),
                 Ended::Renew => {
                     in_use_since = None;
-                    tracing::debug!("shard {}: renewing its subscription", self.shard);
+                    tracing::debug!("shard {}: renewing its subscription", self.feed.shard);
                 }
                 Ended::Broken(fault) => {
                     in_use_since = None;
                     self.subscriptions.failed.fetch_add(1, Ordering::Relaxed);
                     backoff
-                        .wait(fault, "SubscribeToShard", Some(&self.retries))
+                        .wait(fault, "SubscribeToShard", Some(&self.feed.retries))
                         .await;
                 }
                 Ended::InUse(source) => {
@@ -220,10 +199,14 @@ impl ShardSubscriber {
                     tracing::debug!(
                         "shard {}: the subscription is still held (ResourceInUseException), \
                          retrying",
-                        self.shard
+                        self.feed.shard
                     );
                     backoff
-                        .wait(Fault::Transient, "SubscribeToShard", Some(&self.retries))
+                        .wait(
+                            Fault::Transient,
+                            "SubscribeToShard",
+                            Some(&self.feed.retries),
+                        )
                         .await;
                 }
             }
@@ -238,25 +221,19 @@ impl ShardSubscriber {
                 BoxError::from("LimitExceededException (injected)"),
             ));
         }
-        let position = match &self.start {
-            StartPosition::After(sequence) => StartingPosition::builder()
-                .r#type(ShardIteratorType::AfterSequenceNumber)
-                .sequence_number(sequence.as_str()),
-            StartPosition::TrimHorizon => {
-                StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon)
-            }
-            StartPosition::AtTimestamp(ms) => StartingPosition::builder()
-                .r#type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from_millis(*ms)),
-        };
-        let position = position
+        let (kind, sequence, timestamp) = self.feed.start.parts();
+        let position = StartingPosition::builder()
+            .r#type(kind)
+            .set_sequence_number(sequence)
+            .set_timestamp(timestamp)
             .build()
             .map_err(|e| Refused::Fault(Fault::Fatal, BoxError::from(e)))?;
         let sent = self
+            .feed
             .client
             .subscribe_to_shard()
             .consumer_arn(&*self.consumer)
-            .shard_id(&*self.shard)
+            .shard_id(&*self.feed.shard)
             .starting_position(position)
             .send()
             .await;
@@ -290,7 +267,7 @@ impl ShardSubscriber {
                 Err(_) => {
                     tracing::warn!(
                         "shard {}: no event for {} s, subscribing again",
-                        self.shard,
+                        self.feed.shard,
                         SILENCE.as_secs()
                     );
                     return Ok(Ended::Broken(Fault::Transient));
@@ -313,7 +290,7 @@ impl ShardSubscriber {
                             source: BoxError::from(e),
                         });
                     }
-                    tracing::debug!("shard {}: subscription broken: {e}", self.shard);
+                    tracing::debug!("shard {}: subscription broken: {e}", self.feed.shard);
                     return Ok(Ended::Broken(fault));
                 }
             };
@@ -322,76 +299,57 @@ impl ShardSubscriber {
             let continuation = event.continuation_sequence_number;
             let children = event.child_shards.unwrap_or_default();
             let mut records = event.records;
-            let stopped = cut_at_stop(&mut records, self.stop_ms);
+            let stopped = cut_at_stop(&mut records, self.feed.stop_ms);
             let empty = records.is_empty();
             if !stopped && !continuation.is_empty() {
-                self.start = StartPosition::After(SequenceNumber(continuation.clone()));
+                self.feed.start = StartPosition::After(SequenceNumber(continuation.clone()));
             } else if let Some(last) = records.last() {
-                self.start =
+                self.feed.start =
                     StartPosition::After(SequenceNumber(last.sequence_number().to_string()));
             }
-            let held = self.in_flight.take(&records).await;
-            let batch = ReaderEvent::Records {
-                shard: self.shard.clone(),
-                records,
-                behind_ms,
-                call_us: None,
-                held,
-            };
-            if self.events.send(batch).await.is_err() {
+            if !self.feed.send_records(records, behind_ms, None).await {
                 return Ok(Ended::Done);
             }
             let caught_up = empty && event.millis_behind_latest == 0;
             // An event that follows one received at or after the stop time
             // (or the call, for the first) was made after it: caught up
             // there, every record that arrived before it has been passed on.
-            let past_stop = self.stop_ms.is_some_and(|s| checked_from >= s);
+            let past_stop = self.feed.stop_ms.is_some_and(|s| checked_from >= s);
             checked_from = now_ms();
             if stopped || (caught_up && past_stop) {
-                let shard = self.shard.clone();
-                let _ = self.events.send(ReaderEvent::Stopped { shard }).await;
+                self.feed.stopped().await;
                 return Ok(Ended::Done);
             }
             let drained = caught_up && self.closed.load(Ordering::Relaxed) && self.at_end().await?;
             if continuation.is_empty() || !children.is_empty() || drained {
                 let children: Vec<&str> = children.iter().map(|c| c.shard_id()).collect();
-                tracing::debug!("shard {} ended; children {children:?}", self.shard);
-                let shard = self.shard.clone();
-                let _ = self.events.send(ReaderEvent::End { shard }).await;
+                tracing::debug!("shard {} ended; children {children:?}", self.feed.shard);
+                self.feed.ended().await;
                 return Ok(Ended::Done);
             }
         }
     }
-}
 
-impl ShardSubscriber {
     /// Whether a closed shard has nothing after the position: the service
     /// ends a closed shard's subscription with its ChildShards, but an
     /// emulator may just keep sending empty events, so a caught-up closed
     /// shard is asked once by GetRecords (no records and no next iterator:
     /// SHARD_END), exact either way.
     async fn at_end(&self) -> Result<bool, AwsError> {
-        let StartPosition::After(sequence) = &self.start else {
+        if !matches!(self.feed.start, StartPosition::After(_)) {
             return Ok(false);
-        };
-        let request = self
-            .client
-            .get_shard_iterator()
-            .shard_id(&*self.shard)
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .starting_sequence_number(sequence.as_str())
-            .set_stream_name(self.stream.name())
-            .set_stream_arn(self.stream.arn());
-        let mut backoff = RetryPolicy::PATIENT.backoff();
-        let counts = Some(&*self.retries);
-        let out = retry(&mut backoff, "GetShardIterator", counts, || {
-            request.clone().send()
-        })
-        .await?;
-        let Some(iterator) = out.shard_iterator() else {
+        }
+        let Some(iterator) = self.feed.iterator(&self.feed.start).await? else {
             return Ok(true);
         };
-        let request = self.client.get_records().shard_iterator(iterator).limit(1);
+        let request = self
+            .feed
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(1);
+        let mut backoff = RetryPolicy::PATIENT.backoff();
+        let counts = Some(&*self.feed.retries);
         let out = retry(&mut backoff, "GetRecords", counts, || {
             request.clone().send()
         })
