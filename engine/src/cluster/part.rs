@@ -27,23 +27,23 @@ pub enum Part {
 impl Part {
     /// The part of lease key `key` (`shard/ID` or `group/N`).
     pub fn from_lease(key: &str) -> Option<Part> {
-        if let Some(shard) = key.strip_prefix("shard/") {
-            return (!shard.is_empty()).then(|| Part::Shard(shard.to_string()));
-        }
-        key.strip_prefix("group/")
-            .and_then(|n| n.parse().ok())
-            .map(Part::Group)
+        Part::parse(key, '/')
     }
 
     /// The part of a state directory's name (`shard-ID` or `group-NNNN`,
     /// as [`Part::dir_name`] writes them).
     pub fn from_dir_name(name: &str) -> Option<Part> {
-        if let Some(shard) = name.strip_prefix("shard-") {
-            return (!shard.is_empty()).then(|| Part::Shard(shard.to_string()));
+        Part::parse(name, '-')
+    }
+
+    /// `shard{separator}ID` or `group{separator}N`.
+    fn parse(text: &str, separator: char) -> Option<Part> {
+        let (kind, rest) = text.split_once(separator)?;
+        match kind {
+            "shard" => (!rest.is_empty()).then(|| Part::Shard(rest.to_string())),
+            "group" => rest.parse().ok().map(Part::Group),
+            _ => None,
         }
-        name.strip_prefix("group-")
-            .and_then(|n| n.parse().ok())
-            .map(Part::Group)
     }
 
     /// Its lease's key.
