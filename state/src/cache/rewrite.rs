@@ -8,9 +8,9 @@ use crate::pack;
 use crate::store::StateStore;
 use crate::{StateBatch, StateError, StateValue};
 
-/// Rewritten values are written in batches of about this many bytes (the
-/// last one synced); a rewrite cut short is redone on the next start, and
-/// changing a value twice changes nothing.
+/// Rewritten values are written in batches of about this many bytes, as
+/// the scan goes (the last one synced); a rewrite cut short is redone on
+/// the next start, and changing a value twice changes nothing.
 const WRITE_EVERY: usize = 16 << 20;
 
 impl<V: StateValue> WindowCache<V> {
@@ -30,48 +30,35 @@ impl<V: StateValue> WindowCache<V> {
         let mut batch = StateBatch::new();
         let mut changed = 0u64;
         let mut failed: Option<StateError> = None;
-        let mut encoded = Vec::new();
-        store.for_each_prefix(Family::Windows, &prefix, |key, bytes| {
-            let mut value = match V::decode(bytes) {
-                Ok(value) => value,
-                Err(e) => {
-                    failed = Some(e);
-                    return false;
+        for family in [Family::Windows, Family::Packs] {
+            store.for_each_prefix(family, &prefix, |key, bytes| {
+                let rewritten = match family {
+                    Family::Packs => repack(bytes, &mut change),
+                    _ => rewrite(bytes, &mut change),
+                };
+                let written = match rewritten {
+                    Ok(Some((n, value))) => {
+                        changed += n;
+                        batch.put(family, key, &value);
+                        if batch.bytes() < WRITE_EVERY {
+                            Ok(())
+                        } else {
+                            store.write(std::mem::take(&mut batch), WriteMode::Buffered)
+                        }
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                match written {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
                 }
-            };
-            if change(&mut value) {
-                encoded.clear();
-                value.encode(&mut encoded);
-                batch.put(Family::Windows, key, &encoded);
-                changed += 1;
-            }
-            true
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let mut writes = Vec::new();
-        store.for_each_prefix(Family::Packs, &prefix, |key, bytes| {
-            match repack(bytes, &mut change) {
-                Ok((0, _)) => {}
-                Ok((n, rebuilt)) => {
-                    changed += n;
-                    writes.push((key.to_vec(), rebuilt));
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    return false;
-                }
-            }
-            true
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        for (key, rebuilt) in writes {
-            batch.put(Family::Packs, &key, &rebuilt);
-            if batch.bytes() >= WRITE_EVERY {
-                store.write(std::mem::take(&mut batch), WriteMode::Buffered)?;
+            })?;
+            if let Some(e) = failed.take() {
+                return Err(e);
             }
         }
         store.write(batch, WriteMode::Synced)?;
@@ -79,12 +66,27 @@ impl<V: StateValue> WindowCache<V> {
     }
 }
 
-/// A pack with `change` applied to each value: how many changed, and the
-/// pack's new bytes.
+/// One stored value with `change` applied: `(1, its new bytes)`, or `None`
+/// when `change` left it as it was.
+fn rewrite<V: StateValue>(
+    bytes: &[u8],
+    change: &mut impl FnMut(&mut V) -> bool,
+) -> Result<Option<(u64, Vec<u8>)>, StateError> {
+    let mut value = V::decode(bytes)?;
+    if !change(&mut value) {
+        return Ok(None);
+    }
+    let mut encoded = Vec::with_capacity(bytes.len());
+    value.encode(&mut encoded);
+    Ok(Some((1, encoded)))
+}
+
+/// A pack with `change` applied to each value: how many changed and the
+/// pack's new bytes, or `None` when none did.
 fn repack<V: StateValue>(
     bytes: &[u8],
     change: &mut impl FnMut(&mut V) -> bool,
-) -> Result<(u64, Vec<u8>), StateError> {
+) -> Result<Option<(u64, Vec<u8>)>, StateError> {
     let mut rebuilt = Vec::with_capacity(bytes.len());
     let mut changed = 0;
     for entry in pack::entries(bytes) {
@@ -95,7 +97,7 @@ fn repack<V: StateValue>(
         }
         pack::push(&mut rebuilt, key, |out| value.encode(out));
     }
-    Ok((changed, rebuilt))
+    Ok((changed > 0).then_some((changed, rebuilt)))
 }
 
 #[cfg(test)]
