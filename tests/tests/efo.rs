@@ -78,6 +78,15 @@ fn efo_job(name: &str, stream: &str, endpoint: &str, stop_ms: i64, extra: &str) 
     )
 }
 
+/// Waits for `run` to exit 0 and checks its result equals the same job's
+/// over `lines` from a file; returns its log.
+fn exact_run(run: Watched, dir: &JobDir, lines: &str) -> String {
+    let (status, log) = run.wait(TIMEOUT).unwrap();
+    assert!(status.success(), "kflow failed:\n{log}");
+    assert_rows_equal(&file_reference(lines), &dir.read("out/result.jsonl"));
+    log
+}
+
 /// Waits for the producer, checking it finished well before the runs stop.
 fn finish_producing(producer: JoinHandle<Vec<(String, String)>>, stop_ms: i64) {
     producer.join().unwrap();
@@ -116,9 +125,7 @@ fn efo_reads_a_live_stream_exactly_through_renewals_and_throttled_subscribes() {
         Duration::from_millis(300),
     );
     finish_producing(producer, stop_ms);
-    let (status, log) = run.wait(TIMEOUT).unwrap();
-    assert!(status.success(), "kflow failed:\n{log}");
-    assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
+    let log = exact_run(run, &dir, &lines);
     assert!(
         log.contains("registered enhanced fan-out consumer `efo-live`"),
         "{log}"
@@ -281,9 +288,7 @@ fn efo_keeps_results_and_per_key_order_through_resharding() {
     client.put_while_resharding(&stream, &rounds, put);
     assert!(now_ms() < stop_ms - 2000, "producing took too long");
 
-    let (status, log) = run.wait(TIMEOUT).unwrap();
-    assert!(status.success(), "kflow failed:\n{log}");
-    assert_rows_equal(&file_reference(&all), &dir.read("out/result.jsonl"));
+    exact_run(run, &dir, &all);
     let raw = dir.read("out/raw.jsonl");
     assert_eq!(raw.lines().count(), 2000);
     assert_eq!(per_user_order(&raw), per_user_order(&all));
@@ -365,11 +370,9 @@ fn dropped_connections_under_subscriptions_cost_a_pause_not_data() {
         proxy.cut(Duration::from_millis(1500));
     }
     finish_producing(producer, stop_ms);
-    let (status, log) = run.wait(TIMEOUT).unwrap();
-    assert!(status.success(), "kflow failed:\n{log}");
+    let log = exact_run(run, &dir, &lines);
     assert!(proxy.broken() >= 2, "the proxy broke no connection");
     assert!(count_before(&log, " failed;") > 0, "{log}");
-    assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
 }
 
 /// kinesis-mock itself killed (SIGKILL) and started again mid-run, with
@@ -406,10 +409,8 @@ fn an_emulator_restart_mid_run_costs_a_pause_not_data() {
     em.restart();
     let producer = produce_live(em.endpoint(), stream.clone(), &second.join("\n"), 6, pause);
     finish_producing(producer, stop_ms);
-    let (status, log) = run.wait(TIMEOUT).unwrap();
-    assert!(status.success(), "kflow failed:\n{log}");
+    let log = exact_run(run, &dir, &lines);
     assert!(count_before(&log, " failed;") > 0, "{log}");
-    assert_rows_equal(&file_reference(&lines), &dir.read("out/result.jsonl"));
 }
 
 /// Two jobs subscribing as one consumer: the second finds every shard's
@@ -471,7 +472,5 @@ fn a_second_job_on_the_same_consumer_fails_clearly() {
         refused.stderr
     );
     finish_producing(producer, stop_ms);
-    let (status, log) = run.wait(TIMEOUT).unwrap();
-    assert!(status.success(), "{log}");
-    assert_rows_equal(&file_reference(&lines), &first.read("out/result.jsonl"));
+    exact_run(run, &first, &lines);
 }
