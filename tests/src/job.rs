@@ -152,27 +152,88 @@ impl JobDir {
             .expect("kflow starts")
     }
 
-    /// A folder whose run of `job` over `input` (as `clicks.jsonl`) was
-    /// aborted right after checkpoint 2, leaving a mid-run checkpoint.
-    /// On a loaded machine checkpoint 2 can be the run's last (every record
-    /// was in before it was taken), which resumes as a fresh start: then it
-    /// tries again.
+    /// A folder whose run of `job` over `input` (as `clicks.jsonl`, the
+    /// job's only file source) was killed (SIGKILL) mid-run, once a
+    /// checkpoint numbered 2 or later held the first half of the input;
+    /// then the second half was appended. Deterministic on a loaded
+    /// machine: the first run tails its half (`follow = true`), so it
+    /// cannot finish before the kill, and checkpoints every 20 ms.
     pub fn interrupted(job: &str, input: &Workload) -> JobDir {
-        for _ in 0..5 {
-            let dir = JobDir::with_workloads(job, &[("clicks.jsonl", input.clone())]);
-            let out = dir.run_job(
-                &["--checkpoint-interval", "20ms"],
-                &[("KFLOW_CRASH_AT", "after-commit:2")],
-            );
-            assert!(!out.status.success(), "{}", out.stderr);
-            let listed = dir.list_checkpoints();
-            assert!(listed.status.success(), "{}", listed.stderr);
-            assert!(listed.stdout.contains("checkpoint 2"), "{}", listed.stdout);
-            if !listed.stdout.contains("run finished") {
-                return dir;
+        let path = "path = \"clicks.jsonl\"\n";
+        assert_eq!(
+            job.matches(path).count(),
+            1,
+            "one source reads clicks.jsonl"
+        );
+        let mut text = Vec::new();
+        write_events(input, &mut text).expect("input is generated");
+        let lines = text.iter().filter(|b| **b == b'\n').count() as u64;
+        let half = lines / 2;
+        let cut = text
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(half as usize - 1)
+            .map_or(text.len(), |(i, _)| i + 1);
+
+        let dir = JobDir::new(&job.replace(path, &format!("{path}follow = true\n")));
+        fs::write(dir.path().join("clicks.jsonl"), &text[..cut]).expect("input is written");
+        let log = fs::File::create(dir.path().join("first-run.log")).expect("a log file");
+        let mut run = dir
+            .job_command(&["--checkpoint-interval", "20ms"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kflow starts");
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some((id, line)) = dir.last_checkpoint() {
+                if id >= 2 && line >= half {
+                    break;
+                }
             }
+            if let Some(status) = run.try_wait().expect("the run can be waited for") {
+                let said = dir.read("first-run.log");
+                panic!(
+                    "the run ended ({status}) before its checkpoint held half the input:\n{said}"
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint held half the input"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("5 runs in a row took their last checkpoint as checkpoint 2");
+        run.kill().expect("the run is killed");
+        run.wait().expect("the run is reaped");
+        dir.write("job.toml", job);
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("clicks.jsonl"))
+            .expect("input opens for appending");
+        std::io::Write::write_all(&mut file, &text[cut..]).expect("input is appended");
+        dir
+    }
+
+    /// The id of the job's last checkpoint and the line its `clicks`
+    /// source had read, from `kflow checkpoints job.toml` (which reads a
+    /// running job's state too); `None` before the first checkpoint.
+    pub fn last_checkpoint(&self) -> Option<(u64, u64)> {
+        let listed = self.list_checkpoints();
+        let number = |text: &str| -> Option<u64> {
+            let digits: String = text
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ',')
+                .filter(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        };
+        let id = number(listed.stdout.strip_prefix("checkpoint ")?)?;
+        let line = listed.stdout.lines().find_map(|l| {
+            let rest = l.trim_start().strip_prefix("clicks")?;
+            number(rest.trim_start().strip_prefix("line ")?)
+        })?;
+        Some((id, line))
     }
 
     /// `kflow checkpoints job.toml`.

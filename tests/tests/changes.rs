@@ -73,11 +73,12 @@ fn issue_20_an_appended_aggregate_resumes_and_starts_empty_on_open_windows() {
             "top = \"max(amount)\", low = \"min(amount)\"",
         );
         let dir = JobDir::interrupted(&before, &input());
+        let (id, _) = dir.last_checkpoint().unwrap();
         dir.write("job.toml", &after);
         let run = run_with_timeout(dir.loud_job_command(), TIMEOUT).unwrap();
         assert!(run.status.success(), "{window}: {}", run.stderr);
         assert!(
-            run.stderr.contains("restored checkpoint 2"),
+            run.stderr.contains(&format!("restored checkpoint {id}")),
             "{}",
             run.stderr
         );
@@ -86,7 +87,7 @@ fn issue_20_an_appended_aggregate_resumes_and_starts_empty_on_open_windows() {
             "{}",
             run.stderr
         );
-        // Partials stored at checkpoint 2 were extended, summed over the
+        // Partials stored at the checkpoint were extended, summed over the
         // window's partitions (`window `per_user/0`: N stored partials ...`).
         let extended: u64 = run
             .stderr
@@ -217,6 +218,7 @@ fn verdict_of<'a>(report: &'a str, node: &str) -> Option<&'a str> {
 #[test]
 fn issue_20_plan_against_gives_each_change_the_verdict_run_acts_on() {
     let base = interrupted();
+    let (id, _) = base.last_checkpoint().unwrap();
     for change in CHANGES {
         let dir = base.copy();
         dir.write("job.toml", &(change.edit)(job()));
@@ -227,7 +229,10 @@ fn issue_20_plan_against_gives_each_change_the_verdict_run_acts_on() {
             Some(change.verdict),
             "{context}"
         );
-        assert!(plan.stdout.contains("checkpoint 2"), "{context}");
+        assert!(
+            plan.stdout.contains(&format!("checkpoint {id}")),
+            "{context}"
+        );
         let compatible = change.verdict != "incompatible";
         assert_eq!(
             plan.status.code(),
@@ -239,7 +244,7 @@ fn issue_20_plan_against_gives_each_change_the_verdict_run_acts_on() {
         if compatible {
             assert!(run.status.success(), "{context}\nrun: {}", run.stderr);
             assert!(
-                run.stderr.contains("restored checkpoint 2"),
+                run.stderr.contains(&format!("restored checkpoint {id}")),
                 "{context}\nrun: {}",
                 run.stderr
             );
@@ -301,11 +306,12 @@ fn issue_3_changed_window_refuses_to_resume_unless_reset() {
 fn issue_3_changed_filter_resumes_and_says_so() {
     let job = job();
     let dir = interrupted();
+    let (id, _) = dir.last_checkpoint().unwrap();
     dir.write("job.toml", &job.replace("'product_view'", "'add_to_cart'"));
     let out = run_with_timeout(dir.loud_job_command(), TIMEOUT).unwrap();
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
-        out.stderr.contains("restored checkpoint 2"),
+        out.stderr.contains(&format!("restored checkpoint {id}")),
         "{}",
         out.stderr
     );

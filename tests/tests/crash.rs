@@ -490,11 +490,15 @@ fn issue_3_abort_in_the_middle_of_a_sink_write() {
 #[test]
 fn issue_3_checkpoints_command_lists_the_last_checkpoint() {
     let job = crash_job().toml();
+    // `interrupted` read the listing while the job ran, until a
+    // checkpoint held half the input.
     let dir = JobDir::interrupted(&job, &events(100_000, 1_000, 8));
+    let (id, line) = dir.last_checkpoint().unwrap();
+    assert!(id >= 2 && line >= 50_000, "checkpoint {id} at line {line}");
     let out = dir.list_checkpoints();
     assert!(out.status.success(), "{}", out.stderr);
     for expected in [
-        "checkpoint 2",
+        "of job `crash`",
         "clicks",
         "line",
         "per_user/0",

@@ -79,10 +79,11 @@ pub fn store_report(plan: &JobPlan) -> Result<String, EngineError> {
     Ok(out)
 }
 
-/// A report of the last checkpoint of `plan`'s job.
+/// A report of the last checkpoint of `plan`'s job, read without the
+/// state's lock: a running job can be inspected (as of its last write).
 ///
 /// # Errors
-/// State errors (no state, corrupt or locked by a running job).
+/// State errors (not a kflow state directory, unreadable).
 pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
     let dir = database_dir(plan);
     if !dir.exists() {
@@ -92,7 +93,7 @@ pub fn checkpoints(plan: &JobPlan) -> Result<String, EngineError> {
             dir.display()
         ));
     }
-    let store = StateStore::open(&dir)?;
+    let store = StateStore::open_read_only(&dir)?;
     let mut out = String::new();
     let Some(meta) = CheckpointMeta::load(&store)? else {
         let _ = writeln!(
