@@ -182,10 +182,26 @@ pub struct FileSourcePlan {
     pub path: PathBuf,
     /// Keep tailing at end of file instead of ending the source.
     pub follow: bool,
-    /// Watermark moves between lines, in line order: after its first `.0`
-    /// lines the source's watermark is at least `.1` (epoch ms). Only
-    /// `kflow test` cases set them (`advance` steps); a job file cannot.
-    pub advances: Vec<(u64, i64)>,
+    /// A `kflow test` case's steps as this source takes them, in order
+    /// (empty for a job file's source, which cannot set them): every
+    /// source of the run finishes a turn, and the windows take in all it
+    /// read, before any source starts the next.
+    pub turns: Vec<Turn>,
+}
+
+/// One turn of a `kflow test` case for one source: at its start the
+/// source's watermark moves to at least `advance` and the source is quiet
+/// for `quiet_ms`; then it reads until it has read `lines` lines in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Turn {
+    /// The watermark the source moves to (epoch ms): an `advance` step.
+    pub advance: Option<i64>,
+    /// How long the source is quiet (ms): an `idle` step. It is idle, and
+    /// holds no window's watermark back, when that reaches its
+    /// `idle_timeout`.
+    pub quiet_ms: Option<i64>,
+    /// The source's line count at the end of the turn.
+    pub lines: u64,
 }
 
 /// A Kinesis data stream.

@@ -226,13 +226,16 @@ name = "one"
     dir.write(
         "job.test.toml",
         "[[case]]\nname = \"x\"\n[[case.step]]\nrestart = true\nadvance = \"2026-11-25T10:00:00Z\"\n\
-         [[case.step]]\nadvance = \"yesterday\"\n[case.expect.result]\nrows = []\n",
+         [[case.step]]\nadvance = \"yesterday\"\n[[case.step]]\nidle = 30\n\
+         [[case.step]]\nidle.nowhere = \"30s\"\n[case.expect.result]\nrows = []\n",
     );
     let out = kflow_test(dir.path(), &["job.toml"]);
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     for line in [
-        "job.test.toml:3:1: a step is one of `input`, `advance` or `restart = true`",
+        "job.test.toml:3:1: a step is one of `input`, `advance`, `idle` or `restart = true`",
         "job.test.toml:6:1: `advance` takes an RFC 3339 time, or a table of them by source",
+        "job.test.toml:8:1: `idle` takes a duration such as \"30s\", or a table of them by source",
+        "job.test.toml:10:1: the job has no source `nowhere`",
     ] {
         assert!(
             out.stderr.contains(line),

@@ -44,6 +44,7 @@ use crate::sinks::{
 use crate::sources::core::SourceCore;
 use crate::sources::decode::Projection;
 use crate::sources::dedup::Dedup;
+use crate::sources::file::turns::{Script, Sequencer};
 use crate::sources::file::{FilePosition, FileSourceTask, Follow};
 use crate::sources::ingest::Ingest;
 use crate::sources::kinesis::{stream_of, KinesisSettings, KinesisSourceTask, ReaderKind};
@@ -127,6 +128,8 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
             late_outs.insert(input, late);
         }
     }
+    // A `kflow test` run's sources read in turns, in step.
+    let sequencer = Sequencer::new();
     let mut topology = Topology {
         sources: Vec::new(),
         windows: Vec::new(),
@@ -146,7 +149,7 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
                 };
                 topology
                     .sources
-                    .push(source_task(ctx, &node.name, source, router)?);
+                    .push(source_task(ctx, &node.name, source, router, &sequencer)?);
             }
             NodeKind::Window(w) => {
                 let Some(window) = channels.windows.remove(&node_id) else {
@@ -200,6 +203,7 @@ pub fn build(ctx: &BuildCtx<'_>) -> Result<Topology, EngineError> {
             NodeKind::Filter(_) | NodeKind::Sink(_) => {}
         }
     }
+    sequencer.close();
     topology.sinks = channels.sink_tasks(ctx)?;
     Ok(topology)
 }
@@ -600,6 +604,7 @@ fn source_task(
     name: &str,
     source: &SourcePlan,
     router: Router,
+    sequencer: &Arc<Sequencer>,
 ) -> Result<SourceTask, EngineError> {
     let plan = ctx.plan;
     let dedup = match &source.dedup {
@@ -637,6 +642,7 @@ fn source_task(
     let stored = ctx.restore.and_then(|m| m.sources.get(name));
     Ok(match &source.connector {
         ConnectorPlan::File(file) => {
+            let restore = restore_part::<FilePosition>(name, stored)?.unwrap_or_default();
             let job_dir = plan.job_path.parent().unwrap_or(Path::new("."));
             SourceTask::File(Box::new(FileSourceTask {
                 core,
@@ -653,8 +659,9 @@ fn source_task(
                 } else {
                     Follow::No
                 },
-                advances: file.advances.iter().copied().collect(),
-                restore: restore_part::<FilePosition>(name, stored)?.unwrap_or_default(),
+                script: (!file.turns.is_empty())
+                    .then(|| Script::new(file.turns.clone(), restore.turns, Arc::clone(sequencer))),
+                restore,
             }))
         }
         ConnectorPlan::Kinesis(k) => {

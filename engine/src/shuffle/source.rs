@@ -378,7 +378,11 @@ impl ShuffleSourceTask {
         }
         match frame {
             Frame::Batch { batch, .. } => {
-                upstream.idle = false;
+                // Records, or a watermark that moved, end a quiet spell.
+                if !batch.is_empty() || upstream.watermark.is_none_or(|w| batch.final_watermark > w)
+                {
+                    upstream.idle = false;
+                }
                 for i in 0..batch.len() {
                     let Some(upstream) = upstreams.get_mut(&route.shard) else {
                         break;

@@ -5,6 +5,10 @@ clicks.jsonl: click events as in the benchmark workload W1, 10 minutes of
 event time from 2026-11-25T10:00:00Z, 20 users, mostly in order with a little
 jitter, a few late stragglers and two malformed lines (to show the
 dead-letter file).
+
+app.jsonl: purchases from a mobile app over the same 10 minutes, one every
+few seconds, but none from 10:04 to 10:07 (the app's quiet spell), drawn
+after clicks.jsonl from the same seeded generator.
 """
 import json
 import random
@@ -41,3 +45,20 @@ lines.insert(1500, "this line is not JSON")
 
 with open(__file__.rsplit("/", 1)[0] + "/clicks.jsonl", "w") as f:
     f.write("\n".join(lines) + "\n")
+
+app = []
+t = start
+while t < start + timedelta(minutes=10):
+    if not (start + timedelta(minutes=4) <= t < start + timedelta(minutes=7)):
+        event = {
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "user_id": f"a{rng.randrange(10)}",
+            "type": "purchase_completed",
+            "amount": round(rng.uniform(5, 80), 2),
+            "ts": ts(t),
+        }
+        app.append(json.dumps(event, separators=(",", ":")))
+    t += timedelta(milliseconds=rng.randint(2000, 9000))
+
+with open(__file__.rsplit("/", 1)[0] + "/app.jsonl", "w") as f:
+    f.write("\n".join(app) + "\n")

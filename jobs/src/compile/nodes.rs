@@ -201,7 +201,7 @@ pub(crate) fn compile_source(
             ConnectorPlan::File(FileSourcePlan {
                 path,
                 follow: file.follow.as_ref().is_some_and(|f| *f.get_ref()),
-                advances: Vec::new(),
+                turns: Vec::new(),
             })
         }),
         SourceSpec::Kinesis(kinesis) => {

@@ -149,8 +149,8 @@ pub fn run_case(
     let scratch =
         tempfile::tempdir().map_err(io("creating a scratch folder in", &std::env::temp_dir()))?;
     let dir = scratch.path();
-    for (k, cut) in case.restarts.iter().enumerate() {
-        run_killed_phase(phase(k, dir), dir, k, cut)?;
+    for (k, turns) in case.restarts.iter().enumerate() {
+        run_killed_phase(phase(k, dir), dir, k, &case.cut(k), *turns as u64)?;
     }
     let mut plan = kflow_jobs::load(job)?;
     let outputs = isolate(&mut plan, case, dir, None)?;
@@ -169,12 +169,14 @@ pub fn run_case(
 }
 
 /// Starts phase `k` and kills it (SIGKILL) once its state holds a
-/// checkpoint in which every source has read its lines of `cut`.
+/// checkpoint in which every source has read its lines of `cut` and
+/// finished its first `turns` turns.
 fn run_killed_phase(
     mut command: Command,
     dir: &Path,
     k: usize,
     cut: &BTreeMap<String, u64>,
+    turns: u64,
 ) -> Result<(), TestError> {
     let log = dir.join(format!("phase-{k}.log"));
     let file = std::fs::File::create(&log).map_err(io("writing", &log))?;
@@ -187,7 +189,7 @@ fn run_killed_phase(
     let db = dir.join("state").join("db");
     let started = Instant::now();
     let outcome = loop {
-        if covered(&db, cut) {
+        if covered(&db, cut, turns) {
             break Ok(());
         }
         let exited = child
@@ -211,8 +213,9 @@ fn run_killed_phase(
 }
 
 /// Whether the last checkpoint in `db` has every source of `cut` at or
-/// past its line (read without the lock: the phase is running).
-fn covered(db: &Path, cut: &BTreeMap<String, u64>) -> bool {
+/// past its line and its `turns` (read without the lock: the phase is
+/// running).
+fn covered(db: &Path, cut: &BTreeMap<String, u64>, turns: u64) -> bool {
     let Ok(store) = kflow_state::StateStore::open_read_only(db) else {
         return false;
     };
@@ -223,7 +226,7 @@ fn covered(db: &Path, cut: &BTreeMap<String, u64>) -> bool {
         meta.sources
             .get(source)
             .and_then(|p| FilePosition::deserialize(p).ok())
-            .is_some_and(|p| p.line >= *line)
+            .is_some_and(|p| p.line >= *line && p.turns >= turns)
     })
 }
 
@@ -241,7 +244,7 @@ pub fn run_phase(
     parallelism: usize,
 ) -> Result<(), TestError> {
     let mut plan = kflow_jobs::load(job)?;
-    isolate(&mut plan, case, dir, case.restarts.get(k))?;
+    isolate(&mut plan, case, dir, Some(k))?;
     let options = RunOptions {
         checkpoint_interval: Some(Some(Duration::from_millis(10))),
         ..run_options(parallelism, k == 0)
@@ -250,16 +253,18 @@ pub fn run_phase(
     Ok(())
 }
 
-/// Points the plan's sources at the case's inputs (up to `cut` and tailed,
-/// for a phase) and its sinks, state and dead letters into `dir`; adds a
-/// file sink for each expectation on a stream. Returns the file each
-/// expectation reads, in order.
+/// Points the plan's sources at the case's inputs and turns (up to its
+/// restart and tailed, for phase `k`) and its sinks, state and dead
+/// letters into `dir`; adds a file sink for each expectation on a stream.
+/// Returns the file each expectation reads, in order.
 fn isolate(
     plan: &mut JobPlan,
     case: &TestCase,
     dir: &Path,
-    cut: Option<&BTreeMap<String, u64>>,
+    phase: Option<usize>,
 ) -> Result<Vec<PathBuf>, TestError> {
+    let cut = phase.map(|k| case.cut(k));
+    let turns = phase.map_or(case.turns.len(), |k| case.restarts[k]);
     let (inputs, out) = (dir.join("input"), dir.join("out"));
     for folder in [&inputs, &out] {
         std::fs::create_dir_all(folder).map_err(io("creating", folder))?;
@@ -269,7 +274,7 @@ fn isolate(
             NodeKind::Source(source) => {
                 let path = inputs.join(format!("{}.jsonl", node.name));
                 let lines = case.inputs.get(&node.name).map_or(&[][..], |l| &l[..]);
-                let take = cut.map_or(lines.len(), |c| {
+                let take = cut.as_ref().map_or(lines.len(), |c| {
                     c.get(&node.name)
                         .map_or(0, |n| *n as usize)
                         .min(lines.len())
@@ -280,16 +285,10 @@ fn isolate(
                     text.push('\n');
                 }
                 std::fs::write(&path, text).map_err(io("writing", &path))?;
-                let advances = case
-                    .advances
-                    .iter()
-                    .filter(|a| a.source == node.name)
-                    .map(|a| (a.line, a.watermark))
-                    .collect();
                 source.connector = ConnectorPlan::File(FileSourcePlan {
                     path,
-                    follow: cut.is_some(),
-                    advances,
+                    follow: phase.is_some(),
+                    turns: case.turns_of(&node.name, turns),
                 });
             }
             NodeKind::Sink(sink) => {

@@ -367,7 +367,11 @@ impl WindowTask {
         let Some(input) = self.input_index(batch.input) else {
             return Ok(());
         };
-        self.inputs[input].idle = false;
+        // Records, or a watermark that moved, end a quiet spell; the empty
+        // flushes of an idle emitter do not.
+        if !batch.is_empty() || batch.final_watermark > self.inputs[input].watermark {
+            self.inputs[input].idle = false;
+        }
         self.records_in += batch.len() as u64;
         if !batch.is_empty() {
             self.sample_keys(&batch);

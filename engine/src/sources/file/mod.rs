@@ -13,11 +13,12 @@
 //! A bounded file without `dedup` can be decoded by a pool of threads in
 //! line-aligned blocks handed on in order ([`blocks`]; `kflow run
 //! --decode-threads`); its barriers then go out between blocks rather than
-//! between records.
+//! between records. In a `kflow test` run the sources read in step
+//! ([`turns`]).
 
 mod blocks;
+pub mod turns;
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -48,6 +49,13 @@ pub struct FilePosition {
     pub max_time: Option<i64>,
     /// The source reached the end of its file.
     pub ended: bool,
+    /// `kflow test`'s turns the source had finished.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turns: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Whether a file source ends at the end of its file.
@@ -73,10 +81,8 @@ pub struct FileSourceTask {
     pub restore: FilePosition,
     /// Threads decoding the file in blocks (below 2: this thread).
     pub decode_threads: usize,
-    /// Watermark moves between lines not applied yet (`kflow test`'s
-    /// `advance` steps), in line order: after `.0` lines, the watermark is
-    /// at least `.1`.
-    pub advances: VecDeque<(u64, i64)>,
+    /// A `kflow test` case's turns, when this is a test run.
+    pub script: Option<turns::Script>,
 }
 
 /// Where the reader is: what has been routed so far.
@@ -88,6 +94,8 @@ struct Progress {
     line: u64,
     /// Largest event time seen.
     max_time: i64,
+    /// `kflow test`'s turns finished.
+    turns: u64,
 }
 
 impl Progress {
@@ -97,6 +105,7 @@ impl Progress {
             line: self.line,
             max_time: (self.max_time != i64::MIN).then_some(self.max_time),
             ended,
+            turns: self.turns,
         }
     }
 }
@@ -133,6 +142,7 @@ impl FileSourceTask {
             offset: self.restore.offset,
             line: self.restore.line,
             max_time: self.restore.max_time.unwrap_or(i64::MIN),
+            turns: self.restore.turns,
         };
         if self.follow == Follow::No {
             if let Some(decoders) = self.decoders() {
@@ -158,6 +168,11 @@ impl FileSourceTask {
                         );
                         at_end = true;
                     }
+                    if let Some(script) = &mut self.script {
+                        // A test run: only `idle` steps make it idle.
+                        script.step(&mut self.core, &mut p, true)?;
+                        last_data = Instant::now();
+                    }
                     let watermark = self.core.watermark_of(p.max_time);
                     self.core.chores(watermark, || p.position(false))?;
                     if self.core.parked() {
@@ -180,6 +195,9 @@ impl FileSourceTask {
                 if self.core.parked() {
                     return self.core.park();
                 }
+                if let Some(script) = &mut self.script {
+                    script.step(&mut self.core, &mut p, true)?;
+                }
                 break;
             }
             last_data = Instant::now();
@@ -200,7 +218,7 @@ impl FileSourceTask {
     /// Copies of the ingest for a pool of decoding threads, when this
     /// source decodes in parallel.
     fn decoders(&self) -> Option<Vec<Ingest>> {
-        if self.decode_threads < 2 || !self.advances.is_empty() {
+        if self.decode_threads < 2 || self.script.is_some() {
             return None;
         }
         (0..self.decode_threads)
@@ -216,14 +234,8 @@ impl FileSourceTask {
         while let Some(end) = memchr::memchr(b'\n', rest) {
             let line = &rest[..end];
             rest = &rest[end + 1..];
-            while let Some(&(after, watermark)) = self.advances.front() {
-                if after > p.line {
-                    break;
-                }
-                // The watermark is the largest time less the lag.
-                let time = watermark.saturating_add(core.max_out_of_orderness_ms);
-                p.max_time = p.max_time.max(time);
-                self.advances.pop_front();
+            if let Some(script) = &mut self.script {
+                script.step(core, p, false)?;
             }
             p.line += 1;
             p.offset += end as u64 + 1;
