@@ -137,9 +137,9 @@ pub(crate) struct RunArgs {
     /// Partitions per window operator (default: half the cores, at least 1).
     #[arg(short, long)]
     pub(crate) parallelism: Option<usize>,
-    /// Threads decoding each bounded file source without `dedup`, in
-    /// blocks handed on in order (1: the source's own thread; default: the
-    /// cores but one, when that is 2 or more).
+    /// Threads decoding each bounded file source, in blocks handed on in
+    /// order (1: the source's own thread; default: the cores but one, when
+    /// that is 2 or more).
     #[arg(long, value_name = "N")]
     pub(crate) decode_threads: Option<usize>,
     /// Print nothing but errors (no status line, no summary).

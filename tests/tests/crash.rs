@@ -365,9 +365,10 @@ aggregates = { clicks = "count()", revenue = "sum(amount)", last_type = "last(ty
     );
 }
 
-#[test]
-fn issue_3_dedup_survives_repeated_kills() {
-    let job = format!(
+/// Checkouts per user per minute over `clicks.jsonl`, dropping repeats of
+/// an `event_id` within 10 minutes.
+fn dedup_job() -> String {
+    format!(
         "{}{}",
         header(),
         r#"
@@ -389,11 +390,22 @@ input = "per_user"
 type = "file"
 path = "out/result.jsonl"
 "#
-    );
-    let with_retries = Workload {
+    )
+}
+
+/// 200,000 click events with 5% of them sent twice, as a producer's
+/// retries would.
+fn with_retries() -> Workload {
+    Workload {
         duplicate_rate: 0.05,
         ..events(200_000, 1_000, 3)
-    };
+    }
+}
+
+#[test]
+fn issue_3_dedup_survives_repeated_kills() {
+    let job = dedup_job();
+    let with_retries = with_retries();
     // Dedup must actually drop the retries: the counts equal those of the
     // same events without duplicates.
     let clean = JobDir::with_workloads(&job, &[("clicks.jsonl", events(200_000, 1_000, 3))]);
@@ -410,6 +422,25 @@ path = "out/result.jsonl"
     );
     assert_same_outputs(&clean, &retried);
     kill_and_restart(&job, &[("clicks.jsonl", with_retries)]);
+}
+
+#[test]
+fn issue_18_block_parallel_dedup_survives_repeated_kills() {
+    // The reference checks ids on one thread; the killed runs check them
+    // ahead of the blocks handed on, from a pool of 3 decoders, so their
+    // checkpoints must store the ids of the blocks handed on alone.
+    let job = dedup_job();
+    let inputs = [("clicks.jsonl", with_retries())];
+    let reference = JobDir::with_workloads(&job, &inputs);
+    let started = Instant::now();
+    reference.run_job_ok(&["--decode-threads", "1"]);
+    kill_and_restart_against(
+        &reference,
+        started.elapsed(),
+        &job,
+        &inputs,
+        &["--decode-threads", "3"],
+    );
 }
 
 #[test]

@@ -64,3 +64,58 @@ fn a_pool_of_decoders_gives_one_threads_outputs() {
     assert!(errors.contains("\"line\":101"), "{errors}");
     assert_eq!(errors, dead(&pool));
 }
+
+#[test]
+fn a_pool_of_decoders_drops_the_repeats_one_thread_drops() {
+    // Repeats of an event id right away, 1,500 lines (15 s of event time,
+    // about a 256 KB block) later, and 3,000 lines later, past the 20 s
+    // dedup span; ids that are null never repeat.
+    let job = format!(
+        "{}{}dedup = {{ field = \"event_id\", within = \"20s\" }}\n{}\n\
+         [sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n",
+        fixtures::header("blocks", "100ms"),
+        fixtures::file_source("clicks.jsonl", "1s"),
+        fixtures::click_windows()
+    );
+    let events: Vec<String> = events(60_000, 300, 29).lines().map(String::from).collect();
+    let mut input = String::new();
+    for (i, line) in events.iter().enumerate() {
+        input.push_str(line);
+        input.push('\n');
+        if i % 41 == 0 {
+            input.push_str(line);
+            input.push('\n');
+        }
+        if i % 59 == 0 && i >= 1_500 {
+            input.push_str(&events[i - 1_500]);
+            input.push('\n');
+        }
+        if i % 53 == 0 && i >= 3_000 {
+            input.push_str(&events[i - 3_000]);
+            input.push('\n');
+        }
+        if i % 97 == 0 {
+            input.push_str(&line.replace("\"event_id\"", "\"event_id\":null,\"was\""));
+            input.push('\n');
+        }
+    }
+    let run = |threads: &str| {
+        let dir = JobDir::new(&job);
+        dir.write("clicks.jsonl", &input);
+        dir.run_job_ok(&["--decode-threads", threads]);
+        dir
+    };
+    let one = run("1");
+    let pool = run("3");
+    let raw = one.read("out/raw.jsonl");
+    // Every event once, the null-id copies, and the repeats whose first
+    // copy had expired.
+    let null_ids = (0..60_000).filter(|i| i % 97 == 0).count();
+    let expired = (3_000..60_000).filter(|i| i % 53 == 0).count();
+    assert_eq!(raw.lines().count(), 60_000 + null_ids + expired);
+    assert!(raw == pool.read("out/raw.jsonl"), "the raw copies differ");
+    assert_rows_equal(
+        &one.read("out/result.jsonl"),
+        &pool.read("out/result.jsonl"),
+    );
+}

@@ -59,7 +59,7 @@ pub struct RunOptions {
     /// Rewrite this file every second with a one-line progress report
     /// (a cluster part's, for its worker to put in the lease table).
     pub progress: Option<std::path::PathBuf>,
-    /// Threads decoding each bounded file source without `dedup`, in
+    /// Threads decoding each bounded file source, in
     /// line-aligned blocks (1: the source's own thread). Default: one per
     /// core but one, when that makes two or more.
     pub decode_threads: usize,

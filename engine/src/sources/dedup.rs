@@ -16,6 +16,12 @@
 //! Checkpoints written before this format (one key per id, `source \0 |
 //! hash` -> expiry) are still read, and dropped with their buckets' range
 //! once expired.
+//!
+//! A block-parallel file source checks ids ahead of what it has handed on
+//! ([`Dedup::check`] with hashes its decoders made, [`id_hash`]); a
+//! snapshot then writes only the ids up to the position the checkpoint
+//! stands for ([`Dedup::mark`], [`Dedup::save_through`]), and ids stay in
+//! memory until written even when the look-ahead saw them expire.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -39,6 +45,11 @@ pub struct Dedup {
     expiries: VecDeque<(i64, u64)>,
     /// Entries ever popped from the front of `expiries`.
     popped: u64,
+    /// The first entry (counted like `unsaved`) not expired yet.
+    cursor: u64,
+    /// Where the next snapshot stops, and the watermark there: `None`
+    /// writes everything checked so far.
+    limit: Option<Mark>,
     /// The first entry (counted over the whole run, popped ones included)
     /// that no snapshot wrote yet: the ids added since the last snapshot
     /// are the tail of `expiries`, without a copy of their own.
@@ -58,6 +69,25 @@ pub struct Dedup {
 /// Length of a stored hash or bucket, and of a sequence number.
 const WORD: usize = 8;
 
+/// A point in the ids checked: how many, and the watermark there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    entries: u64,
+    watermark: i64,
+}
+
+/// The hash a record's id is remembered by; `None` for a record without
+/// one (null, or an object or array), which is never a duplicate.
+/// `scratch` is working space.
+pub fn id_hash(value: &Value<'_>, scratch: &mut Vec<u8>) -> Option<u64> {
+    if value.is_null() {
+        return None;
+    }
+    scratch.clear();
+    key::encode_value(value, scratch)?;
+    Some(key::hash(scratch))
+}
+
 impl Dedup {
     /// An empty set for source `source` remembering ids for `within` ms.
     pub fn new(source: &str, within: i64) -> Dedup {
@@ -70,6 +100,8 @@ impl Dedup {
             seen: HashMap::new(),
             expiries: VecDeque::new(),
             popped: 0,
+            cursor: 0,
+            limit: None,
             unsaved: 0,
             stored: BTreeSet::new(),
             expired_through: i64::MIN,
@@ -126,34 +158,42 @@ impl Dedup {
         }
         // What was loaded is stored already.
         self.unsaved = self.popped + self.expiries.len() as u64;
+        self.cursor = self.popped;
         Ok(())
+    }
+
+    /// Where the ids checked so far end, with the newest watermark they
+    /// were checked at: what a snapshot taken at this point would write.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            entries: self.popped + self.expiries.len() as u64,
+            watermark: self.expired_through,
+        }
+    }
+
+    /// Makes the next snapshots stop at `mark` (ids checked after it
+    /// belong to records not handed on yet).
+    pub fn save_through(&mut self, mark: Mark) {
+        self.limit = Some(mark);
     }
 
     /// Whether a record with id `value` at event `time` repeats one seen
     /// within the span; remembers it otherwise. Records without the id
     /// field are never duplicates.
     pub fn is_duplicate(&mut self, value: &Value<'_>, time: i64, watermark: i64) -> bool {
+        let h = id_hash(value, &mut self.scratch);
+        self.check(h, time, watermark)
+    }
+
+    /// [`Dedup::is_duplicate`] for an id already hashed ([`id_hash`]).
+    pub fn check(&mut self, h: Option<u64>, time: i64, watermark: i64) -> bool {
         if watermark > self.expired_through {
             self.expired_through = watermark;
-            while let Some(&(expiry, h)) = self.expiries.front() {
-                if expiry >= watermark {
-                    break;
-                }
-                self.expiries.pop_front();
-                self.popped += 1;
-                if self.seen.get(&h) == Some(&expiry) {
-                    self.seen.remove(&h);
-                }
-            }
+            self.expire(watermark);
         }
-        if value.is_null() {
+        let Some(h) = h else {
             return false;
-        }
-        self.scratch.clear();
-        if key::encode_value(value, &mut self.scratch).is_none() {
-            return false;
-        }
-        let h = key::hash(&self.scratch);
+        };
         let expiry = time.saturating_add(self.within);
         // One probe of the map (it misses the CPU cache) for both the check
         // and the insert.
@@ -172,14 +212,47 @@ impl Dedup {
         false
     }
 
-    /// Writes the ids added since the last snapshot, one blob per expiry
-    /// bucket, and drops the buckets that expired whole.
+    /// Forgets the ids that expired before `watermark`; drops them from
+    /// memory once a snapshot wrote them (or no snapshot stops short).
+    fn expire(&mut self, watermark: i64) {
+        let end = self.popped + self.expiries.len() as u64;
+        while self.cursor < end {
+            let (expiry, h) = self.expiries[(self.cursor - self.popped) as usize];
+            if expiry >= watermark {
+                break;
+            }
+            self.cursor += 1;
+            if self.seen.get(&h) == Some(&expiry) {
+                self.seen.remove(&h);
+            }
+        }
+        self.drop_expired();
+    }
+
+    /// Drops expired ids from the front of `expiries` (only written ones
+    /// while snapshots stop at a mark).
+    fn drop_expired(&mut self) {
+        let keep = match self.limit {
+            Some(_) => self.cursor.min(self.unsaved),
+            None => self.cursor,
+        };
+        while self.popped < keep && self.expiries.pop_front().is_some() {
+            self.popped += 1;
+        }
+    }
+
+    /// Writes the ids added since the last snapshot (up to the mark set by
+    /// [`Dedup::save_through`]), one blob per expiry bucket, and drops the
+    /// buckets that expired whole.
     pub fn snapshot(&mut self, batch: &mut StateBatch) {
         if self.legacy {
             self.rewrite_legacy(batch);
         }
+        let Mark {
+            entries: through,
+            watermark,
+        } = self.limit.unwrap_or_else(|| self.mark());
         // Every id of a bucket ending at or before the watermark has expired.
-        let watermark = self.expired_through;
         while let Some(&bucket) = self.stored.first() {
             if bucket.saturating_add(1).saturating_mul(self.bucket_ms) > watermark {
                 break;
@@ -192,15 +265,17 @@ impl Dedup {
             );
         }
         let start = self.unsaved.saturating_sub(self.popped) as usize;
-        self.unsaved = self.popped + self.expiries.len() as u64;
-        if start >= self.expiries.len() {
+        let end = through.saturating_sub(self.popped) as usize;
+        self.unsaved = self.unsaved.max(through);
+        if start >= end {
+            self.drop_expired();
             return;
         }
         let mut blobs: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         // An id re-added after expiring within the interval is written with
         // both expiries: a restore keeps the newest, as `seen` does, and
         // skipping the stale one would cost a map probe per id.
-        for &(expiry, h) in self.expiries.range(start..) {
+        for &(expiry, h) in self.expiries.range(start..end) {
             let blob = blobs.entry(expiry.div_euclid(self.bucket_ms)).or_default();
             blob.extend_from_slice(&h.to_le_bytes());
             blob.extend_from_slice(&expiry.to_le_bytes());
@@ -211,6 +286,7 @@ impl Dedup {
             self.stored.insert(bucket);
         }
         self.sequence += 1;
+        self.drop_expired();
     }
 
     /// Replaces a restored one-key-per-id set by blobs: deletes every
@@ -319,6 +395,71 @@ mod tests {
             .map(|(_, v)| v.len() / 16)
             .sum();
         assert!(stored < 3_000, "{stored} ids stored");
+    }
+
+    #[test]
+    fn snapshots_through_a_mark_restore_as_a_run_without_look_ahead() {
+        // Records (id, time, watermark before it) in blocks of 40; the
+        // look-ahead checks up to 3 blocks before handing one on, as a
+        // block-parallel source does.
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let stream: Vec<(Option<u64>, i64, i64)> = (0..6_000_i64)
+            .map(|step| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let id = (!rng.is_multiple_of(11)).then_some(rng % 2_000);
+                (id, step * 10 + (rng % 700) as i64, step * 10 - 1_500)
+            })
+            .collect();
+        let within = 4_000;
+        let mut reference = Dedup::new("clicks", within);
+        let verdicts: Vec<bool> = stream
+            .iter()
+            .map(|&(id, time, watermark)| reference.check(id, time, watermark))
+            .collect();
+        assert!(verdicts.iter().filter(|&&v| v).count() > 500);
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let blocks: Vec<usize> = (0..stream.len()).step_by(40).collect();
+        let mut ahead = Dedup::new("clicks", within);
+        let mut marks = VecDeque::new();
+        let mut checked = 0;
+        for handed in 0..blocks.len() {
+            while checked < blocks.len() && checked < handed + 3 {
+                let first = blocks[checked];
+                for i in first..(first + 40).min(stream.len()) {
+                    let (id, time, watermark) = stream[i];
+                    assert_eq!(ahead.check(id, time, watermark), verdicts[i], "record {i}");
+                }
+                marks.push_back(ahead.mark());
+                checked += 1;
+            }
+            ahead.save_through(marks.pop_front().unwrap());
+            if handed % 7 != 3 {
+                continue;
+            }
+            let mut batch = StateBatch::new();
+            ahead.snapshot(&mut batch);
+            store
+                .write(batch, kflow_state::WriteMode::Buffered)
+                .unwrap();
+            // A crash after this checkpoint: the restored set decides the
+            // records after the block handed on as the uninterrupted run.
+            let mut restored = Dedup::new("clicks", within);
+            restored.restore(&store).unwrap();
+            let next = (blocks[handed] + 40).min(stream.len());
+            for (i, &(id, time, watermark)) in stream.iter().enumerate().skip(next) {
+                assert_eq!(
+                    restored.check(id, time, watermark),
+                    verdicts[i],
+                    "record {i} after a restore at block {handed}"
+                );
+            }
+        }
+        // Memory holds about a span of ids, not the whole run.
+        assert!(ahead.expiries.len() < 2_000, "{}", ahead.expiries.len());
     }
 
     #[test]

@@ -22,8 +22,11 @@ pub struct Ingest {
     pub slots: SlotMap,
     /// The event-time field and its name, or `None` for arrival time.
     pub event_time: Option<(FieldId, String)>,
-    /// Drops repeated ids, when the job asks.
-    pub dedup: Option<(FieldId, Dedup)>,
+    /// The id field repeats are dropped by, when the job asks.
+    pub dedup_field: Option<FieldId>,
+    /// The ids seen (`None` in a decoding thread's copy, whose records'
+    /// ids the source thread checks).
+    pub dedup: Option<Dedup>,
     /// Where records go.
     pub router: Router,
 }
@@ -35,21 +38,19 @@ impl Ingest {
     }
 
     /// A copy for a decoding thread of a block-parallel source: the same
-    /// projection, time field and routes, its router collecting
-    /// ([`crate::dataflow::route::Router::collector`]). `None` when the
-    /// source drops repeats: whether a record is a repeat depends on every
-    /// record before it, so such a source decodes on one thread.
-    pub fn decoder(&self) -> Option<Ingest> {
-        if self.dedup.is_some() {
-            return None;
-        }
-        Some(Ingest {
+    /// projection, time field, dedup field and routes, its router
+    /// collecting ([`crate::dataflow::route::Router::collector`]), without
+    /// the seen ids: whether a record is a repeat depends on every record
+    /// before it, so the source thread checks the ids in file order.
+    pub fn decoder(&self) -> Ingest {
+        Ingest {
             projection: self.projection.clone(),
             slots: self.slots.clone(),
             event_time: self.event_time.clone(),
+            dedup_field: self.dedup_field,
             dedup: None,
             router: self.router.collector(),
-        })
+        }
     }
 
     /// Decodes and routes one record. `clock.time` (the arrival time)
@@ -67,28 +68,15 @@ impl Ingest {
         clock: Stamp,
         counts: &mut LocalCounts,
     ) -> Result<Option<i64>, EngineError> {
-        if let Err(e) = self.projection.decode(record.text, values) {
-            self.router.error(&e.0, record, counts)?;
+        let Some(time) = self.decode(record, values, clock.time, counts)? else {
             return Ok(None);
-        }
-        let row = MappedRow {
-            values,
-            map: &self.slots,
         };
-        let time = match &self.event_time {
-            None => clock.time,
-            Some((field, name)) => match event_time(row.field(*field)) {
-                Ok(t) => t,
-                Err(e) => {
-                    let reason = time_reason(e, name);
-                    self.router.error(&reason, record, counts)?;
-                    return Ok(None);
-                }
-            },
-        };
-        counts.decoded += 1;
-        if let Some((field, dedup)) = &mut self.dedup {
-            if dedup.is_duplicate(row.field(*field), time, clock.watermark) {
+        if let (Some(field), Some(dedup)) = (self.dedup_field, &mut self.dedup) {
+            let row = MappedRow {
+                values,
+                map: &self.slots,
+            };
+            if dedup.is_duplicate(row.field(field), time, clock.watermark) {
                 counts.duplicates += 1;
                 return Ok(None);
             }
@@ -97,14 +85,83 @@ impl Ingest {
             time,
             watermark: clock.watermark,
         };
-        self.router.route(&row, record, stamp, counts)?;
+        self.route_decoded(record, values, stamp, counts)?;
         Ok(Some(time))
+    }
+
+    /// The first half of [`Ingest::record`]: decodes a record into
+    /// `values` and returns its event time (`arrival` when the job names
+    /// no event-time field), or sends it to the error output and returns
+    /// `None`.
+    ///
+    /// # Errors
+    /// A lost downstream task.
+    pub fn decode<'a>(
+        &mut self,
+        record: RawRecord<'a>,
+        values: &mut [Value<'a>],
+        arrival: i64,
+        counts: &mut LocalCounts,
+    ) -> Result<Option<i64>, EngineError> {
+        if let Err(e) = self.projection.decode(record.text, values) {
+            self.router.error(&e.0, record, counts)?;
+            return Ok(None);
+        }
+        let time = match &self.event_time {
+            None => arrival,
+            Some((field, name)) => {
+                let row = MappedRow {
+                    values,
+                    map: &self.slots,
+                };
+                match event_time(row.field(*field)) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let reason = time_reason(e, name);
+                        self.router.error(&reason, record, counts)?;
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        counts.decoded += 1;
+        Ok(Some(time))
+    }
+
+    /// The second half of [`Ingest::record`]: routes a record decoded into
+    /// `values`, stamped.
+    ///
+    /// # Errors
+    /// A lost downstream task.
+    pub fn route_decoded(
+        &mut self,
+        record: RawRecord<'_>,
+        values: &[Value<'_>],
+        stamp: Stamp,
+        counts: &mut LocalCounts,
+    ) -> Result<(), EngineError> {
+        let row = MappedRow {
+            values,
+            map: &self.slots,
+        };
+        self.router.route(&row, record, stamp, counts)
+    }
+
+    /// The hash of a decoded record's dedup id ([`crate::sources::dedup::id_hash`]);
+    /// `None` when the source drops no repeats or the record has no id.
+    pub fn id_hash(&self, values: &[Value<'_>], scratch: &mut Vec<u8>) -> Option<u64> {
+        let field = self.dedup_field?;
+        let row = MappedRow {
+            values,
+            map: &self.slots,
+        };
+        crate::sources::dedup::id_hash(row.field(field), scratch)
     }
 
     /// The dedup changes since the last call, for a checkpoint part.
     pub fn dedup_batch(&mut self) -> StateBatch {
         let mut batch = StateBatch::new();
-        if let Some((_, dedup)) = &mut self.dedup {
+        if let Some(dedup) = &mut self.dedup {
             dedup.snapshot(&mut batch);
         }
         batch

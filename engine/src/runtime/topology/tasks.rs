@@ -41,7 +41,7 @@ pub(super) fn source_task(
             if ctx.restore.is_some() {
                 dedup.restore(ctx.store)?;
             }
-            Some((d.field, dedup))
+            Some(dedup)
         }
         None => None,
     };
@@ -51,6 +51,7 @@ pub(super) fn source_task(
         event_time: source
             .event_time
             .map(|f| (f, plan.fields[f.index()].dotted.clone())),
+        dedup_field: source.dedup.as_ref().map(|d| d.field),
         dedup,
         router,
     };

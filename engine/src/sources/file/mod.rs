@@ -10,10 +10,9 @@
 //! line is applied once. With `follow = false` the end of the file ends the
 //! source; with `follow = true` it keeps polling for appended lines.
 //!
-//! A bounded file without `dedup` can be decoded by a pool of threads in
-//! line-aligned blocks handed on in order ([`blocks`]; `kflow run
-//! --decode-threads`); its barriers then go out between blocks rather than
-//! between records. In a `kflow test` run the sources read in step
+//! A bounded file can be decoded by a pool of threads in line-aligned
+//! blocks handed on in order ([`blocks`]; `kflow run --decode-threads`);
+//! its barriers then go out between blocks rather than between records. In a `kflow test` run the sources read in step
 //! ([`turns`]).
 
 mod blocks;
@@ -221,9 +220,11 @@ impl FileSourceTask {
         if self.decode_threads < 2 || self.script.is_some() {
             return None;
         }
-        (0..self.decode_threads)
-            .map(|_| self.core.ingest.decoder())
-            .collect()
+        Some(
+            (0..self.decode_threads)
+                .map(|_| self.core.ingest.decoder())
+                .collect(),
+        )
     }
 
     /// Decodes and routes every line of `block` (which ends with `\n`).
@@ -279,28 +280,47 @@ fn route_line<'a>(
     counts: &mut LocalCounts,
     sizes: &mut LocalBuckets,
 ) -> Result<Option<i64>, EngineError> {
+    let Some(record) = file_record(line, place, counts, sizes) else {
+        return Ok(None);
+    };
+    let clock = Stamp {
+        time: arrival(ingest),
+        watermark,
+    };
+    ingest.record(record, values, clock, counts)
+}
+
+/// One line of a file (its `\n` cut off) as a record at `place`, counted
+/// as read; `None` for a blank line.
+fn file_record<'a>(
+    line: &'a [u8],
+    place: (&'a str, u64),
+    counts: &mut LocalCounts,
+    sizes: &mut LocalBuckets,
+) -> Option<RawRecord<'a>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return None;
     }
     counts.read += 1;
     counts.bytes += line.len() as u64 + 1;
     sizes.observe(line.len() as u64 + 1);
-    let record = RawRecord {
+    Some(RawRecord {
         text: line,
         position: Position::File {
             file: place.0,
             line: place.1,
         },
         key: None,
-    };
-    let clock = Stamp {
-        time: if ingest.event_time.is_none() {
-            now_ms()
-        } else {
-            0
-        },
-        watermark,
-    };
-    ingest.record(record, values, clock, counts)
+    })
+}
+
+/// The arrival time a record of `ingest`'s source gets: the wall clock when
+/// the source has no event-time field (0 otherwise: unused).
+fn arrival(ingest: &Ingest) -> i64 {
+    if ingest.event_time.is_none() {
+        now_ms()
+    } else {
+        0
+    }
 }

@@ -19,8 +19,14 @@
 //! - *Graceful stop.* Blocks decoded past the stop's barrier are dropped,
 //!   never sent.
 //!
-//! A source that drops repeats (`dedup`) decodes on one thread (see
-//! `Ingest::decoder`), as does a source that follows its file.
+//! - *Repeats.* A source that drops repeats (`dedup`) has its decoders
+//!   send each block's ids to the source thread, which checks them in file
+//!   order and answers which records repeat ([`repeats`]) before they are
+//!   routed.
+//!
+//! A source that follows its file decodes on one thread.
+
+mod repeats;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,10 +40,14 @@ use crate::dataflow::metrics::buckets::{LocalBuckets, SIZE_BOUNDS};
 use crate::dataflow::metrics::{LocalCounts, SourceMetrics};
 use crate::dataflow::route::Collected;
 use crate::error::EngineError;
+use kflow_jobs::Value;
+
+use crate::dataflow::position::{RawRecord, Stamp};
 use crate::sources::core::watermark_of;
 use crate::sources::ingest::Ingest;
 
-use super::{route_line, FileSourceTask, Progress};
+use self::repeats::{Checks, Probe};
+use super::{arrival, file_record, route_line, FileSourceTask, Progress};
 
 /// Bytes per block: big enough that per-block messages are rare, small
 /// enough that a checkpoint barrier waits little for the block ahead.
@@ -70,9 +80,22 @@ struct Decoded {
     text: Vec<u8>,
 }
 
+/// What a decoding thread sends the source thread.
+enum Message {
+    /// A block's ids to check for repeats.
+    Probe(Probe),
+    /// A block decoded.
+    Decoded(Decoded),
+}
+
+/// The channel from the decoding threads to the source thread.
+type ToSource = mpsc::Sender<Result<Message, EngineError>>;
+
 /// What a decoding thread needs besides its ingest.
 #[derive(Clone)]
 struct DecoderCtx {
+    /// The source's name.
+    name: Arc<str>,
     display_path: Arc<str>,
     max_out_of_orderness_ms: i64,
     own: Arc<SourceMetrics>,
@@ -80,7 +103,15 @@ struct DecoderCtx {
 
 impl DecoderCtx {
     /// Decodes one block into `ingest`'s collecting router.
-    fn decode(&self, ingest: &mut Ingest, block: Block) -> Result<Decoded, EngineError> {
+    fn decode(
+        &self,
+        ingest: &mut Ingest,
+        block: Block,
+        source: &ToSource,
+    ) -> Result<Decoded, EngineError> {
+        if ingest.dedup_field.is_some() {
+            return self.decode_checked(ingest, block, source);
+        }
         let mut counts = LocalCounts::default();
         let mut sizes = LocalBuckets::new(SIZE_BOUNDS);
         let mut line_no = block.first_line;
@@ -106,14 +137,92 @@ impl DecoderCtx {
                 max_time = max_time.max(time);
             }
         }
+        drop(values);
+        self.finish(ingest, block, line_no, max_time, counts, sizes)
+    }
+
+    /// [`DecoderCtx::decode`] for a source that drops repeats: decodes
+    /// every record of the block, sends their ids to the source thread to
+    /// be checked in file order, and routes the records it did not find
+    /// repeated.
+    fn decode_checked(
+        &self,
+        ingest: &mut Ingest,
+        block: Block,
+        source: &ToSource,
+    ) -> Result<Decoded, EngineError> {
+        let mut counts = LocalCounts::default();
+        let mut sizes = LocalBuckets::new(SIZE_BOUNDS);
+        let mut line_no = block.first_line;
+        let slots = ingest.projection.slots();
+        let text = &block.text[..block.len];
+        // Every decoded record's values, `slots` each, borrowing the text.
+        let mut values: Vec<Value<'_>> = Vec::new();
+        let mut records: Vec<(RawRecord<'_>, i64)> = Vec::new();
+        let mut ids = Vec::new();
+        let mut scratch = Vec::new();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', text) {
+            let line = &text[start..end];
+            start = end + 1;
+            line_no += 1;
+            let place = (&*self.display_path, line_no);
+            let Some(record) = file_record(line, place, &mut counts, &mut sizes) else {
+                continue;
+            };
+            let at = values.len();
+            values.resize(at + slots, Value::Null);
+            let arrival = arrival(ingest);
+            match ingest.decode(record, &mut values[at..], arrival, &mut counts)? {
+                Some(time) => {
+                    ids.push((ingest.id_hash(&values[at..], &mut scratch), time));
+                    records.push((record, time));
+                }
+                None => values.truncate(at),
+            }
+        }
+        let lost = || EngineError::Disconnected(self.name.to_string());
+        let (reply, verdicts) = mpsc::sync_channel(1);
+        let probe = Probe {
+            index: block.index,
+            ids,
+            reply,
+        };
+        source.send(Ok(Message::Probe(probe))).map_err(|_| lost())?;
+        let verdicts = verdicts.recv().map_err(|_| lost())?;
+        let mut max_time = i64::MIN;
+        let decoded = values.chunks_exact(slots.max(1)).zip(&records);
+        for ((values, &(record, time)), repeat) in decoded.zip(verdicts) {
+            if repeat {
+                counts.duplicates += 1;
+                continue;
+            }
+            let watermark = watermark_of(max_time, self.max_out_of_orderness_ms);
+            ingest.route_decoded(record, values, Stamp { time, watermark }, &mut counts)?;
+            max_time = max_time.max(time);
+        }
+        drop((values, records));
+        self.finish(ingest, block, line_no, max_time, counts, sizes)
+    }
+
+    /// The block decoded through line `end_line`, its records' largest
+    /// event time `max_time`.
+    fn finish(
+        &self,
+        ingest: &mut Ingest,
+        block: Block,
+        end_line: u64,
+        max_time: i64,
+        counts: LocalCounts,
+        mut sizes: LocalBuckets,
+    ) -> Result<Decoded, EngineError> {
         sizes.publish(&self.own.sizes);
         let collected = ingest
             .router
             .take_collected(watermark_of(max_time, self.max_out_of_orderness_ms))?;
-        drop(values);
         Ok(Decoded {
             index: block.index,
-            end_line: line_no,
+            end_line,
             end_offset: block.end_offset,
             max_time,
             counts,
@@ -126,15 +235,24 @@ impl DecoderCtx {
 /// The decoding threads and the channels to them.
 struct Pool {
     jobs: Option<async_channel::Sender<Block>>,
-    results: mpsc::Receiver<Result<Decoded, EngineError>>,
+    results: mpsc::Receiver<Result<Message, EngineError>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
-    fn start(task: &FileSourceTask, decoders: Vec<Ingest>) -> Result<Pool, EngineError> {
-        let (jobs, queue) = async_channel::bounded::<Block>(decoders.len());
+    /// Starts a thread per decoder, with room in the queue for `in_flight`
+    /// blocks: as many as the source keeps in flight, so handing out a
+    /// block never waits (it must not: decoders of a dedup source wait for
+    /// the source thread's verdicts).
+    fn start(
+        task: &FileSourceTask,
+        decoders: Vec<Ingest>,
+        in_flight: usize,
+    ) -> Result<Pool, EngineError> {
+        let (jobs, queue) = async_channel::bounded::<Block>(in_flight);
         let (done, results) = mpsc::channel();
         let ctx = DecoderCtx {
+            name: Arc::from(task.core.name.as_str()),
             display_path: Arc::from(task.display_path.as_str()),
             max_out_of_orderness_ms: task.core.max_out_of_orderness_ms,
             own: task.core.own.clone(),
@@ -150,13 +268,13 @@ impl Pool {
                         // A panic is reported, not left as a block that
                         // never comes back for the source to wait on.
                         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            ctx.decode(&mut ingest, block)
+                            ctx.decode(&mut ingest, block, &done)
                         }))
                         .unwrap_or_else(|panic| {
                             Err(EngineError::from_panic(name.clone(), panic.as_ref()))
                         });
                         let failed = decoded.is_err();
-                        if done.send(decoded).is_err() || failed {
+                        if done.send(decoded.map(Message::Decoded)).is_err() || failed {
                             return;
                         }
                     }
@@ -185,7 +303,7 @@ impl Pool {
         }
     }
 
-    fn next(&self, name: &str) -> Result<Decoded, EngineError> {
+    fn next(&self, name: &str) -> Result<Message, EngineError> {
         self.results
             .recv()
             .map_err(|_| EngineError::Disconnected(name.to_string()))?
@@ -286,7 +404,7 @@ pub(super) fn run(
     decoders: Vec<Ingest>,
 ) -> Result<(), EngineError> {
     let in_flight = 2 * decoders.len() as u64 + 1;
-    let pool = Pool::start(task, decoders)?;
+    let pool = Pool::start(task, decoders, in_flight as usize)?;
     let mut blocks = Blocks {
         file,
         carry: Vec::new(),
@@ -298,6 +416,7 @@ pub(super) fn run(
     };
     let mut decoded: BTreeMap<u64, Decoded> = BTreeMap::new();
     let mut next = 0;
+    let mut checks = Checks::new(p.max_time, task.core.max_out_of_orderness_ms);
     let name = task.core.name.clone();
     let result = (|| loop {
         while blocks.next_index - next < in_flight {
@@ -309,9 +428,19 @@ pub(super) fn run(
         if next == blocks.next_index {
             return Ok(true);
         }
-        let block = pool.next(&name)?;
-        decoded.insert(block.index, block);
+        match pool.next(&name)? {
+            Message::Probe(probe) => {
+                if let Some(dedup) = &mut task.core.ingest.dedup {
+                    checks.offer(probe, dedup);
+                }
+                continue;
+            }
+            Message::Decoded(block) => decoded.insert(block.index, block),
+        };
         while let Some(mut block) = decoded.remove(&next) {
+            if let Some(dedup) = &mut task.core.ingest.dedup {
+                checks.handed_on(next, dedup);
+            }
             next += 1;
             blocks.spare.push(std::mem::take(&mut block.text));
             let core = &mut task.core;
@@ -331,6 +460,8 @@ pub(super) fn run(
             }
         }
     })();
+    // Decoders waiting for their verdicts give up.
+    drop(checks);
     pool.stop();
     match result {
         Ok(true) => task.core.finish(&p.position(true)),
