@@ -75,9 +75,10 @@ impl IdTable {
         }
     }
 
-    /// Whether `id` is held with an expiry at or after `time` (a repeat);
-    /// sets its expiry to `expiry` otherwise. One probe run for both.
-    pub fn check_and_set(&mut self, id: u64, time: i64, expiry: i64) -> bool {
+    /// Whether `id` is held alive (an expiry at or after `alive_from`)
+    /// with an expiry at or after `time`: a repeat. Sets its expiry to
+    /// `expiry` otherwise. One probe run for both.
+    pub fn check_and_set(&mut self, id: u64, time: i64, expiry: i64, alive_from: i64) -> bool {
         // At most half full: probe runs stay short.
         if (self.len + 1) * 2 > self.slots.len() {
             self.reserve(1);
@@ -86,7 +87,7 @@ impl IdTable {
         let at = self.find(id);
         let slot = &mut self.slots[at];
         if slot.0 == id {
-            if time <= slot.1 {
+            if time <= slot.1 && slot.1 >= alive_from {
                 return true;
             }
         } else {
@@ -189,11 +190,12 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Check(id, time) => {
-                        let repeat = model.get(&id).is_some_and(|&e| time <= e);
+                        // Expiries before 20 count as gone.
+                        let repeat = model.get(&id).is_some_and(|&e| time <= e && e >= 20);
                         if !repeat {
                             model.insert(id, time + 10);
                         }
-                        prop_assert_eq!(table.check_and_set(id, time, time + 10), repeat);
+                        prop_assert_eq!(table.check_and_set(id, time, time + 10, 20), repeat);
                     }
                     Op::Remove(id, expiry) => {
                         if model.get(&id) == Some(&expiry) {
@@ -215,10 +217,11 @@ mod tests {
     fn grows_and_keeps_every_id() {
         let mut table = IdTable::default();
         for id in 0..10_000u64 {
-            assert!(!table.check_and_set(id.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, 5));
+            assert!(!table.check_and_set(id.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, 5, 0));
         }
         assert_eq!(table.len(), 10_000);
-        assert!(table.check_and_set(0, 3, 9));
+        assert!(table.check_and_set(0, 3, 9, 0));
+        assert!(!table.check_and_set(0, 3, 9, 6), "expired, so absent");
         assert!(table.slots.len() <= 32_768);
     }
 }
