@@ -111,6 +111,21 @@ fn kill_and_restart(job: &str, inputs: &[(&str, Workload)]) {
     kill_and_restart_against(&reference, started.elapsed(), job, inputs, &[]);
 }
 
+/// [`kill_and_restart_against`] for runs decoding on a pool of 3 threads,
+/// against a reference decoding on one.
+fn kill_pool_of_decoders(job: &str, inputs: &[(&str, Workload)]) {
+    let reference = JobDir::with_workloads(job, inputs);
+    let started = Instant::now();
+    reference.run_job_ok(&["--decode-threads", "1"]);
+    kill_and_restart_against(
+        &reference,
+        started.elapsed(),
+        job,
+        inputs,
+        &["--decode-threads", "3"],
+    );
+}
+
 /// Kills `job` in a fresh folder at random moments (within `full`, the
 /// time an uninterrupted run takes) at least `MIN_KILLS` times, lets it
 /// finish, and compares its outputs with `reference`'s.
@@ -179,16 +194,7 @@ fn issue_18_block_parallel_decoding_survives_repeated_kills() {
     // in blocks (2 MB of input: several blocks), barriers between blocks.
     let job = crash_job().toml();
     let inputs = [("clicks.jsonl", events(200_000, 2_000, 13))];
-    let reference = JobDir::with_workloads(&job, &inputs);
-    let started = Instant::now();
-    reference.run_job_ok(&["--decode-threads", "1"]);
-    kill_and_restart_against(
-        &reference,
-        started.elapsed(),
-        &job,
-        &inputs,
-        &["--decode-threads", "3"],
-    );
+    kill_pool_of_decoders(&job, &inputs);
 }
 
 #[test]
@@ -431,16 +437,7 @@ fn issue_18_block_parallel_dedup_survives_repeated_kills() {
     // checkpoints must store the ids of the blocks handed on alone.
     let job = dedup_job();
     let inputs = [("clicks.jsonl", with_retries())];
-    let reference = JobDir::with_workloads(&job, &inputs);
-    let started = Instant::now();
-    reference.run_job_ok(&["--decode-threads", "1"]);
-    kill_and_restart_against(
-        &reference,
-        started.elapsed(),
-        &job,
-        &inputs,
-        &["--decode-threads", "3"],
-    );
+    kill_pool_of_decoders(&job, &inputs);
 }
 
 #[test]

@@ -18,7 +18,6 @@
 //!   handed on.
 //! - *Graceful stop.* Blocks decoded past the stop's barrier are dropped,
 //!   never sent.
-//!
 //! - *Repeats.* A source that drops repeats (`dedup`) has its decoders
 //!   send each block's ids to the source thread, which checks them in file
 //!   order and answers which records repeat ([`repeats`]) before they are
@@ -36,13 +35,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::dataflow::metrics::buckets::{LocalBuckets, SIZE_BOUNDS};
-use crate::dataflow::metrics::{LocalCounts, SourceMetrics};
-use crate::dataflow::route::Collected;
-use crate::error::EngineError;
 use kflow_jobs::Value;
 
+use crate::dataflow::metrics::buckets::{LocalBuckets, SIZE_BOUNDS};
+use crate::dataflow::metrics::{LocalCounts, SourceMetrics};
 use crate::dataflow::position::{RawRecord, Stamp};
+use crate::dataflow::route::Collected;
+use crate::error::EngineError;
 use crate::sources::core::watermark_of;
 use crate::sources::ingest::Ingest;
 
