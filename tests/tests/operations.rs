@@ -2,9 +2,9 @@
 //! with a final checkpoint after which the sources read nothing, so a
 //! restart reads no record twice and even the at-least-once stdout sink
 //! repeats no row, over a bounded file and over a followed one, also when
-//! the signal lands while a checkpoint is being written. A second signal
-//! exits at once, as a crash would, and the exactly-once file sinks stay
-//! exact.
+//! the signal lands while a checkpoint is being written, and over a dedup
+//! source decoded by a pool of threads (issue 18). A second signal exits
+//! at once, as a crash would, and the exactly-once file sinks stay exact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -51,24 +51,30 @@ fn assert_same_rows(expected: &str, actual: &str, what: &str) {
     }
 }
 
-/// Starts `kflow run job.toml` in `dir`, its stdout to `stdout.jsonl`, and
+/// Starts `kflow run job.toml ARGS` in `dir`, its stdout to `stdout`, and
 /// waits until it has written rows (it is well into the input).
-fn start(dir: &JobDir, stdout: &str) -> Watched {
+fn start(dir: &JobDir, stdout: &str, args: &[&str]) -> Watched {
     let out = File::create(dir.path().join(stdout)).unwrap();
-    let run = Watched::spawn_to(&mut dir.loud_job_command(), out.into());
+    let mut command = dir.loud_job_command();
+    command.args(args);
+    let run = Watched::spawn_to(&mut command, out.into());
     dir.wait_for_lines(stdout, 200, TIMEOUT);
     run
 }
 
-#[test]
-fn issue_14_sigterm_takes_a_final_checkpoint_and_a_restart_repeats_nothing() {
-    let reference = JobDir::with_workloads(&job(), &inputs());
-    let uninterrupted = reference.run_job_ok(&[]);
+/// Stops `job` (run with `args`) by SIGTERM partway, restarts it, and
+/// checks that the two runs read every record once and wrote the rows of
+/// one uninterrupted run, on stdout too.
+fn stop_and_restart(job: &str, inputs: &[(&str, Workload)], args: &[&str]) {
+    let reference = JobDir::with_workloads(job, inputs);
+    let uninterrupted = reference.run(&["run", "job.toml"], &[]);
+    assert!(uninterrupted.status.success(), "{}", uninterrupted.stderr);
+    let lines = records_read(&uninterrupted.stderr);
 
     // A run may finish before the signal on a fast machine: try again.
     for attempt in 1..=3 {
-        let dir = JobDir::with_workloads(&job(), &inputs());
-        let run = start(&dir, "first.jsonl");
+        let dir = JobDir::with_workloads(job, inputs);
+        let run = start(&dir, "first.jsonl", args);
         run.terminate();
         let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
         assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
@@ -78,12 +84,14 @@ fn issue_14_sigterm_takes_a_final_checkpoint_and_a_restart_repeats_nothing() {
             continue;
         }
         let first_read = records_read(&log);
-        assert!(first_read < EVENTS, "{log}");
+        assert!(first_read < lines, "{log}");
 
-        let second = dir.run(&["run", "job.toml"], &[]);
+        let mut again = vec!["run", "job.toml"];
+        again.extend_from_slice(args);
+        let second = dir.run(&again, &[]);
         assert!(second.status.success(), "{}", second.stderr);
         // Nothing read twice, nothing skipped.
-        assert_eq!(first_read + records_read(&second.stderr), EVENTS);
+        assert_eq!(first_read + records_read(&second.stderr), lines);
         let stdout = dir.read("first.jsonl") + &second.stdout;
         assert_same_rows(&uninterrupted.stdout, &stdout, "stdout of both runs");
         assert_same_rows(
@@ -97,11 +105,36 @@ fn issue_14_sigterm_takes_a_final_checkpoint_and_a_restart_repeats_nothing() {
 }
 
 #[test]
+fn issue_14_sigterm_takes_a_final_checkpoint_and_a_restart_repeats_nothing() {
+    stop_and_restart(&job(), &inputs(), &[]);
+}
+
+#[test]
+fn issue_18_sigterm_stops_decoders_checking_dedup_ids_ahead() {
+    // Decoders wait for the source thread's verdicts on their blocks' ids
+    // when the stop's barrier goes out: they must be let go, and the ids
+    // checked ahead of the barrier must not count as seen after the
+    // restart.
+    let job = job().replacen(
+        "event_time = { field = \"ts\" }",
+        "event_time = { field = \"ts\" }\ndedup = { field = \"event_id\", within = \"10m\" }",
+        1,
+    );
+    assert!(job.contains("dedup"), "{job}");
+    let [(name, workload)] = inputs();
+    let retried = Workload {
+        duplicate_rate: 0.05,
+        ..workload
+    };
+    stop_and_restart(&job, &[(name, retried)], &["--decode-threads", "3"]);
+}
+
+#[test]
 fn issue_14_a_second_sigterm_exits_at_once_and_file_output_stays_exact() {
     let reference = JobDir::with_workloads(&job(), &inputs());
     reference.run_job_ok(&[]);
     let dir = JobDir::with_workloads(&job(), &inputs());
-    let mut run = start(&dir, "first.jsonl");
+    let mut run = start(&dir, "first.jsonl", &[]);
     run.terminate();
     // The first signal is taken: the final checkpoint is on its way...
     run.wait_for("stopping: taking a final checkpoint", 1, TIMEOUT);
@@ -182,7 +215,7 @@ fn finish_followed(dir: &JobDir, first_read: u64, expected: &str) {
 fn issue_14_sigterm_on_a_followed_file_and_the_restart_repeat_nothing() {
     let (followed, expected) = followed();
     let dir = JobDir::with_workloads(&followed, &inputs());
-    let run = start(&dir, "first.jsonl");
+    let run = start(&dir, "first.jsonl", &[]);
     run.terminate();
     let (status, log) = run.wait(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "a graceful stop exits 0: {status}\n{log}");
