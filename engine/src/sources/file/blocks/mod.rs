@@ -416,6 +416,11 @@ pub(super) fn run(
     let mut decoded: BTreeMap<u64, Decoded> = BTreeMap::new();
     let mut next = 0;
     let mut checks = Checks::new(p.max_time, task.core.max_out_of_orderness_ms);
+    if let Some(dedup) = &mut task.core.ingest.dedup {
+        // Checks run ahead from the first block on: until a block is
+        // handed on, a snapshot stops where the run stands now.
+        dedup.save_through(dedup.mark());
+    }
     let name = task.core.name.clone();
     let result = (|| loop {
         while blocks.next_index - next < in_flight {
