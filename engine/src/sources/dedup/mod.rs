@@ -340,7 +340,6 @@ mod tests {
     fn repeats_within_the_span_are_dropped_and_the_set_survives_a_restore() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        let id = |s: &str| Value::Str(s.to_string().into());
         let mut d = Dedup::new("clicks", 10_000);
         assert!(!d.is_duplicate(&id("a"), 1_000, 0));
         assert!(d.is_duplicate(&id("a"), 5_000, 0));
@@ -504,11 +503,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_one_key_per_id_set_rewritten_through_a_mark_keeps_its_live_ids() {
+    fn id(s: &str) -> Value<'static> {
+        Value::Str(s.to_string().into())
+    }
+
+    /// A store holding ids `a` (expiry 11,000) and `b` (15,000) of source
+    /// `clicks` in the one-key-per-id format, and its folder.
+    fn one_key_per_id_store() -> (tempfile::TempDir, StateStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        let id = |s: &str| Value::Str(s.to_string().into());
         let mut old = StateBatch::new();
         for (name, expiry) in [("a", 11_000_i64), ("b", 15_000)] {
             let mut scratch = Vec::new();
@@ -518,6 +521,12 @@ mod tests {
             old.put(Family::Dedup, &k, &expiry.to_be_bytes());
         }
         store.write(old, kflow_state::WriteMode::Buffered).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_one_key_per_id_set_rewritten_through_a_mark_keeps_its_live_ids() {
+        let (_dir, store) = one_key_per_id_store();
         let mut d = Dedup::new("clicks", 10_000);
         d.restore(&store).unwrap();
         // A block source: snapshots stop at the mark, while its checks run
@@ -544,18 +553,7 @@ mod tests {
 
     #[test]
     fn one_key_per_id_checkpoints_are_read_and_rewritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
-        let id = |s: &str| Value::Str(s.to_string().into());
-        let mut old = StateBatch::new();
-        for (name, expiry) in [("a", 11_000_i64), ("b", 15_000)] {
-            let mut scratch = Vec::new();
-            key::encode_value(&id(name), &mut scratch).unwrap();
-            let mut k = b"clicks\0".to_vec();
-            k.extend_from_slice(&key::hash(&scratch).to_be_bytes());
-            old.put(Family::Dedup, &k, &expiry.to_be_bytes());
-        }
-        store.write(old, kflow_state::WriteMode::Buffered).unwrap();
+        let (_dir, store) = one_key_per_id_store();
         let mut d = Dedup::new("clicks", 10_000);
         d.restore(&store).unwrap();
         assert!(d.is_duplicate(&id("a"), 5_000, 0));
