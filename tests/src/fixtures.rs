@@ -56,6 +56,17 @@ pub fn events(n: u64, users: u64, seed: u64) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// `lines` (JSON lines) in four rounds of equal size, each ending with a
+/// newline, to put between reshards.
+pub fn four_rounds(lines: &str) -> [String; 4] {
+    let lines: Vec<&str> = lines.lines().collect();
+    let size = lines.len().div_ceil(4).max(1);
+    let rounds: Vec<String> = lines.chunks(size).map(|c| c.join("\n") + "\n").collect();
+    rounds.try_into().unwrap_or_else(|r: Vec<String>| {
+        panic!("{} lines make {} rounds, not 4", lines.len(), r.len())
+    })
+}
+
 /// `kflow produce` of `lines` into `stream`, keyed by user.
 pub fn produce(em: &Emulator, stream: &str, lines: &str) -> RunOutput {
     let dir = JobDir::new("");

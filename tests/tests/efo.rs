@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use kflow_benches::workload::rfc3339_millis;
 use kflow_tests::fixtures::{
-    self, assert_rows_equal, events, file_reference, kinesis_source, per_user_order,
+    self, assert_rows_equal, events, file_reference, four_rounds, kinesis_source, per_user_order,
 };
 use kflow_tests::job::{count_before, now_ms, JobDir};
 use kflow_tests::kinesis::{Emulator, EmulatorKind, Kinesis};
@@ -267,13 +267,7 @@ fn efo_keeps_results_and_per_key_order_through_resharding() {
     let run = Watched::spawn(&mut dir.loud_job_command());
 
     let all = events(2000, 30, 47);
-    let lines: Vec<&str> = all.lines().collect();
-    let rounds: [String; 4] = lines
-        .chunks(500)
-        .map(|c| c.join("\n") + "\n")
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap();
+    let rounds = four_rounds(&all);
     let put = |round: &str| {
         produce_live(
             em.endpoint(),

@@ -133,13 +133,7 @@ fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
         .unwrap();
 
     let all = events(2000, 30, 11);
-    let lines: Vec<&str> = all.lines().collect();
-    let rounds: [String; 4] = lines
-        .chunks(500)
-        .map(|c| c.join("\n") + "\n")
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap();
+    let rounds = fixtures::four_rounds(&all);
     client.put_while_resharding(&stream, &rounds, |round| {
         produce(&em, &stream, round);
     });

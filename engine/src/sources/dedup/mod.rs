@@ -336,6 +336,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Writes a snapshot of `set` to `store`, as a checkpoint does.
+    fn checkpoint(set: &mut Dedup, store: &StateStore) {
+        let mut batch = StateBatch::new();
+        set.snapshot(&mut batch);
+        store
+            .write(batch, kflow_state::WriteMode::Buffered)
+            .unwrap();
+    }
+
+    /// The set of source `clicks` a restart loads from `store`.
+    fn restored(within: i64, store: &StateStore) -> Dedup {
+        let mut set = Dedup::new("clicks", within);
+        set.restore(store).unwrap();
+        set
+    }
+
     #[test]
     fn repeats_within_the_span_are_dropped_and_the_set_survives_a_restore() {
         let dir = tempfile::tempdir().unwrap();
@@ -346,18 +362,13 @@ mod tests {
         assert!(!d.is_duplicate(&id("b"), 5_000, 0));
         assert!(!d.is_duplicate(&Value::Null, 5_000, 0));
         assert!(!d.is_duplicate(&Value::Null, 5_000, 0));
-        let mut batch = StateBatch::new();
-        d.snapshot(&mut batch);
-        store.write(batch, kflow_state::WriteMode::Synced).unwrap();
+        checkpoint(&mut d, &store);
 
-        let mut restored = Dedup::new("clicks", 10_000);
-        restored.restore(&store).unwrap();
+        let mut restored = restored(10_000, &store);
         assert!(restored.is_duplicate(&id("b"), 6_000, 0));
         // Past the span (the watermark passed a's expiry): counted again.
         assert!(!restored.is_duplicate(&id("a"), 20_000, 12_000));
-        let mut batch = StateBatch::new();
-        restored.snapshot(&mut batch);
-        store.write(batch, kflow_state::WriteMode::Synced).unwrap();
+        checkpoint(&mut restored, &store);
         assert_eq!(
             store.scan_prefix(Family::Dedup, b"clicks\0").unwrap().len(),
             2
@@ -386,15 +397,10 @@ mod tests {
                 "step {step}"
             );
             if step % 700 == 0 {
-                let mut batch = StateBatch::new();
-                restarted.snapshot(&mut batch);
-                store
-                    .write(batch, kflow_state::WriteMode::Buffered)
-                    .unwrap();
+                checkpoint(&mut restarted, &store);
                 if step % 2_100 == 0 {
                     // A crash right after the checkpoint: only the store is left.
-                    restarted = Dedup::new("clicks", within);
-                    restarted.restore(&store).unwrap();
+                    restarted = restored(within, &store);
                 }
             }
         }
@@ -455,15 +461,10 @@ mod tests {
             if handed % 7 != 0 || handed > 100 {
                 continue;
             }
-            let mut batch = StateBatch::new();
-            ahead.snapshot(&mut batch);
-            store
-                .write(batch, kflow_state::WriteMode::Buffered)
-                .unwrap();
+            checkpoint(&mut ahead, &store);
             // A crash after this checkpoint: the restored set decides the
             // records after the block handed on as the uninterrupted run.
-            let mut restored = Dedup::new("clicks", within);
-            restored.restore(&store).unwrap();
+            let mut restored = restored(within, &store);
             let next = (blocks[handed] + 40).min(stream.len());
             for (i, &(id, time, watermark)) in stream.iter().enumerate().skip(next) {
                 assert_eq!(
@@ -487,13 +488,8 @@ mod tests {
         assert!(!d.check(Some(1), 5_000, 0));
         // Out of order: expires before the id ahead of it in the queue.
         assert!(!d.check(Some(2), 3_000, 0));
-        let mut batch = StateBatch::new();
-        d.snapshot(&mut batch);
-        store
-            .write(batch, kflow_state::WriteMode::Buffered)
-            .unwrap();
-        let mut restored = Dedup::new("clicks", 1_000);
-        restored.restore(&store).unwrap();
+        checkpoint(&mut d, &store);
+        let mut restored = restored(1_000, &store);
         // The watermark passes id 2's expiry (4,000), not id 1's (6,000):
         // a late repeat of id 2 is no repeat, as after a restore.
         for set in [&mut d, &mut restored] {
@@ -527,19 +523,13 @@ mod tests {
     #[test]
     fn a_one_key_per_id_set_rewritten_through_a_mark_keeps_its_live_ids() {
         let (_dir, store) = one_key_per_id_store();
-        let mut d = Dedup::new("clicks", 10_000);
-        d.restore(&store).unwrap();
+        let mut d = restored(10_000, &store);
         // A block source: snapshots stop at the mark, while its checks run
         // ahead to a watermark past a's expiry.
         d.save_through(d.mark());
         assert!(!d.is_duplicate(&id("c"), 14_000, 12_000));
-        let mut batch = StateBatch::new();
-        d.snapshot(&mut batch);
-        store
-            .write(batch, kflow_state::WriteMode::Buffered)
-            .unwrap();
-        let mut again = Dedup::new("clicks", 10_000);
-        again.restore(&store).unwrap();
+        checkpoint(&mut d, &store);
+        let mut again = restored(10_000, &store);
         assert!(
             again.is_duplicate(&id("a"), 10_500, 0),
             "a is alive at the mark"
@@ -554,21 +544,15 @@ mod tests {
     #[test]
     fn one_key_per_id_checkpoints_are_read_and_rewritten() {
         let (_dir, store) = one_key_per_id_store();
-        let mut d = Dedup::new("clicks", 10_000);
-        d.restore(&store).unwrap();
+        let mut d = restored(10_000, &store);
         assert!(d.is_duplicate(&id("a"), 5_000, 0));
-        let mut batch = StateBatch::new();
-        d.snapshot(&mut batch);
-        store
-            .write(batch, kflow_state::WriteMode::Buffered)
-            .unwrap();
+        checkpoint(&mut d, &store);
         let keys = store.scan_prefix(Family::Dedup, b"clicks\0").unwrap();
         assert!(
             keys.iter().all(|(k, _)| k.len() == 7 + 16),
             "only blobs are left"
         );
-        let mut again = Dedup::new("clicks", 10_000);
-        again.restore(&store).unwrap();
+        let mut again = restored(10_000, &store);
         assert!(again.is_duplicate(&id("b"), 14_000, 0));
         assert!(again.is_duplicate(&id("a"), 10_000, 0));
     }
