@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -685,8 +686,24 @@ fn a_stalled_workers_parts_stop_when_its_leases_lapse() {
     });
     // w2 wakes up, finds its leases gone, and carries on as a worker.
     w2.signal("CONT");
-    finishes(w1, "w1");
-    finishes(w2, "w2");
+    // Both logs on a failure: one worker's hang is often the other's doing.
+    let first = w1.wait(TIMEOUT);
+    let second = w2.wait(if first.is_ok() {
+        TIMEOUT
+    } else {
+        Duration::from_secs(5)
+    });
+    let ok = |r: &Result<(ExitStatus, String), String>| r.as_ref().is_ok_and(|(s, _)| s.success());
+    let show = |r: Result<(ExitStatus, String), String>| {
+        r.map_or_else(|e| e, |(s, log)| format!("{s}\n{log}"))
+    };
+    if !ok(&first) || !ok(&second) {
+        panic!(
+            "a worker failed:\nw1: {}\nw2: {}",
+            show(first),
+            show(second)
+        );
+    }
     workers.assert_exact(watch);
 }
 

@@ -84,9 +84,19 @@ pub fn watch(path: PathBuf) {
     }
 }
 
-/// Stops the part now, as a kill would.
+/// Stops the part now, as a kill would. The reason is written on a
+/// thread of its own: stderr is the worker's, and a write to it may fail
+/// (the worker is gone, the pipe closed) or block (its reader stalled),
+/// neither of which may keep the part alive.
 fn die(why: &str) {
-    eprintln!("kflow: stopping the part: {why}");
+    let line = format!("kflow: stopping the part: {why}\n");
+    let _ = std::thread::Builder::new()
+        .name("fence-why".into())
+        .spawn(move || {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        });
+    std::thread::sleep(Duration::from_millis(20));
     let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
     std::process::exit(1);
 }

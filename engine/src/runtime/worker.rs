@@ -10,7 +10,9 @@
 //! - *A part per lease.* On taking a lease it drops any local state of
 //!   that part (another worker may have moved it on since) and starts the
 //!   part, which restores the part's last checkpoint from the store. A
-//!   part that crashes is started again while the lease is held.
+//!   part that crashes is started again while the lease is held; one
+//!   that died after its lease lapsed (its fence stopped it while the
+//!   worker stalled) has its lease released, never held without a part.
 //! - *Hand-over.* A lease another worker claims is handed back after its
 //!   part stopped gracefully (SIGTERM: a final checkpoint in the store). A
 //!   lease lost (renewals failed until it lapsed, or taken after this
@@ -358,6 +360,18 @@ impl Worker<'_> {
                 );
                 // Restarts are a heartbeat apart: reaping is once per beat.
                 self.start(key, running.part, until, failures)?;
+            } else {
+                // The part died with its lease lapsed (its fence stopped
+                // it while this worker stalled): the lease may be another
+                // worker's by now, and if not, holding it without a part
+                // would keep it from everyone. Give it up; whoever takes
+                // it next resumes from the part's last checkpoint.
+                tracing::warn!(
+                    "worker {}: {key} stopped after its lease lapsed; releasing it",
+                    self.options.id
+                );
+                keeper.release(&key, false)?;
+                self.summary.lost += 1;
             }
         }
         Ok(())
