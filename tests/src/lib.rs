@@ -23,6 +23,7 @@ pub mod fixtures;
 pub mod golden;
 pub mod job;
 pub mod kinesis;
+pub mod kpl;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;

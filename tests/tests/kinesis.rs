@@ -15,6 +15,7 @@ use kflow_tests::fixtures::{self, kinesis_source};
 use kflow_tests::fixtures::{assert_rows_equal, events, file_reference, per_user_order, produce};
 use kflow_tests::job::{count_before, now_ms, records_read, JobDir};
 use kflow_tests::kinesis::{Emulator, EmulatorKind};
+use kflow_tests::kpl::kpl_aggregate;
 use kflow_tests::process::{wait_with_timeout, Watched};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -153,7 +154,19 @@ fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
 
 #[test]
 fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
-    let em = Emulator::start(EmulatorKind::KinesisMock);
+    sigkill_case(EmulatorKind::KinesisMock, "1");
+}
+
+/// Issue 18: the same with the batches decoded by a pool of threads.
+#[test]
+fn sigkill_mid_stream_with_a_pool_of_decoders_gives_the_exact_result() {
+    sigkill_case(EmulatorKind::Kinesalite, "3");
+}
+
+/// Five runs SIGKILLed at random moments, then one to the end, decoding
+/// on `threads` threads: the exact result.
+fn sigkill_case(kind: EmulatorKind, threads: &str) {
+    let em = Emulator::start(kind);
     let client = em.client();
     let stream = client.create_fresh_stream("kill", 2);
     let lines = events(1500, 40, 23);
@@ -178,7 +191,10 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
     let mut rng = Pcg64::seed_from_u64(seed);
     let mut kills = 0;
     for _ in 0..5 {
-        let mut child = dir.spawn(&["run", "job.toml", "-q"], &env);
+        let mut child = dir.spawn(
+            &["run", "job.toml", "-q", "--decode-threads", threads],
+            &env,
+        );
         // The kill moment: anywhere in the first ~2 s of reading.
         std::thread::sleep(Duration::from_millis(rng.random_range(800..2000)));
         if child.try_wait().unwrap().is_none() {
@@ -188,7 +204,10 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
         child.wait().unwrap();
     }
     assert!(kills >= 3, "only {kills} runs were killed mid-stream");
-    dir.run_ok(&["run", "job.toml", "-q"], &env);
+    dir.run_ok(
+        &["run", "job.toml", "-q", "--decode-threads", threads],
+        &env,
+    );
     assert_rows_equal(&file_reference(&lines), &result_of(&dir));
 }
 
@@ -196,6 +215,17 @@ fn sigkill_mid_stream_and_restart_gives_the_exact_result() {
 /// restart reads no record twice and its stdout repeats no row.
 #[test]
 fn sigterm_mid_stream_stops_gracefully_and_the_restart_repeats_nothing() {
+    sigterm_case("1");
+}
+
+/// Issue 18: the same with the batches decoded by a pool of threads
+/// (batches decoded past the final barrier are dropped, read again).
+#[test]
+fn sigterm_mid_stream_with_a_pool_of_decoders_repeats_nothing() {
+    sigterm_case("3");
+}
+
+fn sigterm_case(threads: &str) {
     let em = Emulator::start(EmulatorKind::Kinesalite);
     let client = em.client();
     let stream = client.create_fresh_stream("term", 2);
@@ -215,7 +245,9 @@ fn sigterm_mid_stream_stops_gracefully_and_the_restart_repeats_nothing() {
     // 20 records per call, 5 calls/s per shard: about 8 s of reading.
     let env = [("KFLOW_KINESIS_LIMIT", "20"), ("KFLOW_LOG", "kflow=debug")];
     let stdout = std::fs::File::create(dir.path().join("first.jsonl")).unwrap();
-    let mut run = Watched::spawn_to(dir.loud_job_command().envs(env), stdout.into());
+    let mut command = dir.loud_job_command();
+    command.args(["--decode-threads", threads]).envs(env);
+    let mut run = Watched::spawn_to(&mut command, stdout.into());
     run.wait_for("reading shard", 2, TIMEOUT);
     // A few checkpoints into the stream (300 ms apart).
     let seen = run.count("checkpoint committed");
@@ -227,7 +259,10 @@ fn sigterm_mid_stream_stops_gracefully_and_the_restart_repeats_nothing() {
     let first_read = records_read(&log);
     assert!(first_read > 0 && first_read < 1500, "{log}");
 
-    let second = dir.run(&["run", "job.toml"], &[("KFLOW_KINESIS_LIMIT", "20")]);
+    let second = dir.run(
+        &["run", "job.toml", "--decode-threads", threads],
+        &[("KFLOW_KINESIS_LIMIT", "20")],
+    );
     assert!(second.status.success(), "{}", second.stderr);
     assert_eq!(first_read + records_read(&second.stderr), 1500);
     let expected = file_reference(&lines);
@@ -412,43 +447,6 @@ fn a_stream_that_does_not_exist_fails_clearly() {
         "{}",
         out.stderr
     );
-}
-
-/// Protobuf varint.
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// Length-delimited protobuf field.
-fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
-    out.push(tag);
-    varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
-}
-
-/// A KPL aggregated record (published format: magic, AggregatedRecord
-/// protobuf, MD5 of the protobuf) holding `records` under one key table.
-fn kpl_aggregate(keys: &[&str], records: &[(u64, &str)]) -> Vec<u8> {
-    use md5::{Digest, Md5};
-    let mut pb = Vec::new();
-    for key in keys {
-        field(0x0A, key.as_bytes(), &mut pb); // partition_key_table = 1
-    }
-    for (key_index, data) in records {
-        let mut record = Vec::new();
-        record.push(0x08); // partition_key_index = 1
-        varint(*key_index, &mut record);
-        field(0x1A, data.as_bytes(), &mut record); // data = 3
-        field(0x1A, &record, &mut pb); // records = 3
-    }
-    let mut out = vec![0xF3, 0x89, 0x9A, 0xC2];
-    out.extend_from_slice(&pb);
-    out.extend_from_slice(&Md5::digest(&pb));
-    out
 }
 
 #[test]

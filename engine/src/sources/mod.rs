@@ -8,6 +8,7 @@ pub mod dedup;
 pub mod file;
 pub mod ingest;
 pub mod kinesis;
+pub mod pool;
 pub mod time;
 
 use crate::error::EngineError;

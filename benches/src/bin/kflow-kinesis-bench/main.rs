@@ -7,8 +7,9 @@
 //! GetRecords loop (one task per shard, 10,000 records per call, no pacing,
 //! no decoding: the emulator's own speed) and with `kflow run` of the W1
 //! job (decode, filter, tumbling windows, RocksDB checkpoints every 10 s,
-//! file sink; process start to exit). Prints records/s of each and kflow's
-//! ratio to the loop.
+//! file sink; process start to exit), once decoding on the source's thread
+//! and once on a pool of `--decode-threads N` (default 2) threads. Prints
+//! records/s and CPU seconds of each and kflow's ratio to the loop.
 //!
 //! With `--readers`, it compares instead the two ways kflow reads a stream,
 //! polling and enhanced fan-out, on kinesis-mock (the emulator that serves
@@ -22,7 +23,7 @@
 //!
 //! ```text
 //! npm ci && cargo build --release -p kflow -p kflow-benches
-//! target/release/kflow-kinesis-bench [--events 200000] [--shards 2]
+//! target/release/kflow-kinesis-bench [--events 200000] [--shards 2] [--decode-threads 2]
 //! target/release/kflow-kinesis-bench --readers [--events 8000] [--shards 4] [--rate 400]
 //! ```
 
@@ -49,6 +50,8 @@ struct Args {
     readers: bool,
     /// Records/s written during the side-by-side run.
     rate: u64,
+    /// Decoding threads of the second `kflow run`.
+    decode_threads: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         out: root.join("target/bench"),
         readers: false,
         rate: 400,
+        decode_threads: 2,
     };
     let mut events = None;
     let mut it = std::env::args().skip(1);
@@ -70,6 +74,11 @@ fn parse_args() -> Result<Args, String> {
             "--rate" => args.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
             "--readers" => args.readers = true,
             "--shards" => args.shards = value()?.parse().map_err(|e| format!("--shards: {e}"))?,
+            "--decode-threads" => {
+                args.decode_threads = value()?
+                    .parse()
+                    .map_err(|e| format!("--decode-threads: {e}"))?;
+            }
             "--kflow" => args.kflow = PathBuf::from(value()?),
             "--out" => args.out = PathBuf::from(value()?),
             other => return Err(format!("unknown argument {other}")),
@@ -278,44 +287,60 @@ fn bench() -> Result<(), String> {
     job.aggregates = r#"events = "count()", revenue = "sum(amount)""#.into();
     let job = job.toml();
     fs::write(dir.join("job.toml"), job).map_err(|e| e.to_string())?;
-    let mut kflow_best = f64::MAX;
+    let pool = args.decode_threads.to_string();
+    let variants = [
+        ("kflow run, decoding on 1 thread", "1"),
+        ("kflow run, a pool of N decoders", pool.as_str()),
+    ];
+    // Best of 2 each, alternating: (seconds, CPU seconds).
+    let mut best = [(f64::MAX, 0.0); 2];
     for _ in 0..2 {
-        let (seconds, stderr) = run_kflow(&args.kflow, &["run", "--reset", "job.toml"], &dir)?;
-        let read = stderr
-            .lines()
-            .find(|l| l.contains("records read"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .map(|n| n.replace(',', ""))
-            .and_then(|n| n.parse::<u64>().ok());
-        if read != Some(args.events) {
-            return Err(format!(
-                "kflow read {read:?} records, expected {}:\n{stderr}",
-                args.events
-            ));
+        for (i, (_, threads)) in variants.iter().enumerate() {
+            let cpu = kflow_benches::measure::children_cpu();
+            let argv = ["run", "--reset", "job.toml", "--decode-threads", threads];
+            let (seconds, stderr) = run_kflow(&args.kflow, &argv, &dir)?;
+            let cpu = kflow_benches::measure::children_cpu() - cpu;
+            let read = stderr
+                .lines()
+                .find(|l| l.contains("records read"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .map(|n| n.replace(',', ""))
+                .and_then(|n| n.parse::<u64>().ok());
+            if read != Some(args.events) {
+                return Err(format!(
+                    "kflow read {read:?} records, expected {}:\n{stderr}",
+                    args.events
+                ));
+            }
+            if seconds < best[i].0 {
+                best[i] = (seconds, cpu);
+            }
         }
-        kflow_best = kflow_best.min(seconds);
     }
     let rate = |s: f64| args.events as f64 / s;
     println!(
         "\nreading {} records from kinesalite ({} shards), best of 2:",
         args.events, args.shards
     );
-    println!("  {:<34}{:>9}{:>14}", "reader", "seconds", "records/s");
     println!(
-        "  {:<34}{:>9.2}{:>14.0}",
+        "  {:<40}{:>9}{:>14}{:>8}{:>12}",
+        "reader", "seconds", "records/s", "CPU s", "/ loop"
+    );
+    println!(
+        "  {:<40}{:>9.2}{:>14.0}{:>8}{:>12}",
         "plain GetRecords loop",
         loop_best,
-        rate(loop_best)
+        rate(loop_best),
+        "-",
+        "-"
     );
-    println!(
-        "  {:<34}{:>9.2}{:>14.0}",
-        "kflow run (W1 job, end to end)",
-        kflow_best,
-        rate(kflow_best)
-    );
-    println!(
-        "  kflow / plain loop: {:.1}%",
-        100.0 * loop_best / kflow_best
-    );
+    for ((name, _), (seconds, cpu)) in variants.iter().zip(best) {
+        let name = name.replace('N', &pool);
+        println!(
+            "  {name:<40}{seconds:>9.2}{:>14.0}{cpu:>8.2}{:>11.1}%",
+            rate(seconds),
+            100.0 * loop_best / seconds
+        );
+    }
     Ok(())
 }

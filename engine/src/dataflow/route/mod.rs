@@ -302,12 +302,27 @@ impl Router {
         collected: Collected,
         entering: i64,
     ) -> Result<(), EngineError> {
+        self.send_collected_with(collected, |w| w.max(entering))
+    }
+
+    /// [`Router::send_collected`] with each record's stamp (and each
+    /// batch's final watermark) mapped by `stamp`: for a source whose
+    /// watermark is not one running maximum (a Kinesis source's minimum
+    /// over shards).
+    ///
+    /// # Errors
+    /// A lost downstream task.
+    pub fn send_collected_with(
+        &mut self,
+        collected: Collected,
+        stamp: impl Fn(i64) -> i64,
+    ) -> Result<(), EngineError> {
         for (window, batches) in self.windows.iter_mut().zip(collected.windows) {
             for (partition, mut batch) in batches {
                 for w in &mut batch.watermarks {
-                    *w = (*w).max(entering);
+                    *w = stamp(*w);
                 }
-                batch.final_watermark = batch.final_watermark.max(entering);
+                batch.final_watermark = stamp(batch.final_watermark);
                 window.send_batch(partition, batch)?;
             }
         }
@@ -322,6 +337,15 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// Whether a window destination is reached through a cluster's
+    /// shuffle (a collecting copy would not carry the records' positions
+    /// that the shuffle needs).
+    pub fn sends_remote(&self) -> bool {
+        self.windows
+            .iter()
+            .any(|w| matches!(w.partitions, Partitions::Remote(_)))
     }
 }
 

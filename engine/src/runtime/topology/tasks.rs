@@ -110,6 +110,7 @@ pub(super) fn source_task(
                     reader: ReaderKind::of(&k.reader, &plan.name),
                 },
                 restore: restore_part(name, stored)?,
+                decode_threads: ctx.decode_threads,
             }))
         }
     })

@@ -29,6 +29,7 @@
 
 pub mod discovery;
 pub mod kpl;
+mod parallel;
 pub mod position;
 pub mod reader;
 mod record;
@@ -51,8 +52,9 @@ use crate::aws::{connect, AwsError, Endpoint, RetryCounts, StreamId};
 use crate::dataflow::metrics::{ShardMetrics, ShardStatus};
 use crate::error::EngineError;
 use crate::sources::core::SourceCore;
-use crate::sources::ingest::now_ms;
+use crate::sources::ingest::{now_ms, Ingest};
 use discovery::{list_shards, ShardInfo};
+use parallel::Decoding;
 use position::{KinesisPosition, ShardPosition, StreamPosition};
 use reader::{FaultInjection, InFlight, ReaderEvent, ShardFeed, ShardReader, StartPosition};
 use subscribe::{ShardSubscriber, SubscribeFaults, SubscriptionCounts};
@@ -128,6 +130,9 @@ pub struct KinesisSourceTask {
     pub settings: KinesisSettings,
     /// Where to resume (`None`: no checkpoint yet).
     pub restore: Option<KinesisPosition>,
+    /// Threads that decode the fetched batches (fewer than 2: the task's
+    /// own, see [`parallel`]).
+    pub decode_threads: usize,
 }
 
 /// A shard this task knows.
@@ -352,6 +357,32 @@ impl KinesisSourceTask {
     }
 
     fn read(&mut self, r: &mut Reading) -> Result<(), EngineError> {
+        let mut decoding = match self.decoders() {
+            Some(decoders) => Some(Decoding::start(self, decoders)?),
+            None => None,
+        };
+        let result = self.read_with(r, &mut decoding);
+        if let Some(decoding) = decoding {
+            decoding.stop();
+        }
+        result
+    }
+
+    /// Copies of the ingest for a pool of decoding threads, when this
+    /// source decodes in parallel ([`parallel`]).
+    fn decoders(&self) -> Option<Vec<Ingest>> {
+        let ingest = &self.core.ingest;
+        if self.decode_threads < 2 || ingest.dedup.is_some() || ingest.router.sends_remote() {
+            return None;
+        }
+        Some((0..self.decode_threads).map(|_| ingest.decoder()).collect())
+    }
+
+    fn read_with(
+        &mut self,
+        r: &mut Reading,
+        decoding: &mut Option<Decoding>,
+    ) -> Result<(), EngineError> {
         self.discover(r)?;
         self.core.own.open.store(true, Ordering::Relaxed);
         let bounded = r.stream.stop_ms.is_some();
@@ -370,11 +401,47 @@ impl KinesisSourceTask {
             if only_done {
                 break;
             }
-            let event = r
-                .runtime
-                .block_on(async { tokio::time::timeout(TICK, r.events.recv()).await });
-            if let Ok(Some(event)) = event {
-                self.handle(r, event)?;
+            let event = if decoding.as_ref().is_some_and(|d| d.pending() > 0) {
+                // Batches are decoding: take what came, then hand on.
+                r.events.try_recv().ok()
+            } else {
+                r.runtime
+                    .block_on(async { tokio::time::timeout(TICK, r.events.recv()).await })
+                    .ok()
+                    .flatten()
+            };
+            let quiet = event.is_none();
+            match (event, decoding.as_mut()) {
+                (
+                    Some(ReaderEvent::Records {
+                        shard,
+                        records,
+                        behind_ms,
+                        call_us,
+                        held,
+                    }),
+                    Some(d),
+                ) => {
+                    self.received(r, &shard, !records.is_empty(), behind_ms, call_us);
+                    if !records.is_empty() {
+                        d.submit(shard, records, now_ms(), held)?;
+                    }
+                }
+                (Some(event), Some(d)) => {
+                    // Ends and failures come after every batch before them.
+                    self.hand_on_until(r, d, 0)?;
+                    if !self.core.parked() {
+                        self.handle(r, event)?;
+                    }
+                }
+                (Some(event), None) => self.handle(r, event)?,
+                (None, _) => {}
+            }
+            if let Some(d) = decoding.as_mut() {
+                // Everything while the readers are quiet, else room for
+                // the next batch.
+                let keep = if quiet { 0 } else { d.busy_keep() };
+                self.hand_on_until(r, d, keep)?;
             }
             if !self.core.parked() {
                 self.chores(r)?;
@@ -383,8 +450,37 @@ impl KinesisSourceTask {
                 return self.core.park();
             }
         }
+        if let Some(d) = decoding.as_mut() {
+            self.hand_on_until(r, d, 0)?;
+            if self.core.parked() {
+                return self.core.park();
+            }
+        }
         self.chores(r)?;
         self.core.finish(&r.position(true))
+    }
+
+    /// Notes a reader's batch as it arrives: the call's time, the shard's
+    /// lag and, when it holds records, that the shard is busy.
+    fn received(
+        &mut self,
+        r: &mut Reading,
+        shard: &str,
+        has_records: bool,
+        behind_ms: Option<i64>,
+        call_us: Option<u64>,
+    ) {
+        if let Some(call_us) = call_us {
+            self.core.own.calls.observe(call_us);
+        }
+        if let Some(slot) = r.slots.get_mut(shard) {
+            slot.behind_ms = behind_ms;
+            if has_records {
+                slot.last_data = Some(Instant::now());
+                slot.last_data_ms = Some(now_ms());
+                self.core.set_busy();
+            }
+        }
     }
 
     fn handle(&mut self, r: &mut Reading, event: ReaderEvent) -> Result<(), EngineError> {
@@ -396,18 +492,8 @@ impl KinesisSourceTask {
                 call_us,
                 held: _held,
             } => {
-                if let Some(call_us) = call_us {
-                    self.core.own.calls.observe(call_us);
-                }
+                self.received(r, &shard, !records.is_empty(), behind_ms, call_us);
                 let received_ms = now_ms();
-                if let Some(slot) = r.slots.get_mut(&*shard) {
-                    slot.behind_ms = behind_ms;
-                    if !records.is_empty() {
-                        slot.last_data = Some(Instant::now());
-                        slot.last_data_ms = Some(now_ms());
-                        self.core.set_busy();
-                    }
-                }
                 let watermark = self.watermark(r);
                 for record in &records {
                     self.record(r, &shard, record, watermark, received_ms)?;

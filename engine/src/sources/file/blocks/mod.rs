@@ -30,10 +30,7 @@ mod repeats;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{mpsc, Arc};
 
 use kflow_jobs::Value;
 
@@ -44,6 +41,7 @@ use crate::dataflow::route::Collected;
 use crate::error::EngineError;
 use crate::sources::core::watermark_of;
 use crate::sources::ingest::Ingest;
+use crate::sources::pool::{self, Pool};
 
 use self::repeats::{Checks, Probe};
 use super::{arrival, file_record, route_line, FileSourceTask, Progress};
@@ -88,7 +86,7 @@ enum Message {
 }
 
 /// The channel from the decoding threads to the source thread.
-type ToSource = mpsc::Sender<Result<Message, EngineError>>;
+type ToSource = pool::ToSource<Message>;
 
 /// What a decoding thread needs besides its ingest.
 #[derive(Clone)]
@@ -231,94 +229,6 @@ impl DecoderCtx {
     }
 }
 
-/// The decoding threads and the channels to them.
-struct Pool {
-    jobs: Option<async_channel::Sender<Block>>,
-    results: mpsc::Receiver<Result<Message, EngineError>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Pool {
-    /// Starts a thread per decoder, with room in the queue for `in_flight`
-    /// blocks: as many as the source keeps in flight, so handing out a
-    /// block never waits (it must not: decoders of a dedup source wait for
-    /// the source thread's verdicts).
-    fn start(
-        task: &FileSourceTask,
-        decoders: Vec<Ingest>,
-        in_flight: usize,
-    ) -> Result<Pool, EngineError> {
-        let (jobs, queue) = async_channel::bounded::<Block>(in_flight);
-        let (done, results) = mpsc::channel();
-        let ctx = DecoderCtx {
-            name: Arc::from(task.core.name.as_str()),
-            display_path: Arc::from(task.display_path.as_str()),
-            max_out_of_orderness_ms: task.core.max_out_of_orderness_ms,
-            own: task.core.own.clone(),
-        };
-        let mut threads = Vec::new();
-        for (i, mut ingest) in decoders.into_iter().enumerate() {
-            let (queue, done, ctx) = (queue.clone(), done.clone(), ctx.clone());
-            let name = format!("decode {}#{i}", task.core.name);
-            let thread = std::thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || {
-                    while let Ok(block) = queue.recv_blocking() {
-                        // A panic is reported, not left as a block that
-                        // never comes back for the source to wait on.
-                        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            ctx.decode(&mut ingest, block, &done)
-                        }))
-                        .unwrap_or_else(|panic| {
-                            Err(EngineError::from_panic(name.clone(), panic.as_ref()))
-                        });
-                        let failed = decoded.is_err();
-                        if done.send(decoded.map(Message::Decoded)).is_err() || failed {
-                            return;
-                        }
-                    }
-                })
-                .map_err(|e| {
-                    EngineError::Panicked(
-                        task.core.name.clone(),
-                        format!("could not start a decoding thread: {e}"),
-                    )
-                })?;
-            threads.push(thread);
-        }
-        Ok(Pool {
-            jobs: Some(jobs),
-            results,
-            threads,
-        })
-    }
-
-    fn submit(&self, block: Block, name: &str) -> Result<(), EngineError> {
-        match &self.jobs {
-            Some(jobs) => jobs
-                .send_blocking(block)
-                .map_err(|_| EngineError::Disconnected(name.to_string())),
-            None => Err(EngineError::Disconnected(name.to_string())),
-        }
-    }
-
-    fn next(&self, name: &str) -> Result<Message, EngineError> {
-        self.results
-            .recv()
-            .map_err(|_| EngineError::Disconnected(name.to_string()))?
-    }
-
-    /// Stops taking blocks and waits for the threads.
-    fn stop(mut self) {
-        self.jobs.take();
-        // Unblock threads waiting to hand a result on.
-        drop(self.results);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Reads line-aligned blocks from `file`.
 struct Blocks {
     file: File,
@@ -403,7 +313,23 @@ pub(super) fn run(
     decoders: Vec<Ingest>,
 ) -> Result<(), EngineError> {
     let in_flight = 2 * decoders.len() as u64 + 1;
-    let pool = Pool::start(task, decoders, in_flight as usize)?;
+    let ctx = DecoderCtx {
+        name: Arc::from(task.core.name.as_str()),
+        display_path: Arc::from(task.display_path.as_str()),
+        max_out_of_orderness_ms: task.core.max_out_of_orderness_ms,
+        own: task.core.own.clone(),
+    };
+    // As many blocks fit in the queue as the source keeps in flight, so
+    // handing one out never waits (it must not: decoders of a dedup
+    // source wait for the source thread's verdicts).
+    let pool = Pool::start(
+        &task.core.name,
+        decoders,
+        in_flight as usize,
+        move |ingest: &mut Ingest, block: Block, source: &ToSource| {
+            ctx.decode(ingest, block, source).map(Message::Decoded)
+        },
+    )?;
     let mut blocks = Blocks {
         file,
         carry: Vec::new(),
@@ -421,18 +347,17 @@ pub(super) fn run(
         // handed on, a snapshot stops where the run stands now.
         dedup.save_through(dedup.mark());
     }
-    let name = task.core.name.clone();
     let result = (|| loop {
         while blocks.next_index - next < in_flight {
             match blocks.next().map_err(|e| task.io(e))? {
-                Some(block) => pool.submit(block, &name)?,
+                Some(block) => pool.submit(block)?,
                 None => break,
             }
         }
         if next == blocks.next_index {
             return Ok(true);
         }
-        match pool.next(&name)? {
+        match pool.next()? {
             Message::Probe(probe) => {
                 if let Some(dedup) = &mut task.core.ingest.dedup {
                     checks.offer(probe, dedup);

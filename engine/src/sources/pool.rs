@@ -1,0 +1,116 @@
+//! A source's pool of decoding threads: jobs (a file's blocks, a Kinesis
+//! shard's batches) go out on a bounded queue, each thread works them with
+//! its own copy of the source's ingest, and results come back on one
+//! channel for the source thread to hand on in order.
+//!
+//! A thread that panics reports the panic as an error instead of leaving
+//! a job that never comes back; the first error ends the thread.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use crate::error::EngineError;
+
+/// The channel from the decoding threads to the source thread; a job may
+/// send messages of its own on it before its result (see the file
+/// source's repeat checks).
+pub type ToSource<M> = mpsc::Sender<Result<M, EngineError>>;
+
+/// The decoding threads and the channels to them.
+pub struct Pool<J, M> {
+    jobs: Option<async_channel::Sender<J>>,
+    results: mpsc::Receiver<Result<M, EngineError>>,
+    threads: Vec<JoinHandle<()>>,
+    /// The source's name, for errors.
+    name: String,
+}
+
+impl<J: Send + 'static, M: Send + 'static> Pool<J, M> {
+    /// Starts a thread per state in `decoders`, each running `work` on the
+    /// jobs it takes, with room in the queue for `queue` jobs.
+    ///
+    /// # Errors
+    /// A thread that cannot start.
+    pub fn start<D, F>(
+        name: &str,
+        decoders: Vec<D>,
+        queue: usize,
+        work: F,
+    ) -> Result<Pool<J, M>, EngineError>
+    where
+        D: Send + 'static,
+        F: Fn(&mut D, J, &ToSource<M>) -> Result<M, EngineError> + Clone + Send + 'static,
+    {
+        let (jobs, taken) = async_channel::bounded::<J>(queue.max(1));
+        let (done, results) = mpsc::channel();
+        let mut threads = Vec::new();
+        for (i, mut decoder) in decoders.into_iter().enumerate() {
+            let (taken, done, work) = (taken.clone(), done.clone(), work.clone());
+            let thread_name = format!("decode {name}#{i}");
+            let thread = std::thread::Builder::new()
+                .name(thread_name.clone())
+                .spawn(move || {
+                    while let Ok(job) = taken.recv_blocking() {
+                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            work(&mut decoder, job, &done)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            Err(EngineError::from_panic(thread_name.clone(), panic.as_ref()))
+                        });
+                        let failed = result.is_err();
+                        if done.send(result).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| {
+                    EngineError::Panicked(
+                        name.to_string(),
+                        format!("could not start a decoding thread: {e}"),
+                    )
+                })?;
+            threads.push(thread);
+        }
+        Ok(Pool {
+            jobs: Some(jobs),
+            results,
+            threads,
+            name: name.to_string(),
+        })
+    }
+
+    /// Queues a job (waits while the queue is full).
+    ///
+    /// # Errors
+    /// [`EngineError::Disconnected`] when the threads are gone.
+    pub fn submit(&self, job: J) -> Result<(), EngineError> {
+        match &self.jobs {
+            Some(jobs) => jobs
+                .send_blocking(job)
+                .map_err(|_| EngineError::Disconnected(self.name.clone())),
+            None => Err(EngineError::Disconnected(self.name.clone())),
+        }
+    }
+
+    /// The next message from a thread, waiting for it.
+    ///
+    /// # Errors
+    /// A job's error, or [`EngineError::Disconnected`] when the threads are
+    /// gone.
+    pub fn next(&self) -> Result<M, EngineError> {
+        self.results
+            .recv()
+            .map_err(|_| EngineError::Disconnected(self.name.clone()))?
+    }
+
+    /// Stops taking jobs and waits for the threads.
+    pub fn stop(mut self) {
+        self.jobs.take();
+        // Unblock threads waiting to hand a result on.
+        drop(self.results);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}

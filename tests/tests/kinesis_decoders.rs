@@ -1,0 +1,106 @@
+//! A Kinesis source decoded by a pool of threads (issue 18, `kflow run
+//! --decode-threads N`) gives exactly one thread's outputs, against a real
+//! Kinesis API (kinesalite on loopback): the same window rows, the same late
+//! records (the stamps' watermarks are one thread's), a sink fed straight
+//! from the source in the shard's order byte for byte, KPL aggregates split,
+//! bad records in the dead-letter output with their shard and sequence. Kill
+//! and graceful-stop restarts with a pool: tests/tests/kinesis.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use kflow_tests::fixtures::{self, assert_rows_equal, events, file_reference, per_user_order};
+use kflow_tests::job::JobDir;
+use kflow_tests::kinesis::{Emulator, EmulatorKind};
+use kflow_tests::kpl::kpl_aggregate;
+
+/// Sinks for the source's records as they came and the window's late ones.
+const RAW_AND_LATE: &str =
+    "\n[sinks.raw]\ninput = \"clicks\"\ntype = \"file\"\npath = \"out/raw.jsonl\"\n\
+     \n[sinks.late]\ninput = \"per_user.late\"\ntype = \"file\"\npath = \"out/late.jsonl\"\n";
+
+/// The click job over Kinesis stream `stream` read to its tip, with
+/// `out_of_orderness`, its raw records and late records in files.
+fn job(name: &str, em: &Emulator, stream: &str, out_of_orderness: &str) -> String {
+    format!(
+        "{}\n[sources.clicks]\ntype = \"kinesis\"\nstream = \"{stream}\"\nendpoint = \"{}\"\n\
+         event_time = {{ field = \"ts\" }}\nwatermark = {{ max_out_of_orderness = \"{out_of_orderness}\" }}\n\
+         start_at = \"trim_horizon\"\nstop_at = \"latest\"\n{}{RAW_AND_LATE}",
+        fixtures::header(name, "200ms"),
+        em.endpoint(),
+        fixtures::click_windows()
+    )
+}
+
+/// Runs `job` with `threads` decoding threads, `limit` records a call.
+fn run(job: &str, threads: &str, limit: &str) -> JobDir {
+    let dir = JobDir::new(job);
+    dir.run_ok(
+        &["run", "job.toml", "-q", "--decode-threads", threads],
+        &[("KFLOW_KINESIS_LIMIT", limit)],
+    );
+    dir
+}
+
+#[test]
+fn a_pool_of_decoders_reads_a_shard_as_one_thread_does() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let client = em.client();
+    let stream = client.create_fresh_stream("pool", 1);
+    // Out of order by up to seconds: with 1 s allowed, some are late.
+    let lines = events(4000, 60, 41);
+    let all: Vec<&str> = lines.lines().collect();
+    let (first, second) = all.split_at(2000);
+    fixtures::produce(&em, &stream, &(first.join("\n") + "\n"));
+    // Mid-stream: a bad record and a KPL aggregate of three events.
+    let aggregate = kpl_aggregate(&["a", "b"], &[(0, all[0]), (1, all[1]), (0, all[2])]);
+    client.put_records(
+        &stream,
+        &[
+            ("u1", b"not json at all".as_slice()),
+            ("a", aggregate.as_slice()),
+        ],
+    );
+    fixtures::produce(&em, &stream, &(second.join("\n") + "\n"));
+
+    let job = job("pool", &em, &stream, "1s");
+    // 250 records a call: 17 batches, up to 7 of them decoding at once.
+    let one = run(&job, "1", "250");
+    let pool = run(&job, "3", "250");
+
+    let raw = one.read("out/raw.jsonl");
+    assert_eq!(raw.lines().count(), 4003, "every good record, once");
+    assert!(raw == pool.read("out/raw.jsonl"), "the raw copies differ");
+    let late = one.read("out/late.jsonl");
+    assert!(
+        late.lines().count() > 10,
+        "too few late records to compare: {late}"
+    );
+    assert!(
+        late == pool.read("out/late.jsonl"),
+        "the late records differ"
+    );
+    assert_rows_equal(
+        &one.read("out/result.jsonl"),
+        &pool.read("out/result.jsonl"),
+    );
+    let dead = |dir: &JobDir| dir.read(".kflow/pool/dead-letter.jsonl");
+    let errors = dead(&one);
+    assert_eq!(errors.lines().count(), 1, "{errors}");
+    assert!(errors.contains("shardId-000000000000"), "{errors}");
+    assert_eq!(errors, dead(&pool));
+}
+
+#[test]
+fn a_pool_of_decoders_keeps_each_keys_order_across_shards() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let client = em.client();
+    let stream = client.create_fresh_stream("shards", 3);
+    let lines = events(3000, 40, 43);
+    fixtures::produce(&em, &stream, &lines);
+    // Out of order by at most 20 minutes: nothing is late, so the result
+    // is the file's whatever the shards' interleaving.
+    let pool = run(&job("shards", &em, &stream, "20m"), "3", "100");
+    assert_rows_equal(&file_reference(&lines), &pool.read("out/result.jsonl"));
+    let raw = pool.read("out/raw.jsonl");
+    assert_eq!(raw.lines().count(), 3000);
+    assert_eq!(per_user_order(&raw), per_user_order(&lines));
+}
