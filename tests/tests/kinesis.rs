@@ -107,6 +107,18 @@ fn produce_then_run_equals_the_file_run_and_the_kinesis_sink_carries_result_ids(
 
 #[test]
 fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
+    resharding_case("1");
+}
+
+/// Issue 18: the same with the batches decoded by a pool of threads (a
+/// child shard starts only after its parents' batches were handed on).
+#[test]
+fn resharding_with_a_pool_of_decoders_keeps_results_and_per_key_order() {
+    resharding_case("3");
+}
+
+/// Splits and merges while producing and reading, decoding on `threads`.
+fn resharding_case(threads: &str) {
     let em = Emulator::start(EmulatorKind::KinesisMock);
     let client = em.client();
     let stream = client.create_fresh_stream("reshard", 2);
@@ -127,7 +139,7 @@ fn resharding_while_producing_and_consuming_keeps_results_and_per_key_order() {
     );
     let dir = JobDir::new(&job);
     let child = dir
-        .job_command(&[])
+        .job_command(&["--decode-threads", threads])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
