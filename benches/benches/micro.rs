@@ -2,7 +2,8 @@
 //! fields of a JSON line, evaluating a filter, updating a window partial in
 //! the cache (hit), reading an evicted partial back from RocksDB (miss), a
 //! new key in an evicted window with and without the cache's filter of
-//! written keys, and writing a checkpoint batch.
+//! written keys, writing a checkpoint batch, and comparing the empty keys
+//! of a window without a key.
 //!
 //! `cargo bench -p kflow-benches --bench micro`
 
@@ -341,5 +342,46 @@ fn aggregate_updates(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, filter, window_state, aggregate_updates);
+/// The empty key of a window without a key, as an empty `Vec` holds it
+/// (a dangling pointer): `==` against `kflow_state::keys::same`, and the
+/// cache's update of a keyless window's partial.
+fn empty_keys(c: &mut Criterion) {
+    let (a, b): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    let mut group = c.benchmark_group("empty keys");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("<[u8]>::eq", |bench| {
+        bench.iter(|| black_box(black_box(&a[..]) == black_box(&b[..])))
+    });
+    group.bench_function("keys::same", |bench| {
+        bench.iter(|| black_box(kflow_state::keys::same(black_box(&a), black_box(&b))))
+    });
+    let dir = tempfile_dir();
+    let store = match StateStore::open(&dir) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let aggs = aggregates();
+    let args = [Arg::None, Arg::Num(12.5)];
+    let hash = kflow::dataflow::key::hash(&a);
+    group.bench_function("update a keyless window's partial, cache hit", |bench| {
+        let mut cache: WindowCache<Partial> = WindowCache::new(1, usize::MAX);
+        bench.iter(|| {
+            if let Ok(p) =
+                cache.get_mut(&store, 60_000, hash, black_box(&a), || Partial::new(&aggs))
+            {
+                p.update(&args);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    decode,
+    filter,
+    window_state,
+    aggregate_updates,
+    empty_keys
+);
 criterion_main!(benches);

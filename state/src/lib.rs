@@ -10,12 +10,14 @@
 //!   snapshot is taken or the memory budget is exceeded. Times wholly in
 //!   memory are snapshotted as [`pack`]s (a few large values per time),
 //!   the others key by key.
+//! - [`keys::same`] compares encoded keys, empty ones without a call.
 
 pub mod batch;
 pub mod cache;
 pub mod codec;
 mod error;
 pub mod family;
+pub mod keys;
 pub mod pack;
 pub mod store;
 

@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 
 use crate::codec;
 use crate::family::Family;
+use crate::keys::same;
 use crate::store::StateStore;
 use crate::StateError;
 use written::WrittenKeys;
@@ -122,12 +123,12 @@ impl<V> Table<V> {
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry<V>> {
-        self.shard(hash).find(hash, |e| &*e.key == key)
+        self.shard(hash).find(hash, |e| same(&e.key, key))
     }
 
     fn entry(&mut self, hash: u64, key: &[u8]) -> TableEntry<'_, Entry<V>> {
         self.shard_mut(hash)
-            .entry(hash, |e| &*e.key == key, |e| e.hash)
+            .entry(hash, |e| same(&e.key, key), |e| e.hash)
     }
 
     fn iter(&self) -> impl Iterator<Item = &Entry<V>> {

@@ -5,6 +5,7 @@
 
 use hashbrown::hash_table::Entry::{Occupied, Vacant};
 use kflow_state::cache::SHARDS;
+use kflow_state::keys::same;
 use smallvec::SmallVec;
 
 use super::WindowTask;
@@ -104,7 +105,7 @@ impl WindowTask {
             merged.clear();
             for &pane in &panes {
                 for (hash, key, partial) in self.cache.shard_entries(pane, shard) {
-                    match merged.entry(hash, |(_, k, _)| &k[..] == key, |(h, _, _)| *h) {
+                    match merged.entry(hash, |(_, k, _)| same(k, key), |(h, _, _)| *h) {
                         Occupied(mut slot) => slot.get_mut().2.merge(partial),
                         Vacant(slot) => {
                             slot.insert((hash, SmallVec::from_slice(key), partial.clone()));

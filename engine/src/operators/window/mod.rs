@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 use hashbrown::hash_table::HashTable;
+use kflow_state::keys::same;
 use kflow_state::{StateBatch, StateStore, StateValue, WindowCache};
 use smallvec::SmallVec;
 
@@ -373,7 +374,8 @@ impl WindowTask {
             self.inputs[input].idle = false;
         }
         self.records_in += batch.len() as u64;
-        if !batch.is_empty() {
+        // A window without a key has one (empty) key: nothing to rank.
+        if !batch.is_empty() && !self.out.key_names.is_empty() {
             self.sample_keys(&batch);
         }
         let n_args = self.out.aggregates.len();
@@ -434,7 +436,7 @@ impl WindowTask {
                 && batch.hashes[next] == hash
                 && batch.watermarks[next] <= self.inputs[input].watermark
                 && self.panes.pane_end(batch.times[next]) == pane
-                && batch.key(next) == key
+                && same(batch.key(next), key)
             {
                 let args = &batch.args[next * n_args..(next + 1) * n_args];
                 partial.update_with(args, &batch.values);
