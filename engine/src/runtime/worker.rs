@@ -370,7 +370,14 @@ impl Worker<'_> {
                     "worker {}: {key} stopped after its lease lapsed; releasing it",
                     self.options.id
                 );
-                keeper.release(&key, false)?;
+                // A failed write is no worse: the lease lapses in the
+                // table by itself (this worker renews it no more).
+                if let Err(e) = keeper.release(&key, false) {
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    tracing::warn!("leases: {}", crate::error::causes(&e));
+                }
                 self.summary.lost += 1;
             }
         }

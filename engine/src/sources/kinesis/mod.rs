@@ -444,7 +444,8 @@ impl KinesisSourceTask {
                 self.hand_on_until(r, d, keep)?;
             }
             if !self.core.parked() {
-                self.chores(r)?;
+                let in_flight = decoding.as_ref().is_some_and(|d| d.pending() > 0);
+                self.chores(r, in_flight)?;
             }
             if self.core.parked() {
                 return self.core.park();
@@ -456,7 +457,7 @@ impl KinesisSourceTask {
                 return self.core.park();
             }
         }
-        self.chores(r)?;
+        self.chores(r, false)?;
         self.core.finish(&r.position(true))
     }
 
@@ -557,8 +558,10 @@ impl KinesisSourceTask {
         r.watermark
     }
 
-    /// Periodic work: flush, metrics, idleness, checkpoints.
-    fn chores(&mut self, r: &mut Reading) -> Result<(), EngineError> {
+    /// Periodic work: flush, metrics, idleness, checkpoints. With records
+    /// `in_flight` (batches still decoding) the source is not idle, as one
+    /// thread still routing them would not be.
+    fn chores(&mut self, r: &mut Reading, in_flight: bool) -> Result<(), EngineError> {
         let watermark = self.watermark(r);
         let own = &self.core.own;
         let ooo = self.core.max_out_of_orderness_ms;
@@ -599,7 +602,7 @@ impl KinesisSourceTask {
             r.subscriptions.failed.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        if let Some(timeout) = self.core.idle_timeout {
+        if let Some(timeout) = self.core.idle_timeout.filter(|_| !in_flight) {
             let running: Vec<&Slot> = r.slots.values().filter(|s| s.running).collect();
             let all_idle = !running.is_empty()
                 && running

@@ -20,6 +20,9 @@
 //!   barrier are dropped, and read again on restart.
 //! - *Shard ends.* A shard's end is taken only after every batch before
 //!   it was handed on.
+//! - *Idleness.* A batch's shard counts as having data again when the
+//!   batch is handed on (however long it waited), and the source is not
+//!   idle while batches decode.
 //!
 //! A source that drops repeats (`dedup`: whether a record repeats depends
 //! on every record before it) or feeds a cluster's shuffle (each shard is
@@ -34,7 +37,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::record::{route_record, Routed};
 use super::{KinesisSourceTask, Reading};
 use crate::dataflow::metrics::buckets::{LocalBuckets, SIZE_BOUNDS};
-use crate::dataflow::metrics::{LocalCounts, SourceMetrics};
+use crate::dataflow::metrics::LocalCounts;
 use crate::dataflow::route::Collected;
 use crate::error::EngineError;
 use crate::sources::ingest::Ingest;
@@ -63,13 +66,14 @@ pub(super) struct Decoded {
     /// The largest event time routed.
     max_time: Option<i64>,
     counts: LocalCounts,
+    sizes: LocalBuckets,
     delays: Vec<u64>,
     collected: Collected,
     _held: Option<OwnedSemaphorePermit>,
 }
 
 /// Decodes one batch into `ingest`'s collecting router.
-fn decode(ingest: &mut Ingest, own: &SourceMetrics, batch: Batch) -> Result<Decoded, EngineError> {
+fn decode(ingest: &mut Ingest, batch: Batch) -> Result<Decoded, EngineError> {
     let mut counts = LocalCounts::default();
     let mut sizes = LocalBuckets::new(SIZE_BOUNDS);
     let mut delays = Vec::with_capacity(batch.records.len());
@@ -93,7 +97,6 @@ fn decode(ingest: &mut Ingest, own: &SourceMetrics, batch: Batch) -> Result<Deco
         max_time = max_time.max(routed.max_time);
         last = Some(routed);
     }
-    sizes.publish(&own.sizes);
     let collected = ingest.router.take_collected(unstamped)?;
     Ok(Decoded {
         index: batch.index,
@@ -102,6 +105,7 @@ fn decode(ingest: &mut Ingest, own: &SourceMetrics, batch: Batch) -> Result<Deco
         last,
         max_time,
         counts,
+        sizes,
         delays,
         collected,
         _held: batch.held,
@@ -131,14 +135,11 @@ impl Decoding {
         decoders: Vec<Ingest>,
     ) -> Result<Decoding, EngineError> {
         let limit = 2 * decoders.len() as u64 + 1;
-        let own = task.core.own.clone();
         let pool = Pool::start(
             &task.core.name,
             decoders,
             limit as usize,
-            move |ingest: &mut Ingest, batch: Batch, _: &ToSource<Decoded>| {
-                decode(ingest, &own, batch)
-            },
+            |ingest: &mut Ingest, batch: Batch, _: &ToSource<Decoded>| decode(ingest, batch),
         )?;
         Ok(Decoding {
             pool,
@@ -217,6 +218,13 @@ impl KinesisSourceTask {
     /// Sends one decoded batch on stamped as one thread would have, then
     /// moves its shard's position past it.
     fn hand_on(&mut self, r: &mut Reading, decoded: Decoded) -> Result<(), EngineError> {
+        // Its shard has data now, as it had when one thread would have
+        // routed the batch on arrival: the watermark before it counts it
+        // however long the batch waited here.
+        if let Some(slot) = r.slots.get_mut(&*decoded.shard) {
+            slot.last_data = Some(std::time::Instant::now());
+        }
+        self.core.set_busy();
         let before = self.watermark(r);
         self.core
             .ingest
@@ -228,6 +236,8 @@ impl KinesisSourceTask {
             }
         }
         self.core.counts.add(&decoded.counts);
+        let mut sizes = decoded.sizes;
+        sizes.publish(&self.core.own.sizes);
         for delay in decoded.delays {
             r.observe_delay(self, delay);
         }
