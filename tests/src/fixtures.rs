@@ -36,9 +36,19 @@ pub fn file_source(path: &str, max_out_of_orderness: &str) -> String {
 /// A Kinesis source `clicks` reading `stream` at `endpoint`, event time
 /// from `ts`, with more `settings` lines (start and stop positions).
 pub fn kinesis_source(stream: &str, endpoint: &str, settings: &str) -> String {
+    kinesis_source_allowing(stream, endpoint, "20m", settings)
+}
+
+/// [`kinesis_source`] allowing `max_out_of_orderness`.
+pub fn kinesis_source_allowing(
+    stream: &str,
+    endpoint: &str,
+    max_out_of_orderness: &str,
+    settings: &str,
+) -> String {
     format!(
         "\n[sources.clicks]\ntype = \"kinesis\"\nstream = \"{stream}\"\nendpoint = \"{endpoint}\"\n\
-         event_time = {{ field = \"ts\" }}\nwatermark = {{ max_out_of_orderness = \"20m\" }}\n{settings}\n"
+         event_time = {{ field = \"ts\" }}\nwatermark = {{ max_out_of_orderness = \"{max_out_of_orderness}\" }}\n{settings}\n"
     )
 }
 

@@ -21,11 +21,14 @@ const RAW_AND_LATE: &str =
 /// `out_of_orderness`, its raw records and late records in files.
 fn job(name: &str, em: &Emulator, stream: &str, out_of_orderness: &str) -> String {
     format!(
-        "{}\n[sources.clicks]\ntype = \"kinesis\"\nstream = \"{stream}\"\nendpoint = \"{}\"\n\
-         event_time = {{ field = \"ts\" }}\nwatermark = {{ max_out_of_orderness = \"{out_of_orderness}\" }}\n\
-         start_at = \"trim_horizon\"\nstop_at = \"latest\"\n{}{RAW_AND_LATE}",
+        "{}{}{}{RAW_AND_LATE}",
         fixtures::header(name, "200ms"),
-        em.endpoint(),
+        fixtures::kinesis_source_allowing(
+            stream,
+            &em.endpoint(),
+            out_of_orderness,
+            "start_at = \"trim_horizon\"\nstop_at = \"latest\"",
+        ),
         fixtures::click_windows()
     )
 }

@@ -37,6 +37,11 @@ impl Ingest {
         vec![Value::Null; self.projection.slots()]
     }
 
+    /// `n` copies for a pool of decoding threads ([`Ingest::decoder`]).
+    pub fn decoders(&self, n: usize) -> Vec<Ingest> {
+        (0..n).map(|_| self.decoder()).collect()
+    }
+
     /// A copy for a decoding thread of a block-parallel source: the same
     /// projection, time field, dedup field and routes, its router
     /// collecting ([`crate::dataflow::route::Router::collector`]), without

@@ -5,7 +5,9 @@
 //!
 //! A thread that panics reports the panic as an error instead of leaving
 //! a job that never comes back; the first error ends the thread.
+//! [`InOrder`] puts the results back in the order the jobs went out.
 
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -112,5 +114,60 @@ impl<J: Send + 'static, M: Send + 'static> Pool<J, M> {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+/// Results that come back in any order, handed on in their jobs' order
+/// (`0, 1, 2, ...`).
+#[derive(Debug)]
+pub struct InOrder<T> {
+    next: u64,
+    ready: BTreeMap<u64, T>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> InOrder<T> {
+        InOrder {
+            next: 0,
+            ready: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> InOrder<T> {
+    /// The index of the next result to hand on: how many were.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Keeps the result of job `index`.
+    pub fn put(&mut self, index: u64, result: T) {
+        self.ready.insert(index, result);
+    }
+
+    /// The next result in order, once it came back.
+    pub fn pop(&mut self) -> Option<T> {
+        let result = self.ready.remove(&self.next)?;
+        self.next += 1;
+        Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_go_on_in_their_jobs_order() {
+        let mut order = InOrder::default();
+        order.put(1, 'b');
+        assert_eq!(order.pop(), None, "job 0 is not back yet");
+        order.put(0, 'a');
+        order.put(2, 'c');
+        assert_eq!(
+            (order.pop(), order.pop(), order.pop()),
+            (Some('a'), Some('b'), Some('c'))
+        );
+        assert_eq!((order.pop(), order.next()), (None, 3));
     }
 }

@@ -220,11 +220,7 @@ impl FileSourceTask {
         if self.decode_threads < 2 || self.script.is_some() {
             return None;
         }
-        Some(
-            (0..self.decode_threads)
-                .map(|_| self.core.ingest.decoder())
-                .collect(),
-        )
+        Some(self.core.ingest.decoders(self.decode_threads))
     }
 
     /// Decodes and routes every line of `block` (which ends with `\n`).

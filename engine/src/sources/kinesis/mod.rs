@@ -375,7 +375,7 @@ impl KinesisSourceTask {
         if self.decode_threads < 2 || ingest.dedup.is_some() || ingest.router.sends_remote() {
             return None;
         }
-        Some((0..self.decode_threads).map(|_| ingest.decoder()).collect())
+        Some(ingest.decoders(self.decode_threads))
     }
 
     fn read_with(
@@ -476,11 +476,18 @@ impl KinesisSourceTask {
         }
         if let Some(slot) = r.slots.get_mut(shard) {
             slot.behind_ms = behind_ms;
-            if has_records {
-                slot.last_data = Some(Instant::now());
-                slot.last_data_ms = Some(now_ms());
-                self.core.set_busy();
-            }
+        }
+        if has_records {
+            self.has_data(r, shard);
+        }
+    }
+
+    /// Notes that `shard` has data now: not idle, nor is the source.
+    fn has_data(&mut self, r: &mut Reading, shard: &str) {
+        if let Some(slot) = r.slots.get_mut(shard) {
+            slot.last_data = Some(Instant::now());
+            slot.last_data_ms = Some(now_ms());
+            self.core.set_busy();
         }
     }
 

@@ -28,7 +28,6 @@
 //! on every record before it) or feeds a cluster's shuffle (each shard is
 //! a process of its own there) decodes on its own thread.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_kinesis::types::Record;
@@ -41,7 +40,7 @@ use crate::dataflow::metrics::LocalCounts;
 use crate::dataflow::route::Collected;
 use crate::error::EngineError;
 use crate::sources::ingest::Ingest;
-use crate::sources::pool::{Pool, ToSource};
+use crate::sources::pool::{InOrder, Pool, ToSource};
 
 /// One reader's batch, for a decoder.
 pub(super) struct Batch {
@@ -117,10 +116,8 @@ pub(super) struct Decoding {
     pool: Pool<Batch, Decoded>,
     /// The index the next batch gets.
     next: u64,
-    /// The index of the next batch to hand on.
-    handed: u64,
-    /// Batches decoded ahead of one still decoding.
-    ready: BTreeMap<u64, Decoded>,
+    /// Batches decoded, handed on in order.
+    decoded: InOrder<Decoded>,
     /// Batches in flight at most.
     limit: u64,
 }
@@ -144,15 +141,14 @@ impl Decoding {
         Ok(Decoding {
             pool,
             next: 0,
-            handed: 0,
-            ready: BTreeMap::new(),
+            decoded: InOrder::default(),
             limit,
         })
     }
 
     /// Batches given out and not handed on yet.
     pub(super) fn pending(&self) -> u64 {
-        self.next - self.handed
+        self.next - self.decoded.next()
     }
 
     /// How many batches may stay in flight while more arrive: one fewer
@@ -203,9 +199,8 @@ impl KinesisSourceTask {
     ) -> Result<(), EngineError> {
         while d.pending() > keep && !self.core.parked() {
             let decoded = d.pool.next()?;
-            d.ready.insert(decoded.index, decoded);
-            while let Some(decoded) = d.ready.remove(&d.handed) {
-                d.handed += 1;
+            d.decoded.put(decoded.index, decoded);
+            while let Some(decoded) = d.decoded.pop() {
                 self.hand_on(r, decoded)?;
                 if self.core.parked() {
                     return Ok(());
@@ -221,10 +216,7 @@ impl KinesisSourceTask {
         // Its shard has data now, as it had when one thread would have
         // routed the batch on arrival: the watermark before it counts it
         // however long the batch waited here.
-        if let Some(slot) = r.slots.get_mut(&*decoded.shard) {
-            slot.last_data = Some(std::time::Instant::now());
-        }
-        self.core.set_busy();
+        self.has_data(r, &decoded.shard);
         let before = self.watermark(r);
         self.core
             .ingest

@@ -27,7 +27,6 @@
 
 mod repeats;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::sync::{mpsc, Arc};
@@ -41,7 +40,7 @@ use crate::dataflow::route::Collected;
 use crate::error::EngineError;
 use crate::sources::core::watermark_of;
 use crate::sources::ingest::Ingest;
-use crate::sources::pool::{self, Pool};
+use crate::sources::pool::{self, InOrder, Pool};
 
 use self::repeats::{Checks, Probe};
 use super::{arrival, file_record, route_line, FileSourceTask, Progress};
@@ -339,8 +338,7 @@ pub(super) fn run(
         at_end: false,
         spare: Vec::new(),
     };
-    let mut decoded: BTreeMap<u64, Decoded> = BTreeMap::new();
-    let mut next = 0;
+    let mut decoded: InOrder<Decoded> = InOrder::default();
     let mut checks = Checks::new(p.max_time, task.core.max_out_of_orderness_ms);
     if let Some(dedup) = &mut task.core.ingest.dedup {
         // Checks run ahead from the first block on: until a block is
@@ -348,13 +346,13 @@ pub(super) fn run(
         dedup.save_through(dedup.mark());
     }
     let result = (|| loop {
-        while blocks.next_index - next < in_flight {
+        while blocks.next_index - decoded.next() < in_flight {
             match blocks.next().map_err(|e| task.io(e))? {
                 Some(block) => pool.submit(block)?,
                 None => break,
             }
         }
-        if next == blocks.next_index {
+        if decoded.next() == blocks.next_index {
             return Ok(true);
         }
         match pool.next()? {
@@ -364,13 +362,12 @@ pub(super) fn run(
                 }
                 continue;
             }
-            Message::Decoded(block) => decoded.insert(block.index, block),
+            Message::Decoded(block) => decoded.put(block.index, block),
         };
-        while let Some(mut block) = decoded.remove(&next) {
+        while let Some(mut block) = decoded.pop() {
             if let Some(dedup) = &mut task.core.ingest.dedup {
-                checks.handed_on(next, dedup);
+                checks.handed_on(block.index, dedup);
             }
-            next += 1;
             blocks.spare.push(std::mem::take(&mut block.text));
             let core = &mut task.core;
             let entering = core.watermark_of(p.max_time);
