@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::job::wait_until;
-use crate::kinesis::{free_ports, repo_root, WATCHDOG_JS};
+use crate::kinesis::{free_ports, log_tail, repo_root, WATCHDOG_JS};
 
 /// A running dynalite.
 pub struct DynamoEmulator {
@@ -26,6 +26,16 @@ pub struct DynamoEmulator {
 impl Drop for DynamoEmulator {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A failing test shows what dynalite said (an exit, an error).
+            if std::thread::panicking() {
+                let exited = child.try_wait().ok().flatten();
+                eprintln!(
+                    "dynalite on port {} ({}); its log:\n{}",
+                    self.port,
+                    exited.map_or("still running".to_string(), |s| format!("exited: {s}")),
+                    log_tail(&self.dir.path().join("dynalite.log"), 4096)
+                );
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -64,14 +74,20 @@ impl DynamoEmulator {
             .stderr(log)
             .spawn()
             .expect("cannot start node (is Node.js installed?)");
-        wait_until(Duration::from_secs(60), "dynalite answers", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        DynamoEmulator {
+        let mut emulator = DynamoEmulator {
             port,
             dir,
             child: Some(child),
-        }
+        };
+        wait_until(Duration::from_secs(60), "dynalite answers", || {
+            // A dynalite that exited (its port taken) must not pass for
+            // ready because something else listens there.
+            if let Some(Ok(Some(status))) = emulator.child.as_mut().map(Child::try_wait) {
+                panic!("dynalite exited during start-up ({status})");
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        emulator
     }
 
     /// The endpoint URL.

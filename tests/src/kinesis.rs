@@ -491,7 +491,7 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 }
 
 /// The last `bytes` bytes of a file (lossy UTF-8), or why it cannot be read.
-fn log_tail(path: &Path, bytes: u64) -> String {
+pub fn log_tail(path: &Path, bytes: u64) -> String {
     let read = || -> std::io::Result<String> {
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
