@@ -43,6 +43,7 @@ golden_cases!(
     picks,
     sessions,
     top_k,
+    combined_rows,
 );
 
 #[test]

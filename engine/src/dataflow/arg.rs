@@ -1,6 +1,6 @@
 //! Aggregate argument values: what an emitter extracts from a record for
 //! each aggregate of the window it feeds, so the window task never sees the
-//! record itself.
+//! record itself, or a partial that stands for several records.
 
 /// One aggregate's input for one record, prepared by the source task.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,6 +20,15 @@ pub enum Arg {
         /// Where its value starts in the batch's values.
         start: u32,
         /// The value's length.
+        len: u32,
+    },
+    /// Several records' partial aggregate for this aggregate, combined by
+    /// the emitter (see [`crate::dataflow::route::Combine`]) and encoded
+    /// at `values[start..start + len]` of its batch: merged, not updated.
+    Merge {
+        /// Where the encoded partial starts in the batch's values.
+        start: u32,
+        /// Its length.
         len: u32,
     },
 }

@@ -81,6 +81,9 @@ pub struct WindowBatch {
     /// Each record's subsequence number (`u64::MAX`: none), with
     /// `sequences`.
     pub subsequences: Vec<u64>,
+    /// How many rows each record stands for, when the emitter combined
+    /// rows (records whose arguments are [`Arg::Merge`]); empty: one each.
+    pub weights: Vec<u32>,
     /// Emitter watermark after the last record.
     pub final_watermark: i64,
     /// When the emitter started this batch (or sent it empty): the origin of
@@ -119,8 +122,23 @@ impl WindowBatch {
             sequences: Vec::with_capacity(like.sequences.len()),
             sequence_ends: Vec::with_capacity(like.sequence_ends.len()),
             subsequences: Vec::with_capacity(like.subsequences.len()),
+            weights: Vec::with_capacity(like.weights.len()),
             final_watermark: i64::MIN,
             origin: None,
+        }
+    }
+
+    /// How many rows record `i` stands for.
+    pub fn rows(&self, i: usize) -> u64 {
+        self.weights.get(i).map_or(1, |&w| u64::from(w))
+    }
+
+    /// How many rows the batch stands for.
+    pub fn total_rows(&self) -> u64 {
+        if self.weights.is_empty() {
+            self.len() as u64
+        } else {
+            self.weights.iter().map(|&w| u64::from(w)).sum()
         }
     }
 

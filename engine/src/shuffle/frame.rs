@@ -124,6 +124,9 @@ pub fn encode_end(route: &Route) -> Vec<u8> {
 /// watermark before its successor's first record; an empty batch gives
 /// one frame that carries only the watermark.
 pub fn encode_batch(route: &Route, batch: &WindowBatch, n_args: usize) -> Vec<Vec<u8>> {
+    // Rows combined by a window ([`crate::dataflow::route::Combine`]) are
+    // only ever sent to local partitions, never through a shuffle.
+    debug_assert!(batch.weights.is_empty(), "a combined batch in a shuffle");
     let carry_raw = !batch.raw_ends.is_empty();
     let mut frames = Vec::new();
     let mut start = 0;
@@ -190,6 +193,11 @@ fn encode_record<'b>(
             Arg::Pick { order, start, len } => {
                 out.push(3);
                 out.extend_from_slice(&order.to_le_bytes());
+                let value = &batch.values[start as usize..(start + len) as usize];
+                put_long(value, out);
+            }
+            Arg::Merge { start, len } => {
+                out.push(4);
                 let value = &batch.values[start as usize..(start + len) as usize];
                 put_long(value, out);
             }
@@ -297,6 +305,15 @@ fn decode_batch(r: &mut Reader<'_>, watermark: i64) -> Result<WindowBatch, State
                     batch.values.extend_from_slice(value);
                     Arg::Pick {
                         order,
+                        start,
+                        len: value.len() as u32,
+                    }
+                }
+                4 => {
+                    let value = r.prefixed()?;
+                    let start = batch.values.len() as u32;
+                    batch.values.extend_from_slice(value);
+                    Arg::Merge {
                         start,
                         len: value.len() as u32,
                     }

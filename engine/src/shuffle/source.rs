@@ -558,6 +558,12 @@ fn copy_record(from: &WindowBatch, i: usize, watermark: i64, to: &mut WindowBatc
                     len,
                 }
             }
+            crate::dataflow::arg::Arg::Merge { start, len } => {
+                let at = to.values.len() as u32;
+                to.values
+                    .extend_from_slice(&from.values[start as usize..(start + len) as usize]);
+                crate::dataflow::arg::Arg::Merge { start: at, len }
+            }
             other => other,
         });
     }

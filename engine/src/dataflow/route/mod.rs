@@ -16,7 +16,9 @@ mod sink;
 mod window;
 
 pub use sink::{Keys, SinkOut};
-pub use window::{ArgSpec, Partitions, RemotePartitions, WindowInput, WindowOut};
+pub use window::{
+    partition_of, ArgSpec, Combine, Partitions, RemotePartitions, WindowInput, WindowOut,
+};
 
 use kflow_jobs::expr::CompiledExpr;
 use kflow_jobs::Row;

@@ -14,6 +14,38 @@ use crate::error::EngineError;
 /// Records per window batch before it is sent.
 const WINDOW_BATCH: usize = 1024;
 
+/// Combined records a [`Combine`] holds before they are sent regardless
+/// (a table this size stays in the CPU cache).
+const COMBINE_LIMIT: usize = 4096;
+
+/// The partition of `partitions` that the record of key hash `hash` goes to.
+pub fn partition_of(hash: u64, partitions: usize) -> usize {
+    ((hash >> 32) as usize) % partitions
+}
+
+/// Combines the records an emitter sends one window: records of the same
+/// key, event time and watermark become one record whose arguments are
+/// their partial aggregates ([`Arg::Merge`]), which the window merges as it
+/// would have absorbed each. A window's fire emits many rows of one time
+/// and watermark, so a window over it (say, keyless) gets one record per
+/// key and fire instead of a row per upstream key. Implemented by the
+/// window operator, which owns the aggregates.
+pub trait Combine: Send + std::fmt::Debug {
+    /// Absorbs one record: its key's hash and bytes, its stamp, and its
+    /// arguments (picked values in `values`, as in a batch).
+    fn add(&mut self, hash: u64, key: &[u8], stamp: Stamp, args: &[Arg], values: &[u8]);
+    /// How many combined records it holds.
+    fn len(&self) -> usize;
+    /// Whether it holds none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Appends every combined record, in the order their first rows came,
+    /// to the batch of its partition ([`partition_of`]), with its weight,
+    /// and forgets them.
+    fn drain(&mut self, batches: &mut [WindowBatch]);
+}
+
 /// How one aggregate's argument is read from a record.
 #[derive(Debug, Clone)]
 pub struct ArgSpec {
@@ -101,6 +133,10 @@ pub struct WindowOut {
     pub(super) arg_scratch: Vec<Arg>,
     /// The values of this record's [`Arg::Pick`]s, offsets from 0.
     pub(super) pick_scratch: Vec<u8>,
+    /// Combines records before they are batched, if set.
+    combine: Option<Box<dyn Combine>>,
+    /// Records absorbed by `combine` since it was last drained.
+    combined_rows: usize,
 }
 
 impl WindowOut {
@@ -129,7 +165,53 @@ impl WindowOut {
             scratch: Vec::new(),
             arg_scratch: Vec::new(),
             pick_scratch: Vec::new(),
+            combine: None,
+            combined_rows: 0,
         }
+    }
+
+    /// Combines the records sent from now on with `combine` (only for
+    /// channels to local partitions: a shuffle carries each record's
+    /// position, and a window keeping its late records needs each).
+    pub fn combine_with(&mut self, combine: Box<dyn Combine>) {
+        if matches!(self.partitions, Partitions::Local(_)) && !self.spec.carry_raw {
+            self.combine = Some(combine);
+        }
+    }
+
+    /// The window this destination feeds.
+    pub fn spec(&self) -> &WindowInput {
+        &self.spec
+    }
+
+    /// Whether records are being combined.
+    pub fn combines(&self) -> bool {
+        self.combine.is_some()
+    }
+
+    /// Moves the combined records into their batches and sends the full
+    /// ones. When the combiner filled up with records that rarely shared a
+    /// key (fewer than two rows each), combining costs more than it saves:
+    /// it stops, and records are batched one by one from then on.
+    fn drain_combined(&mut self, watermark: i64, full: bool) -> Result<(), EngineError> {
+        let Some(combine) = &mut self.combine else {
+            return Ok(());
+        };
+        if combine.is_empty() {
+            return Ok(());
+        }
+        let (rows, records) = (self.combined_rows, combine.len());
+        combine.drain(&mut self.batches);
+        self.combined_rows = 0;
+        if full && rows < 2 * records {
+            self.combine = None;
+        }
+        for p in 0..self.batches.len() {
+            if self.batches[p].len() >= WINDOW_BATCH {
+                self.send(p, watermark)?;
+            }
+        }
+        Ok(())
     }
 
     /// Encodes one record into its partition's batch. Returns the reason
@@ -194,7 +276,21 @@ impl WindowOut {
             self.arg_scratch.push(arg);
         }
         let hash = key::hash(&self.scratch);
-        let partition = ((hash >> 32) as usize) % self.batches.len();
+        if let Some(combine) = &mut self.combine {
+            combine.add(
+                hash,
+                &self.scratch,
+                stamp,
+                &self.arg_scratch,
+                &self.pick_scratch,
+            );
+            self.combined_rows += 1;
+            if combine.len() >= COMBINE_LIMIT {
+                self.drain_combined(watermark, true)?;
+            }
+            return Ok(Ok(()));
+        }
+        let partition = partition_of(hash, self.batches.len());
         let batch = &mut self.batches[partition];
         if batch.times.is_empty() {
             batch.origin = Some(Instant::now());
@@ -281,6 +377,7 @@ impl WindowOut {
     /// Sends every partition its batch (possibly empty) with the emitter's
     /// current watermark.
     pub fn flush(&mut self, watermark: i64) -> Result<(), EngineError> {
+        self.drain_combined(watermark, false)?;
         for p in 0..self.batches.len() {
             self.send(p, watermark)?;
         }

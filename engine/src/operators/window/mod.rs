@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod assign;
+pub mod combine;
 mod emit;
 mod fire;
 mod round;
@@ -131,6 +132,9 @@ pub struct WindowTask {
     hot_keys: HeavyHitters,
     /// Records taken in since the last publication.
     records_in: u64,
+    /// Whether a fire moved the frontier or emitted rows that are not
+    /// flushed yet (done once per message: see [`WindowTask::flush_results`]).
+    flush_due: bool,
     /// When the gauges were last published.
     published: std::time::Instant,
 }
@@ -217,6 +221,7 @@ impl WindowTask {
             own,
             hot_keys: HeavyHitters::default(),
             records_in: 0,
+            flush_due: false,
             published: std::time::Instant::now(),
         }
     }
@@ -373,7 +378,7 @@ impl WindowTask {
         if !batch.is_empty() || batch.final_watermark > self.inputs[input].watermark {
             self.inputs[input].idle = false;
         }
-        self.records_in += batch.len() as u64;
+        self.records_in += batch.total_rows();
         // A window without a key has one (empty) key: nothing to rank.
         if !batch.is_empty() && !self.out.key_names.is_empty() {
             self.sample_keys(&batch);
@@ -459,9 +464,10 @@ impl WindowTask {
     /// Counts record `i` of `batch` as late and sends it to the `.late`
     /// outputs.
     fn send_late(&mut self, batch: &WindowBatch, i: usize) -> Result<(), EngineError> {
-        self.counts.late += 1;
+        let rows = batch.rows(i);
+        self.counts.late += rows;
         if self.late.is_empty() {
-            self.counts.late_dropped += 1;
+            self.counts.late_dropped += rows;
         }
         if let Some(raw) = batch.raw(i) {
             let key = if self.late.iter().any(SinkOut::wants_keys) {
@@ -607,7 +613,7 @@ impl AlignedTask for WindowTask {
                 // Rows this batch fires measure their latency from when its
                 // input was read.
                 self.out.router.origin = batch.origin;
-                self.on_batch(batch)
+                self.on_batch(batch)?;
             }
             WindowMsg::Idle(id) => {
                 self.out.router.origin = Some(std::time::Instant::now());
@@ -615,10 +621,10 @@ impl AlignedTask for WindowTask {
                     self.inputs[i].idle = true;
                     self.recompute_watermark()?;
                 }
-                Ok(())
             }
-            WindowMsg::Barrier(..) | WindowMsg::End(_) => Ok(()),
+            WindowMsg::Barrier(..) | WindowMsg::End(_) => {}
         }
+        self.flush_results()
     }
 
     fn on_input_end(&mut self, input: InputId) -> Result<(), EngineError> {
@@ -627,7 +633,7 @@ impl AlignedTask for WindowTask {
             self.inputs[i].ended = true;
             self.recompute_watermark()?;
         }
-        Ok(())
+        self.flush_results()
     }
 
     fn on_barrier(&mut self, checkpoint: u64) -> Result<(), EngineError> {

@@ -15,6 +15,7 @@ use crate::dataflow::route::{
     ArgSpec, Keys, Partitions, Route, Router, SinkOut, Target, WindowInput, WindowOut,
 };
 use crate::error::EngineError;
+use crate::operators::window::combine::Combiner;
 use crate::shuffle::out::{ShuffleOut, ShuffleWriter};
 use crate::sinks::{
     Creation, FileSinkPosition, FileWriter, KinesisWriter, LineWriter, S3SinkPosition, S3Writer,
@@ -225,6 +226,16 @@ impl Channels {
             router.routes.push(Route { chain, target });
         }
         let is_source = matches!(plan.node(node).kind, NodeKind::Source(_));
+        if !is_source {
+            // A window's fire emits rows sharing a time and watermark: a
+            // window over it gets them combined per key.
+            for out in &mut router.windows {
+                let functions: Vec<_> = out.spec().args.iter().map(|a| a.function).collect();
+                if let Some(combiner) = Combiner::new(&functions) {
+                    out.combine_with(Box::new(combiner));
+                }
+            }
+        }
         let error_sinks = if is_source {
             side_output_sinks(plan, node, Port::Errors)
         } else {

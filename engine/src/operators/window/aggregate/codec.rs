@@ -44,6 +44,28 @@ impl StateValue for Partial {
     }
 }
 
+impl Acc {
+    /// Appends the accumulator's stored form (as within a [`Partial`]).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_acc(self, out);
+    }
+
+    /// Reads an accumulator written by [`Acc::encode`].
+    ///
+    /// # Errors
+    /// Bytes that are not exactly one accumulator.
+    pub fn decode(bytes: &[u8]) -> Result<Acc, StateError> {
+        let mut r = Reader::new(bytes, "aggregate");
+        let acc = decode_acc(&mut r)?;
+        if !r.is_done() {
+            return Err(StateError::Corrupt(
+                "trailing bytes after an aggregate".into(),
+            ));
+        }
+        Ok(acc)
+    }
+}
+
 fn encode_acc(acc: &Acc, out: &mut Vec<u8>) {
     match acc {
         Acc::Count(n) => {

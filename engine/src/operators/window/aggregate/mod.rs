@@ -268,6 +268,14 @@ impl Acc {
     /// `values`.
     pub fn update_with(&mut self, arg: Arg, values: &[u8]) {
         match (self, arg) {
+            (acc, Arg::Merge { start, len }) => {
+                // Written by a combining emitter of this same window
+                // definition; bytes that do not decode (never written by
+                // kflow) are ignored like an argument of the wrong type.
+                if let Ok(other) = Acc::decode(pick::slice(values, start, len)) {
+                    acc.merge(&other);
+                }
+            }
             (Acc::Count(n), _) => *n += 1,
             (Acc::Sum { sum, n }, Arg::Num(v)) => {
                 *sum += v;
@@ -292,6 +300,14 @@ impl Acc {
             }
             _ => {}
         }
+    }
+
+    /// Whether merging partials gives what updating with each record would
+    /// (up to the rounding of a floating-point sum taken in another
+    /// order): every aggregate but `top_k`, whose merged summary may keep
+    /// other candidates than one built record by record.
+    pub fn merges_exactly(function: AggregateFunction) -> bool {
+        !matches!(function, AggregateFunction::TopK(_))
     }
 
     /// Absorbs another partial of the same aggregate.
