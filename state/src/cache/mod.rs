@@ -197,6 +197,11 @@ pub struct WindowCache<V> {
     /// Stored times removed since the last snapshot, whose RocksDB entries
     /// (in this family) must go.
     removed: Vec<(Family, i64)>,
+    /// The table of the last time removed, emptied, for the next new time:
+    /// a stream's times hold similar key counts, and reusing the slots
+    /// spares the allocator's fresh pages (their zeroing was ~3% of a
+    /// keyed tumbling job's CPU). Counted in [`WindowCache::bytes`].
+    spare: Option<Table<V>>,
     bytes: usize,
     budget: usize,
     stats: CacheStats,
@@ -223,6 +228,7 @@ impl<V: StateValue> WindowCache<V> {
             packed: BTreeSet::new(),
             written: BTreeMap::new(),
             removed: Vec::new(),
+            spare: None,
             bytes: 0,
             budget,
             stats: CacheStats::default(),
@@ -280,6 +286,7 @@ impl<V: StateValue> WindowCache<V> {
         // Buckets are a power of two with at most 7/8 of them usable.
         self.times
             .values()
+            .chain(&self.spare)
             .map(|t| t.capacity() * 8 / 7 * slot)
             .sum()
     }
@@ -330,7 +337,7 @@ impl<V: StateValue> WindowCache<V> {
         key: &[u8],
         init: impl FnOnce() -> V,
     ) -> Result<&mut V, StateError> {
-        let table = table_of(&mut self.times, time);
+        let table = table_of(&mut self.times, &mut self.spare, time);
         match table.entry(hash, key) {
             TableEntry::Occupied(entry) => {
                 let entry = entry.into_mut();
@@ -433,9 +440,13 @@ impl<V: StateValue> WindowCache<V> {
     /// Drops `time` (its windows fired); its RocksDB copies are deleted at
     /// the next snapshot.
     pub fn remove(&mut self, time: i64) {
-        if let Some(table) = self.times.remove(&time) {
+        if let Some(mut table) = self.times.remove(&time) {
             let freed: usize = table.iter().map(Entry::bytes).sum();
             self.bytes = self.bytes.saturating_sub(freed);
+            if self.spare.is_none() {
+                table.shards.iter_mut().for_each(HashTable::clear);
+                self.spare = Some(table);
+            }
         }
         self.spilled.remove(&time);
         self.written.remove(&time);
@@ -462,11 +473,16 @@ fn may_be_stored(
 }
 
 /// The table of `time`, created (sized like the time before it) if new.
-fn table_of<V>(times: &mut BTreeMap<i64, Table<V>>, time: i64) -> &mut Table<V> {
+fn table_of<'a, V>(
+    times: &'a mut BTreeMap<i64, Table<V>>,
+    spare: &mut Option<Table<V>>,
+    time: i64,
+) -> &'a mut Table<V> {
     if !times.contains_key(&time) {
-        let table = match times.range(..time).next_back() {
-            Some((_, earlier)) => Table::sized_like(earlier),
-            None => Table::default(),
+        let table = match (spare.take(), times.range(..time).next_back()) {
+            (Some(spare), _) => spare,
+            (None, Some((_, earlier))) => Table::sized_like(earlier),
+            (None, None) => Table::default(),
         };
         times.insert(time, table);
     }

@@ -30,7 +30,7 @@ impl<V: StateValue> WindowCache<V> {
         mut apply: impl FnMut(usize, &mut V),
     ) -> Result<(), StateError> {
         if self.spilled.contains(&time) {
-            let table = table_of(&mut self.times, time);
+            let table = table_of(&mut self.times, &mut self.spare, time);
             let written = self.written.get(&time);
             let mut missing: Vec<(u64, usize)> = (0..keys.len())
                 .filter(|&i| written.is_none_or(|w| w.may_contain(keys[i].0)))
@@ -55,7 +55,7 @@ impl<V: StateValue> WindowCache<V> {
                     found[j] = Some(V::decode(bytes)?);
                     Ok(())
                 })?;
-                let table = table_of(&mut self.times, time);
+                let table = table_of(&mut self.times, &mut self.spare, time);
                 for (&(_, i), value) in part.iter().zip(found.drain(..)) {
                     let (hash, key) = keys[i];
                     self.bytes += table.insert_absent(hash, key, true, || {
@@ -330,6 +330,7 @@ impl<V: StateValue> WindowCache<V> {
     /// Drops every clean entry from memory; their times become spilled.
     /// Call after [`WindowCache::snapshot`] has been written.
     pub fn evict(&mut self) {
+        self.spare = None;
         let mut freed = 0;
         self.stats.evictions += 1;
         for (time, table) in &mut self.times {

@@ -351,9 +351,37 @@ fn loaded_packs_count_against_the_budget_until_removed() {
     let mut restored: WindowCache<Count> = WindowCache::new(4, usize::MAX);
     restored.load_packed(&store, [60_000]).unwrap();
     // Slots plus the keys that live on the heap.
-    assert!(restored.bytes() > 1_000 * 32, "{}", restored.bytes());
+    let before = restored.bytes();
+    assert!(before > 1_000 * 32, "{before}");
     restored.remove(60_000);
+    // The keys are freed; the emptied table stays, counted, for the next
+    // time, until an eviction wants the memory back.
+    let after = restored.bytes();
+    assert!(
+        after > 0 && after + 1_000 * 16 < before,
+        "{before} -> {after}"
+    );
+    restored.evict();
     assert_eq!(restored.bytes(), 0);
+}
+
+#[test]
+fn a_removed_times_table_is_reused_by_the_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache: WindowCache<Count> = WindowCache::new(4, usize::MAX);
+    for i in 0..1_000 {
+        bump(&mut cache, &store, 60_000, &format!("k{i}"));
+    }
+    let full = cache.bytes();
+    cache.remove(60_000);
+    assert_eq!(cache.bytes(), full, "short keys live in the slots");
+    for i in 0..1_000 {
+        bump(&mut cache, &store, 120_000, &format!("k{i}"));
+    }
+    assert_eq!(cache.bytes(), full, "the same slots, not a second table");
+    assert_eq!(cache.entries(60_000).count(), 0);
+    assert_eq!(cache.entries(120_000).count(), 1_000);
 }
 
 #[test]
