@@ -1,9 +1,10 @@
 //! Criterion micro-benchmarks of kflow's hot parts: decoding the projected
-//! fields of a JSON line, evaluating a filter, updating a window partial in
-//! the cache (hit), reading an evicted partial back from RocksDB (miss), a
-//! new key in an evicted window with and without the cache's filter of
-//! written keys, writing a checkpoint batch, and comparing the empty keys
-//! of a window without a key.
+//! fields of a JSON line (flat and nested), parsing an event time (with and
+//! without the remembered date), evaluating a filter, updating a window
+//! partial in the cache (hit), reading an evicted partial back from RocksDB
+//! (miss), a new key in an evicted window with and without the cache's
+//! filter of written keys, writing a checkpoint batch, and comparing the
+//! empty keys of a window without a key.
 //!
 //! `cargo bench -p kflow-benches --bench micro`
 
@@ -12,10 +13,14 @@ use std::path::Path;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kflow::operators::window::aggregate::{Arg, Partial};
 use kflow::sources::decode::Projection;
+use kflow::sources::time::{parse_rfc3339, Dates};
 use kflow_jobs::{AggregateFunction, AggregatePlan, FieldId, FieldPath, NodeKind, Value};
 use kflow_state::{StateBatch, StateStore, WindowCache};
 
 const LINE: &str = r#"{"event_id":"1b4e28ba-2fa1-41d2-883f-0016d3cca427","user_id":"u42817","type":"add_to_cart","amount":87.25,"ts":"2026-11-25T10:31:12.345Z"}"#;
+
+/// A wide nested record of W4 (`kflow_benches::bids`).
+const BID: &str = r#"{"Bid":{"auction":1760,"bidder":527839,"price":9704766,"channel":"channel-5","url":"https://www.nexmark.com/q19mM0NbdxsfYxd6qDi8/item.htm?query=1&channel_id=8IPL0K1WW1bsuJ4TdJIXUqnee074Kz","date_time":1795600800000,"extra":"75ccTHyr6PipOX1EB1jdur1OuUcPyju8UpsSsRYaHrncbK91bTZvwtKQ3dTE6J0HbZFXLfxl0DMKaabnnr"}}"#;
 
 fn decode(c: &mut Criterion) {
     let paths: Vec<FieldPath> = ["amount", "ts", "type", "user_id"]
@@ -33,6 +38,26 @@ fn decode(c: &mut Criterion) {
                 .ok();
             black_box(&slots);
         })
+    });
+    let bid_paths: Vec<FieldPath> = ["Bid.auction", "Bid.price", "Bid.date_time"]
+        .iter()
+        .map(|p| FieldPath::parse(p))
+        .collect();
+    let bid = Projection::new(&bid_paths);
+    group.bench_function("nested bid, 3 of 8 fields", |b| {
+        let mut slots = vec![Value::Null; bid.slots()];
+        b.iter(|| {
+            bid.decode(black_box(BID.as_bytes()), &mut slots).ok();
+            black_box(&slots);
+        })
+    });
+    let ts = "2026-11-25T10:31:12.345Z";
+    group.bench_function("event time, RFC 3339, parsed whole", |b| {
+        b.iter(|| black_box(parse_rfc3339(black_box(ts))))
+    });
+    group.bench_function("event time, RFC 3339, date remembered", |b| {
+        let mut dates = Dates::default();
+        b.iter(|| black_box(dates.parse(black_box(ts))))
     });
     group.bench_function("serde_json::Value (baseline)", |b| {
         b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(black_box(LINE)).ok()))

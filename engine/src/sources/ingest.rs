@@ -12,7 +12,7 @@ use crate::dataflow::row::{MappedRow, SlotMap};
 use crate::error::EngineError;
 use crate::sources::decode::Projection;
 use crate::sources::dedup::Dedup;
-use crate::sources::time::{event_time, TimeError};
+use crate::sources::time::{Dates, TimeError};
 
 /// Decoding, time stamping, dedup and routing of one source's records.
 pub struct Ingest {
@@ -29,6 +29,8 @@ pub struct Ingest {
     pub dedup: Option<Dedup>,
     /// Where records go.
     pub router: Router,
+    /// The last event date parsed (a cache: times mostly share their date).
+    pub dates: Dates,
 }
 
 impl Ingest {
@@ -55,6 +57,7 @@ impl Ingest {
             dedup_field: self.dedup_field,
             dedup: None,
             router: self.router.collector(),
+            dates: Dates::default(),
         }
     }
 
@@ -119,7 +122,7 @@ impl Ingest {
                     values,
                     map: &self.slots,
                 };
-                match event_time(row.field(*field)) {
+                match self.dates.event_time(row.field(*field)) {
                     Ok(t) => t,
                     Err(e) => {
                         let reason = time_reason(e, name);

@@ -2,7 +2,9 @@
 //!
 //! RFC 3339 is parsed by hand on the hot path (a fixed layout, no
 //! allocation, civil-date arithmetic from Howard Hinnant's algorithm); it is
-//! checked against chrono's parser by a property test.
+//! checked against chrono's parser by a property test. A source's records
+//! mostly share their date, so [`Dates`] keeps the last one's day number
+//! and parses only the time of day while the date repeats.
 
 use kflow_jobs::Value;
 
@@ -17,16 +19,38 @@ pub enum TimeError {
     WrongType(&'static str),
 }
 
-/// The event time of `value` in epoch milliseconds.
-///
-/// # Errors
-/// [`TimeError`] saying what is wrong with the field.
-pub fn event_time(value: &Value<'_>) -> Result<i64, TimeError> {
-    match value {
-        Value::Num(n) if n.is_finite() && n.abs() < 9.0e15 => Ok(n.floor() as i64),
-        Value::Str(s) => parse_rfc3339(s).ok_or(TimeError::BadString),
-        Value::Null => Err(TimeError::Missing),
-        other => Err(TimeError::WrongType(other.type_name())),
+/// The last date parsed and its day number: times of one source mostly
+/// share their date, and a repeated date is compared instead of parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Dates {
+    /// `YYYY-MM-DD` of the last valid time and its days since 1970-01-01.
+    last: Option<([u8; 10], i64)>,
+}
+
+impl Dates {
+    /// The event time of `value` in epoch milliseconds.
+    ///
+    /// # Errors
+    /// [`TimeError`] saying what is wrong with the field.
+    pub fn event_time(&mut self, value: &Value<'_>) -> Result<i64, TimeError> {
+        match value {
+            Value::Num(n) if n.is_finite() && n.abs() < 9.0e15 => Ok(n.floor() as i64),
+            Value::Str(s) => self.parse(s).ok_or(TimeError::BadString),
+            Value::Null => Err(TimeError::Missing),
+            other => Err(TimeError::WrongType(other.type_name())),
+        }
+    }
+
+    /// [`parse_rfc3339`], remembering the date.
+    pub fn parse(&mut self, s: &str) -> Option<i64> {
+        parse_with(s.as_bytes(), |date| match self.last {
+            Some((last, days)) if last == date => Some(days),
+            _ => {
+                let days = civil_days(&date)?;
+                self.last = Some((date, days));
+                Some(days)
+            }
+        })
     }
 }
 
@@ -65,22 +89,39 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 /// space separator accepted) into epoch milliseconds; fractions beyond
 /// milliseconds are truncated.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
+    parse_with(s.as_bytes(), |date| civil_days(&date))
+}
+
+/// Days since 1970-01-01 of `YYYY-MM-DD` (separators already checked), or
+/// `None` for a date that does not exist.
+fn civil_days(date: &[u8; 10]) -> Option<i64> {
+    let (year, month, day) = (
+        digits(&date[0..4])?,
+        digits(&date[5..7])?,
+        digits(&date[8..10])?,
+    );
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+/// [`parse_rfc3339`] with the date's day number from `days_of`.
+fn parse_with(b: &[u8], days_of: impl FnOnce([u8; 10]) -> Option<i64>) -> Option<i64> {
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
     }
     if !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let mut date = [0u8; 10];
+    date.copy_from_slice(&b[..10]);
+    let days = days_of(date)?;
     let (hour, minute, second) = (
         digits(&b[11..13])?,
         digits(&b[14..16])?,
         digits(&b[17..19])?,
     );
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
     // RFC 3339 allows a leap second (60); like chrono we fold it into :59.
     if hour > 23 || minute > 59 || second > 60 {
         return None;
@@ -122,7 +163,6 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         _ => return None,
     };
     let second = second.min(59);
-    let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
     Some(secs * 1000 + millis)
 }
@@ -154,10 +194,13 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2026-11-25T10:00:00"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
-        assert_eq!(event_time(&Value::Num(1500.0)), Ok(1500));
-        assert_eq!(event_time(&Value::Null), Err(TimeError::Missing));
+        assert_eq!(Dates::default().event_time(&Value::Num(1500.0)), Ok(1500));
         assert_eq!(
-            event_time(&Value::Bool(true)),
+            Dates::default().event_time(&Value::Null),
+            Err(TimeError::Missing)
+        );
+        assert_eq!(
+            Dates::default().event_time(&Value::Bool(true)),
             Err(TimeError::WrongType("bool"))
         );
     }
@@ -177,6 +220,21 @@ mod tests {
         #[test]
         fn never_panics(s in ".{0,40}") {
             let _ = parse_rfc3339(&s);
+            let _ = Dates::default().parse(&s);
+        }
+
+        // The remembered date never changes a result: one `Dates` over a
+        // run of times, valid and not, dates repeating and not, parses
+        // each as `parse_rfc3339` does alone.
+        #[test]
+        fn remembered_dates_parse_as_fresh_ones(times in proptest::collection::vec((0usize..7, 0usize..6), 0..30)) {
+            const DATES: [&str; 7] = ["2026-11-25", "2026-11-26", "2026-02-29", "2024-02-29", "2026-13-01", "2026-1x-01", "1969-12-31"];
+            const TIMES: [&str; 6] = ["T10:00:00Z", "T23:59:60.5+01:00", "t00:00:00.123456z", "T24:00:00Z", "X10:00:00Z", "T10:00:00"];
+            let mut dates = Dates::default();
+            for (d, t) in times {
+                let text = format!("{}{}", DATES[d], TIMES[t]);
+                prop_assert_eq!(dates.parse(&text), parse_rfc3339(&text), "{}", text);
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::sources::file::turns::{Script, Sequencer};
 use crate::sources::file::{FilePosition, FileSourceTask, Follow};
 use crate::sources::ingest::Ingest;
 use crate::sources::kinesis::{stream_of, KinesisSettings, KinesisSourceTask, ReaderKind};
+use crate::sources::time::Dates;
 use crate::sources::SourceTask;
 
 use super::channels::{main, walk};
@@ -54,6 +55,7 @@ pub(super) fn source_task(
         dedup_field: source.dedup.as_ref().map(|d| d.field),
         dedup,
         router,
+        dates: Dates::default(),
     };
     let kind = match &source.connector {
         ConnectorPlan::File(_) => "file",

@@ -154,6 +154,18 @@ fn expected(root: &serde_json::Value, path: &str) -> Value<'static> {
 
 const PATHS: [&str; 5] = ["a", "b", "a.b", "c.a.c", "bc"];
 
+/// Field names around the 8 bytes compared as one word.
+const LONG_NAMES: [&str; 8] = [
+    "date_tim",
+    "date_time",
+    "date_timf",
+    "date_ti",
+    "date_time_ms",
+    "date_time_mt",
+    "d",
+    "e",
+];
+
 proptest! {
     // Decimal text decodes to exactly the f64 Rust's own parser gives
     // (the short-mantissa fast path and the fallback alike).
@@ -180,6 +192,19 @@ proptest! {
         let got = decode(&PATHS, &line).unwrap();
         let want: Vec<Value<'static>> = PATHS.iter().map(|p| expected(&parsed, p)).collect();
         prop_assert_eq!(got, want);
+    }
+
+    // Names that share 7 or 8 bytes, or differ only past the 8th, find
+    // their own fields, at a line's end too.
+    #[test]
+    fn similar_names_decode_to_their_own_fields(
+        fields in proptest::collection::btree_map(prop::sample::select(LONG_NAMES.to_vec()), json_value(), 0..6),
+    ) {
+        let value = serde_json::Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        let line = value.to_string();
+        let got = decode(&LONG_NAMES, &line).unwrap();
+        let want: Vec<Value<'static>> = LONG_NAMES.iter().map(|p| expected(&value, p)).collect();
+        prop_assert_eq!(got, want, "{}", line);
     }
 
     // Any byte changed, inserted or removed: accepted exactly when
