@@ -4,12 +4,20 @@
 //! fire by timer bucket ([`super::session`]).
 
 use hashbrown::hash_table::Entry::{Occupied, Vacant};
+use hashbrown::hash_table::HashTable;
 use kflow_state::cache::SHARDS;
 use kflow_state::keys::same;
-use smallvec::SmallVec;
 
+use super::aggregate::Partial;
 use super::WindowTask;
 use crate::error::EngineError;
+
+/// A key's partial over a sliding window's panes: its one pane's, borrowed,
+/// or the merge of two or more.
+enum Merged<'a> {
+    One(&'a Partial),
+    Many(Partial),
+}
 
 impl WindowTask {
     /// Whether the watermark as the inputs now stand fires a window: the
@@ -100,37 +108,55 @@ impl WindowTask {
         }
         // Merge the window's panes per key, one hash shard at a time: a key
         // is in the same shard of every pane, so the merge table holds a
-        // sixteenth of the window and stays in the CPU cache, and it is
-        // reused (cleared, not freed) from shard to shard and fire to fire.
-        // Entries keep the hash they were stored with (no rehash) and short
-        // keys are copied inline, so merging allocates nothing per key.
+        // sixteenth of the window and stays in the CPU cache; it is
+        // cleared, not freed, from shard to shard, and sized from the
+        // largest shard of the last fire. Keys and partials are borrowed
+        // from the panes: a key in one pane of the window (most, in a
+        // window over sparse keys) is emitted from its pane, and a
+        // partial is cloned only for a key's second pane, then merged in
+        // pane order as before.
         let panes: Vec<i64> = self.panes.panes_of_window(end).collect();
         for &pane in &panes {
             self.cache.load(&self.store, pane)?;
         }
-        let merged = &mut self.merge_table;
+        let cache = &self.cache;
+        let mut merged: HashTable<(u64, &[u8], Merged<'_>)> =
+            HashTable::with_capacity(self.merge_capacity);
         let mut largest = 0;
         for shard in 0..SHARDS {
             merged.clear();
             for &pane in &panes {
-                for (hash, key, partial) in self.cache.shard_entries(pane, shard) {
+                for (hash, key, partial) in cache.shard_entries(pane, shard) {
                     match merged.entry(hash, |(_, k, _)| same(k, key), |(h, _, _)| *h) {
-                        Occupied(mut slot) => slot.get_mut().2.merge(partial),
+                        Occupied(mut slot) => {
+                            let into = &mut slot.get_mut().2;
+                            match into {
+                                Merged::One(first) => {
+                                    let mut sum = (*first).clone();
+                                    sum.merge(partial);
+                                    *into = Merged::Many(sum);
+                                }
+                                Merged::Many(sum) => sum.merge(partial),
+                            }
+                        }
                         Vacant(slot) => {
-                            slot.insert((hash, SmallVec::from_slice(key), partial.clone()));
+                            slot.insert((hash, key, Merged::One(partial)));
                         }
                     }
                 }
             }
             largest = largest.max(merged.len());
             for (_, key, partial) in merged.iter() {
+                let partial = match partial {
+                    Merged::One(p) => p,
+                    Merged::Many(p) => p,
+                };
                 self.out
                     .emit(start, end, key, partial, watermark, &mut self.counts)?;
             }
         }
-        // Keep room for a shard of this fire, not of the largest fire ever.
-        merged.clear();
-        merged.shrink_to(largest, |(h, _, _)| *h);
+        drop(merged);
+        self.merge_capacity = largest;
         let obsolete = start.saturating_add(self.panes.slide());
         while let Some(pane) = self
             .cache

@@ -24,10 +24,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_channel::Receiver;
-use hashbrown::hash_table::HashTable;
 use kflow_state::keys::same;
 use kflow_state::{StateBatch, StateStore, StateValue, WindowCache};
-use smallvec::SmallVec;
 
 use crate::dataflow::checkpoint::{CheckpointCtx, Part, PartKind};
 use crate::dataflow::key;
@@ -109,8 +107,9 @@ pub struct WindowTask {
     grows: bool,
     /// A session window's sessions (its panes cache then stays empty).
     sessions: Option<Box<SessionStore>>,
-    /// A sliding window's per-key merge of its panes (one shard at a time).
-    merge_table: HashTable<(u64, SmallVec<[u8; 16]>, Partial)>,
+    /// Entries in the largest shard of a sliding window's last fire: the
+    /// size its next fire's merge table starts at.
+    merge_capacity: usize,
     /// Restored packed times, loaded when the task starts running.
     packed: Vec<i64>,
     /// Extend the stored partials for appended aggregates first.
@@ -207,7 +206,7 @@ impl WindowTask {
             evict_after: None,
             early_requested: false,
             grows,
-            merge_table: HashTable::new(),
+            merge_capacity: 0,
             packed,
             restore_sessions,
             sessions,
