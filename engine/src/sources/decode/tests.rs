@@ -154,7 +154,8 @@ fn expected(root: &serde_json::Value, path: &str) -> Value<'static> {
 
 const PATHS: [&str; 5] = ["a", "b", "a.b", "c.a.c", "bc"];
 
-/// Field names around the 8 bytes compared as one word.
+/// Field names that share their first 7 or 8 bytes or differ only past
+/// the 8th.
 const LONG_NAMES: [&str; 8] = [
     "date_tim",
     "date_time",
