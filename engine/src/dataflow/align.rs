@@ -123,6 +123,7 @@ mod tests {
     fn text(msg: &SinkMsg) -> String {
         match msg {
             SinkMsg::Lines(i, l) => format!("{i}:{}", String::from_utf8_lossy(&l.text)),
+            SinkMsg::Rows(i, rows) => format!("{i}:{} rows", rows.len()),
             SinkMsg::Barrier(i, n) => format!("{i}:barrier{n}"),
             SinkMsg::End(i) => format!("{i}:end"),
         }
@@ -150,7 +151,7 @@ mod tests {
             let snapshot = match msg {
                 SinkMsg::Barrier(i, n) => aligner.barrier(i, n),
                 SinkMsg::End(i) => aligner.end(i),
-                SinkMsg::Lines(..) => None,
+                SinkMsg::Lines(..) | SinkMsg::Rows(..) => None,
             };
             if let Some(n) = snapshot {
                 seen.push(format!("snapshot{n}"));

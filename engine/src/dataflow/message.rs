@@ -8,6 +8,7 @@
 //! the same late records and the same results.
 
 use crate::dataflow::arg::Arg;
+use crate::dataflow::rows::Rows;
 
 /// Identifies one emitter instance (a source task or a window partition)
 /// among a consumer's inputs.
@@ -183,6 +184,8 @@ impl WindowBatch {
 pub enum SinkMsg {
     /// Complete JSON lines.
     Lines(InputId, Lines),
+    /// A window's result rows, for the sink to write as JSON lines.
+    Rows(InputId, Rows),
     /// Checkpoint barrier (see [`WindowMsg::Barrier`]).
     Barrier(InputId, u64),
     /// The emitter will send nothing more.
@@ -192,13 +195,16 @@ pub enum SinkMsg {
 impl Envelope for SinkMsg {
     fn input(&self) -> InputId {
         match self {
-            SinkMsg::Lines(i, _) | SinkMsg::Barrier(i, _) | SinkMsg::End(i) => *i,
+            SinkMsg::Lines(i, _)
+            | SinkMsg::Rows(i, _)
+            | SinkMsg::Barrier(i, _)
+            | SinkMsg::End(i) => *i,
         }
     }
 
     fn signal(&self) -> Signal {
         match self {
-            SinkMsg::Lines(..) => Signal::Data,
+            SinkMsg::Lines(..) | SinkMsg::Rows(..) => Signal::Data,
             SinkMsg::Barrier(_, id) => Signal::Barrier(*id),
             SinkMsg::End(_) => Signal::End,
         }
@@ -226,6 +232,14 @@ impl Lines {
             text,
             ..Lines::default()
         }
+    }
+
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.keys.clear();
+        self.key_ends.clear();
+        self.origin = None;
     }
 
     /// Each line (without its newline, the empty rest after the last

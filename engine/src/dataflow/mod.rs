@@ -12,7 +12,10 @@
 //!   arguments as emitters hand them to windows;
 //! - [`position`]: where a record came from, for error rows;
 //! - [`checkpoint`]: the task side of checkpoints;
-//! - [`metrics`], [`json`]: run counters and JSON text helpers.
+//! - [`rows`]: result rows on their way to a sink, written as JSON text on
+//!   the sink's thread;
+//! - [`metrics`], [`json`], [`round`]: run counters, JSON text helpers and
+//!   the rounding of sums and means.
 
 pub mod align;
 pub mod arg;
@@ -22,6 +25,8 @@ pub mod key;
 pub mod message;
 pub mod metrics;
 pub mod position;
+pub mod round;
 pub mod route;
 pub mod row;
+pub mod rows;
 pub mod task;

@@ -1,8 +1,11 @@
 //! Sinks: tasks that write JSON lines from their inputs until every input
 //! has ended, and commit their output with each checkpoint.
 //!
-//! Emitters serialize rows themselves, so a sink only moves bytes. At a
-//! checkpoint barrier (aligned over its inputs) a file sink flushes, and
+//! Sources and filters hand a sink JSON lines; a window feeding only sinks
+//! hands them its result rows unwritten, and the sink writes their text on
+//! its own thread ([`crate::dataflow::rows`]).
+//!
+//! At a checkpoint barrier (aligned over its inputs) a file sink flushes, and
 //! reports its length (the committed prefix of the file) with the
 //! `fdatasync` that makes it durable, which the checkpoint coordinator runs
 //! before it commits while the sink writes on; a background thread syncs the
@@ -121,6 +124,8 @@ struct Running {
     latency: Option<Histogram<u64>>,
     /// This sink's own metrics.
     own: Arc<SinkMetrics>,
+    /// Result rows written as text, reused from batch to batch.
+    rendered: Lines,
 }
 
 impl SinkTask {
@@ -139,12 +144,43 @@ impl SinkTask {
             crash: CrashPoint::from_env(),
             // Microseconds from 1 us to 1 hour, 3 significant digits.
             latency: Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok(),
+            rendered: Lines::default(),
         };
         run_aligned(&mut running, &inputs, &receiver)
     }
 }
 
 impl Running {
+    /// Writes a batch of lines and counts them.
+    fn write(&mut self, lines: &Lines) -> Result<(), EngineError> {
+        let writer = &mut self.task.writer;
+        if let Some(CrashPoint::SinkWrite(n)) = self.crash {
+            if self.task.checkpoints.committed() >= n && lines.text.len() > 1 {
+                // Test hook: a torn write, then a crash.
+                let half = lines.text[..lines.text.len() / 2].to_vec();
+                writer.write(&Lines::plain(half))?;
+                writer.flush()?;
+                eprintln!("kflow: test hook: aborting in the middle of a sink write");
+                std::process::abort();
+            }
+        }
+        writer.write(lines)?;
+        let rows = memchr::memchr_iter(b'\n', &lines.text).count() as u64;
+        self.own.rows.fetch_add(rows, Ordering::Relaxed);
+        self.own
+            .bytes
+            .fetch_add(lines.text.len() as u64, Ordering::Relaxed);
+        if let Some(origin) = lines.origin {
+            let us = origin.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
+            self.own.latency.observe_n(us, rows);
+            self.own.latency_max_us.fetch_max(us, Ordering::Relaxed);
+            if let Some(h) = self.latency.as_mut() {
+                let _ = h.record_n(us, rows);
+            }
+        }
+        Ok(())
+    }
+
     fn report(&mut self, checkpoint: Option<u64>) -> Result<(), EngineError> {
         let task = &mut self.task;
         let started = std::time::Instant::now();
@@ -181,35 +217,19 @@ impl AlignedTask for Running {
     }
 
     fn on_data(&mut self, msg: SinkMsg) -> Result<(), EngineError> {
-        let SinkMsg::Lines(_, lines) = msg else {
-            return Ok(());
-        };
-        let writer = &mut self.task.writer;
-        if let Some(CrashPoint::SinkWrite(n)) = self.crash {
-            if self.task.checkpoints.committed() >= n && lines.text.len() > 1 {
-                // Test hook: a torn write, then a crash.
-                let half = lines.text[..lines.text.len() / 2].to_vec();
-                writer.write(&Lines::plain(half))?;
-                writer.flush()?;
-                eprintln!("kflow: test hook: aborting in the middle of a sink write");
-                std::process::abort();
+        match msg {
+            SinkMsg::Lines(_, lines) => self.write(&lines),
+            SinkMsg::Rows(_, rows) => {
+                let mut rendered = std::mem::take(&mut self.rendered);
+                rendered.clear();
+                rows.render(&mut rendered);
+                rows.recycle();
+                let written = self.write(&rendered);
+                self.rendered = rendered;
+                written
             }
+            SinkMsg::Barrier(..) | SinkMsg::End(_) => Ok(()),
         }
-        writer.write(&lines)?;
-        let rows = memchr::memchr_iter(b'\n', &lines.text).count() as u64;
-        self.own.rows.fetch_add(rows, Ordering::Relaxed);
-        self.own
-            .bytes
-            .fetch_add(lines.text.len() as u64, Ordering::Relaxed);
-        if let Some(origin) = lines.origin {
-            let us = origin.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
-            self.own.latency.observe_n(us, rows);
-            self.own.latency_max_us.fetch_max(us, Ordering::Relaxed);
-            if let Some(h) = self.latency.as_mut() {
-                let _ = h.record_n(us, rows);
-            }
-        }
-        Ok(())
     }
 
     fn on_barrier(&mut self, checkpoint: u64) -> Result<(), EngineError> {

@@ -22,12 +22,14 @@ pub use window::{
 
 use kflow_jobs::expr::CompiledExpr;
 use kflow_jobs::Row;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::dataflow::json;
 use crate::dataflow::message::{Lines, SinkMsg, WindowBatch};
 use crate::dataflow::metrics::LocalCounts;
 use crate::dataflow::position::{RawRecord, Stamp};
+use crate::dataflow::rows::{Cell, RowFormat};
 use crate::error::EngineError;
 use sink::SinkTo;
 
@@ -116,6 +118,36 @@ impl Router {
             Target::Sink(_) => true,
             Target::Window(w) => self.windows[w].spec.carry_raw,
         })
+    }
+
+    /// Whether every route goes straight to a sink, through no filter: the
+    /// emitter may then hand its result rows over unwritten
+    /// ([`Router::push_rows`]).
+    pub fn sinks_only(&self) -> bool {
+        !self.routes.is_empty()
+            && self
+                .routes
+                .iter()
+                .all(|r| r.chain.is_empty() && matches!(r.target, Target::Sink(_)))
+    }
+
+    /// Hands one result row of `key` in window `(start, end)` to every
+    /// route's sink, to be written as `format` says on the sink's thread;
+    /// `cells` pushes its aggregate values. Only for a router whose
+    /// routes are [`Router::sinks_only`].
+    pub fn push_rows(
+        &mut self,
+        format: &Arc<RowFormat>,
+        window: (i64, i64),
+        key: &[u8],
+        cells: &mut dyn FnMut(&mut Vec<Cell>, &mut Vec<u8>),
+    ) -> Result<(), EngineError> {
+        for route in &self.routes {
+            if let Target::Sink(s) = route.target {
+                self.sinks[s].push_row(format, window, key, self.origin, cells)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends one record down every route whose filters pass.

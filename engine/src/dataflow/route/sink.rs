@@ -1,14 +1,21 @@
 //! A router's sink destinations: lines buffered per sink (with their
 //! partition keys when the sink wants them) and sent in batches.
 
-use async_channel::Sender;
+use async_channel::{Receiver, Sender};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::dataflow::message::{InputId, Lines, SinkMsg};
+use crate::dataflow::rows::{Cell, RowFormat, Rows};
 use crate::error::EngineError;
 
 /// Bytes buffered per sink before they are sent.
 const SINK_BATCH: usize = 64 * 1024;
+
+/// Emptied row batches an emitter keeps per sink to fill again: about as
+/// many as one window fire sends at once (W2's fires send ~10), so that a
+/// fire finds its batches ready instead of growing new ones.
+const SPARE_ROWS: usize = 16;
 
 /// Whether a sink partitions its rows by a key the emitter gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +45,10 @@ pub struct SinkOut {
     pub(super) name: String,
     /// Length of the last batch sent (what the next one reserves).
     pub(super) last_len: usize,
+    /// Result rows buffered for the sink to write ([`SinkOut::push_row`]).
+    rows: Option<Rows>,
+    /// Where the sink hands emptied row batches back.
+    spares: Option<(Sender<Rows>, Receiver<Rows>)>,
 }
 
 impl SinkOut {
@@ -50,6 +61,8 @@ impl SinkOut {
             keys,
             name,
             last_len: 0,
+            rows: None,
+            spares: None,
         }
     }
 
@@ -62,6 +75,8 @@ impl SinkOut {
             keys: self.keys,
             name: self.name.clone(),
             last_len: 0,
+            rows: None,
+            spares: None,
         }
     }
 
@@ -72,8 +87,14 @@ impl SinkOut {
                 .send_blocking(msg)
                 .map_err(|_| EngineError::Disconnected(self.name.clone())),
             SinkTo::Collect(kept) => {
-                if let SinkMsg::Lines(_, lines) = msg {
-                    kept.push(lines);
+                match msg {
+                    SinkMsg::Lines(_, lines) => kept.push(lines),
+                    SinkMsg::Rows(_, rows) => {
+                        let mut lines = Lines::default();
+                        rows.render(&mut lines);
+                        kept.push(lines);
+                    }
+                    SinkMsg::Barrier(..) | SinkMsg::End(_) => {}
                 }
                 Ok(())
             }
@@ -106,6 +127,9 @@ impl SinkOut {
         key: Option<&[u8]>,
         origin: Option<Instant>,
     ) -> Result<(), EngineError> {
+        if self.rows.is_some() {
+            self.flush_rows()?;
+        }
         let buf = &mut self.buf;
         if buf.text.is_empty() {
             buf.origin = origin;
@@ -126,8 +150,63 @@ impl SinkOut {
         Ok(())
     }
 
+    /// Appends one result row of `key` in window `[start, end)`, written
+    /// as `format` says by the sink's thread; `cells` pushes its aggregate
+    /// values. `origin` measures its latency.
+    pub fn push_row(
+        &mut self,
+        format: &Arc<RowFormat>,
+        (start, end): (i64, i64),
+        key: &[u8],
+        origin: Option<Instant>,
+        cells: &mut dyn FnMut(&mut Vec<Cell>, &mut Vec<u8>),
+    ) -> Result<(), EngineError> {
+        if !self.buf.text.is_empty() {
+            self.flush_text()?;
+        }
+        let rows = match &mut self.rows {
+            Some(rows) => rows,
+            None => {
+                let (back, spare) = self
+                    .spares
+                    .get_or_insert_with(|| async_channel::bounded(SPARE_ROWS));
+                let mut rows = spare.try_recv().unwrap_or_else(|_| {
+                    Rows::new(
+                        format.clone(),
+                        self.keys == Keys::PerLine,
+                        Some(back.clone()),
+                    )
+                });
+                if !Arc::ptr_eq(&rows.format, format) {
+                    rows.format = format.clone();
+                }
+                rows.origin = origin;
+                self.rows.insert(rows)
+            }
+        };
+        rows.push(start, end, key, cells);
+        if rows.size() >= SINK_BATCH {
+            self.flush_rows()?;
+        }
+        Ok(())
+    }
+
     /// Sends what is buffered.
     pub fn flush(&mut self) -> Result<(), EngineError> {
+        self.flush_text()?;
+        self.flush_rows()
+    }
+
+    /// Sends the buffered result rows.
+    fn flush_rows(&mut self) -> Result<(), EngineError> {
+        match self.rows.take() {
+            Some(rows) if !rows.is_empty() => self.send(SinkMsg::Rows(self.input, rows)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends the buffered lines.
+    fn flush_text(&mut self) -> Result<(), EngineError> {
         if self.buf.text.is_empty() {
             return Ok(());
         }

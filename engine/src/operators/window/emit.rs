@@ -3,7 +3,11 @@
 //! A result row is written as JSON text only when something downstream
 //! stores text (a sink, a window keeping late rows), and as values only
 //! when something evaluates them (a filter, a window of windows). Neither
-//! allocates per row.
+//! allocates per row. A window whose rows all go straight to sinks hands
+//! them over unwritten, as keys and cells ([`crate::dataflow::rows`]), and
+//! the sinks write the text on their own threads.
+
+use std::sync::Arc;
 
 use kflow_jobs::{AggregatePlan, Value};
 
@@ -14,6 +18,7 @@ use crate::dataflow::metrics::LocalCounts;
 use crate::dataflow::position::{Position, RawRecord, Stamp};
 use crate::dataflow::route::Router;
 use crate::dataflow::row::{MappedRow, SlotMap};
+use crate::dataflow::rows::{Cell, RowFormat};
 use crate::error::EngineError;
 
 /// Writes result rows and routes them downstream.
@@ -41,15 +46,16 @@ pub struct ResultEmitter {
     values: Vec<Value<'static>>,
 }
 
-/// How a result row is written as JSON text.
+/// How a result row is written as JSON text here, for routes that read
+/// text other than straight to a sink (those write it themselves).
 struct RowText {
-    /// `,"name":` of each key column, then of each aggregate.
-    labels: Vec<Vec<u8>>,
-    /// How many of `labels` are key columns.
-    keys: usize,
+    format: Arc<RowFormat>,
     /// `{"window_start":"…","window_end":"…"` of the window being fired.
     prefix: Vec<u8>,
     prefix_of: Option<(i64, i64)>,
+    /// The row's cells, and the text of those that are JSON already.
+    cells: Vec<Cell>,
+    cell_text: Vec<u8>,
 }
 
 impl RowText {
@@ -57,44 +63,40 @@ impl RowText {
     fn set_window(&mut self, start: i64, end: i64) {
         if self.prefix_of != Some((start, end)) {
             self.prefix.clear();
-            self.prefix.extend_from_slice(b"{\"window_start\":");
-            json::write_time(&mut self.prefix, start);
-            self.prefix.extend_from_slice(b",\"window_end\":");
-            json::write_time(&mut self.prefix, end);
+            RowFormat::write_prefix(&mut self.prefix, start, end);
             self.prefix_of = Some((start, end));
         }
     }
 
-    /// Writes the row of `key` and `partial` to `line`, straight from the
-    /// key bytes and the partial.
+    /// Writes the row of `key` and `partial` to `line`.
     fn write(
-        &self,
+        &mut self,
         line: &mut Vec<u8>,
         key: &[u8],
         aggregates: &[AggregatePlan],
         partial: &Partial,
     ) {
-        line.extend_from_slice(&self.prefix);
-        let (key_labels, aggregate_labels) = self.labels.split_at(self.keys);
-        let mut rest = key;
-        for label in key_labels {
-            // Corrupt key bytes (never written by kflow) leave the column out.
-            let Some(value) = key::next_value(&mut rest) else {
-                break;
-            };
-            line.extend_from_slice(label);
-            json::write_value(line, &value);
-        }
-        for ((label, a), acc) in aggregate_labels
-            .iter()
-            .zip(aggregates)
-            .zip(partial.0.iter())
-        {
-            line.extend_from_slice(label);
-            acc.write_json(a.function, line);
-        }
-        line.push(b'}');
+        self.cells.clear();
+        self.cell_text.clear();
+        push_cells(&mut self.cells, &mut self.cell_text, aggregates, partial);
+        self.format
+            .write(line, &self.prefix, key, &self.cells, &self.cell_text);
     }
+}
+
+/// Pushes the cells of `partial`'s aggregates.
+fn push_cells(
+    cells: &mut Vec<Cell>,
+    text: &mut Vec<u8>,
+    aggregates: &[AggregatePlan],
+    partial: &Partial,
+) {
+    cells.extend(
+        aggregates
+            .iter()
+            .zip(partial.0.iter())
+            .map(|(a, acc)| acc.cell(a.function, text)),
+    );
 }
 
 /// An empty vector with `values`' allocation, for values of another
@@ -113,21 +115,16 @@ impl ResultEmitter {
         router: Router,
         columns: SlotMap,
     ) -> ResultEmitter {
-        let labels = key_names
-            .iter()
-            .chain(aggregates.iter().map(|a| &a.name))
-            .map(|name| {
-                let mut label = vec![b','];
-                json::write_str(&mut label, name);
-                label.push(b':');
-                label
-            })
-            .collect();
+        let format = RowFormat::new(
+            key_names.iter().map(String::as_str),
+            aggregates.iter().map(|a| a.name.as_str()),
+        );
         let text = RowText {
-            labels,
-            keys: key_names.len(),
+            format: Arc::new(format),
             prefix: Vec::new(),
             prefix_of: None,
+            cells: Vec::new(),
+            cell_text: Vec::new(),
         };
         ResultEmitter {
             name,
@@ -158,6 +155,16 @@ impl ResultEmitter {
         counts.rows_emitted += 1;
         if !self.router.has_routes() {
             return Ok(());
+        }
+        if self.router.sinks_only() {
+            // The sinks write the text on their own threads.
+            let aggregates = &self.aggregates;
+            return self.router.push_rows(
+                &self.text.format,
+                (start, end),
+                key,
+                &mut |cells, text| push_cells(cells, text, aggregates, partial),
+            );
         }
         self.text.set_window(start, end);
         let mut line = std::mem::take(&mut self.line);
@@ -207,7 +214,7 @@ impl ResultEmitter {
             time: end - 1,
             watermark,
         };
-        let (text, aggregates) = (&self.text, &self.aggregates);
+        let (text, aggregates) = (&mut self.text, &self.aggregates);
         let routed = self
             .router
             .route_untexted(&row, record, stamp, counts, &mut |out| {

@@ -15,7 +15,6 @@ pub mod combine;
 mod emit;
 mod fire;
 mod memory;
-mod round;
 pub mod session;
 pub mod state;
 

@@ -23,9 +23,10 @@ use hdrhistogram::Histogram;
 use kflow_jobs::{AggregateFunction, AggregatePlan, Value};
 use smallvec::SmallVec;
 
-use super::round::{round_15, write_rounded};
 pub use crate::dataflow::arg::Arg;
 use crate::dataflow::json;
+use crate::dataflow::round::round_15;
+use crate::dataflow::rows::Cell;
 
 /// Largest group whose percentile is computed exactly.
 pub const EXACT_LIMIT: usize = 128;
@@ -361,18 +362,33 @@ impl Acc {
         number.map_or(Value::Null, Value::Num)
     }
 
-    /// Writes the final value as JSON: the text of
-    /// `json::write_value(out, &self.value(function))`, with a sum or mean
-    /// printed once instead of printed to count its digits and again to
-    /// write it.
-    pub fn write_json(&self, function: AggregateFunction, out: &mut Vec<u8>) {
+    /// The final value as a result row carries it to its sink: a number,
+    /// a sum or mean to be rounded as it is written (printed once instead
+    /// of printed to count its digits and again to write it), or anything
+    /// else written as JSON to `text` right away.
+    pub fn cell(&self, function: AggregateFunction, text: &mut Vec<u8>) -> Cell {
         match (self, function) {
             (Acc::Sum { sum, n }, AggregateFunction::Avg) if *n > 0 => {
-                write_rounded(out, sum / *n as f64);
+                Cell::Rounded(sum / *n as f64)
             }
-            (Acc::Sum { sum, n }, AggregateFunction::Sum) if *n > 0 => write_rounded(out, *sum),
-            (Acc::TopK(top), AggregateFunction::TopK(k)) => top.write_json(k as usize, out),
-            _ => json::write_value(out, &self.value(function)),
+            (Acc::Sum { sum, n }, AggregateFunction::Sum) if *n > 0 => Cell::Rounded(*sum),
+            (Acc::Count(n), _) => Cell::Num(*n as f64),
+            (Acc::TopK(top), AggregateFunction::TopK(k)) => {
+                Cell::json(text, |t| top.write_json(k as usize, t))
+            }
+            _ => match self.value(function) {
+                Value::Num(v) => Cell::Num(v),
+                other => Cell::json(text, |t| json::write_value(t, &other)),
+            },
+        }
+    }
+
+    /// Writes the final value as JSON: the text of
+    /// `json::write_value(out, &self.value(function))`.
+    pub fn write_json(&self, function: AggregateFunction, out: &mut Vec<u8>) {
+        let cell = self.cell(function, out);
+        if !matches!(cell, Cell::Json(..)) {
+            cell.write(out, &[]);
         }
     }
 
