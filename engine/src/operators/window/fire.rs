@@ -19,6 +19,27 @@ enum Merged<'a> {
     Many(Partial),
 }
 
+/// Where a sliding window's fire merges one shard of its panes: an index
+/// from key hash to the key's place in a list of keys and merged partials,
+/// which borrow from the panes. Both keep their allocations from fire to
+/// fire (the list between fires as an empty list of another lifetime): a
+/// table freed after each fire went back to the OS and was faulted in and
+/// zeroed again by the next (`clear_page_erms`, 5% of W2's window thread).
+#[derive(Default)]
+pub(super) struct Merge {
+    index: HashTable<(u64, u32)>,
+    keys: Vec<(&'static [u8], Merged<'static>)>,
+}
+
+/// An empty list with `list`'s allocation, for borrows of another
+/// lifetime (the in-place `collect` of an empty iterator keeps it).
+fn reuse<'a, 'b>(mut list: Vec<(&'a [u8], Merged<'a>)>) -> Vec<(&'b [u8], Merged<'b>)> {
+    list.clear();
+    list.into_iter()
+        .map(|_| (&[][..], Merged::Many(Partial(Default::default()))))
+        .collect()
+}
+
 impl WindowTask {
     /// Whether the watermark as the inputs now stand fires a window: the
     /// first step of [`WindowTask::advance`] (keep the two in step; `fire`
@@ -107,29 +128,34 @@ impl WindowTask {
             });
         }
         // Merge the window's panes per key, one hash shard at a time: a key
-        // is in the same shard of every pane, so the merge table holds a
+        // is in the same shard of every pane, so the merge holds a
         // sixteenth of the window and stays in the CPU cache; it is
-        // cleared, not freed, from shard to shard, and sized from the
-        // largest shard of the last fire. Keys and partials are borrowed
-        // from the panes: a key in one pane of the window (most, in a
-        // window over sparse keys) is emitted from its pane, and a
-        // partial is cloned only for a key's second pane, then merged in
-        // pane order as before.
+        // cleared, not freed, from shard to shard and from fire to fire.
+        // Keys and partials are borrowed from the panes: a key in one pane
+        // of the window (most, in a window over sparse keys) is emitted
+        // from its pane, and a partial is cloned only for a key's second
+        // pane, then merged in pane order. Rows go out in the order their
+        // keys came.
         let panes: Vec<i64> = self.panes.panes_of_window(end).collect();
         for &pane in &panes {
             self.cache.load(&self.store, pane)?;
         }
         let cache = &self.cache;
-        let mut merged: HashTable<(u64, &[u8], Merged<'_>)> =
-            HashTable::with_capacity(self.merge_capacity);
-        let mut largest = 0;
+        let index = &mut self.merge.index;
+        let mut keys = reuse(std::mem::take(&mut self.merge.keys));
         for shard in 0..SHARDS {
-            merged.clear();
+            index.clear();
+            keys.clear();
             for &pane in &panes {
                 for (hash, key, partial) in cache.shard_entries(pane, shard) {
-                    match merged.entry(hash, |(_, k, _)| same(k, key), |(h, _, _)| *h) {
-                        Occupied(mut slot) => {
-                            let into = &mut slot.get_mut().2;
+                    let found = index.entry(
+                        hash,
+                        |&(h, i)| h == hash && same(keys[i as usize].0, key),
+                        |&(h, _)| h,
+                    );
+                    match found {
+                        Occupied(slot) => {
+                            let into = &mut keys[slot.get().1 as usize].1;
                             match into {
                                 Merged::One(first) => {
                                     let mut sum = (*first).clone();
@@ -140,13 +166,13 @@ impl WindowTask {
                             }
                         }
                         Vacant(slot) => {
-                            slot.insert((hash, key, Merged::One(partial)));
+                            slot.insert((hash, keys.len() as u32));
+                            keys.push((key, Merged::One(partial)));
                         }
                     }
                 }
             }
-            largest = largest.max(merged.len());
-            for (_, key, partial) in merged.iter() {
+            for (key, partial) in &keys {
                 let partial = match partial {
                     Merged::One(p) => p,
                     Merged::Many(p) => p,
@@ -155,8 +181,7 @@ impl WindowTask {
                     .emit(start, end, key, partial, watermark, &mut self.counts)?;
             }
         }
-        drop(merged);
-        self.merge_capacity = largest;
+        self.merge.keys = reuse(keys);
         let obsolete = start.saturating_add(self.panes.slide());
         while let Some(pane) = self
             .cache
@@ -166,5 +191,20 @@ impl WindowTask {
             self.cache.remove(pane);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_merge_list_keeps_its_allocation_between_fires() {
+        let partial = Partial(Default::default());
+        let mut list: Vec<(&[u8], Merged<'_>)> = Vec::with_capacity(1000);
+        list.push((b"k", Merged::One(&partial)));
+        let kept: Vec<(&'static [u8], Merged<'static>)> = reuse(list);
+        assert!(kept.is_empty());
+        assert!(kept.capacity() >= 1000, "capacity {}", kept.capacity());
     }
 }

@@ -106,9 +106,10 @@ pub struct WindowTask {
     grows: bool,
     /// A session window's sessions (its panes cache then stays empty).
     sessions: Option<Box<SessionStore>>,
-    /// Entries in the largest shard of a sliding window's last fire: the
-    /// size its next fire's merge table starts at.
-    merge_capacity: usize,
+    /// A sliding window's fire merges a key's panes here, one shard at a
+    /// time, and keeps the allocations from fire to fire (see
+    /// [`fire::Merge`]).
+    merge: fire::Merge,
     /// Restored packed times, loaded when the task starts running.
     packed: Vec<i64>,
     /// Extend the stored partials for appended aggregates first.
@@ -205,7 +206,7 @@ impl WindowTask {
             evict_after: None,
             early_requested: false,
             grows,
-            merge_capacity: 0,
+            merge: fire::Merge::default(),
             packed,
             restore_sessions,
             sessions,
