@@ -90,6 +90,9 @@ pub struct WindowBatch {
     /// When the emitter started this batch (or sent it empty): the origin of
     /// the end-to-end latency of rows that this batch's watermark fires.
     pub origin: Option<std::time::Instant>,
+    /// Where the batch goes once taken in, to be filled again
+    /// ([`WindowBatch::recycle`]).
+    pub spare: Option<async_channel::Sender<WindowBatch>>,
 }
 
 impl WindowBatch {
@@ -126,7 +129,34 @@ impl WindowBatch {
             weights: Vec::with_capacity(like.weights.len()),
             final_watermark: i64::MIN,
             origin: None,
+            spare: None,
         }
+    }
+
+    /// Empties the batch and hands it back to its emitter's spares (if it
+    /// has room): batches are filled on the emitter's threads and taken in
+    /// on the window's, and a batch freed there gave its pages back to the
+    /// OS, to be faulted in and zeroed again for the next.
+    pub fn recycle(mut self) {
+        let Some(spare) = self.spare.clone() else {
+            return;
+        };
+        self.times.clear();
+        self.watermarks.clear();
+        self.hashes.clear();
+        self.keys.clear();
+        self.key_ends.clear();
+        self.args.clear();
+        self.values.clear();
+        self.raw.clear();
+        self.raw_ends.clear();
+        self.sequences.clear();
+        self.sequence_ends.clear();
+        self.subsequences.clear();
+        self.weights.clear();
+        self.final_watermark = i64::MIN;
+        self.origin = None;
+        let _ = spare.try_send(self);
     }
 
     /// How many rows record `i` stands for.

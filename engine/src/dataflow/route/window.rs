@@ -1,7 +1,7 @@
 //! A router's window destinations: each record encoded for one window
 //! (key bytes, key hash, aggregate arguments) into per-partition batches.
 
-use async_channel::Sender;
+use async_channel::{Receiver, Sender};
 use kflow_jobs::{AggregateFunction, FieldId, Row, Value};
 use std::time::Instant;
 
@@ -13,6 +13,10 @@ use crate::error::EngineError;
 
 /// Records per window batch before it is sent.
 const WINDOW_BATCH: usize = 1024;
+
+/// Emptied batches a window destination keeps to fill again (~90 KB each
+/// at W1's record size): enough for the batches of a few blocks in flight.
+const SPARE_BATCHES: usize = 32;
 
 /// Combined records a [`Combine`] holds before they are sent regardless
 /// (a table this size stays in the CPU cache).
@@ -137,6 +141,9 @@ pub struct WindowOut {
     combine: Option<Box<dyn Combine>>,
     /// Records absorbed by `combine` since it was last drained.
     combined_rows: usize,
+    /// Batches the partitions took in and handed back, to fill again;
+    /// shared with this destination's collecting copies.
+    spares: (Sender<WindowBatch>, Receiver<WindowBatch>),
 }
 
 impl WindowOut {
@@ -151,6 +158,20 @@ impl WindowOut {
     /// A destination sending `spec`'s window records to its `partitions`
     /// as emitter `input`.
     pub fn new(spec: WindowInput, input: InputId, partitions: Partitions) -> WindowOut {
+        WindowOut::with_spares(
+            spec,
+            input,
+            partitions,
+            async_channel::bounded(SPARE_BATCHES),
+        )
+    }
+
+    fn with_spares(
+        spec: WindowInput,
+        input: InputId,
+        partitions: Partitions,
+        spares: (Sender<WindowBatch>, Receiver<WindowBatch>),
+    ) -> WindowOut {
         let batches = (0..partitions.count())
             .map(|_| WindowBatch {
                 input,
@@ -167,6 +188,7 @@ impl WindowOut {
             pick_scratch: Vec::new(),
             combine: None,
             combined_rows: 0,
+            spares,
         }
     }
 
@@ -340,7 +362,16 @@ impl WindowOut {
     }
 
     pub(super) fn send(&mut self, partition: usize, watermark: i64) -> Result<(), EngineError> {
-        let fresh = WindowBatch::sized_like(self.input, &self.batches[partition]);
+        let fresh = match self.spares.1.try_recv() {
+            Ok(mut spare) => {
+                spare.input = self.input;
+                spare
+            }
+            Err(_) => WindowBatch {
+                spare: Some(self.spares.0.clone()),
+                ..WindowBatch::sized_like(self.input, &self.batches[partition])
+            },
+        };
         let mut batch = std::mem::replace(&mut self.batches[partition], fresh);
         batch.final_watermark = watermark;
         batch.origin.get_or_insert_with(Instant::now);
@@ -367,10 +398,11 @@ impl WindowOut {
     /// A collecting copy.
     pub(super) fn collector(&self) -> WindowOut {
         let count = self.partitions.count();
-        WindowOut::new(
+        WindowOut::with_spares(
             self.spec.clone(),
             self.input,
             Partitions::Collect(count, Vec::new()),
+            self.spares.clone(),
         )
     }
 
@@ -471,4 +503,46 @@ fn pick<R: Row + ?Sized>(
         start: start as u32,
         len: (scratch.len() - start) as u32,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn batch(rx: &async_channel::Receiver<WindowMsg>) -> WindowBatch {
+        match rx.try_recv().unwrap() {
+            WindowMsg::Batch(batch) => batch,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_taken_in_come_back_to_be_filled_again() {
+        let (tx, rx) = async_channel::unbounded();
+        let spec = WindowInput {
+            name: "w".into(),
+            key_fields: Vec::new(),
+            args: Vec::new(),
+            carry_raw: false,
+        };
+        let mut out = WindowOut::new(spec, 7, Partitions::Local(vec![tx]));
+        out.flush(1).unwrap();
+        out.flush(2).unwrap();
+        // The first batch was made before the destination had spares.
+        batch(&rx).recycle();
+        let mut taken = batch(&rx);
+        assert!(taken.spare.is_some());
+        taken.times.extend(0..1000);
+        taken.watermarks.extend(0..1000);
+        taken.recycle();
+        // The next batch made is the one handed back, empty, its room kept.
+        out.flush(3).unwrap();
+        out.flush(4).unwrap();
+        let _ = batch(&rx);
+        let again = batch(&rx);
+        assert!(again.is_empty() && again.watermarks.is_empty());
+        assert!(again.times.capacity() >= 1000);
+        assert_eq!((again.input, again.final_watermark), (7, 4));
+    }
 }

@@ -364,7 +364,7 @@ impl WindowTask {
         )?)
     }
 
-    fn on_batch(&mut self, batch: WindowBatch) -> Result<(), EngineError> {
+    fn on_batch(&mut self, batch: &WindowBatch) -> Result<(), EngineError> {
         let Some(input) = self.input_index(batch.input) else {
             return Ok(());
         };
@@ -376,7 +376,7 @@ impl WindowTask {
         self.records_in += batch.total_rows();
         // A window without a key has one (empty) key: nothing to rank.
         if !batch.is_empty() && !self.out.key_names.is_empty() {
-            self.sample_keys(&batch);
+            self.sample_keys(batch);
         }
         let n_args = self.out.aggregates.len();
         // Updates of keys evicted to RocksDB wait here and are applied
@@ -389,7 +389,7 @@ impl WindowTask {
             if batch.watermarks[i] > self.inputs[input].watermark {
                 self.inputs[input].watermark = batch.watermarks[i];
                 if !self.spilled_updates.is_empty() && self.would_fire() {
-                    self.update_spilled(&batch)?;
+                    self.update_spilled(batch)?;
                 }
                 self.recompute_watermark()?;
             }
@@ -404,13 +404,13 @@ impl WindowTask {
                     |partial| partial.update_with(args, &batch.values),
                 )?;
                 if placed == Placed::Late {
-                    self.send_late(&batch, i)?;
+                    self.send_late(batch, i)?;
                 }
                 continue;
             }
             let pane = self.panes.pane_end(batch.times[i]);
             if self.panes.last_window_end(pane) <= self.fired_through {
-                self.send_late(&batch, i)?;
+                self.send_late(batch, i)?;
                 continue;
             }
             if self
@@ -447,7 +447,7 @@ impl WindowTask {
                 self.cache.account(after.saturating_sub(before));
             }
         }
-        self.update_spilled(&batch)?;
+        self.update_spilled(batch)?;
         if batch.final_watermark > self.inputs[input].watermark {
             self.inputs[input].watermark = batch.final_watermark;
             self.recompute_watermark()?;
@@ -531,7 +531,8 @@ impl AlignedTask for WindowTask {
                 // Rows this batch fires measure their latency from when its
                 // input was read.
                 self.out.router.origin = batch.origin;
-                self.on_batch(batch)?;
+                self.on_batch(&batch)?;
+                batch.recycle();
             }
             WindowMsg::Idle(id) => {
                 self.out.router.origin = Some(std::time::Instant::now());
