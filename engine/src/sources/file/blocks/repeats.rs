@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 
 use crate::sources::core::watermark_of;
-use crate::sources::dedup::{Dedup, Mark};
+use crate::sources::dedup::{Dedup, Mark, TOUCH_AHEAD};
 
 /// The decoded records of one block, for the source thread to check.
 pub(super) struct Probe {
@@ -60,13 +60,16 @@ impl Checks {
         self.waiting.insert(probe.index, probe);
         while let Some(probe) = self.waiting.remove(&self.next) {
             let mut verdicts = Vec::with_capacity(probe.ids.len());
-            for &(id, time) in &probe.ids {
-                let watermark = watermark_of(self.max_time, self.max_out_of_orderness_ms);
-                let repeat = dedup.check(id, time, watermark);
-                if !repeat {
-                    self.max_time = self.max_time.max(time);
+            for group in probe.ids.chunks(TOUCH_AHEAD) {
+                dedup.touch(group.iter().filter_map(|&(id, _)| id));
+                for &(id, time) in group {
+                    let watermark = watermark_of(self.max_time, self.max_out_of_orderness_ms);
+                    let repeat = dedup.check(id, time, watermark);
+                    if !repeat {
+                        self.max_time = self.max_time.max(time);
+                    }
+                    verdicts.push(repeat);
                 }
-                verdicts.push(repeat);
             }
             self.marks.insert(self.next, dedup.mark());
             self.next += 1;
