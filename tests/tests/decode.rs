@@ -119,3 +119,40 @@ fn a_pool_of_decoders_drops_the_repeats_one_thread_drops() {
         &pool.read("out/result.jsonl"),
     );
 }
+
+#[test]
+fn lines_that_are_not_utf8_go_to_the_dead_letter_file_and_the_rest_decode() {
+    // Every line carries non-ASCII text in a field no window reads, and
+    // every 499th of the first 3,000 (the first blocks) has a byte that is
+    // not UTF-8 there: a block is checked as a whole, and one that fails is
+    // checked again line by line.
+    let (mut input, mut bad) = (Vec::new(), 0);
+    for (i, line) in events(20_000, 300, 5).lines().enumerate() {
+        let note = if i < 3_000 && i % 499 == 7 {
+            bad += 1;
+            b"{\"note\":\"caf\xff\",".to_vec()
+        } else {
+            "{\"note\":\"café ☕\",".as_bytes().to_vec()
+        };
+        input.extend_from_slice(&note);
+        input.extend_from_slice(&line.as_bytes()[1..]);
+        input.push(b'\n');
+    }
+    let run = |threads: &str| {
+        let dir = JobDir::new(&job());
+        std::fs::write(dir.path().join("clicks.jsonl"), &input).unwrap();
+        dir.run_job_ok(&["--decode-threads", threads]);
+        dir
+    };
+    for dir in [run("1"), run("3")] {
+        let raw = dir.read("out/raw.jsonl");
+        assert_eq!(raw.lines().count(), 20_000 - bad);
+        assert!(raw.lines().all(|l| l.starts_with("{\"note\":\"café ☕\"")));
+        let errors = dir.read(".kflow/blocks/dead-letter.jsonl");
+        assert_eq!(errors.lines().count(), bad, "{errors}");
+        assert!(
+            errors.contains("\"line\":8}") && errors.contains("invalid UTF-8 at column 13"),
+            "{errors}"
+        );
+    }
+}

@@ -76,7 +76,23 @@ impl Ingest {
         clock: Stamp,
         counts: &mut LocalCounts,
     ) -> Result<Option<i64>, EngineError> {
-        let Some(time) = self.decode(record, values, clock.time, counts)? else {
+        self.record_checked(record, None, values, clock, counts)
+    }
+
+    /// [`Ingest::record`] for a record whose text its source may have
+    /// checked as UTF-8 already (`utf8`: that text).
+    ///
+    /// # Errors
+    /// A lost downstream task.
+    pub fn record_checked<'a>(
+        &mut self,
+        record: RawRecord<'a>,
+        utf8: Option<&'a str>,
+        values: &mut [Value<'a>],
+        clock: Stamp,
+        counts: &mut LocalCounts,
+    ) -> Result<Option<i64>, EngineError> {
+        let Some(time) = self.decode(record, utf8, values, clock.time, counts)? else {
             return Ok(None);
         };
         if let (Some(field), Some(dedup)) = (self.dedup_field, &mut self.dedup) {
@@ -100,18 +116,24 @@ impl Ingest {
     /// The first half of [`Ingest::record`]: decodes a record into
     /// `values` and returns its event time (`arrival` when the job names
     /// no event-time field), or sends it to the error output and returns
-    /// `None`.
+    /// `None`. `utf8` is the record's text when its source checked it as
+    /// UTF-8 already.
     ///
     /// # Errors
     /// A lost downstream task.
     pub fn decode<'a>(
         &mut self,
         record: RawRecord<'a>,
+        utf8: Option<&'a str>,
         values: &mut [Value<'a>],
         arrival: i64,
         counts: &mut LocalCounts,
     ) -> Result<Option<i64>, EngineError> {
-        if let Err(e) = self.projection.decode(record.text, values) {
+        let decoded = match utf8 {
+            Some(text) => self.projection.decode_str(text, values),
+            None => self.projection.decode(record.text, values),
+        };
+        if let Err(e) = decoded {
             self.router.error(&e.0, record, counts)?;
             return Ok(None);
         }

@@ -227,10 +227,15 @@ impl FileSourceTask {
     fn process(&mut self, block: &[u8], p: &mut Progress) -> Result<(), EngineError> {
         let core = &mut self.core;
         let mut values = core.ingest.values();
+        // One UTF-8 check for the block, not one per line (an invalid
+        // block leaves each line to its own check, to say which is bad).
+        let utf8 = simdutf8::basic::from_utf8(block).ok();
+        let mut at = 0;
         let mut rest = block;
         while let Some(end) = memchr::memchr(b'\n', rest) {
-            let line = &rest[..end];
+            let line = (&rest[..end], utf8.map(|t| &t[at..at + end]));
             rest = &rest[end + 1..];
+            at += end + 1;
             if let Some(script) = &mut self.script {
                 script.step(core, p, false)?;
             }
@@ -270,20 +275,28 @@ impl FileSourceTask {
 fn route_line<'a>(
     ingest: &mut Ingest,
     values: &mut [Value<'a>],
-    line: &'a [u8],
+    line: (&'a [u8], Option<&'a str>),
     place: (&'a str, u64),
     watermark: i64,
     counts: &mut LocalCounts,
     sizes: &mut LocalBuckets,
 ) -> Result<Option<i64>, EngineError> {
-    let Some(record) = file_record(line, place, counts, sizes) else {
+    let Some(record) = file_record(line.0, place, counts, sizes) else {
         return Ok(None);
     };
     let clock = Stamp {
         time: arrival(ingest),
         watermark,
     };
-    ingest.record(record, values, clock, counts)
+    let utf8 = checked_text(line.1, &record);
+    ingest.record_checked(record, utf8, values, clock, counts)
+}
+
+/// The text of `record` as UTF-8, cut from its line's (`line`: the line
+/// when its block was checked as UTF-8): `file_record` only cuts a
+/// trailing `\r`.
+fn checked_text<'a>(line: Option<&'a str>, record: &RawRecord<'a>) -> Option<&'a str> {
+    line.and_then(|t| t.get(..record.text.len()))
 }
 
 /// One line of a file (its `\n` cut off) as a record at `place`, counted

@@ -43,7 +43,7 @@ use crate::sources::ingest::Ingest;
 use crate::sources::pool::{self, InOrder, Pool};
 
 use self::repeats::{Checks, Probe};
-use super::{arrival, file_record, route_line, FileSourceTask, Progress};
+use super::{arrival, checked_text, file_record, route_line, FileSourceTask, Progress};
 
 /// Bytes per block: big enough that per-block messages are rare, small
 /// enough that a checkpoint barrier waits little for the block ahead.
@@ -113,9 +113,13 @@ impl DecoderCtx {
         let mut line_no = block.first_line;
         let mut max_time = i64::MIN;
         let mut values = ingest.values();
+        let text = &block.text[..block.len];
+        // One UTF-8 check for the block, not one per line (an invalid
+        // block leaves each line to its own check, to say which is bad).
+        let utf8 = simdutf8::basic::from_utf8(text).ok();
         let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', &block.text[..block.len]) {
-            let line = &block.text[start..end];
+        for end in memchr::memchr_iter(b'\n', text) {
+            let line = (&text[start..end], utf8.map(|t| &t[start..end]));
             start = end + 1;
             line_no += 1;
             let watermark = watermark_of(max_time, self.max_out_of_orderness_ms);
@@ -152,6 +156,7 @@ impl DecoderCtx {
         let mut line_no = block.first_line;
         let slots = ingest.projection.slots();
         let text = &block.text[..block.len];
+        let utf8 = simdutf8::basic::from_utf8(text).ok();
         // Every decoded record's values, `slots` each, borrowing the text.
         let mut values: Vec<Value<'_>> = Vec::new();
         let mut records: Vec<(RawRecord<'_>, i64)> = Vec::new();
@@ -160,6 +165,7 @@ impl DecoderCtx {
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', text) {
             let line = &text[start..end];
+            let line_utf8 = utf8.map(|t| &t[start..end]);
             start = end + 1;
             line_no += 1;
             let place = (&*self.display_path, line_no);
@@ -169,7 +175,8 @@ impl DecoderCtx {
             let at = values.len();
             values.resize(at + slots, Value::Null);
             let arrival = arrival(ingest);
-            match ingest.decode(record, &mut values[at..], arrival, &mut counts)? {
+            let checked = checked_text(line_utf8, &record);
+            match ingest.decode(record, checked, &mut values[at..], arrival, &mut counts)? {
                 Some(time) => {
                     ids.push((ingest.id_hash(&values[at..], &mut scratch), time));
                     records.push((record, time));
