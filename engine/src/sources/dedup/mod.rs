@@ -35,8 +35,8 @@ mod table;
 
 use self::table::IdTable;
 
-/// How many ids are read ahead together (see [`Dedup::touch`]): about as
-/// many cache misses as a core keeps in flight.
+/// How far ahead ids are read (see [`Dedup::touch`]): about as many cache
+/// misses as a core keeps in flight.
 pub const TOUCH_AHEAD: usize = 8;
 
 /// The seen-id set of one source.
@@ -216,29 +216,28 @@ impl Dedup {
         false
     }
 
-    /// Reads ahead the slots of the ids `ids` will check (see
-    /// [`IdTable::touch`]); call it on a group of ids just before checking
-    /// them.
+    /// Reads ahead the slots of `ids`, to be checked soon (see
+    /// [`IdTable::touch`]): [`TOUCH_AHEAD`] ids before their turn.
     pub fn touch(&self, ids: impl IntoIterator<Item = u64>) {
         self.seen.touch(ids);
     }
 
     /// Forgets the ids that expired before `watermark`; drops them from
     /// memory once a snapshot wrote them (or no snapshot stops short).
-    /// The ids are read ahead [`TOUCH_AHEAD`] at a time.
+    /// Each id's slot is read [`TOUCH_AHEAD`] ids ahead.
     fn expire(&mut self, watermark: i64) {
         let end = self.popped + self.expiries.len() as u64;
-        let mut touched = self.cursor;
+        let first = (self.cursor - self.popped) as usize;
+        let ahead = self.expiries.range(first..).take(TOUCH_AHEAD);
+        self.seen.touch(ahead.map(|&(_, h)| h));
         while self.cursor < end {
             let at = (self.cursor - self.popped) as usize;
             let (expiry, h) = self.expiries[at];
             if expiry >= watermark {
                 break;
             }
-            if self.cursor >= touched {
-                let ahead = self.expiries.range(at..).take(TOUCH_AHEAD);
-                self.seen.touch(ahead.map(|&(_, h)| h));
-                touched = self.cursor + TOUCH_AHEAD as u64;
+            if let Some(&(_, ahead)) = self.expiries.get(at + TOUCH_AHEAD) {
+                self.seen.touch([ahead]);
             }
             self.cursor += 1;
             self.seen.remove_if(h, expiry);

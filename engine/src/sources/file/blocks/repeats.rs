@@ -60,16 +60,18 @@ impl Checks {
         self.waiting.insert(probe.index, probe);
         while let Some(probe) = self.waiting.remove(&self.next) {
             let mut verdicts = Vec::with_capacity(probe.ids.len());
-            for group in probe.ids.chunks(TOUCH_AHEAD) {
-                dedup.touch(group.iter().filter_map(|&(id, _)| id));
-                for &(id, time) in group {
-                    let watermark = watermark_of(self.max_time, self.max_out_of_orderness_ms);
-                    let repeat = dedup.check(id, time, watermark);
-                    if !repeat {
-                        self.max_time = self.max_time.max(time);
-                    }
-                    verdicts.push(repeat);
+            let ids = &probe.ids;
+            dedup.touch(ids.iter().take(TOUCH_AHEAD).filter_map(|&(id, _)| id));
+            for (i, &(id, time)) in ids.iter().enumerate() {
+                if let Some(&(Some(ahead), _)) = ids.get(i + TOUCH_AHEAD) {
+                    dedup.touch([ahead]);
                 }
+                let watermark = watermark_of(self.max_time, self.max_out_of_orderness_ms);
+                let repeat = dedup.check(id, time, watermark);
+                if !repeat {
+                    self.max_time = self.max_time.max(time);
+                }
+                verdicts.push(repeat);
             }
             self.marks.insert(self.next, dedup.mark());
             self.next += 1;
