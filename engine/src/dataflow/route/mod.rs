@@ -20,6 +20,7 @@ pub use window::{
     partition_of, ArgSpec, Combine, Partitions, RemotePartitions, WindowInput, WindowOut,
 };
 
+use async_channel::{Receiver, Sender};
 use kflow_jobs::expr::CompiledExpr;
 use kflow_jobs::Row;
 use std::sync::Arc;
@@ -383,6 +384,51 @@ impl Router {
     }
 }
 
+/// Emptied batches handed back to an emitter to be filled again: each
+/// batch carries a sender of its emitter's channel and goes back once taken
+/// in. The last holder of the queue (the emitter or one of its collecting
+/// copies) closes it and drops the batches queued: each holds a sender,
+/// and a channel whose queue holds its own senders would never be freed.
+/// Batches handed back after that are dropped. (Two last holders dropped
+/// at the same instant may each see the other and leave up to a queue's
+/// batches behind, once, as a source ends.)
+#[derive(Debug)]
+pub(super) struct Spares<T> {
+    pub(super) back: Sender<T>,
+    queued: Receiver<T>,
+}
+
+impl<T> Spares<T> {
+    /// Room for `capacity` spare batches.
+    pub(super) fn new(capacity: usize) -> Spares<T> {
+        let (back, queued) = async_channel::bounded(capacity);
+        Spares { back, queued }
+    }
+
+    /// A spare batch, if one came back.
+    pub(super) fn take(&self) -> Option<T> {
+        self.queued.try_recv().ok()
+    }
+}
+
+impl<T> Clone for Spares<T> {
+    fn clone(&self) -> Spares<T> {
+        Spares {
+            back: self.back.clone(),
+            queued: self.queued.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Spares<T> {
+    fn drop(&mut self) {
+        if self.queued.receiver_count() == 1 {
+            self.queued.close();
+            while self.queued.try_recv().is_ok() {}
+        }
+    }
+}
+
 /// What a collecting router kept, per destination in the router's order.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -392,4 +438,40 @@ pub struct Collected {
     pub sinks: Vec<Vec<Lines>>,
     /// Per error destination: line batches, in order.
     pub errors: Vec<Vec<Lines>>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A batch that holds a sender of its own queue, as batches do.
+    struct Batch {
+        _back: Sender<Batch>,
+    }
+
+    #[test]
+    fn the_last_holder_of_spares_empties_and_closes_them() {
+        let spares: Spares<Batch> = Spares::new(4);
+        let copy = spares.clone();
+        let back = spares.back.clone();
+        back.try_send(Batch {
+            _back: back.clone(),
+        })
+        .unwrap();
+        drop(spares);
+        assert!(!back.is_closed(), "a copy still takes spares");
+        assert!(copy.take().is_some());
+        back.try_send(Batch {
+            _back: back.clone(),
+        })
+        .unwrap();
+        drop(copy);
+        assert!(back.is_closed() && back.is_empty());
+        assert!(back
+            .try_send(Batch {
+                _back: back.clone()
+            })
+            .is_err());
+    }
 }

@@ -1,10 +1,11 @@
 //! A router's sink destinations: lines buffered per sink (with their
 //! partition keys when the sink wants them) and sent in batches.
 
-use async_channel::{Receiver, Sender};
+use async_channel::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::Spares;
 use crate::dataflow::message::{InputId, Lines, SinkMsg};
 use crate::dataflow::rows::{Cell, RowFormat, Rows};
 use crate::error::EngineError;
@@ -48,7 +49,7 @@ pub struct SinkOut {
     /// Result rows buffered for the sink to write ([`SinkOut::push_row`]).
     rows: Option<Rows>,
     /// Where the sink hands emptied row batches back.
-    spares: Option<(Sender<Rows>, Receiver<Rows>)>,
+    spares: Option<Spares<Rows>>,
 }
 
 impl SinkOut {
@@ -167,14 +168,12 @@ impl SinkOut {
         let rows = match &mut self.rows {
             Some(rows) => rows,
             None => {
-                let (back, spare) = self
-                    .spares
-                    .get_or_insert_with(|| async_channel::bounded(SPARE_ROWS));
-                let mut rows = spare.try_recv().unwrap_or_else(|_| {
+                let spares = self.spares.get_or_insert_with(|| Spares::new(SPARE_ROWS));
+                let mut rows = spares.take().unwrap_or_else(|| {
                     Rows::new(
                         format.clone(),
                         self.keys == Keys::PerLine,
-                        Some(back.clone()),
+                        Some(spares.back.clone()),
                     )
                 });
                 if !Arc::ptr_eq(&rows.format, format) {

@@ -1,10 +1,11 @@
 //! A router's window destinations: each record encoded for one window
 //! (key bytes, key hash, aggregate arguments) into per-partition batches.
 
-use async_channel::{Receiver, Sender};
+use async_channel::Sender;
 use kflow_jobs::{AggregateFunction, FieldId, Row, Value};
 use std::time::Instant;
 
+use super::Spares;
 use crate::dataflow::arg::Arg;
 use crate::dataflow::key;
 use crate::dataflow::message::{InputId, WindowBatch, WindowMsg};
@@ -143,7 +144,7 @@ pub struct WindowOut {
     combined_rows: usize,
     /// Batches the partitions took in and handed back, to fill again;
     /// shared with this destination's collecting copies.
-    spares: (Sender<WindowBatch>, Receiver<WindowBatch>),
+    spares: Spares<WindowBatch>,
 }
 
 impl WindowOut {
@@ -158,19 +159,14 @@ impl WindowOut {
     /// A destination sending `spec`'s window records to its `partitions`
     /// as emitter `input`.
     pub fn new(spec: WindowInput, input: InputId, partitions: Partitions) -> WindowOut {
-        WindowOut::with_spares(
-            spec,
-            input,
-            partitions,
-            async_channel::bounded(SPARE_BATCHES),
-        )
+        WindowOut::with_spares(spec, input, partitions, Spares::new(SPARE_BATCHES))
     }
 
     fn with_spares(
         spec: WindowInput,
         input: InputId,
         partitions: Partitions,
-        spares: (Sender<WindowBatch>, Receiver<WindowBatch>),
+        spares: Spares<WindowBatch>,
     ) -> WindowOut {
         let batches = (0..partitions.count())
             .map(|_| WindowBatch {
@@ -362,13 +358,13 @@ impl WindowOut {
     }
 
     pub(super) fn send(&mut self, partition: usize, watermark: i64) -> Result<(), EngineError> {
-        let fresh = match self.spares.1.try_recv() {
-            Ok(mut spare) => {
+        let fresh = match self.spares.take() {
+            Some(mut spare) => {
                 spare.input = self.input;
                 spare
             }
-            Err(_) => WindowBatch {
-                spare: Some(self.spares.0.clone()),
+            None => WindowBatch {
+                spare: Some(self.spares.back.clone()),
                 ..WindowBatch::sized_like(self.input, &self.batches[partition])
             },
         };
