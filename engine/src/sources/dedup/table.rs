@@ -54,6 +54,17 @@ impl IdTable {
         }
     }
 
+    /// How many ids the table holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether adding one more id grows the table (it is kept at most half
+    /// full).
+    pub fn is_full(&self) -> bool {
+        (self.len + 1) * 2 > self.slots.len()
+    }
+
     /// Makes room for `more` ids without growing.
     pub fn reserve(&mut self, more: usize) {
         let wanted = (self.len + more)
@@ -96,7 +107,7 @@ impl IdTable {
     /// `expiry` otherwise. One probe run for both.
     pub fn check_and_set(&mut self, id: u64, time: i64, expiry: i64, alive_from: i64) -> bool {
         // At most half full: probe runs stay short.
-        if (self.len + 1) * 2 > self.slots.len() {
+        if self.is_full() {
             self.reserve(1);
         }
         let id = stored(id);
@@ -116,7 +127,7 @@ impl IdTable {
 
     /// Sets the expiry of `id`.
     pub fn set(&mut self, id: u64, expiry: i64) {
-        if (self.len + 1) * 2 > self.slots.len() {
+        if self.is_full() {
             self.reserve(1);
         }
         let id = stored(id);
@@ -160,8 +171,9 @@ impl IdTable {
 
 #[cfg(test)]
 impl IdTable {
-    fn len(&self) -> usize {
-        self.len
+    /// How many slots the table has.
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// The expiry of `id`.
