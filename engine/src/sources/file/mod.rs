@@ -227,20 +227,12 @@ impl FileSourceTask {
     fn process(&mut self, block: &[u8], p: &mut Progress) -> Result<(), EngineError> {
         let core = &mut self.core;
         let mut values = core.ingest.values();
-        // One UTF-8 check for the block, not one per line (an invalid
-        // block leaves each line to its own check, to say which is bad).
-        let utf8 = simdutf8::basic::from_utf8(block).ok();
-        let mut at = 0;
-        let mut rest = block;
-        while let Some(end) = memchr::memchr(b'\n', rest) {
-            let line = (&rest[..end], utf8.map(|t| &t[at..at + end]));
-            rest = &rest[end + 1..];
-            at += end + 1;
+        for line in lines(block) {
             if let Some(script) = &mut self.script {
                 script.step(core, p, false)?;
             }
             p.line += 1;
-            p.offset += end as u64 + 1;
+            p.offset += line.0.len() as u64 + 1;
             let watermark = core.watermark_of(p.max_time);
             let place = (self.display_path.as_str(), p.line);
             let routed = route_line(
@@ -290,6 +282,20 @@ fn route_line<'a>(
     };
     let utf8 = checked_text(line.1, &record);
     ingest.record_checked(record, utf8, values, clock, counts)
+}
+
+/// The lines of `block` (each without its `\n`; text after the last
+/// `\n` is left out), each with its text when the block is valid UTF-8:
+/// one check for the block, not one per line (an invalid block leaves each
+/// line to its own check, to say which is bad).
+fn lines(block: &[u8]) -> impl Iterator<Item = (&[u8], Option<&str>)> {
+    let utf8 = simdutf8::basic::from_utf8(block).ok();
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', block).map(move |end| {
+        let line = (&block[start..end], utf8.map(|t| &t[start..end]));
+        start = end + 1;
+        line
+    })
 }
 
 /// The text of `record` as UTF-8, cut from its line's (`line`: the line

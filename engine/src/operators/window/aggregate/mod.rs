@@ -383,15 +383,6 @@ impl Acc {
         }
     }
 
-    /// Writes the final value as JSON: the text of
-    /// `json::write_value(out, &self.value(function))`.
-    pub fn write_json(&self, function: AggregateFunction, out: &mut Vec<u8>) {
-        let cell = self.cell(function, out);
-        if !matches!(cell, Cell::Json(..)) {
-            cell.write(out, &[]);
-        }
-    }
-
     fn heap_bytes(&self) -> usize {
         match self {
             Acc::Distinct(set) => std::mem::size_of::<HashSet<u64>>() + set.capacity() * 9,

@@ -43,7 +43,7 @@ use crate::sources::ingest::Ingest;
 use crate::sources::pool::{self, InOrder, Pool};
 
 use self::repeats::{Checks, Probe};
-use super::{arrival, checked_text, file_record, route_line, FileSourceTask, Progress};
+use super::{arrival, checked_text, file_record, lines, route_line, FileSourceTask, Progress};
 
 /// Bytes per block: big enough that per-block messages are rare, small
 /// enough that a checkpoint barrier waits little for the block ahead.
@@ -113,14 +113,7 @@ impl DecoderCtx {
         let mut line_no = block.first_line;
         let mut max_time = i64::MIN;
         let mut values = ingest.values();
-        let text = &block.text[..block.len];
-        // One UTF-8 check for the block, not one per line (an invalid
-        // block leaves each line to its own check, to say which is bad).
-        let utf8 = simdutf8::basic::from_utf8(text).ok();
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', text) {
-            let line = (&text[start..end], utf8.map(|t| &t[start..end]));
-            start = end + 1;
+        for line in lines(&block.text[..block.len]) {
             line_no += 1;
             let watermark = watermark_of(max_time, self.max_out_of_orderness_ms);
             let place = (&*self.display_path, line_no);
@@ -155,18 +148,12 @@ impl DecoderCtx {
         let mut sizes = LocalBuckets::new(SIZE_BOUNDS);
         let mut line_no = block.first_line;
         let slots = ingest.projection.slots();
-        let text = &block.text[..block.len];
-        let utf8 = simdutf8::basic::from_utf8(text).ok();
         // Every decoded record's values, `slots` each, borrowing the text.
         let mut values: Vec<Value<'_>> = Vec::new();
         let mut records: Vec<(RawRecord<'_>, i64)> = Vec::new();
         let mut ids = Vec::new();
         let mut scratch = Vec::new();
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', text) {
-            let line = &text[start..end];
-            let line_utf8 = utf8.map(|t| &t[start..end]);
-            start = end + 1;
+        for (line, line_utf8) in lines(&block.text[..block.len]) {
             line_no += 1;
             let place = (&*self.display_path, line_no);
             let Some(record) = file_record(line, place, &mut counts, &mut sizes) else {
