@@ -27,7 +27,7 @@ fn decode(c: &mut Criterion) {
         .iter()
         .map(|p| FieldPath::parse(p))
         .collect();
-    let projection = Projection::new(&paths);
+    let mut projection = Projection::new(&paths);
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(1));
     group.bench_function("projected 4 of 5 fields", |b| {
@@ -43,7 +43,7 @@ fn decode(c: &mut Criterion) {
         .iter()
         .map(|p| FieldPath::parse(p))
         .collect();
-    let bid = Projection::new(&bid_paths);
+    let mut bid = Projection::new(&bid_paths);
     group.bench_function("nested bid, 3 of 8 fields", |b| {
         let mut slots = vec![Value::Null; bid.slots()];
         b.iter(|| {

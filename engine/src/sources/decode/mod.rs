@@ -40,14 +40,14 @@ impl fmt::Display for DecodeError {
 struct Node {
     slot: Option<usize>,
     children: Vec<(Box<str>, Node)>,
+    /// This node's place in [`Projection::shapes`].
+    id: usize,
 }
 
 impl Node {
-    fn child(&self, name: &str) -> Option<&Node> {
-        self.children
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, c)| c)
+    /// Which child `name` is.
+    fn child_index(&self, name: &str) -> Option<usize> {
+        self.children.iter().position(|(n, _)| &**n == name)
     }
 }
 
@@ -56,6 +56,40 @@ impl Node {
 pub struct Projection {
     root: Node,
     slots: usize,
+    /// Per node with children, the keys of the last object decoded at it,
+    /// in order (see [`Shape`]).
+    shapes: Vec<Shape>,
+}
+
+/// The keys of the last object decoded at one node, in order, each with
+/// the child it named: producers write every record with the same keys in
+/// the same order, so the key at a field's place is most likely the one
+/// the last record had there. A key that is the guess, byte for byte and
+/// with its closing quote, is that key (a guess holds no quote, backslash
+/// or control character), so it is taken with one comparison instead of
+/// being scanned and looked up among the node's children. A wrong guess
+/// costs that comparison and is replaced.
+#[derive(Debug, Default, Clone)]
+struct Shape {
+    /// Key text with its closing quote, and the child's index.
+    keys: Vec<(Vec<u8>, Option<usize>)>,
+}
+
+impl Shape {
+    /// Makes `name` (unescaped, naming child `index`) the guess for field
+    /// `field`; a shape only grows one field at a time.
+    fn remember(&mut self, field: usize, name: &str, index: Option<usize>) {
+        if field == self.keys.len() {
+            self.keys.push((Vec::with_capacity(name.len() + 1), index));
+        }
+        let Some((guess, at)) = self.keys.get_mut(field) else {
+            return;
+        };
+        *at = index;
+        guess.clear();
+        guess.extend_from_slice(name.as_bytes());
+        guess.push(b'"');
+    }
 }
 
 impl Projection {
@@ -63,14 +97,19 @@ impl Projection {
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a FieldPath>) -> Projection {
         let mut root = Node::default();
         let mut slots = 0;
+        let mut nodes = 1;
         for path in paths {
             let mut node = &mut root;
             for segment in &path.segments {
                 let at = match node.children.iter().position(|(n, _)| **n == **segment) {
                     Some(i) => i,
                     None => {
-                        node.children
-                            .push((segment.as_str().into(), Node::default()));
+                        let child = Node {
+                            id: nodes,
+                            ..Node::default()
+                        };
+                        nodes += 1;
+                        node.children.push((segment.as_str().into(), child));
                         node.children.len() - 1
                     }
                 };
@@ -79,7 +118,11 @@ impl Projection {
             node.slot = Some(slots);
             slots += 1;
         }
-        Projection { root, slots }
+        Projection {
+            root,
+            slots,
+            shapes: vec![Shape::default(); nodes],
+        }
     }
 
     /// Number of slots.
@@ -92,7 +135,11 @@ impl Projection {
     ///
     /// # Errors
     /// [`DecodeError`] when the line is not a single JSON object in UTF-8.
-    pub fn decode<'a>(&self, line: &'a [u8], slots: &mut [Value<'a>]) -> Result<(), DecodeError> {
+    pub fn decode<'a>(
+        &mut self,
+        line: &'a [u8],
+        slots: &mut [Value<'a>],
+    ) -> Result<(), DecodeError> {
         let text = simdutf8::compat::from_utf8(line).map_err(|e| {
             for slot in slots.iter_mut() {
                 *slot = Value::Null;
@@ -112,7 +159,7 @@ impl Projection {
     /// # Errors
     /// [`DecodeError`] when the line is not a single JSON object.
     pub fn decode_str<'a>(
-        &self,
+        &mut self,
         text: &'a str,
         slots: &mut [Value<'a>],
     ) -> Result<(), DecodeError> {
@@ -123,6 +170,7 @@ impl Projection {
             text,
             pos: 0,
             slots,
+            shapes: &mut self.shapes,
         };
         scan.record(&self.root)
             .map_err(|(what, at)| DecodeError(format!("invalid JSON: {what} at column {}", at + 1)))
@@ -136,6 +184,7 @@ struct Scanner<'a, 's> {
     text: &'a str,
     pos: usize,
     slots: &'s mut [Value<'a>],
+    shapes: &'s mut [Shape],
 }
 
 /// A string's text: borrowed when it has no escapes.
@@ -197,18 +246,19 @@ impl<'a> Scanner<'a, '_> {
         if self.open(b'}', depth)? {
             return Ok(());
         }
+        let mut field = 0;
         loop {
             if self.peek() != Some(b'"') {
                 return self.fail("expected a string key");
             }
-            let key = self.string()?;
             let child = match node {
-                Some(n) if !n.children.is_empty() => match key {
-                    Text::Borrowed(name) => n.child(name),
-                    Text::Escaped { start, end } => n.child(&self.unescape(start, end)?),
-                },
-                _ => None,
+                Some(n) if !n.children.is_empty() => self.key(n, field)?,
+                _ => {
+                    self.string()?;
+                    None
+                }
             };
+            field += 1;
             self.skip_ws();
             if self.peek() != Some(b':') {
                 return self.fail("expected `:`");
@@ -220,6 +270,31 @@ impl<'a> Scanner<'a, '_> {
                 return Ok(());
             }
         }
+    }
+
+    /// The key at `"` of field `field` of an object at `node`, and the
+    /// child it names: the node's [`Shape`] is tried first.
+    fn key<'n>(&mut self, node: &'n Node, field: usize) -> ScanResult<Option<&'n Node>> {
+        let child = |index: Option<usize>| index.and_then(|i| node.children.get(i)).map(|c| &c.1);
+        let rest = &self.bytes()[self.pos + 1..];
+        if let Some((guess, index)) = self.shapes.get(node.id).and_then(|s| s.keys.get(field)) {
+            if rest.starts_with(guess) {
+                self.pos += 1 + guess.len();
+                return Ok(child(*index));
+            }
+        }
+        let index = match self.string()? {
+            Text::Borrowed(name) => {
+                let index = node.child_index(name);
+                if let Some(shape) = self.shapes.get_mut(node.id) {
+                    shape.remember(field, name, index);
+                }
+                index
+            }
+            // Not remembered: its bytes are not its name.
+            Text::Escaped { start, end } => node.child_index(&self.unescape(start, end)?),
+        };
+        Ok(child(index))
     }
 
     /// An array starting at `[`, skipped.

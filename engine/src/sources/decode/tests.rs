@@ -10,7 +10,7 @@ fn decode(paths: &[&str], line: &str) -> Result<Vec<Value<'static>>, DecodeError
 
 fn decode_bytes(paths: &[&str], line: &[u8]) -> Result<Vec<Value<'static>>, DecodeError> {
     let paths: Vec<FieldPath> = paths.iter().map(|p| FieldPath::parse(p)).collect();
-    let projection = Projection::new(&paths);
+    let mut projection = Projection::new(&paths);
     let mut slots = vec![Value::Null; projection.slots()];
     projection.decode(line, &mut slots)?;
     Ok(slots.into_iter().map(Value::into_owned).collect())
@@ -234,4 +234,113 @@ proptest! {
         let ours = decode_bytes(&PATHS, &bytes);
         prop_assert_eq!(ours.is_ok(), serde_ok, "{:?}: {:?}", String::from_utf8_lossy(&bytes), ours);
     }
+}
+
+/// Paths for the tests of remembered keys: top-level names that share
+/// bytes, a nested path and an object that is both a slot and a parent.
+const SHAPE_PATHS: [&str; 5] = ["a", "b", "date_time", "c.a", "c.a.c"];
+
+/// A record's text built from keys as written (some escaped, some sharing
+/// a prefix with a projected name) and values (some nested objects whose
+/// keys are remembered too), with at most one byte changed, inserted or
+/// removed.
+fn shaped_line() -> impl Strategy<Value = Vec<u8>> {
+    let key = prop::sample::select(vec![
+        "a",
+        "b",
+        r"\u0062",
+        "date_time",
+        "date_tim",
+        "date_time_ms",
+        "c",
+        r#"a\""#,
+        "x",
+    ]);
+    let value = prop::sample::select(vec![
+        "1",
+        r#""s""#,
+        r#"{"a":2,"c":{"a":{"c":3}}}"#,
+        r#"{"a":{"c":4,"b":5},"x":6}"#,
+        r#"{"\u0061":7}"#,
+        "null",
+        "[1,2]",
+    ]);
+    let fields = proptest::collection::vec((key, value), 0..5);
+    (fields, any::<prop::sample::Index>(), any::<u8>(), 0..6u8).prop_map(
+        |(fields, at, byte, how)| {
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!(r#""{k}":{v}"#))
+                .collect();
+            let mut bytes = format!("{{{}}}", inner.join(",")).into_bytes();
+            let i = at.index(bytes.len() + 1);
+            match how {
+                0 if i < bytes.len() => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                2 if i < bytes.len() => {
+                    bytes.remove(i);
+                }
+                _ => {}
+            }
+            bytes
+        },
+    )
+}
+
+proptest! {
+    // One projection decoding record after record, guessing each key from
+    // the record before, decodes every record as a fresh projection does:
+    // the same values and the same errors.
+    #[test]
+    fn remembered_keys_change_no_result(lines in proptest::collection::vec(shaped_line(), 1..16)) {
+        let paths: Vec<FieldPath> = SHAPE_PATHS.iter().map(|p| FieldPath::parse(p)).collect();
+        let mut reused = Projection::new(&paths);
+        for line in &lines {
+            let mut slots = vec![Value::Null; reused.slots()];
+            let got = reused
+                .decode(line, &mut slots)
+                .map(|()| slots.into_iter().map(Value::into_owned).collect::<Vec<_>>());
+            let want = decode_bytes(&SHAPE_PATHS, line);
+            prop_assert_eq!(got, want, "{}", String::from_utf8_lossy(line));
+        }
+    }
+}
+
+#[test]
+fn a_record_like_the_last_decodes_from_its_guesses() {
+    let paths: Vec<FieldPath> = ["user_id", "amount"]
+        .iter()
+        .map(|p| FieldPath::parse(p))
+        .collect();
+    let mut projection = Projection::new(&paths);
+    let mut slots = vec![Value::Null; projection.slots()];
+    let lines = [
+        r#"{"event_id":"e1","user_id":"u1","amount":1.5}"#,
+        r#"{"event_id":"e2","user_id":"u2","amount":2}"#,
+        // Same place, other keys: a prefix of the guess, and one longer.
+        r#"{"event_id":"e3","user_i":"u3","amount_x":3}"#,
+        r#"{"event_id":"e4","amount":4,"user_id":"u4"}"#,
+        r#"{"event_id":"e5","amount":5,"user_id":"u5"}"#,
+    ];
+    let mut got = Vec::new();
+    for line in lines {
+        projection.decode(line.as_bytes(), &mut slots).unwrap();
+        got.push(format!("{:?}", slots));
+    }
+    assert_eq!(
+        got,
+        [
+            r#"[Str("u1"), Num(1.5)]"#,
+            r#"[Str("u2"), Num(2.0)]"#,
+            "[Null, Null]",
+            r#"[Str("u4"), Num(4.0)]"#,
+            r#"[Str("u5"), Num(5.0)]"#,
+        ]
+    );
+    let shape: Vec<&[u8]> = projection.shapes[0]
+        .keys
+        .iter()
+        .map(|(k, _)| &k[..])
+        .collect();
+    assert_eq!(shape, [&b"event_id\""[..], b"amount\"", b"user_id\""]);
 }
