@@ -71,24 +71,63 @@ pub struct Projection {
 /// costs that comparison and is replaced.
 #[derive(Debug, Default, Clone)]
 struct Shape {
-    /// Key text with its closing quote, and the child's index.
-    keys: Vec<(Vec<u8>, Option<usize>)>,
+    keys: Vec<Guess>,
+}
+
+/// One remembered key.
+#[derive(Debug, Default, Clone)]
+struct Guess {
+    /// The key's text and its closing quote.
+    text: Vec<u8>,
+    /// The text's first 16 bytes as two little-endian words, zero-padded,
+    /// and the masks of the bytes they hold: a key of up to 16 bytes is
+    /// compared in two word compares instead of a `memcmp` call.
+    words: [u64; 2],
+    masks: [u64; 2],
+    /// The child it names.
+    child: Option<usize>,
+}
+
+impl Guess {
+    /// Whether `rest` starts with the guessed key.
+    fn matches(&self, rest: &[u8]) -> bool {
+        match (rest.get(..16), self.text.len() <= 16) {
+            (Some(head), true) => {
+                let (a, b) = head.split_at(8);
+                let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or_default());
+                word(a) & self.masks[0] == self.words[0] && word(b) & self.masks[1] == self.words[1]
+            }
+            _ => rest.starts_with(&self.text),
+        }
+    }
 }
 
 impl Shape {
-    /// Makes `name` (unescaped, naming child `index`) the guess for field
+    /// Makes `name` (unescaped, naming child `child`) the guess for field
     /// `field`; a shape only grows one field at a time.
-    fn remember(&mut self, field: usize, name: &str, index: Option<usize>) {
+    fn remember(&mut self, field: usize, name: &str, child: Option<usize>) {
         if field == self.keys.len() {
-            self.keys.push((Vec::with_capacity(name.len() + 1), index));
+            self.keys.push(Guess::default());
         }
-        let Some((guess, at)) = self.keys.get_mut(field) else {
+        let Some(guess) = self.keys.get_mut(field) else {
             return;
         };
-        *at = index;
-        guess.clear();
-        guess.extend_from_slice(name.as_bytes());
-        guess.push(b'"');
+        guess.child = child;
+        guess.text.clear();
+        guess.text.extend_from_slice(name.as_bytes());
+        guess.text.push(b'"');
+        let mut head = [0u8; 16];
+        let n = guess.text.len().min(16);
+        head[..n].copy_from_slice(&guess.text[..n]);
+        for (i, word) in head.chunks_exact(8).enumerate() {
+            let held = n.saturating_sub(8 * i).min(8);
+            guess.masks[i] = if held == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * held)) - 1
+            };
+            guess.words[i] = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        }
     }
 }
 
@@ -277,10 +316,10 @@ impl<'a> Scanner<'a, '_> {
     fn key<'n>(&mut self, node: &'n Node, field: usize) -> ScanResult<Option<&'n Node>> {
         let child = |index: Option<usize>| index.and_then(|i| node.children.get(i)).map(|c| &c.1);
         let rest = &self.bytes()[self.pos + 1..];
-        if let Some((guess, index)) = self.shapes.get(node.id).and_then(|s| s.keys.get(field)) {
-            if rest.starts_with(guess) {
-                self.pos += 1 + guess.len();
-                return Ok(child(*index));
+        if let Some(guess) = self.shapes.get(node.id).and_then(|s| s.keys.get(field)) {
+            if guess.matches(rest) {
+                self.pos += 1 + guess.text.len();
+                return Ok(child(guess.child));
             }
         }
         let index = match self.string()? {

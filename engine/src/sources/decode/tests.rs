@@ -237,8 +237,16 @@ proptest! {
 }
 
 /// Paths for the tests of remembered keys: top-level names that share
-/// bytes, a nested path and an object that is both a slot and a parent.
-const SHAPE_PATHS: [&str; 5] = ["a", "b", "date_time", "c.a", "c.a.c"];
+/// bytes (one longer than the 16 bytes compared as words), a nested path
+/// and an object that is both a slot and a parent.
+const SHAPE_PATHS: [&str; 6] = [
+    "a",
+    "b",
+    "date_time",
+    "c.a",
+    "c.a.c",
+    "date_time_of_the_bid",
+];
 
 /// A record's text built from keys as written (some escaped, some sharing
 /// a prefix with a projected name) and values (some nested objects whose
@@ -252,6 +260,8 @@ fn shaped_line() -> impl Strategy<Value = Vec<u8>> {
         "date_time",
         "date_tim",
         "date_time_ms",
+        "date_time_of_the_bid",
+        "date_time_of_the_bik",
         "c",
         r#"a\""#,
         "x",
@@ -340,7 +350,7 @@ fn a_record_like_the_last_decodes_from_its_guesses() {
     let shape: Vec<&[u8]> = projection.shapes[0]
         .keys
         .iter()
-        .map(|(k, _)| &k[..])
+        .map(|g| &g.text[..])
         .collect();
     assert_eq!(shape, [&b"event_id\""[..], b"amount\"", b"user_id\""]);
 }
