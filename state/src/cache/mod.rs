@@ -381,6 +381,25 @@ impl<V: StateValue> WindowCache<V> {
                 .is_none_or(|t| t.find(hash, key).is_none())
     }
 
+    /// Whether some time has evicted entries, so that updates may consult
+    /// the filters of written keys (see [`WindowCache::touch`]).
+    pub fn has_spilled(&self) -> bool {
+        !self.spilled.is_empty()
+    }
+
+    /// Reads ahead what checking whether `(time, key with hash)` is stored
+    /// will read, for an update a few records later: the blocks of the
+    /// time's filter of written keys, which miss the CPU cache on every
+    /// new key of a spilled time. Changes nothing.
+    pub fn touch(&self, time: i64, hash: u64) {
+        if !self.spilled.contains(&time) {
+            return;
+        }
+        if let Some(written) = self.written.get(&time) {
+            std::hint::black_box(written.touch(hash));
+        }
+    }
+
     /// Re-estimates the memory of one entry after the caller grew its value
     /// (e.g. a distinct set). Cheap enough to call after every update of a
     /// value whose size can change.

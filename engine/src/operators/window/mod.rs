@@ -134,6 +134,10 @@ pub struct WindowTask {
     published: std::time::Instant,
 }
 
+/// How many records ahead an update reads what its check for a stored
+/// partial will need (see [`WindowCache::touch`]).
+const TOUCH_AHEAD: usize = 8;
+
 /// How often a partition publishes its gauges and hot keys.
 const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -382,10 +386,16 @@ impl WindowTask {
         // Updates of keys evicted to RocksDB wait here and are applied
         // together, in order, after one batched read (see
         // `WindowCache::update_spilled`), before anything fires.
+        let touch = self.sessions.is_none() && self.cache.has_spilled();
         let mut next = 0;
         while next < batch.len() {
             let i = next;
             next += 1;
+            if touch && i + TOUCH_AHEAD < batch.len() {
+                let ahead = i + TOUCH_AHEAD;
+                let pane = self.panes.pane_end(batch.times[ahead]);
+                self.cache.touch(pane, batch.hashes[ahead]);
+            }
             if batch.watermarks[i] > self.inputs[input].watermark {
                 self.inputs[input].watermark = batch.watermarks[i];
                 if !self.spilled_updates.is_empty() && self.would_fire() {
