@@ -203,6 +203,13 @@ pub(crate) fn eval<'a, R: Row + ?Sized>(node: &'a Node, row: &'a R) -> Val<'a> {
         }
         Node::Compare(comparison, pair) => {
             let ordering = match (eval(&pair.0, row), eval(&pair.1, row)) {
+                // Equality of strings needs no order: their lengths decide
+                // most pairs without reading a byte (`type != 'view'`).
+                (Val::Str(a), Val::Str(b))
+                    if matches!(comparison, Comparison::Eq | Comparison::Ne) =>
+                {
+                    return Val::Bool((a == b) == matches!(comparison, Comparison::Eq));
+                }
                 (Val::Num(a), Val::Num(b)) => a.partial_cmp(&b),
                 (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
                 (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(&b)),

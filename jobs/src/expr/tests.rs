@@ -61,6 +61,10 @@ fn compares_numbers_strings_and_bools() {
     assert!(eval_on("amount == 5", &record));
     assert!(eval_on("type == 'checkout'", &record));
     assert!(eval_on("type != \"view\"", &record));
+    // Same length, other bytes; and the same string.
+    assert!(!eval_on("type == 'checkouX'", &record));
+    assert!(eval_on("type != 'checkouX'", &record));
+    assert!(!eval_on("type != 'checkout'", &record));
     assert!(eval_on("type < 'd'", &record));
     assert!(eval_on("ok == true", &record));
     assert!(eval_on("ok", &record));
