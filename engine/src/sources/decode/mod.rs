@@ -64,10 +64,12 @@ pub struct Projection {
 /// The keys of the last object decoded at one node, in order, each with
 /// the child it named: producers write every record with the same keys in
 /// the same order, so the key at a field's place is most likely the one
-/// the last record had there. A key that is the guess, byte for byte and
-/// with its closing quote, is that key (a guess holds no quote, backslash
-/// or control character), so it is taken with one comparison instead of
-/// being scanned and looked up among the node's children. A wrong guess
+/// the last record had there. A guess is the bytes the last record had
+/// from after the key's opening quote to its value: the key, its closing
+/// quote and the `:` with any whitespace. Bytes equal to them scan the
+/// same way (the key holds no quote, backslash or control character), so
+/// the key and its colon are taken with one comparison instead of being
+/// scanned and the key looked up among the node's children. A wrong guess
 /// costs that comparison and is replaced.
 #[derive(Debug, Default, Clone)]
 struct Shape {
@@ -77,7 +79,8 @@ struct Shape {
 /// One remembered key.
 #[derive(Debug, Default, Clone)]
 struct Guess {
-    /// The key's text and its closing quote.
+    /// The key's text, its closing quote and the `:` after it with any
+    /// whitespace around it: bytes known to scan as one key and its colon.
     text: Vec<u8>,
     /// The text's first 16 bytes as two little-endian words, zero-padded,
     /// and the masks of the bytes they hold: a key of up to 16 bytes is
@@ -103,9 +106,11 @@ impl Guess {
 }
 
 impl Shape {
-    /// Makes `name` (unescaped, naming child `child`) the guess for field
-    /// `field`; a shape only grows one field at a time.
-    fn remember(&mut self, field: usize, name: &str, child: Option<usize>) {
+    /// Makes `text` (a key without escapes, its closing quote and the `:`
+    /// after it with any whitespace, as scanned; the key names child
+    /// `child`) the guess for field `field`; a shape only grows one field
+    /// at a time.
+    fn remember(&mut self, field: usize, text: &[u8], child: Option<usize>) {
         if field == self.keys.len() {
             self.keys.push(Guess::default());
         }
@@ -114,8 +119,7 @@ impl Shape {
         };
         guess.child = child;
         guess.text.clear();
-        guess.text.extend_from_slice(name.as_bytes());
-        guess.text.push(b'"');
+        guess.text.extend_from_slice(text);
         let mut head = [0u8; 16];
         let n = guess.text.len().min(16);
         head[..n].copy_from_slice(&guess.text[..n]);
@@ -294,16 +298,11 @@ impl<'a> Scanner<'a, '_> {
                 Some(n) if !n.children.is_empty() => self.key(n, field)?,
                 _ => {
                     self.string()?;
+                    self.colon()?;
                     None
                 }
             };
             field += 1;
-            self.skip_ws();
-            if self.peek() != Some(b':') {
-                return self.fail("expected `:`");
-            }
-            self.pos += 1;
-            self.skip_ws();
             self.value(child, depth)?;
             if self.closed(b'}', "EOF while parsing an object", "expected `,` or `}`")? {
                 return Ok(());
@@ -311,27 +310,51 @@ impl<'a> Scanner<'a, '_> {
         }
     }
 
-    /// The key at `"` of field `field` of an object at `node`, and the
-    /// child it names: the node's [`Shape`] is tried first.
+    /// The `:` after a key, and the whitespace around it.
+    fn colon(&mut self) -> ScanResult<()> {
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return self.fail("expected `:`");
+        }
+        self.pos += 1;
+        self.skip_ws();
+        Ok(())
+    }
+
+    /// The key at `"` of field `field` of an object at `node` and the `:`
+    /// after it, and the child the key names: the node's [`Shape`] is
+    /// tried first.
     fn key<'n>(&mut self, node: &'n Node, field: usize) -> ScanResult<Option<&'n Node>> {
         let child = |index: Option<usize>| index.and_then(|i| node.children.get(i)).map(|c| &c.1);
-        let rest = &self.bytes()[self.pos + 1..];
-        if let Some(guess) = self.shapes.get(node.id).and_then(|s| s.keys.get(field)) {
-            if guess.matches(rest) {
-                self.pos += 1 + guess.text.len();
-                return Ok(child(guess.child));
-            }
+        let start = self.pos + 1;
+        let guessed = self
+            .shapes
+            .get(node.id)
+            .and_then(|s| s.keys.get(field))
+            .filter(|g| g.matches(&self.bytes()[start..]))
+            .map(|g| (g.text.len(), g.child));
+        if let Some((len, index)) = guessed {
+            self.pos = start + len;
+            // The guess may end inside a longer run of whitespace.
+            self.skip_ws();
+            return Ok(child(index));
         }
         let index = match self.string()? {
             Text::Borrowed(name) => {
                 let index = node.child_index(name);
+                self.colon()?;
+                let text = &self.bytes()[start..self.pos];
                 if let Some(shape) = self.shapes.get_mut(node.id) {
-                    shape.remember(field, name, index);
+                    shape.remember(field, text, index);
                 }
                 index
             }
             // Not remembered: its bytes are not its name.
-            Text::Escaped { start, end } => node.child_index(&self.unescape(start, end)?),
+            Text::Escaped { start, end } => {
+                let index = node.child_index(&self.unescape(start, end)?);
+                self.colon()?;
+                index
+            }
         };
         Ok(child(index))
     }
