@@ -15,7 +15,8 @@
 //! - [`rows`]: result rows on their way to a sink, written as JSON text on
 //!   the sink's thread;
 //! - [`metrics`], [`json`], [`round`]: run counters, JSON text helpers and
-//!   the rounding of sums and means.
+//!   the rounding of sums and means;
+//! - [`reuse`]: buffers kept across borrows of different lifetimes.
 
 pub mod align;
 pub mod arg;
@@ -25,6 +26,7 @@ pub mod key;
 pub mod message;
 pub mod metrics;
 pub mod position;
+pub mod reuse;
 pub mod round;
 pub mod route;
 pub mod row;

@@ -10,6 +10,7 @@ use kflow_state::keys::same;
 
 use super::aggregate::Partial;
 use super::WindowTask;
+use crate::dataflow::reuse::reuse;
 use crate::error::EngineError;
 
 /// A key's partial over a sliding window's panes: its one pane's, borrowed,
@@ -31,13 +32,12 @@ pub(super) struct Merge {
     keys: Vec<(&'static [u8], Merged<'static>)>,
 }
 
-/// An empty list with `list`'s allocation, for borrows of another
-/// lifetime (the in-place `collect` of an empty iterator keeps it).
-fn reuse<'a, 'b>(mut list: Vec<(&'a [u8], Merged<'a>)>) -> Vec<(&'b [u8], Merged<'b>)> {
-    list.clear();
-    list.into_iter()
-        .map(|_| (&[][..], Merged::Many(Partial(Default::default()))))
-        .collect()
+/// An empty merge list with `list`'s allocation, for borrows of another
+/// lifetime.
+fn reuse_list<'a, 'b>(list: Vec<(&'a [u8], Merged<'a>)>) -> Vec<(&'b [u8], Merged<'b>)> {
+    reuse(list, |_| {
+        (&[][..], Merged::Many(Partial(Default::default())))
+    })
 }
 
 impl WindowTask {
@@ -142,7 +142,7 @@ impl WindowTask {
         }
         let cache = &self.cache;
         let index = &mut self.merge.index;
-        let mut keys = reuse(std::mem::take(&mut self.merge.keys));
+        let mut keys = reuse_list(std::mem::take(&mut self.merge.keys));
         for shard in 0..SHARDS {
             index.clear();
             keys.clear();
@@ -181,7 +181,7 @@ impl WindowTask {
                     .emit(start, end, key, partial, watermark, &mut self.counts)?;
             }
         }
-        self.merge.keys = reuse(keys);
+        self.merge.keys = reuse_list(keys);
         let obsolete = start.saturating_add(self.panes.slide());
         while let Some(pane) = self
             .cache
@@ -203,7 +203,7 @@ mod tests {
         let partial = Partial(Default::default());
         let mut list: Vec<(&[u8], Merged<'_>)> = Vec::with_capacity(1000);
         list.push((b"k", Merged::One(&partial)));
-        let kept: Vec<(&'static [u8], Merged<'static>)> = reuse(list);
+        let kept: Vec<(&'static [u8], Merged<'static>)> = reuse_list(list);
         assert!(kept.is_empty());
         assert!(kept.capacity() >= 1000, "capacity {}", kept.capacity());
     }

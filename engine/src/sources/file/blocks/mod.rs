@@ -35,14 +35,15 @@ use kflow_jobs::Value;
 
 use crate::dataflow::metrics::buckets::{LocalBuckets, SIZE_BOUNDS};
 use crate::dataflow::metrics::{LocalCounts, SourceMetrics};
-use crate::dataflow::position::{RawRecord, Stamp};
+use crate::dataflow::position::{Position, RawRecord, Stamp};
+use crate::dataflow::reuse::reuse;
 use crate::dataflow::route::Collected;
 use crate::error::EngineError;
 use crate::sources::core::watermark_of;
 use crate::sources::ingest::Ingest;
 use crate::sources::pool::{self, InOrder, Pool};
 
-use self::repeats::{Checks, Probe};
+use self::repeats::{Answer, Checks, Probe};
 use super::{arrival, checked_text, file_record, lines, route_line, FileSourceTask, Progress};
 
 /// Bytes per block: big enough that per-block messages are rare, small
@@ -87,6 +88,34 @@ enum Message {
 /// The channel from the decoding threads to the source thread.
 type ToSource = pool::ToSource<Message>;
 
+/// One decoding thread's state: its copy of the source's ingest and the
+/// lists a dedup source's blocks are decoded into.
+struct Decoder {
+    ingest: Ingest,
+    scratch: Scratch,
+}
+
+/// The lists [`DecoderCtx::decode_checked`] fills, kept empty between
+/// blocks (a list freed after each block went back to the OS and was
+/// faulted in and zeroed again: `clear_page_erms` was 16% of W5's
+/// decoding threads).
+#[derive(Default)]
+struct Scratch {
+    values: Vec<Value<'static>>,
+    records: Vec<(RawRecord<'static>, i64)>,
+    ids: Vec<(Option<u64>, i64)>,
+    verdicts: Vec<bool>,
+    /// Working space of the id hash.
+    id: Vec<u8>,
+}
+
+/// A placeholder record, never read: the filler of [`reuse`].
+const NO_RECORD: RawRecord<'static> = RawRecord {
+    text: &[],
+    position: Position::File { file: "", line: 0 },
+    key: None,
+};
+
 /// What a decoding thread needs besides its ingest.
 #[derive(Clone)]
 struct DecoderCtx {
@@ -98,15 +127,16 @@ struct DecoderCtx {
 }
 
 impl DecoderCtx {
-    /// Decodes one block into `ingest`'s collecting router.
+    /// Decodes one block into `decoder`'s collecting router.
     fn decode(
         &self,
-        ingest: &mut Ingest,
+        decoder: &mut Decoder,
         block: Block,
         source: &ToSource,
     ) -> Result<Decoded, EngineError> {
+        let Decoder { ingest, scratch } = decoder;
         if ingest.dedup_field.is_some() {
-            return self.decode_checked(ingest, block, source);
+            return self.decode_checked(ingest, scratch, block, source);
         }
         let mut counts = LocalCounts::default();
         let mut sizes = LocalBuckets::new(SIZE_BOUNDS);
@@ -137,10 +167,12 @@ impl DecoderCtx {
     /// [`DecoderCtx::decode`] for a source that drops repeats: decodes
     /// every record of the block, sends their ids to the source thread to
     /// be checked in file order, and routes the records it did not find
-    /// repeated.
+    /// repeated. The lists it fills are `scratch`'s, kept from block to
+    /// block.
     fn decode_checked(
         &self,
         ingest: &mut Ingest,
+        scratch: &mut Scratch,
         block: Block,
         source: &ToSource,
     ) -> Result<Decoded, EngineError> {
@@ -149,10 +181,13 @@ impl DecoderCtx {
         let mut line_no = block.first_line;
         let slots = ingest.projection.slots();
         // Every decoded record's values, `slots` each, borrowing the text.
-        let mut values: Vec<Value<'_>> = Vec::new();
-        let mut records: Vec<(RawRecord<'_>, i64)> = Vec::new();
-        let mut ids = Vec::new();
-        let mut scratch = Vec::new();
+        let mut values: Vec<Value<'_>> =
+            reuse(std::mem::take(&mut scratch.values), |_| Value::Null);
+        let mut records: Vec<(RawRecord<'_>, i64)> =
+            reuse(std::mem::take(&mut scratch.records), |_| (NO_RECORD, 0));
+        let mut ids = std::mem::take(&mut scratch.ids);
+        ids.clear();
+        let mut id_scratch = std::mem::take(&mut scratch.id);
         for (line, line_utf8) in lines(&block.text[..block.len]) {
             line_no += 1;
             let place = (&*self.display_path, line_no);
@@ -165,24 +200,26 @@ impl DecoderCtx {
             let checked = checked_text(line_utf8, &record);
             match ingest.decode(record, checked, &mut values[at..], arrival, &mut counts)? {
                 Some(time) => {
-                    ids.push((ingest.id_hash(&values[at..], &mut scratch), time));
+                    ids.push((ingest.id_hash(&values[at..], &mut id_scratch), time));
                     records.push((record, time));
                 }
                 None => values.truncate(at),
             }
         }
+        scratch.id = id_scratch;
         let lost = || EngineError::Disconnected(self.name.to_string());
-        let (reply, verdicts) = mpsc::sync_channel(1);
+        let (reply, answer) = mpsc::sync_channel(1);
         let probe = Probe {
             index: block.index,
             ids,
+            verdicts: std::mem::take(&mut scratch.verdicts),
             reply,
         };
         source.send(Ok(Message::Probe(probe))).map_err(|_| lost())?;
-        let verdicts = verdicts.recv().map_err(|_| lost())?;
+        let Answer { repeats, ids } = answer.recv().map_err(|_| lost())?;
         let mut max_time = i64::MIN;
         let decoded = values.chunks_exact(slots.max(1)).zip(&records);
-        for ((values, &(record, time)), repeat) in decoded.zip(verdicts) {
+        for ((values, &(record, time)), &repeat) in decoded.zip(&repeats) {
             if repeat {
                 counts.duplicates += 1;
                 continue;
@@ -191,7 +228,10 @@ impl DecoderCtx {
             ingest.route_decoded(record, values, Stamp { time, watermark }, &mut counts)?;
             max_time = max_time.max(time);
         }
-        drop((values, records));
+        scratch.values = reuse(values, |_| Value::Null);
+        scratch.records = reuse(records, |_| (NO_RECORD, 0));
+        scratch.ids = ids;
+        scratch.verdicts = repeats;
         self.finish(ingest, block, line_no, max_time, counts, sizes)
     }
 
@@ -315,12 +355,19 @@ pub(super) fn run(
     // As many blocks fit in the queue as the source keeps in flight, so
     // handing one out never waits (it must not: decoders of a dedup
     // source wait for the source thread's verdicts).
+    let decoders = decoders
+        .into_iter()
+        .map(|ingest| Decoder {
+            ingest,
+            scratch: Scratch::default(),
+        })
+        .collect();
     let pool = Pool::start(
         &task.core.name,
         decoders,
         in_flight as usize,
-        move |ingest: &mut Ingest, block: Block, source: &ToSource| {
-            ctx.decode(ingest, block, source).map(Message::Decoded)
+        move |decoder: &mut Decoder, block: Block, source: &ToSource| {
+            ctx.decode(decoder, block, source).map(Message::Decoded)
         },
     )?;
     let mut blocks = Blocks {

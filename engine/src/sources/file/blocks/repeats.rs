@@ -22,8 +22,20 @@ pub(super) struct Probe {
     /// Per record that decoded with an event time, in file order: the hash
     /// of its id (`None`: it has none) and its event time.
     pub ids: Vec<(Option<u64>, i64)>,
-    /// Where the verdicts go: per entry of `ids`, whether it repeats.
-    pub reply: mpsc::SyncSender<Vec<bool>>,
+    /// An empty list for the verdicts (the decoder's, kept from block to
+    /// block).
+    pub verdicts: Vec<bool>,
+    /// Where the answer goes.
+    pub reply: mpsc::SyncSender<Answer>,
+}
+
+/// The source thread's answer to a [`Probe`]: per entry of its `ids`,
+/// whether it repeats, and the `ids` list back for the decoder to fill
+/// again (a list freed on another thread is handed back to the OS and
+/// faulted in again for the next block).
+pub(super) struct Answer {
+    pub repeats: Vec<bool>,
+    pub ids: Vec<(Option<u64>, i64)>,
 }
 
 /// The source thread's side: probes waiting for their turn, and the marks
@@ -59,8 +71,13 @@ impl Checks {
     pub fn offer(&mut self, probe: Probe, dedup: &mut Dedup) {
         self.waiting.insert(probe.index, probe);
         while let Some(probe) = self.waiting.remove(&self.next) {
-            let mut verdicts = Vec::with_capacity(probe.ids.len());
-            let ids = &probe.ids;
+            let Probe {
+                ids,
+                verdicts: mut repeats,
+                reply,
+                ..
+            } = probe;
+            repeats.clear();
             dedup.touch(ids.iter().take(TOUCH_AHEAD).filter_map(|&(id, _)| id));
             for (i, &(id, time)) in ids.iter().enumerate() {
                 if let Some(&(Some(ahead), _)) = ids.get(i + TOUCH_AHEAD) {
@@ -71,11 +88,11 @@ impl Checks {
                 if !repeat {
                     self.max_time = self.max_time.max(time);
                 }
-                verdicts.push(repeat);
+                repeats.push(repeat);
             }
             self.marks.insert(self.next, dedup.mark());
             self.next += 1;
-            let _ = probe.reply.send(verdicts);
+            let _ = reply.send(Answer { repeats, ids });
         }
     }
 
