@@ -202,6 +202,12 @@ pub(crate) fn eval<'a, R: Row + ?Sized>(node: &'a Node, row: &'a R) -> Val<'a> {
             }
         }
         Node::Compare(comparison, pair) => {
+            // The common shape, a field against a literal (`type !=
+            // 'view'`, `amount > 10`), without evaluating either side as a
+            // node of its own.
+            if let (Node::Field(id), Node::Literal(literal)) = (&pair.0, &pair.1) {
+                return Val::Bool(field_against(*comparison, row.field(*id), literal));
+            }
             let ordering = match (eval(&pair.0, row), eval(&pair.1, row)) {
                 // Equality of strings needs no order: their lengths decide
                 // most pairs without reading a byte (`type != 'view'`).
@@ -245,4 +251,21 @@ pub(crate) fn eval<'a, R: Row + ?Sized>(node: &'a Node, row: &'a R) -> Val<'a> {
             _ => false,
         }),
     }
+}
+
+/// `value <comparison> literal`, exactly as [`eval`] decides it for the two
+/// evaluated as nodes: null, mismatched types and NaN are false.
+fn field_against(comparison: Comparison, value: &Value<'_>, literal: &Literal) -> bool {
+    let ordering = match (value, literal) {
+        (Value::Str(a), Literal::Str(b)) => {
+            if matches!(comparison, Comparison::Eq | Comparison::Ne) {
+                return (**a == **b) == matches!(comparison, Comparison::Eq);
+            }
+            Some((**a).cmp(&**b))
+        }
+        (Value::Num(a), Literal::Num(b)) => a.partial_cmp(b),
+        (Value::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
+        _ => None,
+    };
+    ordering.is_some_and(|o| comparison.holds(o))
 }

@@ -281,6 +281,30 @@ fn value_strategy() -> impl Strategy<Value = Value<'static>> {
 }
 
 proptest! {
+    // A field against a literal (evaluated by its own short path) decides
+    // exactly as the mirrored comparison, a literal against a field
+    // (evaluated node by node), for every value and literal kind.
+    #[test]
+    fn a_field_against_a_literal_decides_as_the_mirrored_comparison(
+        a in value_strategy(),
+        literal in prop::sample::select(vec![
+            "true", "false", "0", "-1", "2", "0.5", "''", "'a'", "'ab'", "'b'",
+        ]),
+    ) {
+        let row = [a];
+        let check = |text: &str| {
+            let expr = compile(text, &mut |_| FieldId(0)).unwrap().expr;
+            expr.matches(row.as_slice())
+        };
+        for (op, mirrored) in [("==", "=="), ("!=", "!="), ("<", ">"), ("<=", ">="), (">", "<"), (">=", "<=")] {
+            prop_assert_eq!(
+                check(&format!("a {op} {literal}")),
+                check(&format!("{literal} {mirrored} a")),
+                "a {} {} on {:?}", op, literal, row[0]
+            );
+        }
+    }
+
     #[test]
     fn a_comparison_and_its_opposite_never_both_pass(a in value_strategy(), b in value_strategy()) {
         let row = [a, b];
