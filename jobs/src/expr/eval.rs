@@ -161,19 +161,8 @@ pub(crate) enum Val<'a> {
 /// Evaluates a node over a row.
 pub(crate) fn eval<'a, R: Row + ?Sized>(node: &'a Node, row: &'a R) -> Val<'a> {
     match node {
-        Node::Field(id) => match row.field(*id) {
-            Value::Null => Val::Unknown,
-            Value::Bool(b) => Val::Bool(*b),
-            Value::Num(n) => Val::Num(*n),
-            Value::Str(s) => Val::Str(s),
-            Value::Other => Val::Other,
-        },
-        Node::Literal(literal) => match literal {
-            Literal::Null => Val::Unknown,
-            Literal::Bool(b) => Val::Bool(*b),
-            Literal::Num(n) => Val::Num(*n),
-            Literal::Str(s) => Val::Str(s),
-        },
+        Node::Field(id) => field_val(row.field(*id)),
+        Node::Literal(literal) => literal_val(literal),
         Node::Has(id) => Val::Bool(!row.field(*id).is_null()),
         Node::Not(inner) => match eval(inner, row) {
             Val::Bool(b) => Val::Bool(!b),
@@ -202,27 +191,16 @@ pub(crate) fn eval<'a, R: Row + ?Sized>(node: &'a Node, row: &'a R) -> Val<'a> {
             }
         }
         Node::Compare(comparison, pair) => {
-            // The common shape, a field against a literal (`type !=
-            // 'view'`, `amount > 10`), without evaluating either side as a
-            // node of its own.
-            if let (Node::Field(id), Node::Literal(literal)) = (&pair.0, &pair.1) {
-                return Val::Bool(field_against(*comparison, row.field(*id), literal));
-            }
-            let ordering = match (eval(&pair.0, row), eval(&pair.1, row)) {
-                // Equality of strings needs no order: their lengths decide
-                // most pairs without reading a byte (`type != 'view'`).
-                (Val::Str(a), Val::Str(b))
-                    if matches!(comparison, Comparison::Eq | Comparison::Ne) =>
-                {
-                    return Val::Bool((a == b) == matches!(comparison, Comparison::Eq));
+            let (left, right) = match (&pair.0, &pair.1) {
+                // The common shape, a field against a literal (`type !=
+                // 'view'`, `amount > 10`), read without evaluating either
+                // side as a node of its own.
+                (Node::Field(id), Node::Literal(literal)) => {
+                    (field_val(row.field(*id)), literal_val(literal))
                 }
-                (Val::Num(a), Val::Num(b)) => a.partial_cmp(&b),
-                (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
-                (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(&b)),
-                _ => None,
+                (left, right) => (eval(left, row), eval(right, row)),
             };
-            // Null, mismatched types, NaN: false, whatever the operator.
-            Val::Bool(ordering.is_some_and(|o| comparison.holds(o)))
+            Val::Bool(compare(*comparison, left, right))
         }
         Node::Arithmetic(op, pair) => match (eval(&pair.0, row), eval(&pair.1, row)) {
             (Val::Num(a), Val::Num(b)) => match op {
@@ -253,18 +231,42 @@ pub(crate) fn eval<'a, R: Row + ?Sized>(node: &'a Node, row: &'a R) -> Val<'a> {
     }
 }
 
-/// `value <comparison> literal`, exactly as [`eval`] decides it for the two
-/// evaluated as nodes: null, mismatched types and NaN are false.
-fn field_against(comparison: Comparison, value: &Value<'_>, literal: &Literal) -> bool {
-    let ordering = match (value, literal) {
-        (Value::Str(a), Literal::Str(b)) => {
-            if matches!(comparison, Comparison::Eq | Comparison::Ne) {
-                return (**a == **b) == matches!(comparison, Comparison::Eq);
-            }
-            Some((**a).cmp(&**b))
+/// A field's value as an intermediate value.
+#[inline]
+fn field_val<'a>(value: &'a Value<'_>) -> Val<'a> {
+    match value {
+        Value::Null => Val::Unknown,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Num(n) => Val::Num(*n),
+        Value::Str(s) => Val::Str(s),
+        Value::Other => Val::Other,
+    }
+}
+
+/// A literal as an intermediate value.
+#[inline]
+fn literal_val(literal: &Literal) -> Val<'_> {
+    match literal {
+        Literal::Null => Val::Unknown,
+        Literal::Bool(b) => Val::Bool(*b),
+        Literal::Num(n) => Val::Num(*n),
+        Literal::Str(s) => Val::Str(s),
+    }
+}
+
+/// `left <comparison> right`: null, mismatched types and NaN are false,
+/// whatever the operator.
+#[inline]
+fn compare(comparison: Comparison, left: Val<'_>, right: Val<'_>) -> bool {
+    let ordering = match (left, right) {
+        // Equality of strings needs no order: their lengths decide most
+        // pairs without reading a byte (`type != 'view'`).
+        (Val::Str(a), Val::Str(b)) if matches!(comparison, Comparison::Eq | Comparison::Ne) => {
+            return (a == b) == matches!(comparison, Comparison::Eq);
         }
-        (Value::Num(a), Literal::Num(b)) => a.partial_cmp(b),
-        (Value::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
+        (Val::Num(a), Val::Num(b)) => a.partial_cmp(&b),
+        (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
+        (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(&b)),
         _ => None,
     };
     ordering.is_some_and(|o| comparison.holds(o))

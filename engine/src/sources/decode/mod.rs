@@ -56,8 +56,8 @@ impl Node {
 pub struct Projection {
     root: Node,
     slots: usize,
-    /// Per node with children, the keys of the last object decoded at it,
-    /// in order (see [`Shape`]).
+    /// Per node (by [`Node::id`]), the keys of the last object decoded at
+    /// it, in order (see [`Shape`]).
     shapes: Vec<Shape>,
 }
 
@@ -350,8 +350,8 @@ impl<'a> Scanner<'a, '_> {
                 index
             }
             // Not remembered: its bytes are not its name.
-            Text::Escaped { start, end } => {
-                let index = node.child_index(&self.unescape(start, end)?);
+            Text::Escaped { start: from, end } => {
+                let index = node.child_index(&self.unescape(from, end)?);
                 self.colon()?;
                 index
             }

@@ -187,7 +187,6 @@ impl DecoderCtx {
             reuse(std::mem::take(&mut scratch.records), |_| (NO_RECORD, 0));
         let mut ids = std::mem::take(&mut scratch.ids);
         ids.clear();
-        let mut id_scratch = std::mem::take(&mut scratch.id);
         for (line, line_utf8) in lines(&block.text[..block.len]) {
             line_no += 1;
             let place = (&*self.display_path, line_no);
@@ -200,13 +199,12 @@ impl DecoderCtx {
             let checked = checked_text(line_utf8, &record);
             match ingest.decode(record, checked, &mut values[at..], arrival, &mut counts)? {
                 Some(time) => {
-                    ids.push((ingest.id_hash(&values[at..], &mut id_scratch), time));
+                    ids.push((ingest.id_hash(&values[at..], &mut scratch.id), time));
                     records.push((record, time));
                 }
                 None => values.truncate(at),
             }
         }
-        scratch.id = id_scratch;
         let lost = || EngineError::Disconnected(self.name.to_string());
         let (reply, answer) = mpsc::sync_channel(1);
         let probe = Probe {
