@@ -656,6 +656,29 @@ fn a_source_split_during_a_cluster_run_keeps_per_key_order() {
 }
 
 #[test]
+fn a_part_started_on_a_lapsed_fence_stops_before_it_does_anything() {
+    // Its worker stalled between writing the fence and starting the part
+    // (a stop signal at that moment): the lease may be another worker's.
+    let cluster = Cluster::new("lapsed", 300, 67);
+    let parts = cluster.dir.path().join(".kflow/lapsed/parts");
+    std::fs::create_dir_all(&parts).unwrap();
+    std::fs::write(parts.join("group-0001.lease"), "0").unwrap();
+    let started = std::time::Instant::now();
+    let (ok, log) = cluster.run_part_with("group/0001", &[]);
+    assert!(!ok, "a part ran on a lapsed fence:\n{log}");
+    assert!(log.contains("its lease lapsed"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{log}");
+    assert!(
+        !parts.join("group-0001").exists() && !parts.join("group-0001.progress").exists(),
+        "the part opened its state before it stopped"
+    );
+    assert!(
+        cluster.s3.list("store/").is_empty(),
+        "the part wrote to the store"
+    );
+}
+
+#[test]
 fn a_stalled_workers_parts_stop_when_its_leases_lapse() {
     let mut workers = Workers::new("stalled", 3000, 59);
     let watch = workers.watch_parts();

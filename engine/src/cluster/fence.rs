@@ -65,22 +65,33 @@ pub fn open(path: &Path) -> Option<bool> {
 
 /// Starts the part's watch: the process kills itself when its worker is
 /// gone or the fence at `path` lapsed.
+///
+/// The first look is made before this returns, so a part started on a
+/// fence that lapsed already (its worker stalled between writing it and
+/// starting the part) stops before it does anything.
 pub fn watch(path: PathBuf) {
     let parent = std::os::unix::process::parent_id();
+    check(&path, parent);
     let spawned = std::thread::Builder::new()
         .name("fence".into())
         .spawn(move || loop {
             std::thread::sleep(CHECK_EVERY);
-            if std::os::unix::process::parent_id() != parent {
-                die(&format!("its worker (pid {parent}) is gone"));
-            }
-            if open(&path) == Some(false) {
-                die(&format!("its lease lapsed ({})", path.display()));
-            }
+            check(&path, parent);
         });
     if let Err(e) = spawned {
         eprintln!("kflow: cannot watch the part's lease: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Stops the part if its worker `parent` is gone or the fence at `path`
+/// lapsed.
+fn check(path: &Path, parent: u32) {
+    if std::os::unix::process::parent_id() != parent {
+        die(&format!("its worker (pid {parent}) is gone"));
+    }
+    if open(path) == Some(false) {
+        die(&format!("its lease lapsed ({})", path.display()));
     }
 }
 

@@ -222,25 +222,29 @@ impl Worker<'_> {
     fn fence(&self, keeper: &LeaseKeeper) -> Result<(), EngineError> {
         for (key, running) in &self.running {
             if let Some(until) = keeper.valid_until(key) {
-                self.write_fence(&running.part, until)?;
+                let _ = self.write_fence(&running.part, until)?;
             }
         }
         Ok(())
     }
 
-    fn write_fence(&self, part: &Part, until: Instant) -> Result<(), EngineError> {
+    /// Writes `part`'s fence for a lease valid until `until`; returns the
+    /// fence's deadline.
+    fn write_fence(&self, part: &Part, until: Instant) -> Result<Instant, EngineError> {
         let path = part.fence_path(&self.plan.state_dir);
         let failover = self
             .plan
             .cluster
             .as_ref()
             .map_or(Duration::ZERO, |c| c.failover_timeout);
-        fence::write(&path, fence::deadline(until, failover)).map_err(|e| {
+        let deadline = fence::deadline(until, failover);
+        fence::write(&path, deadline).map_err(|e| {
             EngineError::Shuffle(format!(
                 "cannot write part {part}'s fence {}: {e}",
                 path.display()
             ))
-        })
+        })?;
+        Ok(deadline)
     }
 
     fn on_event(&mut self, keeper: &mut LeaseKeeper, event: Event) -> Result<(), EngineError> {
@@ -253,13 +257,7 @@ impl Worker<'_> {
                 // last ran it: start from the store's checkpoint.
                 let _ = std::fs::remove_dir_all(part.state_dir(&self.plan.state_dir));
                 tracing::info!("worker {}: took {key}", self.options.id);
-                match keeper.valid_until(&key) {
-                    Some(until) => self.start(key, part, until, 0)?,
-                    // Taken too slowly to use: let another worker have it.
-                    None => {
-                        keeper.release(&key, false)?;
-                    }
-                }
+                self.start(keeper, key, part, 0)?;
             }
             Event::Lost { key, .. } => {
                 if let Some(mut running) = self.running.remove(&key) {
@@ -284,15 +282,28 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// Starts lease `key`'s part, or gives the lease up when it is no
+    /// longer valid enough to run a part on.
     fn start(
         &mut self,
+        keeper: &mut LeaseKeeper,
         key: String,
         part: Part,
-        valid_until: Instant,
         quick_failures: u32,
     ) -> Result<(), EngineError> {
+        // Taken too slowly to use, or this worker stalled since it decided
+        // to start the part (a stop signal, swap, starvation): another
+        // worker may hold the lease by now.
+        let Some(valid_until) = keeper.valid_until(&key) else {
+            return Self::give_up(keeper, &key);
+        };
         // The fence first: a part never runs on a lapsed or missing one.
-        self.write_fence(&part, valid_until)?;
+        // Checked again after the write, which a stall may also delay;
+        // a stall between this check and the spawn leaves the part a
+        // lapsed fence, which it reads before it does anything.
+        if self.write_fence(&part, valid_until)? <= Instant::now() {
+            return Self::give_up(keeper, &key);
+        }
         let mut command = Command::new(&self.options.exe);
         command
             .arg("run")
@@ -344,7 +355,7 @@ impl Worker<'_> {
                 keeper.release(&key, true)?;
                 self.summary.finished += 1;
                 tracing::info!("worker {}: {key} finished", self.options.id);
-            } else if let Some(until) = keeper.valid_until(&key) {
+            } else if keeper.valid_until(&key).is_some() {
                 let quick = running.started.elapsed() < QUICK_FAILURE;
                 let failures = if quick { running.quick_failures + 1 } else { 0 };
                 if failures >= MAX_QUICK_FAILURES {
@@ -359,27 +370,33 @@ impl Worker<'_> {
                     self.options.id
                 );
                 // Restarts are a heartbeat apart: reaping is once per beat.
-                self.start(key, running.part, until, failures)?;
+                self.start(keeper, key, running.part, failures)?;
             } else {
                 // The part died with its lease lapsed (its fence stopped
-                // it while this worker stalled): the lease may be another
-                // worker's by now, and if not, holding it without a part
-                // would keep it from everyone. Give it up; whoever takes
-                // it next resumes from the part's last checkpoint.
+                // it while this worker stalled).
                 tracing::warn!(
                     "worker {}: {key} stopped after its lease lapsed; releasing it",
                     self.options.id
                 );
-                // A failed write is no worse: the lease lapses in the
-                // table by itself (this worker renews it no more).
-                if let Err(e) = keeper.release(&key, false) {
-                    if !e.is_retryable() {
-                        return Err(e);
-                    }
-                    tracing::warn!("leases: {}", crate::error::causes(&e));
-                }
+                Self::give_up(keeper, &key)?;
                 self.summary.lost += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Releases lease `key`, lapsed or about to: it may be another
+    /// worker's by now, and if not, holding it without a part would keep
+    /// it from everyone. Whoever takes it next resumes from the part's
+    /// last checkpoint.
+    fn give_up(keeper: &mut LeaseKeeper, key: &str) -> Result<(), EngineError> {
+        // A failed write is no worse: the lease lapses in the table by
+        // itself (this worker renews it no more).
+        if let Err(e) = keeper.release(key, false) {
+            if !e.is_retryable() {
+                return Err(e);
+            }
+            tracing::warn!("leases: {}", crate::error::causes(&e));
         }
         Ok(())
     }
