@@ -182,11 +182,7 @@ impl<V: StateValue> WindowCache<V> {
                 return Err(e);
             }
         }
-        for (key, value) in self.entries(time) {
-            visit(key, value)?;
-        }
-        self.remove(time);
-        Ok(())
+        self.remove_visiting(time, visit)
     }
 
     /// Writes what changed since the last snapshot, and every pending

@@ -130,6 +130,35 @@ fn budget_is_reported_and_eviction_frees_memory_without_losing_counts() {
 }
 
 #[test]
+fn drain_visits_a_time_in_memory_in_entry_order_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut cache = WindowCache::new(3, usize::MAX);
+    bump_users(&mut cache, &store, 60_000, 2_000);
+    bump_users(&mut cache, &store, 120_000, 10);
+    let order: Vec<Vec<u8>> = cache.entries(60_000).map(|(k, _)| k.to_vec()).collect();
+    let mut seen = Vec::new();
+    cache
+        .drain(&store, 60_000, |k, v| {
+            seen.push(k.to_vec());
+            assert_eq!(v.0, 1);
+            Ok::<(), StateError>(())
+        })
+        .unwrap();
+    // Rows go out in the order the entries iterate, as before the drain
+    // and the removal were one pass.
+    assert_eq!(seen, order);
+    assert_eq!(cache.entries(60_000).count(), 0);
+    assert_eq!(counts(&cache, 120_000).len(), 10);
+    // A visit that fails still removes the time.
+    let failed = cache.drain(&store, 120_000, |_, _| {
+        Err(StateError::Corrupt("stop".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(cache.entries(120_000).count(), 0);
+}
+
+#[test]
 fn drain_visits_stored_and_memory_entries_once_with_memory_winning() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
