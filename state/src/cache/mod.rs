@@ -17,18 +17,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 
-use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 use smallvec::SmallVec;
 
 use crate::codec;
 use crate::family::Family;
-use crate::keys::same;
 use crate::store::StateStore;
 use crate::StateError;
+use shard::{Shard, Slot};
 use written::WrittenKeys;
 
 mod persist;
 mod rewrite;
+mod shard;
 mod written;
 
 /// A value the cache can keep and persist.
@@ -85,13 +85,13 @@ pub const SHARDS: usize = 16;
 
 /// The entries of one time, sharded by hash.
 struct Table<V> {
-    shards: Vec<HashTable<Entry<V>>>,
+    shards: Vec<Shard<V>>,
 }
 
 impl<V> Default for Table<V> {
     fn default() -> Table<V> {
         Table {
-            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
     }
 }
@@ -105,7 +105,7 @@ impl<V> Table<V> {
             shards: like
                 .shards
                 .iter()
-                .map(|s| HashTable::with_capacity(s.len()))
+                .map(|s| Shard::with_capacity(s.len()))
                 .collect(),
         }
     }
@@ -115,41 +115,47 @@ impl<V> Table<V> {
         (hash >> 40) as usize % SHARDS
     }
 
-    fn shard(&self, hash: u64) -> &HashTable<Entry<V>> {
+    fn shard(&self, hash: u64) -> &Shard<V> {
         &self.shards[Self::index(hash)]
     }
 
-    fn shard_mut(&mut self, hash: u64) -> &mut HashTable<Entry<V>> {
+    fn shard_mut(&mut self, hash: u64) -> &mut Shard<V> {
         &mut self.shards[Self::index(hash)]
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry<V>> {
-        self.shard(hash).find(hash, |e| same(&e.key, key))
+        self.shard(hash).find(hash, key)
     }
 
-    fn entry(&mut self, hash: u64, key: &[u8]) -> TableEntry<'_, Entry<V>> {
-        self.shard_mut(hash)
-            .entry(hash, |e| same(&e.key, key), |e| e.hash)
+    fn entry(&mut self, hash: u64, key: &[u8]) -> Slot<'_, V> {
+        self.shard_mut(hash).entry(hash, key)
     }
 
     fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.shards.iter().flat_map(HashTable::iter)
+        self.shards.iter().flat_map(Shard::iter)
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry<V>> {
-        self.shards.iter_mut().flat_map(HashTable::iter_mut)
+        self.shards.iter_mut().flat_map(Shard::iter_mut)
     }
 
     fn len(&self) -> usize {
-        self.shards.iter().map(HashTable::len).sum()
+        self.shards.iter().map(Shard::len).sum()
     }
 
+    /// Entries the table holds without growing.
+    #[cfg(test)]
     fn capacity(&self) -> usize {
-        self.shards.iter().map(HashTable::capacity).sum()
+        self.shards.iter().map(Shard::capacity).sum()
+    }
+
+    /// Bytes of the shards' indexes and lists, by capacity.
+    fn bytes(&self) -> usize {
+        self.shards.iter().map(Shard::bytes).sum()
     }
 
     fn is_empty(&self) -> bool {
-        self.shards.iter().all(HashTable::is_empty)
+        self.shards.iter().all(Shard::is_empty)
     }
 }
 
@@ -164,7 +170,7 @@ impl<V: StateValue> Table<V> {
         dirty: bool,
         value: impl FnOnce() -> Result<(V, bool), StateError>,
     ) -> Result<usize, StateError> {
-        let TableEntry::Vacant(slot) = self.entry(hash, key) else {
+        let Slot::Vacant(slot) = self.entry(hash, key) else {
             return Ok(0);
         };
         let (value, stored) = value()?;
@@ -283,12 +289,10 @@ impl<V: StateValue> WindowCache<V> {
     }
 
     fn table_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<Entry<V>>() + 1;
-        // Buckets are a power of two with at most 7/8 of them usable.
         self.times
             .values()
             .chain(&self.spare)
-            .map(|t| t.capacity() * 8 / 7 * slot)
+            .map(Table::bytes)
             .sum()
     }
 
@@ -340,12 +344,12 @@ impl<V: StateValue> WindowCache<V> {
     ) -> Result<&mut V, StateError> {
         let table = table_of(&mut self.times, &mut self.spare, time);
         match table.entry(hash, key) {
-            TableEntry::Occupied(entry) => {
+            Slot::Occupied(entry) => {
                 let entry = entry.into_mut();
                 entry.dirty = true;
                 Ok(&mut entry.value)
             }
-            TableEntry::Vacant(slot) => {
+            Slot::Vacant(slot) => {
                 let (value, stored) = if may_be_stored(&self.spilled, &self.written, time, hash) {
                     let mut full = Vec::with_capacity(codec::PREFIX_LEN + key.len());
                     codec::encode_key(self.instance, time, key, &mut full);
@@ -364,7 +368,7 @@ impl<V: StateValue> WindowCache<V> {
                     stored,
                 };
                 self.bytes += entry.bytes();
-                Ok(&mut slot.insert(entry).into_mut().value)
+                Ok(&mut slot.insert(entry).value)
             }
         }
     }
@@ -418,9 +422,9 @@ impl<V: StateValue> WindowCache<V> {
         let Some(table) = self.times.get_mut(&time) else {
             return;
         };
-        if let TableEntry::Occupied(entry) = table.entry(hash, key) {
+        if let Slot::Occupied(entry) = table.entry(hash, key) {
             if !entry.get().stored && entry.get().value.is_empty() {
-                let (gone, _) = entry.remove();
+                let gone = entry.remove();
                 self.bytes = self.bytes.saturating_sub(gone.bytes());
             }
         }

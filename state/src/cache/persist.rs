@@ -301,14 +301,17 @@ impl<V: StateValue> WindowCache<V> {
                 continue;
             }
             for shard in &mut table.shards {
-                shard.retain(|e| {
-                    if e.value.is_empty() && !e.dirty {
-                        freed += e.bytes();
-                        false
-                    } else {
-                        true
-                    }
-                });
+                shard.retain(
+                    |e| {
+                        if e.value.is_empty() && !e.dirty {
+                            freed += e.bytes();
+                            false
+                        } else {
+                            true
+                        }
+                    },
+                    false,
+                );
             }
             if table.is_empty() {
                 gone.push(*time);
@@ -338,18 +341,20 @@ impl<V: StateValue> WindowCache<V> {
             }
             for shard in &mut table.shards {
                 let before = shard.len();
-                shard.retain(|e| {
-                    if e.dirty {
-                        true
-                    } else {
-                        freed += e.bytes();
-                        false
-                    }
-                });
+                // Give the room back, or the table keeps its peak size.
+                shard.retain(
+                    |e| {
+                        if e.dirty {
+                            true
+                        } else {
+                            freed += e.bytes();
+                            false
+                        }
+                    },
+                    true,
+                );
                 if shard.len() != before {
                     self.spilled.insert(*time);
-                    // Give the slots back, or the table keeps its peak size.
-                    shard.shrink_to_fit(|e| e.hash);
                 }
             }
         }
