@@ -4,11 +4,10 @@
 //! A new key is appended, so the window's hottest path (most records of a
 //! pane are the first of their key: 1.7M of W1's 2.0M) writes the end of a
 //! list the CPU just wrote, where an entry in the hash table's own slots
-//! was written to a random slot whose cache lines missed (on W1, the
-//! update after an insert waited on them for ~100 ns). The index holds 4
-//! bytes per key and stays in the CPU's cache; only a lookup that finds
-//! its key reads the entry's place in the list. Removing one key moves the
-//! last entry into its place.
+//! went to a random slot of a table larger than the CPU's cache. The index
+//! holds 4 bytes per key and stays in cache; only a lookup whose control
+//! byte matches reads an entry. A fire or a snapshot walks the list front
+//! to back. Removing one key moves the last entry into its place.
 
 use hashbrown::hash_table::{Entry as IndexEntry, HashTable};
 
