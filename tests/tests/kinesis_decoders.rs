@@ -35,11 +35,15 @@ fn job(name: &str, em: &Emulator, stream: &str, out_of_orderness: &str) -> Strin
 
 /// Runs `job` with `threads` decoding threads, `limit` records a call.
 fn run(job: &str, threads: &str, limit: &str) -> JobDir {
+    run_with(job, threads, limit, &[])
+}
+
+/// [`run`] with more arguments for `kflow run`.
+fn run_with(job: &str, threads: &str, limit: &str, more: &[&str]) -> JobDir {
     let dir = JobDir::new(job);
-    dir.run_ok(
-        &["run", "job.toml", "-q", "--decode-threads", threads],
-        &[("KFLOW_KINESIS_LIMIT", limit)],
-    );
+    let mut args = vec!["run", "job.toml", "-q", "--decode-threads", threads];
+    args.extend_from_slice(more);
+    dir.run_ok(&args, &[("KFLOW_KINESIS_LIMIT", limit)]);
     dir
 }
 
@@ -90,6 +94,38 @@ fn a_pool_of_decoders_reads_a_shard_as_one_thread_does() {
     assert_eq!(errors.lines().count(), 1, "{errors}");
     assert!(errors.contains("shardId-000000000000"), "{errors}");
     assert_eq!(errors, dead(&pool));
+}
+
+/// Which records are late must not hang on when checkpoints fall: a
+/// barrier sends the watermark as it stands, and one sent in the middle of
+/// a batch was above the stamps of the batch's later records (each bears
+/// the watermark before its batch), which were then judged against it.
+/// One GetRecords call returns the whole stream, so without checkpoints no
+/// record is late; with checkpoints every millisecond, one decoding thread
+/// took barriers inside that batch and judged records after them late (a
+/// third of the runs before the fix; CI caught it once as one thread's
+/// late records differing from a pool's). A pool checkpoints between
+/// batches only; it is held to the same.
+#[test]
+fn late_records_do_not_depend_on_when_checkpoints_fall() {
+    let em = Emulator::start(EmulatorKind::Kinesalite);
+    let client = em.client();
+    let stream = client.create_fresh_stream("barriers", 1);
+    fixtures::produce(&em, &stream, &events(4000, 60, 47));
+    let job = job("barriers", &em, &stream, "1s");
+    let reference = run_with(&job, "1", "10000", &["--checkpoint-interval", "off"]);
+    let late = reference.read("out/late.jsonl");
+    for threads in ["1", "3"] {
+        let often = run_with(&job, threads, "10000", &["--checkpoint-interval", "1ms"]);
+        assert!(
+            late == often.read("out/late.jsonl"),
+            "late records differ with checkpoints every 1 ms, {threads} decoding thread(s)"
+        );
+        assert_rows_equal(
+            &reference.read("out/result.jsonl"),
+            &often.read("out/result.jsonl"),
+        );
+    }
 }
 
 #[test]

@@ -505,17 +505,19 @@ impl KinesisSourceTask {
                 let watermark = self.watermark(r);
                 for record in &records {
                     self.record(r, &shard, record, watermark, received_ms)?;
-                    let watermark = self.watermark(r);
-                    self.core
-                        .maybe_checkpoint(watermark, || r.position(false))?;
-                    if self.core.parked() {
-                        // The rest of the batch is read again on restart.
-                        return Ok(());
-                    }
                 }
                 if !records.is_empty() {
+                    // A checkpoint only between batches, as on the decoding
+                    // pool: a barrier sends the watermark as it stands, and
+                    // inside a batch that is above the stamps of the
+                    // batch's later records (every record of a batch bears
+                    // the watermark before it), so they were judged late
+                    // against it: which records were late hung on when a
+                    // checkpoint fell.
                     let watermark = self.watermark(r);
                     self.core.ingest.router.flush(watermark)?;
+                    self.core
+                        .maybe_checkpoint(watermark, || r.position(false))?;
                 }
             }
             ReaderEvent::End { shard } => {
