@@ -503,21 +503,19 @@ impl KinesisSourceTask {
                 self.received(r, &shard, !records.is_empty(), behind_ms, call_us);
                 let received_ms = now_ms();
                 let watermark = self.watermark(r);
+                // No checkpoint inside a batch: the chores after it answer
+                // one, as on the decoding pool. A barrier sends the
+                // watermark as it stands, which inside a batch is above the
+                // stamps of the batch's later records (every record of a
+                // batch bears the watermark before it), so they were judged
+                // late against it: which records were late hung on when a
+                // checkpoint fell.
                 for record in &records {
                     self.record(r, &shard, record, watermark, received_ms)?;
                 }
                 if !records.is_empty() {
-                    // A checkpoint only between batches, as on the decoding
-                    // pool: a barrier sends the watermark as it stands, and
-                    // inside a batch that is above the stamps of the
-                    // batch's later records (every record of a batch bears
-                    // the watermark before it), so they were judged late
-                    // against it: which records were late hung on when a
-                    // checkpoint fell.
                     let watermark = self.watermark(r);
                     self.core.ingest.router.flush(watermark)?;
-                    self.core
-                        .maybe_checkpoint(watermark, || r.position(false))?;
                 }
             }
             ReaderEvent::End { shard } => {
