@@ -72,6 +72,15 @@ impl<'a, V> Vacant<'a, V> {
     }
 }
 
+/// Whether an index slot holds the place of the entry for `key` (with
+/// `hash`) in `entries`.
+fn is_key<'a, V>(entries: &'a [Entry<V>], hash: u64, key: &'a [u8]) -> impl Fn(&u32) -> bool + 'a {
+    move |&i| {
+        let e = &entries[i as usize];
+        e.hash == hash && same(&e.key, key)
+    }
+}
+
 impl<V> Default for Shard<V> {
     fn default() -> Shard<V> {
         Shard {
@@ -92,10 +101,7 @@ impl<V> Shard<V> {
     pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry<V>> {
         let entries = &self.entries;
         self.index
-            .find(hash, |&i| {
-                let e = &entries[i as usize];
-                e.hash == hash && same(&e.key, key)
-            })
+            .find(hash, is_key(entries, hash, key))
             .map(|&i| &entries[i as usize])
     }
 
@@ -103,14 +109,8 @@ impl<V> Shard<V> {
         let entries = &mut self.entries;
         let found = {
             let list = &*entries;
-            self.index.entry(
-                hash,
-                |&i| {
-                    let e = &list[i as usize];
-                    e.hash == hash && same(&e.key, key)
-                },
-                |&i| list[i as usize].hash,
-            )
+            self.index
+                .entry(hash, is_key(list, hash, key), |&i| list[i as usize].hash)
         };
         match found {
             IndexEntry::Occupied(index) => Slot::Occupied(Occupied { index, entries }),
