@@ -11,12 +11,14 @@
 //!   memory are snapshotted as [`pack`]s (a few large values per time),
 //!   the others key by key.
 //! - [`keys::same`] compares encoded keys, empty ones without a call.
+//! - [`hint::prefetch`] reads a cache line ahead of a lookup.
 
 pub mod batch;
 pub mod cache;
 pub mod codec;
 mod error;
 pub mod family;
+pub mod hint;
 pub mod keys;
 pub mod pack;
 pub mod store;

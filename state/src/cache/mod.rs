@@ -392,7 +392,7 @@ impl<V: StateValue> WindowCache<V> {
         !self.spilled.is_empty()
     }
 
-    /// Reads ahead what checking whether `(time, key with hash)` is stored
+    /// Prefetches what checking whether `(time, key with hash)` is stored
     /// will read, for an update a few records later: the blocks of the
     /// time's filter of written keys, which miss the CPU cache on every
     /// new key of a spilled time. Changes nothing.
@@ -401,7 +401,7 @@ impl<V: StateValue> WindowCache<V> {
             return;
         }
         if let Some(written) = self.written.get(&time) {
-            std::hint::black_box(written.touch(hash));
+            written.touch(hash);
         }
     }
 

@@ -20,6 +20,8 @@
 //! filter grows by stages, each twice the capacity of the one before; a key
 //! not yet recorded is added to the newest stage, and looked for in all.
 
+use crate::hint::prefetch;
+
 /// Bits per key at a stage's capacity: with 7 probes in one 512-bit block,
 /// about one false "maybe" in a hundred.
 const BITS_PER_KEY: usize = 10;
@@ -75,10 +77,12 @@ impl Stage {
         self.len += 1;
     }
 
-    /// The first word of `hash`'s block (see [`WrittenKeys::touch`]).
-    fn first_word(&self, hash: u64) -> u64 {
+    /// Prefetches `hash`'s block (see [`WrittenKeys::touch`]).
+    fn prefetch(&self, hash: u64) {
         let (block, _) = self.probes(hash);
-        self.blocks.get(block).map_or(0, |Block(words)| words[0])
+        if let Some(block) = self.blocks.get(block) {
+            prefetch(block);
+        }
     }
 
     fn may_contain(&self, hash: u64) -> bool {
@@ -129,17 +133,15 @@ impl WrittenKeys {
         self.stages.iter().any(|s| s.may_contain(hash))
     }
 
-    /// Reads the blocks `hash` would be looked for in, one cache line per
-    /// stage, so that a [`WrittenKeys::may_contain`] soon after finds them
-    /// in the CPU cache: each stage is far larger than the cache, and the
-    /// misses of reads made ahead are served together rather than one
-    /// after another. Only a hint (the workspace forbids the unsafe
-    /// prefetch instruction): the caller passes the result to
-    /// `std::hint::black_box`.
-    pub(super) fn touch(&self, hash: u64) -> u64 {
-        self.stages
-            .iter()
-            .fold(0, |seen, s| seen ^ s.first_word(hash))
+    /// Prefetches the blocks `hash` would be looked for in, one cache
+    /// line per stage, so that a [`WrittenKeys::may_contain`] soon after
+    /// finds them in the CPU cache: each stage is far larger than the
+    /// cache, and the misses of reads asked for ahead are served together
+    /// rather than one after another. Only a hint.
+    pub(super) fn touch(&self, hash: u64) {
+        for stage in &self.stages {
+            stage.prefetch(hash);
+        }
     }
 
     /// Memory held.
@@ -173,7 +175,7 @@ mod tests {
             .map(|i| written.may_contain(hash(i)))
             .collect();
         for i in 0..2 * n {
-            std::hint::black_box(written.touch(hash(i)));
+            written.touch(hash(i));
         }
         let after: Vec<bool> = (n..n + 1000)
             .map(|i| written.may_contain(hash(i)))

@@ -35,9 +35,9 @@ mod table;
 
 use self::table::IdTable;
 
-/// How far ahead ids are read (see [`Dedup::touch`]): about as many cache
-/// misses as a core keeps in flight.
-pub const TOUCH_AHEAD: usize = 8;
+/// How far ahead ids are prefetched (see [`Dedup::touch`]): the misses of
+/// the 16 ids ahead are in flight while one is checked.
+pub const TOUCH_AHEAD: usize = 16;
 
 /// The seen-id set of one source.
 #[derive(Debug)]
@@ -219,7 +219,7 @@ impl Dedup {
         false
     }
 
-    /// Reads ahead the slots of `ids`, to be checked soon (see
+    /// Prefetches the slots of `ids`, to be checked soon (see
     /// [`IdTable::touch`]): [`TOUCH_AHEAD`] ids before their turn.
     pub fn touch(&self, ids: impl IntoIterator<Item = u64>) {
         self.seen.touch(ids);

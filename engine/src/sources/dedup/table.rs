@@ -9,6 +9,8 @@
 //! Against `hashbrown::HashMap<u64, i64>` (foldhash) on W5 it used about
 //! 20 MB less memory and ran as fast or faster (docs/performance.md).
 
+use kflow_state::hint::prefetch;
+
 /// Marks an empty slot; an id hashing to it is stored as [`ZERO_AS`].
 const EMPTY: u64 = 0;
 /// Where id 0 is kept (it then shares a slot with this id: one chance in
@@ -86,20 +88,17 @@ impl IdTable {
         }
     }
 
-    /// Reads the home slots of `ids` ahead of their lookups: the table is
-    /// far larger than the CPU caches and each lookup is a miss, and misses
-    /// of independent reads are served together rather than one after
-    /// another (the lookups that follow then hit the cache). Only a hint:
-    /// it changes nothing.
+    /// Prefetches the home slots of `ids` ahead of their lookups: the
+    /// table is far larger than the CPU caches and each lookup is a miss,
+    /// and misses of reads asked for together are served together rather
+    /// than one after another (the lookups that follow then hit the
+    /// cache). Only a hint: it changes nothing.
     pub fn touch(&self, ids: impl IntoIterator<Item = u64>) {
-        if self.slots.is_empty() {
-            return;
-        }
-        let mut seen = 0;
         for id in ids {
-            seen ^= self.slots[self.home(stored(id))].0;
+            if let Some(slot) = self.slots.get(self.home(stored(id))) {
+                prefetch(slot);
+            }
         }
-        std::hint::black_box(seen);
     }
 
     /// Whether `id` is held alive (an expiry at or after `alive_from`)
