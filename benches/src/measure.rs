@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
@@ -69,17 +70,30 @@ pub fn measure(mut command: Command) -> Result<Run, String> {
     let pid = child.id();
     let stdout = read_all(child.stdout.take());
     let stderr = read_all(child.stderr.take());
+    // A thread waits for the exit, so the wall time ends when the run
+    // does, not at the next of the peak's samples (20 ms apart).
+    let (exited, exit) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = exited.send(Instant::now());
+        status
+    });
     let mut peak = 0;
-    let status = loop {
+    let ended = loop {
         if let Some(kb) = vm_hwm_kb(pid) {
             peak = peak.max(kb);
         }
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
+        match exit.recv_timeout(Duration::from_millis(20)) {
+            Ok(at) => break at,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Instant::now(),
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
-    let seconds = started.elapsed().as_secs_f64();
+    let status = waiter
+        .join()
+        .map_err(|_| format!("{described}: the waiting thread panicked"))?
+        .map_err(|e| format!("{described}: {e}"))?;
+    let seconds = ended.duration_since(started).as_secs_f64();
     let cpu = children_cpu() - cpu_before;
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();

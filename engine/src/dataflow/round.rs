@@ -34,7 +34,7 @@ pub fn write_rounded(out: &mut Vec<u8>, v: f64) {
         let text = shortest.format_finite(v);
         if significant_digits(text) <= 15 {
             out.extend_from_slice(text.as_bytes());
-        } else {
+        } else if !round_decimal(text).is_some_and(|r| r.write_plain(out)) {
             json::write_f64(out, round_long(v, text));
         }
         return;
@@ -77,13 +77,44 @@ const POW10: [f64; 23] = [
 /// The fast route of [`round_long`]; `None` for a halfway case, an exponent
 /// out of range, or text it does not expect.
 fn round_digits(text: &str) -> Option<f64> {
+    let Rounded {
+        negative,
+        kept,
+        scale,
+        ..
+    } = round_decimal(text)?;
+    let kept = kept as f64; // at most 10^15: exact
+    let magnitude = if scale >= 0 {
+        kept * *POW10.get(usize::try_from(scale).ok()?)?
+    } else {
+        kept / *POW10.get(usize::try_from(-scale).ok()?)?
+    };
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// A shortest form of 16 or 17 digits rounded to 15: `kept * 10^scale`.
+#[derive(Debug, Clone, Copy)]
+struct Rounded {
+    negative: bool,
+    /// At most 10^15.
+    kept: u64,
+    scale: i32,
+    /// Whether the text was in exponent form.
+    exponent: bool,
+}
+
+/// Rounds the digits of `text` (a shortest form) to 15 significant ones;
+/// `None` for a halfway case, other digit counts, or text it does not
+/// expect (see [`round_long`] for why the digits decide as the exact value
+/// would).
+fn round_decimal(text: &str) -> Option<Rounded> {
     let (negative, rest) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
     };
-    let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i32>().ok()?),
-        None => (rest, 0),
+    let (mantissa, exponent, exponent_form) = match rest.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?, true),
+        None => (rest, 0, false),
     };
     // The significant digits as an integer, and the power of ten of its
     // last digit.
@@ -116,14 +147,53 @@ fn round_digits(text: &str) -> Option<f64> {
     if tail > half {
         kept += 1;
     }
-    let scale = scale + drop as i32;
-    let kept = kept as f64; // at most 10^15: exact
-    let magnitude = if scale >= 0 {
-        kept * *POW10.get(usize::try_from(scale).ok()?)?
-    } else {
-        kept / *POW10.get(usize::try_from(-scale).ok()?)?
-    };
-    Some(if negative { -magnitude } else { magnitude })
+    Some(Rounded {
+        negative,
+        kept,
+        scale: scale + drop as i32,
+        exponent: exponent_form,
+    })
+}
+
+impl Rounded {
+    /// Writes the rounded number as [`json::write_f64`] writes the f64
+    /// nearest to it, straight from its digits, when the shortest form was
+    /// plain decimal and the value is a fraction: at most 15 significant
+    /// digits round-trip through an f64, so that f64's shortest form is
+    /// these digits, trailing zeros dropped. `false` (nothing written) for
+    /// the other cases.
+    fn write_plain(self, out: &mut Vec<u8>) -> bool {
+        let Rounded {
+            negative,
+            mut kept,
+            scale,
+            exponent,
+        } = self;
+        if exponent || scale >= 0 || kept == 0 {
+            return false;
+        }
+        let mut fraction = scale.unsigned_abs();
+        while kept % 10 == 0 && fraction > 0 {
+            kept /= 10;
+            fraction -= 1;
+        }
+        // A whole number (a carry, `246.99999999999997`) is written as one.
+        let Some(unit) = 10u64.checked_pow(fraction).filter(|_| fraction > 0) else {
+            return false;
+        };
+        let (whole, part) = (kept / unit, kept % unit);
+        if negative {
+            out.push(b'-');
+        }
+        let mut digits = itoa::Buffer::new();
+        out.extend_from_slice(digits.format(whole).as_bytes());
+        out.push(b'.');
+        let part = digits.format(part);
+        let zeros = (fraction as usize).saturating_sub(part.len());
+        out.extend(std::iter::repeat_n(b'0', zeros));
+        out.extend_from_slice(part.as_bytes());
+        true
+    }
 }
 
 /// Digits from the first to the last non-zero one of a number's mantissa.
