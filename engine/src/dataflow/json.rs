@@ -18,12 +18,20 @@ pub fn write_u64(out: &mut Vec<u8>, n: u64) {
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     if !v.is_finite() {
         out.extend_from_slice(b"null");
-    } else if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+    } else if is_whole(v) && v.abs() < 9_007_199_254_740_992.0 {
         out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     } else {
         // Shortest round-trip form, with the printer serde_json uses.
         out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
     }
+}
+
+/// Whether finite `v` has no fraction: `v.fract() == 0.0` without the
+/// call to `trunc` it compiles to on baseline x86-64 (3% of a sink writing
+/// sums), by a round trip through an integer. Every f64 from 2^52 up is
+/// whole.
+pub fn is_whole(v: f64) -> bool {
+    v.abs() >= 4_503_599_627_370_496.0 || (v as i64) as f64 == v
 }
 
 /// The length of the run of string bytes that need no attention: up to the

@@ -29,7 +29,7 @@ pub fn round_15(v: f64) -> f64 {
 /// digits are their own rounding and are printed straight away; only the
 /// rest are rounded.
 pub fn write_rounded(out: &mut Vec<u8>, v: f64) {
-    if v.is_finite() && v.fract() != 0.0 {
+    if v.is_finite() && !json::is_whole(v) {
         let mut shortest = zmij::Buffer::new();
         let text = shortest.format_finite(v);
         if significant_digits(text) <= 15 {
@@ -286,6 +286,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn is_whole_agrees_with_fract(bits in any::<u64>(), n in -1_000_000i64..1_000_000) {
+            for v in [f64::from_bits(bits), n as f64, n as f64 / 8.0, n as f64 * 1e12] {
+                if v.is_finite() {
+                    prop_assert_eq!(json::is_whole(v), v.fract() == 0.0, "{}", v);
+                }
+            }
+        }
+
         // The shortcut for values already short agrees with rounding every
         // value through its 15-digit text.
         #[test]
