@@ -99,7 +99,10 @@ impl IdTable {
             if let Some(slot) = self.slots.get(home) {
                 prefetch(slot);
             }
-            // A probe run often goes on into the next cache line.
+            // A probe run often goes on into the next cache line (slots
+            // are 16 bytes, four to a line in a table that starts on one,
+            // as the allocator's large blocks do; on another start the
+            // two prefetches still cover the home slot's neighbours).
             if let Some(slot) = self.slots.get((home | 3) + 1) {
                 prefetch(slot);
             }
