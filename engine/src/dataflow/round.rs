@@ -21,7 +21,7 @@ pub fn round_15(v: f64) -> f64 {
     if significant_digits(text) <= 15 {
         return v;
     }
-    round_long(v, text)
+    round_long(v, round_decimal(text))
 }
 
 /// Writes `round_15(v)` as `json::write_f64` would. A whole number below
@@ -34,8 +34,11 @@ pub fn write_rounded(out: &mut Vec<u8>, v: f64) {
         let text = shortest.format_finite(v);
         if significant_digits(text) <= 15 {
             out.extend_from_slice(text.as_bytes());
-        } else if !round_decimal(text).is_some_and(|r| r.write_plain(out)) {
-            json::write_f64(out, round_long(v, text));
+        } else {
+            let rounded = round_decimal(text);
+            if !rounded.is_some_and(|r| r.write_plain(out)) {
+                json::write_f64(out, round_long(v, rounded));
+            }
         }
         return;
     } else if v.abs() < 1e15 {
@@ -47,7 +50,7 @@ pub fn write_rounded(out: &mut Vec<u8>, v: f64) {
 }
 
 /// `v` rounded to 15 significant digits, given its shortest round-trip
-/// form `text` (16 or 17 digits).
+/// form (16 or 17 digits) rounded by [`round_decimal`].
 ///
 /// The digits past the 15th decide the rounding as the exact value's would:
 /// unless `text` is exactly halfway between two 15-digit neighbours, it lies
@@ -57,8 +60,8 @@ pub fn write_rounded(out: &mut Vec<u8>, v: f64) {
 /// power of ten up to 10^22, becomes the nearest f64 with one exact
 /// multiplication or division. Halfway cases and other exponents take the
 /// exact route: formatting with 15 digits and parsing back.
-fn round_long(v: f64, text: &str) -> f64 {
-    if let Some(rounded) = round_digits(text) {
+fn round_long(v: f64, rounded: Option<Rounded>) -> f64 {
+    if let Some(rounded) = rounded.and_then(Rounded::value) {
         return rounded;
     }
     let mut exact = StackText::default();
@@ -73,24 +76,6 @@ const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
-
-/// The fast route of [`round_long`]; `None` for a halfway case, an exponent
-/// out of range, or text it does not expect.
-fn round_digits(text: &str) -> Option<f64> {
-    let Rounded {
-        negative,
-        kept,
-        scale,
-        ..
-    } = round_decimal(text)?;
-    let kept = kept as f64; // at most 10^15: exact
-    let magnitude = if scale >= 0 {
-        kept * *POW10.get(usize::try_from(scale).ok()?)?
-    } else {
-        kept / *POW10.get(usize::try_from(-scale).ok()?)?
-    };
-    Some(if negative { -magnitude } else { magnitude })
-}
 
 /// A shortest form of 16 or 17 digits rounded to 15: `kept * 10^scale`.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +141,18 @@ fn round_decimal(text: &str) -> Option<Rounded> {
 }
 
 impl Rounded {
+    /// The fast route of [`round_long`]: the nearest f64, `None` for an
+    /// exponent out of range.
+    fn value(self) -> Option<f64> {
+        let kept = self.kept as f64; // at most 10^15: exact
+        let magnitude = if self.scale >= 0 {
+            kept * *POW10.get(usize::try_from(self.scale).ok()?)?
+        } else {
+            kept / *POW10.get(usize::try_from(-self.scale).ok()?)?
+        };
+        Some(if self.negative { -magnitude } else { magnitude })
+    }
+
     /// Writes the rounded number as [`json::write_f64`] writes the f64
     /// nearest to it, straight from its digits, when the shortest form was
     /// plain decimal and the value is a fraction: at most 15 significant
@@ -260,6 +257,7 @@ mod tests {
         assert_eq!(significant_digits("0.000120"), 2);
         assert_eq!(significant_digits("1.0000000000000002e-7"), 17);
         // The fast route, and its refusals.
+        let round_digits = |text| round_decimal(text).and_then(Rounded::value);
         assert_eq!(round_digits("801.6300000000001"), Some(801.63));
         assert_eq!(round_digits("-246.99999999999997"), Some(-247.0));
         assert_eq!(round_digits("1.0000000000000002e-7"), Some(1e-7));
