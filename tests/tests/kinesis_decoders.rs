@@ -33,6 +33,16 @@ fn job(name: &str, em: &Emulator, stream: &str, out_of_orderness: &str) -> Strin
     )
 }
 
+/// Checks that two runs wrote the same late records, in the same order,
+/// and the same rows; `what` says how the runs differed.
+fn assert_same_late_and_rows(a: &JobDir, b: &JobDir, what: &str) {
+    assert!(
+        a.read("out/late.jsonl") == b.read("out/late.jsonl"),
+        "the late records differ {what}"
+    );
+    assert_rows_equal(&a.read("out/result.jsonl"), &b.read("out/result.jsonl"));
+}
+
 /// Runs `job` with `threads` decoding threads, `limit` records a call.
 fn run(job: &str, threads: &str, limit: &str) -> JobDir {
     run_with(job, threads, limit, &[])
@@ -81,14 +91,7 @@ fn a_pool_of_decoders_reads_a_shard_as_one_thread_does() {
         late.lines().count() > 10,
         "too few late records to compare: {late}"
     );
-    assert!(
-        late == pool.read("out/late.jsonl"),
-        "the late records differ"
-    );
-    assert_rows_equal(
-        &one.read("out/result.jsonl"),
-        &pool.read("out/result.jsonl"),
-    );
+    assert_same_late_and_rows(&one, &pool, "between one thread and a pool");
     let dead = |dir: &JobDir| dir.read(".kflow/pool/dead-letter.jsonl");
     let errors = dead(&one);
     assert_eq!(errors.lines().count(), 1, "{errors}");
@@ -114,16 +117,12 @@ fn late_records_do_not_depend_on_when_checkpoints_fall() {
     fixtures::produce(&em, &stream, &events(4000, 60, 47));
     let job = job("barriers", &em, &stream, "1s");
     let reference = run_with(&job, "1", "10000", &["--checkpoint-interval", "off"]);
-    let late = reference.read("out/late.jsonl");
     for threads in ["1", "3"] {
         let often = run_with(&job, threads, "10000", &["--checkpoint-interval", "1ms"]);
-        assert!(
-            late == often.read("out/late.jsonl"),
-            "late records differ with checkpoints every 1 ms, {threads} decoding thread(s)"
-        );
-        assert_rows_equal(
-            &reference.read("out/result.jsonl"),
-            &often.read("out/result.jsonl"),
+        assert_same_late_and_rows(
+            &reference,
+            &often,
+            &format!("with checkpoints every 1 ms, {threads} decoding thread(s)"),
         );
     }
 }
