@@ -39,12 +39,20 @@ impl StateBatch {
         StateBatch::default()
     }
 
-    /// Starts a write with fields `fields` in the current chunk (a new one
-    /// when the current one is full; a small batch stays one small chunk).
-    fn write_op(&mut self, op: u8, family: Family, fields: &[&[u8]]) {
-        let need = 2 + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
+    /// Starts a write with fields `fields`, each made of its parts, in the
+    /// current chunk. A chunk grows in place up to [`CHUNK`] bytes of
+    /// capacity (a small batch stays one small chunk); past that, a write
+    /// that does not fit starts the next chunk, so a large snapshot never
+    /// copies a full chunk to grow it.
+    fn write_op(&mut self, op: u8, family: Family, fields: &[&[&[u8]]]) {
+        let need = 2 + fields
+            .iter()
+            .map(|f| 4 + f.iter().map(|p| p.len()).sum::<usize>())
+            .sum::<usize>();
         let log = match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk,
+            Some(chunk) if chunk.len() + need <= chunk.capacity() || chunk.capacity() < CHUNK => {
+                chunk
+            }
             _ => {
                 let capacity = if self.chunks.is_empty() {
                     need
@@ -59,26 +67,39 @@ impl StateBatch {
         log.push(op);
         log.push(family as u8);
         for field in fields {
-            log.extend_from_slice(&(field.len() as u32).to_le_bytes());
-            log.extend_from_slice(field);
-            self.bytes += field.len();
+            let len: usize = field.iter().map(|p| p.len()).sum();
+            log.extend_from_slice(&(len as u32).to_le_bytes());
+            for part in *field {
+                log.extend_from_slice(part);
+            }
+            self.bytes += len;
         }
         self.ops += 1;
     }
 
     /// Stores `value` under `key`.
     pub fn put(&mut self, family: Family, key: &[u8], value: &[u8]) {
-        self.write_op(PUT, family, &[key, value]);
+        self.write_op(PUT, family, &[&[key], &[value]]);
+    }
+
+    /// Stores `value` under the key `prefix` followed by `key`.
+    pub fn put_prefixed(&mut self, family: Family, prefix: &[u8], key: &[u8], value: &[u8]) {
+        self.write_op(PUT, family, &[&[prefix, key], &[value]]);
     }
 
     /// Removes `key`.
     pub fn delete(&mut self, family: Family, key: &[u8]) {
-        self.write_op(DELETE, family, &[key]);
+        self.write_op(DELETE, family, &[&[key]]);
+    }
+
+    /// Removes the key `prefix` followed by `key`.
+    pub fn delete_prefixed(&mut self, family: Family, prefix: &[u8], key: &[u8]) {
+        self.write_op(DELETE, family, &[&[prefix, key]]);
     }
 
     /// Removes every key in `[from, to)`.
     pub fn delete_range(&mut self, family: Family, from: &[u8], to: &[u8]) {
-        self.write_op(DELETE_RANGE, family, &[from, to]);
+        self.write_op(DELETE_RANGE, family, &[&[from], &[to]]);
     }
 
     /// Appends all of `other`'s writes after this batch's (moving its
@@ -182,6 +203,32 @@ mod tests {
         assert_eq!(&*found[1].1, &value[..]);
         assert!(store.get(Family::Windows, b"k000015").unwrap().is_none());
         assert_eq!(store.get(Family::Meta, b"m").unwrap().unwrap(), b"meta");
+    }
+
+    #[test]
+    fn prefixed_writes_are_whole_keys_and_full_chunks_are_not_regrown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut batch = StateBatch::new();
+        let value = vec![3u8; 700];
+        for i in 0..4 * CHUNK / 700 {
+            batch.put_prefixed(Family::Windows, b"p/", format!("{i:06}").as_bytes(), &value);
+        }
+        batch.delete_prefixed(Family::Windows, b"p/", b"000001");
+        // Past the first, every chunk was made at its final size: a write
+        // that did not fit started the next one instead of copying it.
+        for chunk in &batch.chunks[1..] {
+            assert_eq!(chunk.capacity(), CHUNK);
+            assert!(chunk.len() <= CHUNK);
+        }
+        store.write(batch, crate::WriteMode::Buffered).unwrap();
+        assert_eq!(
+            store.get(Family::Windows, b"p/000000").unwrap().unwrap(),
+            value
+        );
+        assert!(store.get(Family::Windows, b"p/000001").unwrap().is_none());
+        let found = store.scan_prefix(Family::Windows, b"p/").unwrap();
+        assert_eq!(found.len(), 4 * CHUNK / 700 - 1);
     }
 
     #[test]

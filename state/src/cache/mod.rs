@@ -373,6 +373,45 @@ impl<V: StateValue> WindowCache<V> {
         }
     }
 
+    /// The partial for `(time, key)` when updating it reads nothing from
+    /// RocksDB: the key is in memory, or it is stored nowhere (it is then
+    /// created with `init`). The entry is marked dirty. `None` when RocksDB
+    /// may hold the key's partial ([`WindowCache::is_spilled_miss`]): the
+    /// caller gathers such updates for [`WindowCache::update_spilled`].
+    /// One probe of the time's table, where asking
+    /// [`WindowCache::is_spilled_miss`] and then [`WindowCache::get_mut`]
+    /// takes two (each a cache miss on a table larger than the CPU's).
+    pub fn get_mut_in_memory(
+        &mut self,
+        time: i64,
+        hash: u64,
+        key: &[u8],
+        init: impl FnOnce() -> V,
+    ) -> Option<&mut V> {
+        let table = table_of(&mut self.times, &mut self.spare, time);
+        match table.entry(hash, key) {
+            Slot::Occupied(entry) => {
+                let entry = entry.into_mut();
+                entry.dirty = true;
+                Some(&mut entry.value)
+            }
+            Slot::Vacant(slot) => {
+                if may_be_stored(&self.spilled, &self.written, time, hash) {
+                    return None;
+                }
+                let entry = Entry {
+                    hash,
+                    key: Key::from_slice(key),
+                    value: init(),
+                    dirty: true,
+                    stored: false,
+                };
+                self.bytes += entry.bytes();
+                Some(&mut slot.insert(entry).value)
+            }
+        }
+    }
+
     /// Whether updating `(time, key)` would read RocksDB: the time has
     /// spilled entries, the key is not in memory, and it may be stored (the
     /// cache did not write every stored key of the time, or wrote one with

@@ -423,19 +423,16 @@ impl WindowTask {
                 self.send_late(batch, i)?;
                 continue;
             }
-            if self
-                .cache
-                .is_spilled_miss(pane, batch.hashes[i], batch.key(i))
-            {
+            let aggregates = &self.out.aggregates;
+            let in_memory =
+                self.cache
+                    .get_mut_in_memory(pane, batch.hashes[i], batch.key(i), || {
+                        Partial::new(aggregates)
+                    });
+            let Some(partial) = in_memory else {
                 self.spilled_updates.push((i, pane));
                 continue;
-            }
-            let aggregates = &self.out.aggregates;
-            let partial =
-                self.cache
-                    .get_mut(&self.store, pane, batch.hashes[i], batch.key(i), || {
-                        Partial::new(aggregates)
-                    })?;
+            };
             let before = if self.grows { partial.heap_bytes() } else { 0 };
             partial.update_with(&batch.args[i * n_args..(i + 1) * n_args], &batch.values);
             // The records after it on the same key and pane, under the same
