@@ -191,6 +191,46 @@ fn drain_visits_stored_and_memory_entries_once_with_memory_winning() {
     assert!(cache.is_empty());
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    // Keys that share long prefixes, longer and shorter than the 16 bytes
+    // the drain orders by first: every key is visited once, with its
+    // count in memory when it was bumped after the eviction.
+    #[test]
+    fn drain_walks_stored_and_memory_keys_in_step(
+        stored in proptest::collection::btree_set("(k{0,20})[ab]{0,3}", 1..40),
+        again in proptest::collection::btree_set("(k{0,20})[ab]{0,3}", 0..40),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut cache = WindowCache::new(3, usize::MAX);
+        for key in &stored {
+            bump(&mut cache, &store, 60_000, key);
+        }
+        let mut batch = StateBatch::new();
+        cache.snapshot(&mut batch, true);
+        store.write(batch, crate::WriteMode::Buffered).unwrap();
+        cache.evict();
+        for key in &again {
+            bump(&mut cache, &store, 60_000, key);
+        }
+        let mut seen = Vec::new();
+        cache
+            .drain(&store, 60_000, |k, v| {
+                seen.push((String::from_utf8(k.to_vec()).unwrap(), v.0));
+                Ok::<(), StateError>(())
+            })
+            .unwrap();
+        seen.sort();
+        let mut expected: Vec<(String, u64)> = stored
+            .union(&again)
+            .map(|k| (k.clone(), u64::from(stored.contains(k)) + u64::from(again.contains(k))))
+            .collect();
+        expected.sort();
+        proptest::prop_assert_eq!(seen, expected);
+    }
+}
+
 #[test]
 fn times_are_found_in_order_across_memory_and_disk() {
     let dir = tempfile::tempdir().unwrap();
