@@ -35,8 +35,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// arenas instead of eight per core. A job whose state spills frees tens of
 /// megabytes at every early checkpoint; with these its peak RSS is about a
 /// third lower at no measured cost in speed (docs/performance.md, "State
-/// larger than memory"). A value the user set wins.
-const ALLOCATOR_ENV: [(&str, &str); 2] = [("MIMALLOC_PURGE_DELAY", "0"), ("MALLOC_ARENA_MAX", "2")];
+/// larger than memory"). And mimalloc asks for no transparent huge pages:
+/// with the kernel's usual `defrag=madvise`, a fault on a huge page mimalloc
+/// asked for compacts memory synchronously to find 2 MB, which stalled some
+/// runs by a third and more (W2 median 2.06 -> 1.85 s, peak RSS 140 -> 83
+/// MB; docs/performance.md, "No transparent huge pages"). A value the user
+/// set wins.
+const ALLOCATOR_ENV: [(&str, &str); 3] = [
+    ("MIMALLOC_PURGE_DELAY", "0"),
+    ("MIMALLOC_ALLOW_THP", "0"),
+    ("MALLOC_ARENA_MAX", "2"),
+];
 
 /// Runs this program again, same arguments and pid, with every
 /// [`ALLOCATOR_ENV`] variable that is not set yet (once set, this returns
