@@ -23,7 +23,7 @@ use crate::codec;
 use crate::family::Family;
 use crate::store::StateStore;
 use crate::StateError;
-use shard::{Shard, Slot};
+use shard::{Shard, Slot, Vacant};
 use written::WrittenKeys;
 
 mod persist;
@@ -344,11 +344,7 @@ impl<V: StateValue> WindowCache<V> {
     ) -> Result<&mut V, StateError> {
         let table = table_of(&mut self.times, &mut self.spare, time);
         match table.entry(hash, key) {
-            Slot::Occupied(entry) => {
-                let entry = entry.into_mut();
-                entry.dirty = true;
-                Ok(&mut entry.value)
-            }
+            Slot::Occupied(entry) => Ok(mark_dirty(entry.into_mut())),
             Slot::Vacant(slot) => {
                 let (value, stored) = if may_be_stored(&self.spilled, &self.written, time, hash) {
                     let mut full = Vec::with_capacity(codec::PREFIX_LEN + key.len());
@@ -360,15 +356,7 @@ impl<V: StateValue> WindowCache<V> {
                 } else {
                     (init(), false)
                 };
-                let entry = Entry {
-                    hash,
-                    key: Key::from_slice(key),
-                    value,
-                    dirty: true,
-                    stored,
-                };
-                self.bytes += entry.bytes();
-                Ok(&mut slot.insert(entry).value)
+                Ok(add_dirty(&mut self.bytes, slot, hash, key, value, stored))
             }
         }
     }
@@ -390,24 +378,12 @@ impl<V: StateValue> WindowCache<V> {
     ) -> Option<&mut V> {
         let table = table_of(&mut self.times, &mut self.spare, time);
         match table.entry(hash, key) {
-            Slot::Occupied(entry) => {
-                let entry = entry.into_mut();
-                entry.dirty = true;
-                Some(&mut entry.value)
-            }
+            Slot::Occupied(entry) => Some(mark_dirty(entry.into_mut())),
             Slot::Vacant(slot) => {
                 if may_be_stored(&self.spilled, &self.written, time, hash) {
                     return None;
                 }
-                let entry = Entry {
-                    hash,
-                    key: Key::from_slice(key),
-                    value: init(),
-                    dirty: true,
-                    stored: false,
-                };
-                self.bytes += entry.bytes();
-                Some(&mut slot.insert(entry).value)
+                Some(add_dirty(&mut self.bytes, slot, hash, key, init(), false))
             }
         }
     }
@@ -545,6 +521,32 @@ impl<V: StateValue> WindowCache<V> {
         }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// Marks `entry` changed since the last snapshot and hands out its value.
+fn mark_dirty<V>(entry: &mut Entry<V>) -> &mut V {
+    entry.dirty = true;
+    &mut entry.value
+}
+
+/// Puts a new dirty entry in `slot`, adding the heap it owns to `bytes`.
+fn add_dirty<'a, V: StateValue>(
+    bytes: &mut usize,
+    slot: Vacant<'a, V>,
+    hash: u64,
+    key: &[u8],
+    value: V,
+    stored: bool,
+) -> &'a mut V {
+    let entry = Entry {
+        hash,
+        key: Key::from_slice(key),
+        value,
+        dirty: true,
+        stored,
+    };
+    *bytes += entry.bytes();
+    &mut slot.insert(entry).value
 }
 
 /// Whether a key of `time` with `hash` that is not in memory may have a

@@ -36,6 +36,28 @@ fn bump(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, key: &str
         .0 += 1;
 }
 
+/// Snapshots every time key by key, commits it and evicts: all of the
+/// cache's entries are then in RocksDB only.
+fn spill(cache: &mut WindowCache<Count>, store: &StateStore) {
+    let mut batch = StateBatch::new();
+    cache.snapshot(&mut batch, true);
+    store.write(batch, crate::WriteMode::Buffered).unwrap();
+    cache.evict();
+}
+
+/// Drains `time`, returning what it visited, sorted.
+fn drained(cache: &mut WindowCache<Count>, store: &StateStore, time: i64) -> Vec<(String, u64)> {
+    let mut seen = Vec::new();
+    cache
+        .drain(store, time, |k, v| {
+            seen.push((String::from_utf8(k.to_vec()).unwrap(), v.0));
+            Ok::<(), StateError>(())
+        })
+        .unwrap();
+    seen.sort();
+    seen
+}
+
 /// Bumps `user0` .. `user{n - 1}` at `time` once each.
 fn bump_users(cache: &mut WindowCache<Count>, store: &StateStore, time: i64, n: usize) {
     for i in 0..n {
@@ -166,22 +188,11 @@ fn drain_visits_stored_and_memory_entries_once_with_memory_winning() {
     for key in ["a", "b", "c"] {
         bump(&mut cache, &store, 60_000, key);
     }
-    let mut batch = StateBatch::new();
-    cache.snapshot(&mut batch, true);
-    store.write(batch, crate::WriteMode::Buffered).unwrap();
-    cache.evict();
+    spill(&mut cache, &store);
     // `b` is updated again: memory (2) shadows the stored copy (1).
     bump(&mut cache, &store, 60_000, "b");
-    let mut seen = Vec::new();
-    cache
-        .drain(&store, 60_000, |k, v| {
-            seen.push((String::from_utf8(k.to_vec()).unwrap(), v.0));
-            Ok::<(), StateError>(())
-        })
-        .unwrap();
-    seen.sort();
     assert_eq!(
-        seen,
+        drained(&mut cache, &store, 60_000),
         [
             ("a".to_string(), 1),
             ("b".to_string(), 2),
@@ -207,21 +218,11 @@ proptest::proptest! {
         for key in &stored {
             bump(&mut cache, &store, 60_000, key);
         }
-        let mut batch = StateBatch::new();
-        cache.snapshot(&mut batch, true);
-        store.write(batch, crate::WriteMode::Buffered).unwrap();
-        cache.evict();
+        spill(&mut cache, &store);
         for key in &again {
             bump(&mut cache, &store, 60_000, key);
         }
-        let mut seen = Vec::new();
-        cache
-            .drain(&store, 60_000, |k, v| {
-                seen.push((String::from_utf8(k.to_vec()).unwrap(), v.0));
-                Ok::<(), StateError>(())
-            })
-            .unwrap();
-        seen.sort();
+        let seen = drained(&mut cache, &store, 60_000);
         let mut expected: Vec<(String, u64)> = stored
             .union(&again)
             .map(|k| (k.clone(), u64::from(stored.contains(k)) + u64::from(again.contains(k))))
