@@ -61,9 +61,10 @@ pub fn write_rounded(out: &mut Vec<u8>, v: f64) {
 /// of `m = |v|` is more than `m * 10^-15`, so a decimal within `m * 5e-16`
 /// of `m` is its rounding to 15 digits. The test below allows `3.5e-16` of
 /// the scaled value, plus at most `1.2e-16` for the scaling's own rounding:
-/// within (a value one ulp off its cents passes, two ulps may not). The decimal has at most 15 digits, and two such decimals are
-/// more than four ulps apart, so it is also the shortest form of the f64
-/// nearest to it, which `json::write_f64` prints plainly in this range.
+/// within (a value one ulp off its cents passes, two ulps may not). The
+/// decimal has at most 15 digits, and two such decimals are more than four
+/// ulps apart, so it is also the shortest form of the f64 nearest to it,
+/// which `json::write_f64` prints plainly in this range.
 fn write_cents(out: &mut Vec<u8>, v: f64) -> bool {
     let magnitude = v.abs();
     if !(0.01..1e13).contains(&magnitude) {

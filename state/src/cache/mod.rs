@@ -364,11 +364,11 @@ impl<V: StateValue> WindowCache<V> {
     /// The partial for `(time, key)` when updating it reads nothing from
     /// RocksDB: the key is in memory, or it is stored nowhere (it is then
     /// created with `init`). The entry is marked dirty. `None` when RocksDB
-    /// may hold the key's partial ([`WindowCache::is_spilled_miss`]): the
-    /// caller gathers such updates for [`WindowCache::update_spilled`].
-    /// One probe of the time's table, where asking
-    /// [`WindowCache::is_spilled_miss`] and then [`WindowCache::get_mut`]
-    /// takes two (each a cache miss on a table larger than the CPU's).
+    /// may hold the key's partial (its time has evicted entries and the key
+    /// may have been written): the caller gathers such updates for
+    /// [`WindowCache::update_spilled`]. One probe of the time's table,
+    /// where asking whether the key is in memory and then taking its entry
+    /// took two (each a cache miss on a table larger than the CPU's).
     pub fn get_mut_in_memory(
         &mut self,
         time: i64,
@@ -391,9 +391,10 @@ impl<V: StateValue> WindowCache<V> {
     /// Whether updating `(time, key)` would read RocksDB: the time has
     /// spilled entries, the key is not in memory, and it may be stored (the
     /// cache did not write every stored key of the time, or wrote one with
-    /// this hash). Callers gather such updates for
-    /// [`WindowCache::update_spilled`].
-    pub fn is_spilled_miss(&self, time: i64, hash: u64, key: &[u8]) -> bool {
+    /// this hash): when [`WindowCache::get_mut_in_memory`] answers `None`.
+    /// Only tests ask it without updating.
+    #[cfg(test)]
+    pub(crate) fn is_spilled_miss(&self, time: i64, hash: u64, key: &[u8]) -> bool {
         may_be_stored(&self.spilled, &self.written, time, hash)
             && self
                 .times

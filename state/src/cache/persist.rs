@@ -444,24 +444,23 @@ fn write_keyed<V: StateValue>(
     batch: &mut StateBatch,
     value: &mut Vec<u8>,
 ) {
-    if let Some(written) = written {
-        let hashes: Vec<u64> = table
-            .iter()
-            .filter(|e| (all || e.dirty) && !e.value.is_empty())
-            .map(|e| e.hash)
-            .collect();
-        for (i, &hash) in hashes.iter().enumerate() {
-            if let Some(&ahead) = hashes.get(i + WRITE_AHEAD) {
-                written.touch(ahead);
-            }
-            written.insert(hash);
-        }
-    }
     let mut entries: Vec<(u128, &mut Entry<V>)> = table
         .iter_mut()
         .filter(|e| all || e.dirty)
         .map(|e| (order_prefix(&e.key), e))
         .collect();
+    if let Some(written) = written {
+        // Still in table order.
+        for i in 0..entries.len() {
+            if let Some((_, ahead)) = entries.get(i + WRITE_AHEAD) {
+                written.touch(ahead.hash);
+            }
+            let entry = &entries[i].1;
+            if !entry.value.is_empty() {
+                written.insert(entry.hash);
+            }
+        }
+    }
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key.cmp(&b.1.key)));
     let prefix = codec::prefix(instance, time);
     for i in 0..entries.len() {
