@@ -207,7 +207,8 @@ impl StateStore {
         // RocksDB opens each family's table files on 16 threads by
         // default, started and joined per family at every open even when
         // it has no files: 75 threads for kflow's five, ~3-4 ms of every
-        // start on a 2-core machine. One per core is as fast on the files.
+        // start on a 2-core machine. One per core still opens a large
+        // state's files in parallel.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         options.set_max_file_opening_threads(cores.min(16) as i32);
         // Memtables are bounded across families (checkpoints are synced
