@@ -4,8 +4,8 @@
 //! Seen ids are kept as 64-bit hashes with their expiry time, in memory for
 //! the check and in RocksDB's dedup family for recovery. A checkpoint
 //! writes the ids added since the previous one as a few packed *blobs*, one
-//! per expiry bucket (`within / 8`, at least a second): key `source \0 |
-//! bucket | sequence`, value the `(hash, expiry)` pairs, 16 bytes each.
+//! per expiry bucket (`within / 8`, at least a second), each id its hash
+//! and the step from the expiry before it, ~10 bytes ([`blob`]).
 //! Once the watermark passes a bucket's end every id in it has expired,
 //! and one range delete drops the bucket. So a checkpoint costs a memory
 //! copy per id, not a RocksDB key per id: one key per id (inserted at
@@ -24,15 +24,17 @@
 //! look-ahead saw expire stays in memory until it is written or had
 //! expired at the mark of the last block handed on.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use kflow_jobs::Value;
 use kflow_state::{Family, StateBatch, StateError, StateStore};
 
 use crate::dataflow::key;
 
+mod blob;
 mod table;
 
+use self::blob::WORD;
 use self::table::IdTable;
 
 /// How far ahead ids are prefetched (see [`Dedup::touch`]): the misses of
@@ -72,9 +74,6 @@ pub struct Dedup {
     legacy: bool,
     scratch: Vec<u8>,
 }
-
-/// Length of a stored hash or bucket, and of a sequence number.
-const WORD: usize = 8;
 
 /// A point in the ids checked: how many, and the watermark there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,24 +134,14 @@ impl Dedup {
                     loaded.push((i64::from_be_bytes(expiry), h));
                     self.legacy = true;
                 }
-                // A blob: bucket, sequence -> pairs.
-                16 => {
-                    let (bucket, sequence) = rest.split_at(WORD);
-                    let bucket = unorder(bucket.try_into().map_err(|_| corrupt())?);
-                    let sequence = u64::from_be_bytes(sequence.try_into().map_err(|_| corrupt())?);
-                    self.stored.insert(bucket);
-                    self.sequence = self.sequence.max(sequence + 1);
-                    if v.len() % 16 != 0 {
-                        return Err(corrupt());
-                    }
-                    for pair in v.chunks_exact(16) {
-                        let (h, expiry) = pair.split_at(WORD);
-                        let h = u64::from_le_bytes(h.try_into().map_err(|_| corrupt())?);
-                        let expiry = i64::from_le_bytes(expiry.try_into().map_err(|_| corrupt())?);
-                        loaded.push((expiry, h));
-                    }
+                // A blob: bucket, sequence -> ids.
+                _ => {
+                    let key = blob::parse_key(rest).ok_or_else(corrupt)?;
+                    self.stored.insert(key.bucket);
+                    self.sequence = self.sequence.max(key.sequence + 1);
+                    blob::read(&v, key.pairs, |expiry, h| loaded.push((expiry, h)))
+                        .ok_or_else(corrupt)?;
                 }
-                _ => return Err(corrupt()),
             }
         }
         loaded.sort_unstable();
@@ -317,8 +306,8 @@ impl Dedup {
             self.stored.remove(&bucket);
             batch.delete_range(
                 Family::Dedup,
-                &self.blob_key(bucket, 0),
-                &self.blob_key(bucket.saturating_add(1), 0),
+                &blob::bucket_start(self.prefix.clone(), bucket),
+                &blob::bucket_start(self.prefix.clone(), bucket.saturating_add(1)),
             );
         }
         let start = self.unsaved.saturating_sub(self.popped) as usize;
@@ -328,18 +317,32 @@ impl Dedup {
             self.drop_expired();
             return;
         }
-        let mut blobs: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-        // An id re-added after expiring within the interval is written with
-        // both expiries: a restore keeps the newest, as `seen` does, and
-        // skipping the stale one would cost a map probe per id.
+        // The blobs of this snapshot: bucket, value, the value's last
+        // expiry. Ids come in the order they arrived, so most fall in the
+        // bucket of the one before. An id re-added after expiring within
+        // the interval is written with both expiries: a restore keeps the
+        // newest, as `seen` does, and skipping the stale one would cost a
+        // map probe per id.
+        let mut blobs: Vec<(i64, Vec<u8>, i64)> = Vec::new();
+        let mut at = 0;
         for &(expiry, h) in self.expiries.range(start..end) {
-            let blob = blobs.entry(expiry.div_euclid(self.bucket_ms)).or_default();
-            blob.extend_from_slice(&h.to_le_bytes());
-            blob.extend_from_slice(&expiry.to_le_bytes());
+            let bucket = expiry.div_euclid(self.bucket_ms);
+            if blobs.get(at).is_none_or(|open| open.0 != bucket) {
+                at = match blobs.iter().position(|open| open.0 == bucket) {
+                    Some(found) => found,
+                    None => {
+                        blobs.push((bucket, Vec::new(), 0));
+                        blobs.len() - 1
+                    }
+                };
+            }
+            let (_, value, previous) = &mut blobs[at];
+            blob::push(value, previous, h, expiry);
         }
-        for (bucket, blob) in blobs {
-            let key = self.blob_key(bucket, self.sequence);
-            batch.put(Family::Dedup, &key, &blob);
+        blobs.sort_unstable_by_key(|open| open.0);
+        for (bucket, value, _) in blobs {
+            let key = blob::key(self.prefix.clone(), bucket, self.sequence);
+            batch.put(Family::Dedup, &key, &value);
             self.stored.insert(bucket);
         }
         self.sequence += 1;
@@ -358,22 +361,6 @@ impl Dedup {
         self.stored.clear();
         self.unsaved = self.popped;
     }
-
-    fn blob_key(&self, bucket: i64, sequence: u64) -> Vec<u8> {
-        let mut key = self.prefix.clone();
-        key.extend_from_slice(&order(bucket));
-        key.extend_from_slice(&sequence.to_be_bytes());
-        key
-    }
-}
-
-/// A signed bucket as bytes that sort in its order.
-fn order(bucket: i64) -> [u8; 8] {
-    ((bucket as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn unorder(bytes: [u8; 8]) -> i64 {
-    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
 }
 
 #[cfg(test)]
@@ -468,12 +455,7 @@ mod tests {
             }
         }
         // Expired buckets were dropped: what is stored is about one span.
-        let stored: usize = store
-            .scan_prefix(Family::Dedup, b"clicks\0")
-            .unwrap()
-            .iter()
-            .map(|(_, v)| v.len() / 16)
-            .sum();
+        let stored = restored(within, &store).expiries.len();
         assert!(stored < 3_000, "{stored} ids stored");
     }
 
@@ -562,6 +544,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn blobs_of_pairs_from_earlier_checkpoints_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let h = id_hash(&id("a"), &mut Vec::new()).unwrap();
+        let mut pairs = h.to_le_bytes().to_vec();
+        pairs.extend_from_slice(&11_000_i64.to_le_bytes());
+        // A blob of the earlier form: no form byte, sequence 0, bucket 8
+        // (1.25 s buckets for a 10 s span).
+        let mut old = StateBatch::new();
+        let key = blob::bucket_start(b"clicks\0".to_vec(), 8);
+        old.put(Family::Dedup, &key, &pairs);
+        store.write(old, kflow_state::WriteMode::Buffered).unwrap();
+        let mut d = restored(10_000, &store);
+        assert!(d.is_duplicate(&id("a"), 10_500, 0));
+        assert!(!d.is_duplicate(&id("b"), 10_600, 0));
+        checkpoint(&mut d, &store);
+        let stored = store.scan_prefix(Family::Dedup, b"clicks\0").unwrap();
+        assert_eq!(
+            stored.len(),
+            2,
+            "the earlier blob and one of the current form"
+        );
+        let mut again = restored(10_000, &store);
+        assert!(again.is_duplicate(&id("a"), 10_700, 0));
+        assert!(again.is_duplicate(&id("b"), 10_700, 0));
+        assert!(!again.is_duplicate(&id("c"), 10_700, 0));
+    }
+
     fn id(s: &str) -> Value<'static> {
         Value::Str(s.to_string().into())
     }
@@ -612,7 +623,7 @@ mod tests {
         checkpoint(&mut d, &store);
         let keys = store.scan_prefix(Family::Dedup, b"clicks\0").unwrap();
         assert!(
-            keys.iter().all(|(k, _)| k.len() == 7 + 16),
+            keys.iter().all(|(k, _)| k.len() == 7 + 17),
             "only blobs are left"
         );
         let mut again = restored(10_000, &store);
