@@ -69,7 +69,7 @@ pub(super) fn push(blob: &mut Vec<u8>, previous: &mut i64, hash: u64, expiry: i6
 /// `None` when the value is malformed.
 pub(super) fn read(mut value: &[u8], pairs: bool, mut id: impl FnMut(i64, u64)) -> Option<()> {
     if pairs {
-        if value.len() % (2 * WORD) != 0 {
+        if !value.len().is_multiple_of(2 * WORD) {
             return None;
         }
         for pair in value.chunks_exact(2 * WORD) {
