@@ -138,8 +138,8 @@ pub(crate) struct RunArgs {
     #[arg(short, long)]
     pub(crate) parallelism: Option<usize>,
     /// Threads decoding each bounded file source, in blocks handed on in
-    /// order (1: the source's own thread; default: the cores but one, when
-    /// that is 2 or more).
+    /// order (1: the source's own thread; default: one per core on two
+    /// cores or more).
     #[arg(long, value_name = "N")]
     pub(crate) decode_threads: Option<usize>,
     /// Print nothing but errors (no status line, no summary).

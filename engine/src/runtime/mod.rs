@@ -61,7 +61,7 @@ pub struct RunOptions {
     pub progress: Option<std::path::PathBuf>,
     /// Threads decoding each bounded file source, in
     /// line-aligned blocks (1: the source's own thread). Default: one per
-    /// core but one, when that makes two or more.
+    /// core on two cores or more.
     pub decode_threads: usize,
 }
 
@@ -79,7 +79,12 @@ impl Default for RunOptions {
             from_checkpoint: None,
             part: None,
             progress: None,
-            decode_threads: if cores >= 3 { cores - 1 } else { 1 },
+            // One per core, though the windows need CPU too: on 2 cores,
+            // 2 decoders against the source's own thread took W1 1.15 ->
+            // 1.06 s, W4 1.30 -> 0.79 s, W5 2.30 -> 1.44 s, W2 the same,
+            // and only W4S (a second window) 1.73 -> 1.86 s
+            // (docs/performance.md, "Decoders beyond the cores").
+            decode_threads: if cores >= 2 { cores } else { 1 },
         }
     }
 }
