@@ -56,9 +56,54 @@ pub(super) fn parse_key(rest: &[u8]) -> Option<BlobKey> {
     })
 }
 
+/// The blobs one snapshot writes, filled id by id.
+#[derive(Debug, Default)]
+pub(super) struct Blobs {
+    open: Vec<Open>,
+    /// The blob the last id went to: ids come in the order they arrived,
+    /// so most fall in the bucket of the one before.
+    last: usize,
+}
+
+#[derive(Debug)]
+struct Open {
+    bucket: i64,
+    value: Vec<u8>,
+    /// The expiry of the value's last id.
+    previous: i64,
+}
+
+impl Blobs {
+    /// Adds id `hash` with `expiry` to the blob of `bucket`.
+    pub(super) fn push(&mut self, bucket: i64, hash: u64, expiry: i64) {
+        if self.open.get(self.last).is_none_or(|b| b.bucket != bucket) {
+            self.last = match self.open.iter().position(|b| b.bucket == bucket) {
+                Some(found) => found,
+                None => {
+                    self.open.push(Open {
+                        bucket,
+                        value: Vec::new(),
+                        previous: 0,
+                    });
+                    self.open.len() - 1
+                }
+            };
+        }
+        if let Some(blob) = self.open.get_mut(self.last) {
+            push(&mut blob.value, &mut blob.previous, hash, expiry);
+        }
+    }
+
+    /// The blobs, `(bucket, value)`, in bucket order.
+    pub(super) fn into_sorted(mut self) -> impl Iterator<Item = (i64, Vec<u8>)> {
+        self.open.sort_unstable_by_key(|b| b.bucket);
+        self.open.into_iter().map(|b| (b.bucket, b.value))
+    }
+}
+
 /// Appends id `hash` with `expiry` to a blob whose previous expiry was
 /// `previous` (0 for an empty blob), and makes `expiry` the previous one.
-pub(super) fn push(blob: &mut Vec<u8>, previous: &mut i64, hash: u64, expiry: i64) {
+fn push(blob: &mut Vec<u8>, previous: &mut i64, hash: u64, expiry: i64) {
     blob.extend_from_slice(&hash.to_le_bytes());
     let step = expiry.wrapping_sub(*previous);
     prost::encoding::encode_varint(((step << 1) ^ (step >> 63)) as u64, blob);
@@ -145,6 +190,25 @@ mod tests {
                 prop_assert!(ka < bucket_start(vec![7], a.0 + 1));
             }
         }
+    }
+
+    #[test]
+    fn interleaved_buckets_fill_their_own_blobs_in_bucket_order() {
+        let mut blobs = Blobs::default();
+        for (bucket, hash, expiry) in [(5, 1, 5_010), (4, 2, 4_990), (5, 3, 5_020), (4, 4, 4_999)] {
+            blobs.push(bucket, hash, expiry);
+        }
+        let read_back: Vec<(i64, Vec<(i64, u64)>)> = blobs
+            .into_sorted()
+            .map(|(bucket, value)| (bucket, decoded(&value, false).unwrap()))
+            .collect();
+        assert_eq!(
+            read_back,
+            [
+                (4, vec![(4_990, 2), (4_999, 4)]),
+                (5, vec![(5_010, 1), (5_020, 3)])
+            ]
+        );
     }
 
     #[test]

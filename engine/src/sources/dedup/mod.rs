@@ -317,30 +317,14 @@ impl Dedup {
             self.drop_expired();
             return;
         }
-        // The blobs of this snapshot: bucket, value, the value's last
-        // expiry. Ids come in the order they arrived, so most fall in the
-        // bucket of the one before. An id re-added after expiring within
-        // the interval is written with both expiries: a restore keeps the
-        // newest, as `seen` does, and skipping the stale one would cost a
-        // map probe per id.
-        let mut blobs: Vec<(i64, Vec<u8>, i64)> = Vec::new();
-        let mut at = 0;
+        // An id re-added after expiring within the interval is written with
+        // both expiries: a restore keeps the newest, as `seen` does, and
+        // skipping the stale one would cost a map probe per id.
+        let mut blobs = blob::Blobs::default();
         for &(expiry, h) in self.expiries.range(start..end) {
-            let bucket = expiry.div_euclid(self.bucket_ms);
-            if blobs.get(at).is_none_or(|open| open.0 != bucket) {
-                at = match blobs.iter().position(|open| open.0 == bucket) {
-                    Some(found) => found,
-                    None => {
-                        blobs.push((bucket, Vec::new(), 0));
-                        blobs.len() - 1
-                    }
-                };
-            }
-            let (_, value, previous) = &mut blobs[at];
-            blob::push(value, previous, h, expiry);
+            blobs.push(expiry.div_euclid(self.bucket_ms), h, expiry);
         }
-        blobs.sort_unstable_by_key(|open| open.0);
-        for (bucket, value, _) in blobs {
+        for (bucket, value) in blobs.into_sorted() {
             let key = blob::key(self.prefix.clone(), bucket, self.sequence);
             batch.put(Family::Dedup, &key, &value);
             self.stored.insert(bucket);
