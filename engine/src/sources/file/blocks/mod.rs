@@ -214,7 +214,7 @@ impl DecoderCtx {
             reply,
         };
         source.send(Ok(Message::Probe(probe))).map_err(|_| lost())?;
-        let Answer { repeats, ids } = answer.recv().map_err(|_| lost())?;
+        let Answer { repeats, ids } = pool::recv_yielding(&answer).map_err(|_| lost())?;
         let mut max_time = i64::MIN;
         let decoded = values.chunks_exact(slots.max(1)).zip(&records);
         for ((values, &(record, time)), &repeat) in decoded.zip(&repeats) {
