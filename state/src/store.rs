@@ -484,6 +484,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A plain RocksDB database in `dir` with `families`, as kflow did not
+    /// make it (or did not finish making it).
+    fn raw_db(dir: &Path, families: &[&str]) -> DB {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        DB::open_cf(&options, dir, families).unwrap()
+    }
+
+    /// Writes to the `packs` family of `store`, reopens `dir` and reads it
+    /// back.
+    fn packs_survive_a_reopen(store: StateStore, dir: &Path) {
+        let mut batch = StateBatch::new();
+        batch.put(Family::Packs, b"p", b"q");
+        store.write(batch, WriteMode::Synced).unwrap();
+        drop(store);
+        let store = StateStore::open(dir).unwrap();
+        assert_eq!(store.get(Family::Packs, b"p").unwrap().unwrap(), b"q");
+    }
+
     #[test]
     fn a_held_database_can_be_read_without_its_lock() {
         let dir = tempfile::tempdir().unwrap();
@@ -557,21 +577,11 @@ mod tests {
         // What a kill during creation leaves: the mark, and RocksDB with
         // some of the families and no format marker.
         std::fs::write(dir.path().join(CREATING), "").unwrap();
-        {
-            let mut options = Options::default();
-            options.create_if_missing(true);
-            options.create_missing_column_families(true);
-            DB::open_cf(&options, dir.path(), ["windows"]).unwrap();
-        }
+        drop(raw_db(dir.path(), &["windows"]));
         let store = StateStore::open(dir.path()).unwrap();
         assert!(store.get(Family::Meta, FORMAT_KEY).unwrap().is_some());
         assert!(!dir.path().join(CREATING).exists());
-        let mut batch = StateBatch::new();
-        batch.put(Family::Packs, b"p", b"q");
-        store.write(batch, WriteMode::Synced).unwrap();
-        drop(store);
-        let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.get(Family::Packs, b"p").unwrap().unwrap(), b"q");
+        packs_survive_a_reopen(store, dir.path());
     }
 
     #[test]
@@ -601,10 +611,7 @@ mod tests {
     fn a_database_from_before_packs_gains_the_family() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut options = Options::default();
-            options.create_if_missing(true);
-            options.create_missing_column_families(true);
-            let db = DB::open_cf(&options, dir.path(), ["windows", "dedup", "meta"]).unwrap();
+            let db = raw_db(dir.path(), &["windows", "dedup", "meta"]);
             let meta = db.cf_handle("meta").unwrap();
             db.put_cf(meta, FORMAT_KEY, FORMAT_VALUE).unwrap();
             db.put_cf(db.cf_handle("windows").unwrap(), b"k", b"v")
@@ -612,23 +619,13 @@ mod tests {
         }
         let store = StateStore::open(dir.path()).unwrap();
         assert_eq!(store.get(Family::Windows, b"k").unwrap().unwrap(), b"v");
-        let mut batch = StateBatch::new();
-        batch.put(Family::Packs, b"p", b"q");
-        store.write(batch, WriteMode::Synced).unwrap();
-        drop(store);
-        let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.get(Family::Packs, b"p").unwrap().unwrap(), b"q");
+        packs_survive_a_reopen(store, dir.path());
     }
 
     #[test]
     fn other_column_families_are_not_taken_for_an_old_database() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let mut options = Options::default();
-            options.create_if_missing(true);
-            options.create_missing_column_families(true);
-            DB::open_cf(&options, dir.path(), ["windows", "dedup", "other"]).unwrap();
-        }
+        drop(raw_db(dir.path(), &["windows", "dedup", "other"]));
         let err = StateStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StateError::Foreign { .. }), "{err}");
         let families = DB::list_cf(&Options::default(), dir.path()).unwrap();
