@@ -198,10 +198,11 @@ impl StateStore {
             .map(|n| n.to_os_string())
             .unwrap_or_default();
         sibling.push(".creating");
-        match std::fs::remove_dir_all(dir.with_file_name(sibling)) {
+        let sibling = dir.with_file_name(sibling);
+        match std::fs::remove_dir_all(&sibling) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(dir, e)),
+            Err(e) => return Err(io(&sibling, e)),
         }
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         std::fs::write(creating, b"").map_err(|e| io(creating, e))?;

@@ -188,6 +188,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_yielding_wait_gets_messages_sent_soon_late_and_never() {
+        let (send, receive) = mpsc::channel();
+        let late = send.clone();
+        std::thread::spawn(move || {
+            let _ = send.send(1);
+            // Long after the yields ran out: the wait sleeps for it.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let _ = late.send(2);
+        });
+        assert_eq!(recv_yielding(&receive), Ok(1));
+        assert_eq!(recv_yielding(&receive), Ok(2));
+        assert_eq!(
+            recv_yielding(&receive),
+            Err(mpsc::RecvError),
+            "senders gone"
+        );
+    }
+
+    #[test]
     fn results_go_on_in_their_jobs_order() {
         let mut order = InOrder::default();
         order.put(1, 'b');
