@@ -480,9 +480,13 @@ path = "out/result.jsonl"
 }
 
 /// Aborts the process at a test hook, then restarts it to completion.
+/// The input takes long enough to read (~1M events) that a run makes
+/// several checkpoints at 20 ms however fast this machine is: with 200k
+/// events a faster build finished before its third checkpoint and the
+/// hook never fired.
 fn abort_then_recover(hook: &str) {
     let job = crash_job().toml();
-    let inputs = [("clicks.jsonl", events(200_000, 2_000, 6))];
+    let inputs = [("clicks.jsonl", events(1_000_000, 2_000, 6))];
     let reference = JobDir::with_workloads(&job, &inputs);
     reference.run_job_ok(&[]);
     let crashed = JobDir::with_workloads(&job, &inputs);
