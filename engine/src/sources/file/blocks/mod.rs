@@ -19,9 +19,9 @@
 //! - *Graceful stop.* Blocks decoded past the stop's barrier are dropped,
 //!   never sent.
 //! - *Repeats.* A source that drops repeats (`dedup`) has its decoders
-//!   send each block's ids to the source thread, which checks them in file
-//!   order and answers which records repeat ([`repeats`]) before they are
-//!   routed.
+//!   send each block's ids to the source thread, in parts as they decode,
+//!   which checks them in file order and answers which records repeat
+//!   ([`repeats`]) before they are routed.
 //!
 //! A source that follows its file decodes on one thread.
 
@@ -43,7 +43,7 @@ use crate::sources::core::watermark_of;
 use crate::sources::ingest::Ingest;
 use crate::sources::pool::{self, InOrder, Pool};
 
-use self::repeats::{Answer, Checks, Probe};
+use self::repeats::{Answer, Checks, Ids, Probe, Start, PART};
 use super::{arrival, checked_text, file_record, lines, route_line, FileSourceTask, Progress};
 
 /// Bytes per block: big enough that per-block messages are rare, small
@@ -103,7 +103,9 @@ struct Decoder {
 struct Scratch {
     values: Vec<Value<'static>>,
     records: Vec<(RawRecord<'static>, i64)>,
-    ids: Vec<(Option<u64>, i64)>,
+    /// Id lists for the probe's parts, and the list they come back in.
+    spare_ids: Vec<Ids>,
+    parts: Vec<Ids>,
     verdicts: Vec<bool>,
     /// Working space of the id hash.
     id: Vec<u8>,
@@ -166,9 +168,9 @@ impl DecoderCtx {
 
     /// [`DecoderCtx::decode`] for a source that drops repeats: decodes
     /// every record of the block, sends their ids to the source thread to
-    /// be checked in file order, and routes the records it did not find
-    /// repeated. The lists it fills are `scratch`'s, kept from block to
-    /// block.
+    /// be checked in file order, [`PART`] at a time as it goes, and routes
+    /// the records it did not find repeated. The lists it fills are
+    /// `scratch`'s, kept from block to block.
     fn decode_checked(
         &self,
         ingest: &mut Ingest,
@@ -185,8 +187,15 @@ impl DecoderCtx {
             reuse(std::mem::take(&mut scratch.values), |_| Value::Null);
         let mut records: Vec<(RawRecord<'_>, i64)> =
             reuse(std::mem::take(&mut scratch.records), |_| (NO_RECORD, 0));
-        let mut ids = std::mem::take(&mut scratch.ids);
-        ids.clear();
+        let lost = || EngineError::Disconnected(self.name.to_string());
+        let (reply, answer) = mpsc::sync_channel(1);
+        let mut start = Some(Start {
+            verdicts: std::mem::take(&mut scratch.verdicts),
+            parts: std::mem::take(&mut scratch.parts),
+            reply,
+        });
+        let spare = &mut scratch.spare_ids;
+        let mut ids = spare.pop().unwrap_or_default();
         for (line, line_utf8) in lines(&block.text[..block.len]) {
             line_no += 1;
             let place = (&*self.display_path, line_no);
@@ -204,17 +213,25 @@ impl DecoderCtx {
                 }
                 None => values.truncate(at),
             }
+            if ids.len() == PART {
+                let next = spare.pop().unwrap_or_default();
+                let part = Probe {
+                    index: block.index,
+                    ids: std::mem::replace(&mut ids, next),
+                    last: false,
+                    start: start.take(),
+                };
+                source.send(Ok(Message::Probe(part))).map_err(|_| lost())?;
+            }
         }
-        let lost = || EngineError::Disconnected(self.name.to_string());
-        let (reply, answer) = mpsc::sync_channel(1);
-        let probe = Probe {
+        let part = Probe {
             index: block.index,
             ids,
-            verdicts: std::mem::take(&mut scratch.verdicts),
-            reply,
+            last: true,
+            start: start.take(),
         };
-        source.send(Ok(Message::Probe(probe))).map_err(|_| lost())?;
-        let Answer { repeats, ids } = pool::recv_yielding(&answer).map_err(|_| lost())?;
+        source.send(Ok(Message::Probe(part))).map_err(|_| lost())?;
+        let Answer { repeats, mut parts } = pool::recv_yielding(&answer).map_err(|_| lost())?;
         let mut max_time = i64::MIN;
         let decoded = values.chunks_exact(slots.max(1)).zip(&records);
         for ((values, &(record, time)), &repeat) in decoded.zip(&repeats) {
@@ -228,7 +245,11 @@ impl DecoderCtx {
         }
         scratch.values = reuse(values, |_| Value::Null);
         scratch.records = reuse(records, |_| (NO_RECORD, 0));
-        scratch.ids = ids;
+        for mut ids in parts.drain(..) {
+            ids.clear();
+            scratch.spare_ids.push(ids);
+        }
+        scratch.parts = parts;
         scratch.verdicts = repeats;
         self.finish(ingest, block, line_no, max_time, counts, sizes)
     }
