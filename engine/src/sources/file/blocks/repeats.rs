@@ -178,3 +178,106 @@ impl Checks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Probe parts of `block` for `ids`, [`PART`] at a time, the first
+    /// with a fresh reply channel; and that channel's end.
+    fn parts_of(block: u64, ids: &[(Option<u64>, i64)]) -> (Vec<Probe>, mpsc::Receiver<Answer>) {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let mut start = Some(Start {
+            verdicts: Vec::new(),
+            parts: Vec::new(),
+            reply,
+        });
+        let chunks: Vec<&[(Option<u64>, i64)]> = ids.chunks(PART).collect();
+        let last = chunks.len().saturating_sub(1);
+        let mut probes: Vec<Probe> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| Probe {
+                index: block,
+                ids: chunk.to_vec(),
+                last: i == last,
+                start: start.take(),
+            })
+            .collect();
+        if probes.is_empty() {
+            probes.push(Probe {
+                index: block,
+                ids: Vec::new(),
+                last: true,
+                start: start.take(),
+            });
+        }
+        (probes, answer)
+    }
+
+    #[test]
+    fn parts_arriving_interleaved_are_checked_in_file_order() {
+        // Three blocks of 600, 0 and 700 records, ids repeating across
+        // blocks, times rising with a jitter.
+        let sizes = [600usize, 0, 700];
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut t = 0;
+        let blocks: Vec<Vec<(Option<u64>, i64)>> = sizes
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        t += 3;
+                        (
+                            (!rng.is_multiple_of(5)).then_some(rng % 400),
+                            t + (rng % 50) as i64,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        // One thread checking every record in order.
+        let mut reference = Dedup::new("s", 500);
+        let mut max_time = i64::MIN;
+        let expected: Vec<Vec<bool>> = blocks
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .map(|&(id, time)| {
+                        let repeat = reference.check(id, time, watermark_of(max_time, 100));
+                        if !repeat {
+                            max_time = max_time.max(time);
+                        }
+                        repeat
+                    })
+                    .collect()
+            })
+            .collect();
+        assert!(expected.iter().flatten().filter(|&&r| r).count() > 100);
+
+        let mut dedup = Dedup::new("s", 500);
+        let mut checks = Checks::new(i64::MIN, 100);
+        let (mut p0, a0) = parts_of(0, &blocks[0]);
+        let (p1, a1) = parts_of(1, &blocks[1]);
+        let (p2, a2) = parts_of(2, &blocks[2]);
+        assert_eq!((p0.len(), p1.len(), p2.len()), (3, 1, 3));
+        // Block 0's first two parts, then all of blocks 2 and 1 (waiting
+        // for their turn), then block 0's last part.
+        let last0 = p0.pop().unwrap();
+        for probe in p0.into_iter().chain(p2).chain(p1) {
+            checks.offer(probe, &mut dedup);
+        }
+        assert!(a0.try_recv().is_err(), "answered before its last part");
+        checks.offer(last0, &mut dedup);
+        for (answer, expected) in [a0, a1, a2].iter().zip(&expected) {
+            let answer = answer.try_recv().unwrap();
+            assert_eq!(&answer.repeats, expected);
+            let ids: usize = answer.parts.iter().map(Vec::len).sum();
+            assert_eq!(ids, expected.len());
+        }
+    }
+}
