@@ -82,9 +82,11 @@ impl IdTable {
         // Written, not allocated zeroed: a zeroed allocation maps each page
         // to the shared zero page, and the probe's read and then its write
         // fault twice on it (26,500 faults in a W5 run, half of them
-        // avoidable); written, each page faults once.
+        // avoidable); written, each page faults once. The fill value is
+        // hidden from the optimizer, which may otherwise turn a fill with
+        // zeros back into a zeroed allocation.
         let mut slots = Vec::with_capacity(capacity);
-        slots.resize(capacity, (EMPTY, 0));
+        slots.resize(capacity, std::hint::black_box((EMPTY, 0)));
         let old = std::mem::replace(&mut self.slots, slots);
         for (id, expiry) in old {
             if id != EMPTY {

@@ -79,7 +79,7 @@ struct Decoded {
 
 /// What a decoding thread sends the source thread.
 enum Message {
-    /// A block's ids to check for repeats.
+    /// One part of a block's ids ([`PART`] at most) to check for repeats.
     Probe(Probe),
     /// A block decoded.
     Decoded(Decoded),
@@ -232,6 +232,7 @@ impl DecoderCtx {
         };
         source.send(Ok(Message::Probe(part))).map_err(|_| lost())?;
         let Answer { repeats, mut parts } = pool::recv_yielding(&answer).map_err(|_| lost())?;
+        debug_assert_eq!(repeats.len(), records.len(), "a verdict per record");
         let mut max_time = i64::MIN;
         let decoded = values.chunks_exact(slots.max(1)).zip(&records);
         for ((values, &(record, time)), &repeat) in decoded.zip(&repeats) {
