@@ -39,9 +39,10 @@ pub(super) struct Probe {
     pub start: Option<Start>,
 }
 
-/// What a block's first [`Probe`] part brings besides its ids.
+/// What a block's first [`Probe`] part brings besides its ids; the source
+/// thread then fills its lists until the block's last part.
 pub(super) struct Start {
-    /// An empty list for the verdicts and one for the parts' id lists (the
+    /// A list for the verdicts and one for the parts' id lists (the
     /// decoder's, kept from block to block).
     pub verdicts: Vec<bool>,
     pub parts: Vec<Ids>,
@@ -58,13 +59,6 @@ pub(super) struct Answer {
     pub parts: Vec<Ids>,
 }
 
-/// The block whose parts are being checked.
-struct Answering {
-    repeats: Vec<bool>,
-    parts: Vec<Ids>,
-    reply: mpsc::SyncSender<Answer>,
-}
-
 /// The source thread's side: probe parts waiting for their turn, and the
 /// marks of blocks checked but not handed on yet.
 pub(super) struct Checks {
@@ -74,7 +68,7 @@ pub(super) struct Checks {
     /// order they came (a block's parts come in order from its decoder).
     waiting: BTreeMap<u64, Vec<Probe>>,
     /// The block `next`, once its first part was checked.
-    answering: Option<Answering>,
+    answering: Option<Start>,
     /// The largest event time of the records checked and kept.
     max_time: i64,
     max_out_of_orderness_ms: i64,
@@ -122,19 +116,10 @@ impl Checks {
         let Probe {
             ids, last, start, ..
         } = probe;
-        if let Some(Start {
-            mut verdicts,
-            mut parts,
-            reply,
-        }) = start
-        {
-            verdicts.clear();
-            parts.clear();
-            self.answering = Some(Answering {
-                repeats: verdicts,
-                parts,
-                reply,
-            });
+        if let Some(mut start) = start {
+            start.verdicts.clear();
+            start.parts.clear();
+            self.answering = Some(start);
         }
         // Every block's first part starts it: `None` only after a decoder
         // broke that, which its own error reports.
@@ -151,7 +136,7 @@ impl Checks {
             if !repeat {
                 self.max_time = self.max_time.max(time);
             }
-            answering.repeats.push(repeat);
+            answering.verdicts.push(repeat);
         }
         answering.parts.push(ids);
         if !last {
@@ -159,13 +144,16 @@ impl Checks {
         }
         self.marks.insert(self.next, dedup.mark());
         self.next += 1;
-        if let Some(Answering {
-            repeats,
+        if let Some(Start {
+            verdicts,
             parts,
             reply,
         }) = self.answering.take()
         {
-            let _ = reply.send(Answer { repeats, parts });
+            let _ = reply.send(Answer {
+                repeats: verdicts,
+                parts,
+            });
         }
         true
     }
