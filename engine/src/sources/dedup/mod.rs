@@ -2,7 +2,8 @@
 //! within the job's `dedup.within` span of event time.
 //!
 //! Seen ids are kept as 64-bit hashes with their expiry time, in memory for
-//! the check and in RocksDB's dedup family for recovery. A checkpoint
+//! the check (a log in the order they came, indexed by an 8-byte-slot
+//! table, [`table`]) and in RocksDB's dedup family for recovery. A checkpoint
 //! writes the ids added since the previous one as a few packed *blobs*, one
 //! per expiry bucket (`within / 8`, at least a second), each id its hash
 //! and the step from the expiry before it, ~10 bytes ([`blob`]).
@@ -35,7 +36,7 @@ mod blob;
 mod table;
 
 use self::blob::WORD;
-use self::table::IdTable;
+use self::table::{IdTable, Log};
 
 /// How far ahead ids are prefetched (see [`Dedup::touch`]): the misses of
 /// the 16 ids ahead are in flight while one is checked.
@@ -48,9 +49,11 @@ pub struct Dedup {
     /// Expiry bucket width, ms.
     bucket_ms: i64,
     prefix: Vec<u8>,
+    /// Id hash -> its newest entry in `expiries`.
     seen: IdTable,
     /// Every remembered id in the order it was added, with its expiry;
-    /// expired ones leave from the front.
+    /// expired ones leave from the front. `seen`'s slots point only at
+    /// entries from `cursor` on.
     expiries: VecDeque<(i64, u64)>,
     /// Entries ever popped from the front of `expiries`.
     popped: u64,
@@ -149,8 +152,13 @@ impl Dedup {
         self.expiries.reserve(loaded.len());
         for (expiry, h) in loaded {
             // Sorted by expiry: the newest expiry of an id wins.
-            self.seen.set(h, expiry);
+            let at = self.popped + self.expiries.len() as u64;
             self.expiries.push_back((expiry, h));
+            let log = Log {
+                entries: &self.expiries,
+                first: self.popped,
+            };
+            self.seen.set(h, at, log);
         }
         // What was loaded is stored already.
         self.unsaved = self.popped + self.expiries.len() as u64;
@@ -194,17 +202,22 @@ impl Dedup {
         if self.seen.is_full() {
             self.grow();
         }
-        let expiry = time.saturating_add(self.within);
         // An id expired at the newest watermark is absent even while the
         // expiry queue, in the order ids came, has not reached it: the set
         // a restore rebuilds decides the same.
+        let at = self.popped + self.expiries.len() as u64;
+        let log = Log {
+            entries: &self.expiries,
+            first: self.popped,
+        };
         if self
             .seen
-            .check_and_set(h, time, expiry, self.expired_through)
+            .check_and_set(h, time, self.expired_through, at, log)
         {
             return true;
         }
-        self.expiries.push_back((expiry, h));
+        self.expiries
+            .push_back((time.saturating_add(self.within), h));
         false
     }
 
@@ -255,8 +268,8 @@ impl Dedup {
             if let Some(&(_, ahead)) = self.expiries.get(at + TOUCH_AHEAD) {
                 self.seen.touch([ahead]);
             }
+            self.seen.remove_at(h, self.cursor);
             self.cursor += 1;
-            self.seen.remove_if(h, expiry);
         }
         self.drop_expired();
     }

@@ -1,37 +1,67 @@
-//! The seen-id map of a dedup source: id hash -> expiry, an open-addressing
-//! table with linear probing over a flat array.
+//! The seen-id set of a dedup source: an open-addressing table with linear
+//! probing over a flat array, each slot naming an entry of the source's
+//! arrival log (the ids in the order they came, with their expiries).
 //!
-//! The ids are xxh3 hashes already, so their low bits pick the slot with no
-//! hashing of their own; a slot is 16 bytes and the table at most half
-//! full, so a probe usually reads one cache line. Removal shifts the probe
-//! run back (no tombstones), so a table that removes as many ids as it
-//! adds, as the expiry of a dedup span does, stays as fast as a fresh one.
-//! Against `hashbrown::HashMap<u64, i64>` (foldhash) on W5 it used about
-//! 20 MB less memory and ran as fast or faster (docs/performance.md).
+//! A slot is 8 bytes: the id hash's low 32 bits, which pick its home slot,
+//! and the 32-bit position of the id's newest entry in the log. The full
+//! hash and the expiry live in the log only, read when a slot's 32 bits
+//! match (a repeat, or one chance in 2^32 per slot passed). Half the size
+//! of `(hash, expiry)` slots, the table's random reads, two per id (its
+//! check, and its removal when it expires), are served from a 16 MB array
+//! instead of a 32 MB one for W5's ~850,000 live ids: on this project's
+//! machine random reads of 16 MB run at about twice the rate of 32 MB
+//! (docs/performance.md, "Seen ids in 8-byte slots").
+//!
+//! The table is at most half full, so a probe usually reads one cache
+//! line. Removal shifts the probe run back (no tombstones), so a table that
+//! removes as many ids as it adds, as the expiry of a dedup span does,
+//! stays as fast as a fresh one. A log position is kept modulo 2^32: the
+//! log must hold fewer than 2^32 entries (64 GB of them).
+
+use std::collections::VecDeque;
 
 use kflow_state::hint::prefetch;
 
-/// Marks an empty slot; an id hashing to it is stored as [`ZERO_AS`].
-const EMPTY: u64 = 0;
-/// Where id 0 is kept (it then shares a slot with this id: one chance in
-/// 2^64 of taking one for the other).
-const ZERO_AS: u64 = u64::MAX;
+/// Marks an empty slot. No slot in use equals it: a key is at most
+/// `u32::MAX - 1` ([`key_of`]).
+const EMPTY: u64 = u64::MAX;
 
-/// id hash -> expiry (event time, ms).
-#[derive(Debug, Default)]
-pub struct IdTable {
-    /// `(id, expiry)`; the id `EMPTY` marks a free slot. A power of two
-    /// long (or empty).
-    slots: Vec<(u64, i64)>,
-    len: usize,
+/// The arrival log: `(expiry, id hash)` per entry, oldest first, and the
+/// position (counted over the whole run) of its front entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Log<'a> {
+    pub entries: &'a VecDeque<(i64, u64)>,
+    pub first: u64,
 }
 
-fn stored(id: u64) -> u64 {
-    if id == EMPTY {
-        ZERO_AS
-    } else {
-        id
+impl Log<'_> {
+    /// The entry at position `at` (modulo 2^32).
+    fn get(&self, at: u32) -> Option<(i64, u64)> {
+        let offset = at.wrapping_sub(self.first as u32) as usize;
+        self.entries.get(offset).copied()
     }
+}
+
+/// The 32 bits of `id` a slot keeps, which also pick its home.
+fn key_of(id: u64) -> u32 {
+    (id as u32).min(u32::MAX - 1)
+}
+
+fn slot(key: u32, at: u64) -> u64 {
+    (u64::from(key) << 32) | u64::from(at as u32)
+}
+
+fn key_in(slot: u64) -> u32 {
+    (slot >> 32) as u32
+}
+
+/// id hash -> position of its newest entry in the arrival log.
+#[derive(Debug, Default)]
+pub struct IdTable {
+    /// [`slot`]s; [`EMPTY`] marks a free one. A power of two long (or
+    /// empty).
+    slots: Vec<u64>,
+    len: usize,
 }
 
 impl IdTable {
@@ -39,17 +69,19 @@ impl IdTable {
         self.slots.len().wrapping_sub(1)
     }
 
-    fn home(&self, id: u64) -> usize {
-        id as usize & self.mask()
+    fn home(&self, key: u32) -> usize {
+        key as usize & self.mask()
     }
 
-    /// The slot holding `id`, or the free slot ending its probe run.
-    fn find(&self, id: u64) -> usize {
+    /// The slot holding `id` (its key matches and its log entry is `id`),
+    /// or the free slot ending its probe run.
+    fn find(&self, id: u64, log: Log<'_>) -> usize {
+        let key = key_of(id);
         let mask = self.mask();
-        let mut at = self.home(id);
+        let mut at = self.home(key);
         loop {
-            let key = self.slots[at].0;
-            if key == id || key == EMPTY {
+            let s = self.slots[at];
+            if s == EMPTY || (key_in(s) == key && log.get(s as u32).is_some_and(|(_, h)| h == id)) {
                 return at;
             }
             at = (at + 1) & mask;
@@ -79,19 +111,18 @@ impl IdTable {
     }
 
     fn resize(&mut self, capacity: usize) {
-        // Written, not allocated zeroed: a zeroed allocation maps each page
-        // to the shared zero page, and the probe's read and then its write
-        // fault twice on it (26,500 faults in a W5 run, half of them
-        // avoidable); written, each page faults once. The fill value is
-        // hidden from the optimizer, which may otherwise turn a fill with
-        // zeros back into a zeroed allocation.
-        let mut slots = Vec::with_capacity(capacity);
-        slots.resize(capacity, std::hint::black_box((EMPTY, 0)));
-        let old = std::mem::replace(&mut self.slots, slots);
-        for (id, expiry) in old {
-            if id != EMPTY {
-                let at = self.find(id);
-                self.slots[at] = (id, expiry);
+        // Filled, not allocated zeroed (an empty slot is not zero): each
+        // page faults once, on the fill, not twice on a probe's read of
+        // the shared zero page and then its write.
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; capacity]);
+        let mask = self.mask();
+        for s in old {
+            if s != EMPTY {
+                let mut at = self.home(key_in(s));
+                while self.slots[at] != EMPTY {
+                    at = (at + 1) & mask;
+                }
+                self.slots[at] = s;
             }
         }
     }
@@ -103,84 +134,93 @@ impl IdTable {
     /// cache). Only a hint: it changes nothing.
     pub fn touch(&self, ids: impl IntoIterator<Item = u64>) {
         for id in ids {
-            let home = self.home(stored(id));
+            let home = self.home(key_of(id));
             if let Some(slot) = self.slots.get(home) {
                 prefetch(slot);
             }
-            // A probe run often goes on into the next cache line (slots
-            // are 16 bytes, four to a line in a table that starts on one,
-            // as the allocator's large blocks do; on another start the
-            // two prefetches still cover the home slot's neighbours).
-            if let Some(slot) = self.slots.get((home | 3) + 1) {
+            // A probe run sometimes goes on into the next cache line
+            // (slots are 8 bytes, eight to a line in a table that starts
+            // on one, as the allocator's large blocks do).
+            if let Some(slot) = self.slots.get((home | 7) + 1) {
                 prefetch(slot);
             }
         }
     }
 
     /// Whether `id` is held alive (an expiry at or after `alive_from`)
-    /// with an expiry at or after `time`: a repeat. Sets its expiry to
-    /// `expiry` otherwise. One probe run for both.
-    pub fn check_and_set(&mut self, id: u64, time: i64, expiry: i64, alive_from: i64) -> bool {
+    /// with an expiry at or after `time`: a repeat. Otherwise points `id`
+    /// at the log entry the caller adds next, at position `at`. One probe
+    /// run for both.
+    pub fn check_and_set(
+        &mut self,
+        id: u64,
+        time: i64,
+        alive_from: i64,
+        at: u64,
+        log: Log<'_>,
+    ) -> bool {
         // At most half full: probe runs stay short.
         if self.is_full() {
             self.reserve(1);
         }
-        let id = stored(id);
-        let at = self.find(id);
-        let slot = &mut self.slots[at];
-        if slot.0 == id {
-            if time <= slot.1 && slot.1 >= alive_from {
+        let found = self.find(id, log);
+        let s = self.slots[found];
+        if s == EMPTY {
+            self.len += 1;
+        } else if let Some((expiry, _)) = log.get(s as u32) {
+            if time <= expiry && expiry >= alive_from {
                 return true;
             }
-        } else {
-            slot.0 = id;
-            self.len += 1;
         }
-        slot.1 = expiry;
+        self.slots[found] = slot(key_of(id), at);
         false
     }
 
-    /// Sets the expiry of `id`.
-    pub fn set(&mut self, id: u64, expiry: i64) {
+    /// Points `id` at the log entry at position `at` (the log holds it).
+    pub fn set(&mut self, id: u64, at: u64, log: Log<'_>) {
         if self.is_full() {
             self.reserve(1);
         }
-        let id = stored(id);
-        let at = self.find(id);
-        if self.slots[at].0 != id {
+        let found = self.find(id, log);
+        if self.slots[found] == EMPTY {
             self.len += 1;
         }
-        self.slots[at] = (id, expiry);
+        self.slots[found] = slot(key_of(id), at);
     }
 
-    /// Forgets `id` if its expiry is `expiry` (an id re-added since keeps
-    /// its newer one).
-    pub fn remove_if(&mut self, id: u64, expiry: i64) {
+    /// Forgets `id` if its newest entry is the one at position `at` (an id
+    /// re-added since points at its newer entry). Reads no log entry.
+    pub fn remove_at(&mut self, id: u64, at: u64) {
         if self.slots.is_empty() {
             return;
         }
+        let wanted = slot(key_of(id), at);
         let mask = self.mask();
-        let mut hole = self.find(stored(id));
-        if self.slots[hole] != (stored(id), expiry) {
-            return;
+        let mut hole = self.home(key_of(id));
+        loop {
+            match self.slots[hole] {
+                EMPTY => return,
+                s if s == wanted => break,
+                _ => hole = (hole + 1) & mask,
+            }
         }
         self.len -= 1;
         // Shift back every later slot of the run that may move into the
         // hole without passing its home.
         let mut next = (hole + 1) & mask;
         loop {
-            let (key, _) = self.slots[next];
-            if key == EMPTY {
+            let s = self.slots[next];
+            if s == EMPTY {
                 break;
             }
-            let home = self.home(key);
+            let home = self.home(key_in(s));
             if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
-                self.slots[hole] = self.slots[next];
+                self.slots[hole] = s;
                 hole = next;
             }
             next = (next + 1) & mask;
         }
-        self.slots[hole] = (EMPTY, 0);
+        self.slots[hole] = EMPTY;
     }
 }
 
@@ -191,13 +231,13 @@ impl IdTable {
         self.slots.len()
     }
 
-    /// The expiry of `id`.
-    fn get(&self, id: u64) -> Option<i64> {
+    /// The position of `id`'s newest entry.
+    fn get(&self, id: u64, log: Log<'_>) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
-        let at = self.find(stored(id));
-        (self.slots[at].0 != EMPTY).then_some(self.slots[at].1)
+        let s = self.slots[self.find(id, log)];
+        (s != EMPTY).then_some(s as u32)
     }
 }
 
@@ -213,58 +253,123 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Check(u64, i64),
-        Remove(u64, i64),
+        /// Expires the entry this many entries from the log's front.
+        Remove(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        // Few distinct low bits: long probe runs that wrap around.
-        let id = prop_oneof![0..40u64, any::<u64>(), (0..8u64).prop_map(|i| i << 60)];
+        // Few distinct low bits: long probe runs that wrap around, and
+        // ids whose slots' 32 bits are the same (the high bits differ).
+        let id = prop_oneof![
+            0..40u64,
+            any::<u64>(),
+            (0..8u64).prop_map(|i| i << 60),
+            (0..4u64).prop_map(|i| (i << 40) | 0xffff_ffff),
+        ];
         prop_oneof![
-            (id.clone(), 0..50i64).prop_map(|(id, t)| Op::Check(id, t)),
-            (id, 0..60i64).prop_map(|(id, e)| Op::Remove(id, e)),
+            (id, 0..50i64).prop_map(|(id, t)| Op::Check(id, t)),
+            (0..400usize).prop_map(Op::Remove),
         ]
     }
 
     proptest! {
         #[test]
-        fn behaves_as_a_hash_map(ops in proptest::collection::vec(op(), 0..400)) {
+        fn behaves_as_a_hash_map(
+            ops in proptest::collection::vec(op(), 0..400),
+            // Positions from near 2^32 wrap the slots' 32 bits.
+            first in prop_oneof![Just(0u64), Just(u64::from(u32::MAX) - 20)],
+        ) {
             let mut table = IdTable::default();
-            let mut model: HashMap<u64, i64> = HashMap::new();
+            let mut entries: VecDeque<(i64, u64)> = VecDeque::new();
+            // id -> (expiry, position) of its newest entry.
+            let mut model: HashMap<u64, (i64, u64)> = HashMap::new();
             for op in ops {
+                let log = Log { entries: &entries, first };
                 match op {
                     Op::Check(id, time) => {
                         // Expiries before 20 count as gone.
-                        let repeat = model.get(&id).is_some_and(|&e| time <= e && e >= 20);
+                        let repeat = model.get(&id).is_some_and(|&(e, _)| time <= e && e >= 20);
+                        let at = first + entries.len() as u64;
+                        prop_assert_eq!(table.check_and_set(id, time, 20, at, log), repeat);
                         if !repeat {
-                            model.insert(id, time + 10);
+                            model.insert(id, (time + 10, at));
+                            entries.push_back((time + 10, id));
                         }
-                        prop_assert_eq!(table.check_and_set(id, time, time + 10, 20), repeat);
                     }
-                    Op::Remove(id, expiry) => {
-                        if model.get(&id) == Some(&expiry) {
+                    Op::Remove(offset) => {
+                        let Some(&(_, id)) = entries.get(offset) else { continue };
+                        let at = first + offset as u64;
+                        if model.get(&id).is_some_and(|&(_, p)| p == at) {
                             model.remove(&id);
                         }
-                        table.remove_if(id, expiry);
+                        table.remove_at(id, at);
                     }
                 }
                 prop_assert_eq!(table.len(), model.len());
             }
-            for (&id, &expiry) in &model {
-                prop_assert_eq!(table.get(id), Some(expiry));
+            let log = Log { entries: &entries, first };
+            for (&id, &(_, at)) in &model {
+                prop_assert_eq!(table.get(id, log), Some(at as u32));
             }
-            prop_assert_eq!(table.get(12_345_678), model.get(&12_345_678).copied());
+            prop_assert_eq!(table.get(12_345_678, log), model.get(&12_345_678).map(|&(_, at)| at as u32));
         }
     }
 
     #[test]
     fn grows_and_keeps_every_id() {
         let mut table = IdTable::default();
-        for id in 0..10_000u64 {
-            assert!(!table.check_and_set(id.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, 5, 0));
+        let mut entries = VecDeque::new();
+        for i in 0..10_000u64 {
+            let id = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let log = Log {
+                entries: &entries,
+                first: 0,
+            };
+            assert!(!table.check_and_set(id, 1, 0, i, log));
+            entries.push_back((5, id));
         }
         assert_eq!(table.len(), 10_000);
-        assert!(table.check_and_set(0, 3, 9, 0));
-        assert!(!table.check_and_set(0, 3, 9, 6), "expired, so absent");
+        let log = Log {
+            entries: &entries,
+            first: 0,
+        };
+        assert!(table.check_and_set(0, 3, 0, 10_000, log));
+        assert!(
+            !table.check_and_set(0, 3, 6, 10_000, log),
+            "expired, so absent"
+        );
         assert!(table.slots.len() <= 32_768);
+    }
+
+    #[test]
+    fn ids_sharing_their_low_bits_are_told_apart_by_the_log() {
+        let (a, b) = (0x1_0000_0007u64, 0x2_0000_0007u64);
+        let mut table = IdTable::default();
+        let mut entries = VecDeque::new();
+        let log = Log {
+            entries: &entries,
+            first: 0,
+        };
+        assert!(!table.check_and_set(a, 1, 0, 0, log));
+        entries.push_back((11, a));
+        let log = Log {
+            entries: &entries,
+            first: 0,
+        };
+        assert!(!table.check_and_set(b, 2, 0, 1, log), "b is not a");
+        entries.push_back((12, b));
+        let log = Log {
+            entries: &entries,
+            first: 0,
+        };
+        assert!(table.check_and_set(a, 5, 0, 2, log));
+        assert!(table.check_and_set(b, 5, 0, 2, log));
+        table.remove_at(a, 0);
+        let log = Log {
+            entries: &entries,
+            first: 0,
+        };
+        assert_eq!(table.get(a, log), None);
+        assert_eq!(table.get(b, log), Some(1));
     }
 }
