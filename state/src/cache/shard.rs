@@ -12,6 +12,7 @@
 use hashbrown::hash_table::{Entry as IndexEntry, HashTable};
 
 use super::Entry;
+use crate::hint::prefetch;
 use crate::keys::same;
 
 /// The entries of one shard of one time.
@@ -67,6 +68,13 @@ impl<'a, V> Vacant<'a, V> {
     pub(super) fn insert(self, entry: Entry<V>) -> &'a mut Entry<V> {
         let at = self.entries.len();
         self.entries.push(entry);
+        // The next new key of this shard goes right after: its lines are
+        // asked for now, a shard's turn or so (~16 new keys) ahead. A
+        // list's end is fresh memory, and sixteen lists growing at once
+        // in hash order are too many streams for the CPU to foresee.
+        for next in self.entries.spare_capacity_mut().iter().take(2) {
+            prefetch(next);
+        }
         self.index.insert(at as u32);
         &mut self.entries[at]
     }
