@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use smallvec::SmallVec;
 
 use crate::codec;
+use crate::hint::prefetch;
 use crate::family::Family;
 use crate::store::StateStore;
 use crate::StateError;
@@ -82,6 +83,9 @@ impl<V: StateValue> Entry<V> {
 /// A key lands in the same shard of every time, so callers can merge times
 /// one shard at a time (see [`WindowCache::shard_entries`]).
 pub const SHARDS: usize = 16;
+
+/// How many entries ahead a walk of a shard's list prefetches.
+const WALK_AHEAD: usize = 8;
 
 /// The entries of one time, sharded by hash.
 struct Table<V> {
@@ -463,12 +467,23 @@ impl<V: StateValue> WindowCache<V> {
 
     /// The in-memory entries of `time` in shard `shard` (below [`SHARDS`])
     /// as `(hash, key, value)`. A key is in the same shard of every time.
+    /// Each entry prefetches the one [`WALK_AHEAD`] places on: a sliding
+    /// window's merge walks a few short lists per shard of times written
+    /// minutes ago, too short for the CPU's prefetcher to warm up to.
     pub fn shard_entries(&self, time: i64, shard: usize) -> impl Iterator<Item = (u64, &[u8], &V)> {
         self.times
             .get(&time)
             .and_then(|t| t.shards.get(shard))
             .into_iter()
-            .flat_map(|s| s.iter().map(|e| (e.hash, &*e.key, &e.value)))
+            .flat_map(|s| {
+                let list = s.as_slice();
+                list.iter().enumerate().map(move |(i, e)| {
+                    if let Some(ahead) = list.get(i + WALK_AHEAD) {
+                        prefetch(ahead);
+                    }
+                    (e.hash, &*e.key, &e.value)
+                })
+            })
     }
 
     /// The in-memory entries of `time` as `(key, value)`.

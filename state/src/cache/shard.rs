@@ -127,6 +127,11 @@ impl<V> Shard<V> {
     }
 
     /// The entries in the order they came (removals aside).
+    pub(super) fn as_slice(&self) -> &[Entry<V>] {
+        &self.entries
+    }
+
+    /// The entries in the order they came (removals aside).
     pub(super) fn iter(&self) -> std::slice::Iter<'_, Entry<V>> {
         self.entries.iter()
     }
