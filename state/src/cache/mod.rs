@@ -20,8 +20,8 @@ use std::convert::Infallible;
 use smallvec::SmallVec;
 
 use crate::codec;
-use crate::hint::prefetch;
 use crate::family::Family;
+use crate::hint::prefetch;
 use crate::store::StateStore;
 use crate::StateError;
 use shard::{Shard, Slot, Vacant};

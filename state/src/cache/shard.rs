@@ -19,6 +19,10 @@ use crate::keys::same;
 pub(super) struct Shard<V> {
     index: HashTable<u32>,
     entries: Vec<Entry<V>>,
+    /// How many of the list's places were ever written since it was
+    /// allocated: its resident memory (a list only grows at its end, so
+    /// the room past them was never touched and is not resident).
+    written: usize,
 }
 
 /// A key's place in a shard: its entry, or where it would go.
@@ -37,6 +41,7 @@ pub(super) struct Occupied<'a, V> {
 pub(super) struct Vacant<'a, V> {
     index: hashbrown::hash_table::VacantEntry<'a, u32>,
     entries: &'a mut Vec<Entry<V>>,
+    written: &'a mut usize,
 }
 
 impl<'a, V> Occupied<'a, V> {
@@ -68,6 +73,7 @@ impl<'a, V> Vacant<'a, V> {
     pub(super) fn insert(self, entry: Entry<V>) -> &'a mut Entry<V> {
         let at = self.entries.len();
         self.entries.push(entry);
+        *self.written = (*self.written).max(self.entries.len());
         // The next new key of this shard goes right after: its lines are
         // asked for now, a shard's turn or so (~16 new keys) ahead. A
         // list's end is fresh memory, and sixteen lists growing at once
@@ -94,6 +100,7 @@ impl<V> Default for Shard<V> {
         Shard {
             index: HashTable::new(),
             entries: Vec::new(),
+            written: 0,
         }
     }
 }
@@ -103,6 +110,7 @@ impl<V> Shard<V> {
         Shard {
             index: HashTable::with_capacity(n),
             entries: Vec::with_capacity(n),
+            written: 0,
         }
     }
 
@@ -122,7 +130,11 @@ impl<V> Shard<V> {
         };
         match found {
             IndexEntry::Occupied(index) => Slot::Occupied(Occupied { index, entries }),
-            IndexEntry::Vacant(index) => Slot::Vacant(Vacant { index, entries }),
+            IndexEntry::Vacant(index) => Slot::Vacant(Vacant {
+                index,
+                entries,
+                written: &mut self.written,
+            }),
         }
     }
 
@@ -154,12 +166,15 @@ impl<V> Shard<V> {
         self.index.capacity().min(self.entries.capacity())
     }
 
-    /// Bytes of the index and the list, by capacity (used or not).
+    /// Bytes of the index, by capacity, and of the list's places ever
+    /// written. The list's room past them is not counted: never touched
+    /// (a list only grows at its end, and grows into fresh memory), its
+    /// pages are not resident.
     pub(super) fn bytes(&self) -> usize {
         // Index buckets are a power of two with at most 7/8 of them usable,
         // each a u32 and a control byte.
         self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
-            + self.entries.capacity() * std::mem::size_of::<Entry<V>>()
+            + self.written.max(self.entries.len()) * std::mem::size_of::<Entry<V>>()
     }
 
     /// Takes every entry out, in order, keeping the allocations.
@@ -177,7 +192,14 @@ impl<V> Shard<V> {
             return;
         }
         if shrink {
-            self.entries.shrink_to_fit();
+            // The room the list had, in fresh memory: the written pages go
+            // back to the OS, and the list grows to its size before
+            // without moving (growing by doubling moved and faulted in
+            // every entry about twice per spill cycle).
+            let kept = std::mem::take(&mut self.entries);
+            self.entries = Vec::with_capacity(before);
+            self.entries.extend(kept);
+            self.written = self.entries.len();
             self.index = HashTable::with_capacity(self.entries.len());
         } else {
             self.index.clear();
