@@ -139,8 +139,7 @@ pub(crate) struct RunArgs {
     pub(crate) parallelism: Option<usize>,
     /// Threads decoding each bounded file source, in blocks handed on in
     /// order (1: the source's own thread; default: one per core on two
-    /// cores or more). A source with `dedup` runs one more, as one of its
-    /// decoders is usually waiting for the checks of its block's ids.
+    /// cores or more).
     #[arg(long, value_name = "N")]
     pub(crate) decode_threads: Option<usize>,
     /// Print nothing but errors (no status line, no summary).

@@ -215,18 +215,12 @@ impl FileSourceTask {
     }
 
     /// Copies of the ingest for a pool of decoding threads, when this
-    /// source decodes in parallel. A source that drops repeats runs one
-    /// decoder more than asked: each of its decoders waits, after its
-    /// block's last ids, for the source thread's verdicts, and the extra
-    /// one decodes on the core that wait leaves idle (W5 on 2 cores, 2 /
-    /// 3 decoders: 1.295 / 1.221 s; docs/performance.md, "A decoder more
-    /// for a source that drops repeats").
+    /// source decodes in parallel.
     fn decoders(&self) -> Option<Vec<Ingest>> {
         if self.decode_threads < 2 || self.script.is_some() {
             return None;
         }
-        let waiting = usize::from(self.core.ingest.dedup_field.is_some());
-        Some(self.core.ingest.decoders(self.decode_threads + waiting))
+        Some(self.core.ingest.decoders(self.decode_threads))
     }
 
     /// Decodes and routes every line of `block` (which ends with `\n`).
