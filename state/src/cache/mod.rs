@@ -467,7 +467,7 @@ impl<V: StateValue> WindowCache<V> {
 
     /// The in-memory entries of `time` in shard `shard` (below [`SHARDS`])
     /// as `(hash, key, value)`. A key is in the same shard of every time.
-    /// Each entry prefetches the one [`WALK_AHEAD`] places on: a sliding
+    /// Each entry prefetches the one `WALK_AHEAD` (8) places on: a sliding
     /// window's merge walks a few short lists per shard of times written
     /// minutes ago, too short for the CPU's prefetcher to warm up to.
     pub fn shard_entries(&self, time: i64, shard: usize) -> impl Iterator<Item = (u64, &[u8], &V)> {

@@ -138,7 +138,7 @@ impl<V> Shard<V> {
         }
     }
 
-    /// The entries in the order they came (removals aside).
+    /// The entries as one slice, for a walk that reads ahead of itself.
     pub(super) fn as_slice(&self) -> &[Entry<V>] {
         &self.entries
     }
