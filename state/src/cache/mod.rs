@@ -153,7 +153,7 @@ impl<V> Table<V> {
         self.shards.iter().map(Shard::capacity).sum()
     }
 
-    /// Bytes of the shards' indexes and lists, by capacity.
+    /// Bytes of the shards' indexes and lists ([`Shard::bytes`]).
     fn bytes(&self) -> usize {
         self.shards.iter().map(Shard::bytes).sum()
     }
@@ -280,9 +280,10 @@ impl<V: StateValue> WindowCache<V> {
         self.packed.iter().copied().collect()
     }
 
-    /// Estimated bytes held in memory: the hash tables' slots (by
-    /// capacity, used or not, with their control bytes) plus what entries
-    /// own on the heap.
+    /// Estimated bytes held in memory: the shards' indexes (by capacity,
+    /// with their control bytes) and lists (a large list by the places
+    /// ever written, a small one by capacity), plus what entries own on
+    /// the heap.
     pub fn bytes(&self) -> usize {
         self.bytes + self.table_bytes() + self.filter_bytes()
     }

@@ -19,11 +19,19 @@ use crate::keys::same;
 pub(super) struct Shard<V> {
     index: HashTable<u32>,
     entries: Vec<Entry<V>>,
-    /// How many of the list's places were ever written since it was
-    /// allocated: its resident memory (a list only grows at its end, so
-    /// the room past them was never touched and is not resident).
+    /// The most places of the list ever written (kept across its
+    /// reallocations, so it may overcount; reset when eviction allocates
+    /// it again): what of a large list is resident, as it only grows at
+    /// its end ([`Shard::bytes`]).
     written: usize,
 }
+
+/// A list of at least this many bytes is the allocator's alone (whole
+/// pages, handed back to the OS when freed, as kflow sets mimalloc up):
+/// its room past the places written is untouched and not resident, and is
+/// not counted. A smaller one may sit in memory the allocator reuses
+/// while resident, and counts by capacity.
+const FRESH_LIST_BYTES: usize = 1 << 20;
 
 /// A key's place in a shard: its entry, or where it would go.
 pub(super) enum Slot<'a, V> {
@@ -166,15 +174,20 @@ impl<V> Shard<V> {
         self.index.capacity().min(self.entries.capacity())
     }
 
-    /// Bytes of the index, by capacity, and of the list's places ever
-    /// written. The list's room past them is not counted: never touched
-    /// (a list only grows at its end, and grows into fresh memory), its
-    /// pages are not resident.
+    /// Bytes of the index, by capacity, and of the list: a large list by
+    /// the places ever written (see [`FRESH_LIST_BYTES`]), a small one by
+    /// capacity.
     pub(super) fn bytes(&self) -> usize {
+        let entry = std::mem::size_of::<Entry<V>>();
+        let room = self.entries.capacity() * entry;
+        let list = if room >= FRESH_LIST_BYTES {
+            self.written.max(self.entries.len()) * entry
+        } else {
+            room
+        };
         // Index buckets are a power of two with at most 7/8 of them usable,
         // each a u32 and a control byte.
-        self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
-            + self.written.max(self.entries.len()) * std::mem::size_of::<Entry<V>>()
+        self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1) + list
     }
 
     /// Takes every entry out, in order, keeping the allocations.
@@ -184,7 +197,8 @@ impl<V> Shard<V> {
     }
 
     /// Keeps the entries for which `keep` holds, in order; with `shrink`,
-    /// gives back the room of those that went.
+    /// gives back the memory of those that went but keeps the list's
+    /// size, in fresh memory.
     pub(super) fn retain(&mut self, keep: impl FnMut(&mut Entry<V>) -> bool, shrink: bool) {
         let before = self.entries.len();
         self.entries.retain_mut(keep);
@@ -192,13 +206,16 @@ impl<V> Shard<V> {
             return;
         }
         if shrink {
-            // The room the list had, in fresh memory: the written pages go
-            // back to the OS, and the list grows to its size before
-            // without moving (growing by doubling moved and faulted in
-            // every entry about twice per spill cycle).
+            // The room the list had, in fresh memory: the pages written go
+            // back to the OS with the old list, and the list grows to its
+            // size before without moving (growing by doubling moved and
+            // faulted in every entry about twice per spill cycle). An
+            // emptied list gives everything back: its table may go.
             let kept = std::mem::take(&mut self.entries);
-            self.entries = Vec::with_capacity(before);
-            self.entries.extend(kept);
+            if !kept.is_empty() {
+                self.entries = Vec::with_capacity(before);
+                self.entries.extend(kept);
+            }
             self.written = self.entries.len();
             self.index = HashTable::with_capacity(self.entries.len());
         } else {

@@ -206,6 +206,10 @@ impl Dedup {
         // expiry queue, in the order ids came, has not reached it: the set
         // a restore rebuilds decides the same.
         let at = self.popped + self.expiries.len() as u64;
+        debug_assert!(
+            (self.expiries.len() as u64) < 1 << 32,
+            "log positions wrap at 2^32"
+        );
         let log = Log {
             entries: &self.expiries,
             first: self.popped,

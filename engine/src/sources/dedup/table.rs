@@ -5,12 +5,13 @@
 //! A slot is 8 bytes: the id hash's low 32 bits, which pick its home slot,
 //! and the 32-bit position of the id's newest entry in the log. The full
 //! hash and the expiry live in the log only, read when a slot's 32 bits
-//! match (a repeat, or one chance in 2^32 per slot passed). Half the size
-//! of `(hash, expiry)` slots, the table's random reads, two per id (its
-//! check, and its removal when it expires), are served from a 16 MB array
-//! instead of a 32 MB one for W5's ~850,000 live ids: on this project's
-//! machine random reads of 16 MB run at about twice the rate of 32 MB
-//! (docs/performance.md, "Seen ids in 8-byte slots").
+//! match (an id seen before, repeat or not, or one chance in 2^32 per
+//! slot passed). Half the size of `(hash, expiry)` slots, the table's
+//! random reads, two per id (its check, and its removal when it expires),
+//! are served from a 16 MB array instead of a 32 MB one for W5's ~850,000
+//! live ids: on this project's machine random reads of 16 MB run at about
+//! twice the rate of 32 MB (docs/performance.md, "Seen ids in 8-byte
+//! slots").
 //!
 //! The table is at most half full, so a probe usually reads one cache
 //! line. Removal shifts the probe run back (no tombstones), so a table that
