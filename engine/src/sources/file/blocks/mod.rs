@@ -194,6 +194,18 @@ impl DecoderCtx {
             parts: std::mem::take(&mut scratch.parts),
             reply,
         });
+        // Sends one part of the block's ids; the first carries `start`.
+        let index = block.index;
+        let mut send = |ids: Ids, last: bool| {
+            let start = start.take();
+            let part = Probe {
+                index,
+                ids,
+                last,
+                start,
+            };
+            source.send(Ok(Message::Probe(part))).map_err(|_| lost())
+        };
         let spare = &mut scratch.spare_ids;
         let mut ids = spare.pop().unwrap_or_default();
         for (line, line_utf8) in lines(&block.text[..block.len]) {
@@ -215,22 +227,10 @@ impl DecoderCtx {
             }
             if ids.len() == PART {
                 let next = spare.pop().unwrap_or_default();
-                let part = Probe {
-                    index: block.index,
-                    ids: std::mem::replace(&mut ids, next),
-                    last: false,
-                    start: start.take(),
-                };
-                source.send(Ok(Message::Probe(part))).map_err(|_| lost())?;
+                send(std::mem::replace(&mut ids, next), false)?;
             }
         }
-        let part = Probe {
-            index: block.index,
-            ids,
-            last: true,
-            start: start.take(),
-        };
-        source.send(Ok(Message::Probe(part))).map_err(|_| lost())?;
+        send(ids, true)?;
         let Answer { repeats, mut parts } = pool::recv_yielding(&answer).map_err(|_| lost())?;
         debug_assert_eq!(repeats.len(), records.len(), "a verdict per record");
         let mut max_time = i64::MIN;
