@@ -10,6 +10,8 @@
 //!   snapshot is taken or the memory budget is exceeded. Times wholly in
 //!   memory are snapshotted as [`pack`]s (a few large values per time),
 //!   the others key by key.
+//! - [`ingest`] writes a checkpoint's large run of window partials as a
+//!   table file RocksDB ingests, instead of through its log and memtable.
 //! - [`keys::same`] compares encoded keys, empty ones without a call.
 //! - [`hint::prefetch`] reads a cache line ahead of a lookup.
 
@@ -19,6 +21,7 @@ pub mod codec;
 mod error;
 pub mod family;
 pub mod hint;
+pub mod ingest;
 pub mod keys;
 pub mod pack;
 pub mod store;
@@ -27,4 +30,5 @@ pub use batch::StateBatch;
 pub use cache::{StateValue, WindowCache};
 pub use error::StateError;
 pub use family::{Family, WriteMode};
+pub use ingest::PendingRun;
 pub use store::StateStore;

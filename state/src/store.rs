@@ -12,6 +12,7 @@ use rocksdb::{
 
 use crate::batch::{Op, StateBatch};
 use crate::family::{Family, WriteMode};
+use crate::ingest::DEFAULT_INGEST_MIN_BYTES;
 use crate::StateError;
 
 /// The marker every kflow state directory carries in its meta family.
@@ -29,8 +30,11 @@ pub type Entry = (Box<[u8]>, Box<[u8]>);
 
 /// A job's RocksDB database.
 pub struct StateStore {
-    db: DB,
-    path: PathBuf,
+    pub(crate) db: DB,
+    pub(crate) path: PathBuf,
+    /// Window-family point writes at least this large in one batch go to
+    /// a table file (`crate::ingest`); `None`: never.
+    pub(crate) ingest_min_bytes: Option<usize>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -94,6 +98,7 @@ impl StateStore {
             let store = StateStore {
                 db,
                 path: path.clone(),
+                ingest_min_bytes: Some(DEFAULT_INGEST_MIN_BYTES),
             };
             let mut batch = StateBatch::new();
             batch.put(Family::Meta, FORMAT_KEY, FORMAT_VALUE);
@@ -101,7 +106,11 @@ impl StateStore {
             std::fs::remove_file(&creating).map_err(io)?;
             return Ok(store);
         }
-        let mut store = StateStore { db, path };
+        let mut store = StateStore {
+            db,
+            path,
+            ingest_min_bytes: Some(DEFAULT_INGEST_MIN_BYTES),
+        };
         match store.get(Family::Meta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VALUE => {
                 if before_packs {
@@ -111,6 +120,7 @@ impl StateStore {
                         .create_cf(name, &Self::family_options(Family::Packs));
                     made.map_err(|e| store.rocks(e))?;
                 }
+                store.finish_pending_run()?;
                 Ok(store)
             }
             Some(v) => Err(StateError::Foreign {
@@ -150,7 +160,12 @@ impl StateStore {
             false,
         )
         .map_err(|source| Self::open_error(&path, source))?;
-        let store = StateStore { db, path };
+        // Read-only: a run a crash left uningested is not seen.
+        let store = StateStore {
+            db,
+            path,
+            ingest_min_bytes: None,
+        };
         match store.get(Family::Meta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VALUE => Ok(store),
             _ => Err(StateError::Foreign {
@@ -239,7 +254,7 @@ impl StateStore {
         families.map(|f| ColumnFamilyDescriptor::new(f.name(), Self::family_options(f)))
     }
 
-    fn family_options(family: Family) -> Options {
+    pub(crate) fn family_options(family: Family) -> Options {
         // Bloom filters: a cache miss on a key that was never stored (most
         // new keys of a spilled window) costs no block reads.
         let mut table = rocksdb::BlockBasedOptions::default();
@@ -274,13 +289,13 @@ impl StateStore {
         &self.path
     }
 
-    fn cf(&self, family: Family) -> Result<&rocksdb::ColumnFamily, StateError> {
+    pub(crate) fn cf(&self, family: Family) -> Result<&rocksdb::ColumnFamily, StateError> {
         self.db.cf_handle(family.name()).ok_or_else(|| {
             StateError::Corrupt(format!("column family `{}` is missing", family.name()))
         })
     }
 
-    fn rocks(&self, source: rocksdb::Error) -> StateError {
+    pub(crate) fn rocks(&self, source: rocksdb::Error) -> StateError {
         StateError::Rocks {
             path: self.path.clone(),
             source,
@@ -300,12 +315,30 @@ impl StateStore {
         checkpoint.create_checkpoint(dir).map_err(|e| self.rocks(e))
     }
 
-    /// Applies `batch` atomically; with `sync` the write is on disk when
-    /// this returns.
+    /// Sets the size of a batch's window-family point writes from which
+    /// [`StateStore::commit`] writes them as a table file (`None`: never).
+    /// The default, [`DEFAULT_INGEST_MIN_BYTES`], is the family's memtable
+    /// size; tests lower it to take that path with little state.
+    pub fn set_ingest_min_bytes(&mut self, bytes: Option<usize>) {
+        self.ingest_min_bytes = bytes;
+    }
+
+    /// Applies `batch` atomically ([`StateStore::commit`], then
+    /// [`StateStore::ingest`] of a run it left); with `sync` the write is
+    /// on disk when this returns.
     ///
     /// # Errors
-    /// [`StateError::Rocks`] when RocksDB fails the write.
+    /// [`StateError::Rocks`] when RocksDB fails the write;
+    /// [`StateError::Io`] when a run's file cannot be made durable.
     pub fn write(&self, batch: StateBatch, sync: WriteMode) -> Result<(), StateError> {
+        match self.commit(batch, sync)? {
+            Some(run) => self.ingest(run),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `batch` in one RocksDB `WriteBatch`.
+    pub(crate) fn write_batch(&self, batch: StateBatch, sync: WriteMode) -> Result<(), StateError> {
         let mut wb = WriteBatch::default();
         for chunk in batch.chunks {
             for op in StateBatch::ops_of(&chunk) {
@@ -319,6 +352,11 @@ impl StateStore {
             }
             // `chunk` is freed here: RocksDB's batch holds its writes now.
         }
+        self.apply(wb, sync)
+    }
+
+    /// Writes RocksDB's `wb`.
+    pub(crate) fn apply(&self, wb: WriteBatch, sync: WriteMode) -> Result<(), StateError> {
         let mut options = WriteOptions::default();
         options.set_sync(sync == WriteMode::Synced);
         self.db.write_opt(wb, &options).map_err(|e| self.rocks(e))

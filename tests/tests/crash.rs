@@ -108,7 +108,7 @@ fn kill_and_restart(job: &str, inputs: &[(&str, Workload)]) {
     let reference = JobDir::with_workloads(job, inputs);
     let started = Instant::now();
     reference.run_job_ok(&[]);
-    kill_and_restart_against(&reference, started.elapsed(), job, inputs, &[]);
+    kill_and_restart_against(&reference, started.elapsed(), job, inputs, &[], &[]);
 }
 
 /// [`kill_and_restart_against`] for runs decoding on a pool of 3 threads,
@@ -123,18 +123,21 @@ fn kill_pool_of_decoders(job: &str, inputs: &[(&str, Workload)]) {
         job,
         inputs,
         &["--decode-threads", "3"],
+        &[],
     );
 }
 
 /// Kills `job` in a fresh folder at random moments (within `full`, the
 /// time an uninterrupted run takes) at least `MIN_KILLS` times, lets it
-/// finish, and compares its outputs with `reference`'s.
+/// finish, and compares its outputs with `reference`'s. Every run of it
+/// has the environment `env`.
 fn kill_and_restart_against(
     reference: &JobDir,
     full: Duration,
     job: &str,
     inputs: &[(&str, Workload)],
     extra: &[&str],
+    env: &[(&str, &str)],
 ) {
     let args: Vec<&str> = ["--checkpoint-interval", "50ms"]
         .into_iter()
@@ -152,6 +155,7 @@ fn kill_and_restart_against(
         );
         let mut child = crashed
             .job_command(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -168,7 +172,8 @@ fn kill_and_restart_against(
         }
         child.wait().unwrap();
     }
-    crashed.run_job_ok(&args);
+    let out = crashed.run_job(&args, env);
+    assert!(out.status.success(), "kflow failed: {}", out.stderr);
     println!("{kills} kills in {attempts} runs");
     assert_same_outputs(reference, &crashed);
 }
@@ -245,8 +250,12 @@ aggregates = { users = "count_distinct_approx(user_id)", exact = "count_distinct
 /// uninterrupted and with the spilling run killed again and again.
 #[test]
 fn issue_4_state_larger_than_memory_spills_and_survives_repeated_kills() {
-    spill_and_kill(
-        r#"
+    spill_and_kill(SPILLING_WINDOWS, &["per_user", "recent"], &[]);
+}
+
+/// A tumbling and a sliding window over 20,000 users: far more state than
+/// 64 KB.
+const SPILLING_WINDOWS: &str = r#"
 [windows.per_user]
 input = "clicks"
 key = ["user_id"]
@@ -258,16 +267,60 @@ input = "clicks"
 key = ["user_id"]
 sliding = { size = "3m", slide = "1m" }
 aggregates = { events = "count()", smallest = "min(amount)" }
-"#,
-        &["per_user", "recent"],
+"#;
+
+/// Every checkpoint's window partials go to a table file RocksDB ingests
+/// (issue 18; at least 16 MB of them do by default): committed with a
+/// marker first, ingested after, so a kill between the two must leave a
+/// state the next run finishes, never one counted twice or lost.
+#[test]
+fn issue_18_spill_runs_ingested_as_table_files_survive_repeated_kills() {
+    spill_and_kill(SPILLING_WINDOWS, &["per_user", "recent"], INGEST_ALL);
+}
+
+/// The environment that makes every checkpoint with window partials to
+/// write take the ingested-file path.
+const INGEST_ALL: &[(&str, &str)] = &[("KFLOW_INGEST_MIN_BYTES", "1")];
+
+/// Aborted once the first checkpoint that leaves a run of partials in a
+/// table file committed, before the run was ingested: the file is left
+/// beside the database, and the next start ingests it before anything
+/// reads the state.
+#[test]
+fn issue_18_abort_between_a_commit_and_its_runs_ingestion() {
+    let inputs = [("clicks.jsonl", events(200_000, 20_000, 5))];
+    let in_memory = JobDir::with_workloads(
+        &job_with(&crash_job(), SPILLING_WINDOWS, &["per_user"]),
+        &inputs,
     );
+    in_memory.run_job_ok(&[]);
+    let mut spilling = crash_job();
+    spilling.state_memory = Some("64KB".into());
+    let crashed = JobDir::with_workloads(
+        &job_with(&spilling, SPILLING_WINDOWS, &["per_user"]),
+        &inputs,
+    );
+    let hook = [INGEST_ALL[0], ("KFLOW_CRASH_AT", "before-ingest:1")];
+    let out = crashed.run_job(&[], &hook);
+    assert!(
+        !out.status.success(),
+        "the hook should have aborted the run: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("test hook"), "{}", out.stderr);
+    let run = crashed.path().join(".kflow/crash/db/kflow-run.sst");
+    assert!(run.is_file(), "no run file left at {}", run.display());
+    let out = crashed.run_job(&[], INGEST_ALL);
+    assert!(out.status.success(), "kflow failed: {}", out.stderr);
+    assert!(!run.exists(), "the run file was ingested and removed");
+    assert_same_outputs(&in_memory, &crashed);
 }
 
 /// Runs `windows` (with a file sink for each of `sinks`) over 200,000
 /// clicks of 20,000 users with a 64 KB state budget: it must spill (at
 /// least 3 early checkpoints) and its outputs must equal a run that never
 /// spills, uninterrupted and killed again and again.
-fn spill_and_kill(windows: &str, sinks: &[&str]) {
+fn spill_and_kill(windows: &str, sinks: &[&str], env: &[(&str, &str)]) {
     let inputs = [("clicks.jsonl", events(200_000, 20_000, 5))];
     let in_memory = JobDir::with_workloads(&job_with(&crash_job(), windows, sinks), &inputs);
     in_memory.run_job_ok(&[]);
@@ -276,7 +329,9 @@ fn spill_and_kill(windows: &str, sinks: &[&str]) {
     let spilling_job = job_with(&spilling, windows, sinks);
     let spilling = JobDir::with_workloads(&spilling_job, &inputs);
     let started = Instant::now();
-    let out = run_with_timeout(spilling.loud_job_command(), TIMEOUT).unwrap();
+    let mut command = spilling.loud_job_command();
+    command.envs(env.iter().copied());
+    let out = run_with_timeout(command, TIMEOUT).unwrap();
     let full = started.elapsed();
     assert!(out.status.success(), "kflow failed: {}", out.stderr);
     // The run summary: `checkpoints  N  (…, M early (memory budget, …))`;
@@ -299,7 +354,7 @@ fn spill_and_kill(windows: &str, sinks: &[&str]) {
         out.stderr
     );
     assert_same_outputs(&in_memory, &spilling);
-    kill_and_restart_against(&in_memory, full, &spilling_job, &inputs, &[]);
+    kill_and_restart_against(&in_memory, full, &spilling_job, &inputs, &[], env);
 }
 
 /// Session windows (issue 17): sessions open across many checkpoints,
@@ -354,21 +409,28 @@ aggregates = { clicks = "count()", revenue = "sum(amount)", first_type = "first(
     kill_and_restart(&job, &[("clicks.jsonl", events(200_000, 20, 11))]);
 }
 
-/// Session windows far larger than a 64 KB budget: sessions and timers
-/// spill, evicted keys are read back to extend or fire, and the results
-/// equal a run that never spills, killed or not.
-#[test]
-fn issue_17_session_windows_spill_and_survive_repeated_kills() {
-    spill_and_kill(
-        r#"
+/// Session windows of 20,000 users: far more state than 64 KB.
+const SPILLING_SESSIONS: &str = r#"
 [windows.visits]
 input = "clicks"
 key = ["user_id"]
 session = { gap = "5m" }
 aggregates = { clicks = "count()", revenue = "sum(amount)", last_type = "last(type)" }
-"#,
-        &["visits"],
-    );
+"#;
+
+/// Session windows far larger than a 64 KB budget: sessions and timers
+/// spill, evicted keys are read back to extend or fire, and the results
+/// equal a run that never spills, killed or not.
+#[test]
+fn issue_17_session_windows_spill_and_survive_repeated_kills() {
+    spill_and_kill(SPILLING_SESSIONS, &["visits"], &[]);
+}
+
+/// The same with every checkpoint's partials in an ingested table file
+/// (sessions move between keys: a key's delete and rewrite in one batch).
+#[test]
+fn issue_18_spilled_sessions_ingested_as_table_files_survive_repeated_kills() {
+    spill_and_kill(SPILLING_SESSIONS, &["visits"], INGEST_ALL);
 }
 
 /// Checkouts per user per minute over `clicks.jsonl`, dropping repeats of

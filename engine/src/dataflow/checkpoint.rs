@@ -273,6 +273,10 @@ impl CheckpointCtx {
 pub enum CrashPoint {
     /// After collecting every part of checkpoint N, before writing it.
     BeforeCommit(u64),
+    /// After the batch of checkpoint N, or of the first checkpoint after
+    /// it that leaves a run of window partials as a table file, committed,
+    /// before that run is ingested.
+    BeforeIngest(u64),
     /// Right after checkpoint N was written.
     AfterCommit(u64),
     /// In the middle of a sink's write after checkpoint N committed.
@@ -280,14 +284,15 @@ pub enum CrashPoint {
 }
 
 impl CrashPoint {
-    /// Reads `KFLOW_CRASH_AT` (`before-commit:N`, `after-commit:N`,
-    /// `sink-write:N`): a test hook, never set in production.
+    /// Reads `KFLOW_CRASH_AT` (`before-commit:N`, `before-ingest:N`,
+    /// `after-commit:N`, `sink-write:N`): a test hook, never set in production.
     pub fn from_env() -> Option<CrashPoint> {
         let value = std::env::var("KFLOW_CRASH_AT").ok()?;
         let (what, n) = value.split_once(':')?;
         let n = n.parse().ok()?;
         match what {
             "before-commit" => Some(CrashPoint::BeforeCommit(n)),
+            "before-ingest" => Some(CrashPoint::BeforeIngest(n)),
             "after-commit" => Some(CrashPoint::AfterCommit(n)),
             "sink-write" => Some(CrashPoint::SinkWrite(n)),
             _ => None,

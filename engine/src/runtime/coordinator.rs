@@ -356,7 +356,14 @@ impl Coordinator {
         }
         let started = Instant::now();
         stats.bytes += batch.bytes() as u64;
-        self.store.write(batch, WriteMode::Synced)?;
+        let run = self.store.commit(batch, WriteMode::Synced)?;
+        if let Some(run) = run {
+            if matches!(self.crash, Some(CrashPoint::BeforeIngest(n)) if id >= n) {
+                eprintln!("kflow: test hook: aborting before checkpoint {id}'s run is ingested");
+                std::process::abort();
+            }
+            self.store.ingest(run)?;
+        }
         stats.write_time += started.elapsed();
         stats.count += 1;
         self.ctx.set_committed(id);

@@ -122,7 +122,17 @@ pub fn prepare(
             what: format!("--from-checkpoint {id} needs `[job] checkpoint_store`"),
         });
     }
-    let store = Arc::new(StateStore::open(&db_dir)?);
+    let mut store = StateStore::open(&db_dir)?;
+    // Test hook: the size from which a checkpoint's window writes go to an
+    // ingested table file (`kflow_state::ingest`), lowered so small jobs
+    // take that path too.
+    if let Some(bytes) = std::env::var("KFLOW_INGEST_MIN_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        store.set_ingest_min_bytes(Some(bytes));
+    }
+    let store = Arc::new(store);
     let meta = CheckpointMeta::load(&store)?;
     let start = match meta {
         Some(_) if options.reset => Start::Fresh {
