@@ -55,7 +55,8 @@ pub struct PendingRun {
 type Write<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// A batch's window-family point writes, when they can go to a table
-/// file, and its other writes, in order.
+/// file: sorted by key, each key once with its last write. And the
+/// batch's other writes, in order.
 struct Run<'a> {
     writes: Vec<Write<'a>>,
     others: Vec<Op<'a>>,
@@ -68,28 +69,44 @@ impl<'a> Run<'a> {
     /// after it).
     fn of(chunks: &'a [Vec<u8>], min_bytes: usize) -> Result<Option<Run<'a>>, StateError> {
         let mut bytes = 0;
-        let mut writes = Vec::new();
+        let mut writes: Vec<Write<'a>> = Vec::new();
         let mut others = Vec::new();
+        // Whether the keys came in strictly rising order (a partition's
+        // keyed snapshot writes them so): then there is nothing to sort
+        // and no key twice.
+        let mut rising = true;
         for chunk in chunks {
             for op in StateBatch::ops_of(chunk) {
-                match op? {
-                    Op::Put(Family::Windows, key, value) => {
-                        bytes += key.len() + value.len();
-                        writes.push((key, Some(value)));
+                let write = match op? {
+                    Op::Put(Family::Windows, key, value) => (key, Some(value)),
+                    Op::Delete(Family::Windows, key) => (key, None),
+                    other => {
+                        others.push(other);
+                        continue;
                     }
-                    Op::Delete(Family::Windows, key) => {
-                        bytes += key.len();
-                        writes.push((key, None));
-                    }
-                    other => others.push(other),
-                }
+                };
+                bytes += write.0.len() + write.1.map_or(0, <[u8]>::len);
+                rising = rising && writes.last().is_none_or(|last| last.0 < write.0);
+                writes.push(write);
             }
         }
         if bytes < min_bytes || writes.is_empty() {
             return Ok(None);
         }
-        // Stable: of a key's writes, the batch's last comes last.
-        writes.sort_by(|a, b| a.0.cmp(b.0));
+        if !rising {
+            // Stable: of a key's writes, the batch's last comes last, and
+            // is the one kept.
+            writes.sort_by(|a, b| a.0.cmp(b.0));
+            let mut kept = 0;
+            for i in 0..writes.len() {
+                if writes.get(i + 1).is_some_and(|next| next.0 == writes[i].0) {
+                    continue;
+                }
+                writes[kept] = writes[i];
+                kept += 1;
+            }
+            writes.truncate(kept);
+        }
         let covered = others.iter().any(|op| match *op {
             Op::DeleteRange(Family::Windows, from, to) => {
                 let first = writes.partition_point(|w| w.0 < from);
@@ -100,16 +117,12 @@ impl<'a> Run<'a> {
         Ok((!covered).then_some(Run { writes, others }))
     }
 
-    /// Writes the run to a synced table file at `path`, each key once
-    /// with its last write.
+    /// Writes the run to a synced table file at `path`.
     fn write_file(&self, store: &StateStore, path: &Path) -> Result<(), StateError> {
         let options = StateStore::family_options(Family::Windows);
         let mut file = SstFileWriter::create(&options);
         file.open(path).map_err(|e| store.rocks(e))?;
-        for (i, &(key, value)) in self.writes.iter().enumerate() {
-            if self.writes.get(i + 1).is_some_and(|next| next.0 == key) {
-                continue;
-            }
+        for &(key, value) in &self.writes {
             match value {
                 Some(value) => file.put(key, value),
                 None => file.delete(key),
@@ -290,6 +303,27 @@ mod tests {
         assert_eq!(store.get(Family::Meta, b"m").unwrap().unwrap(), b"meta");
         store.ingest(run).unwrap();
         assert_batch_applied(&store);
+    }
+
+    #[test]
+    fn a_run_in_rising_key_order_is_written_as_it_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut batch = StateBatch::new();
+        for i in 0..1000 {
+            batch.put(Family::Windows, &key(i), format!("v{i}").as_bytes());
+        }
+        batch.delete(Family::Windows, &key(1000));
+        let run = store.commit(batch, WriteMode::Synced).unwrap().unwrap();
+        store.ingest(run).unwrap();
+        let found = store.scan_prefix(Family::Windows, b"").unwrap();
+        assert_eq!(found.len(), 1000);
+        for (i, (k, v)) in found.iter().enumerate() {
+            assert_eq!(
+                (&**k, &**v),
+                (&key(i as u32)[..], format!("v{i}").as_bytes())
+            );
+        }
     }
 
     #[test]
