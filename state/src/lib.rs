@@ -12,6 +12,8 @@
 //!   the others key by key.
 //! - [`ingest`] writes a checkpoint's large run of window partials as a
 //!   table file RocksDB ingests, instead of through its log and memtable.
+//! - [`scan`] reads a prefix scan ahead of its caller on a thread of its
+//!   own (firing a window of millions of stored partials).
 //! - [`keys::same`] compares encoded keys, empty ones without a call.
 //! - [`hint::prefetch`] reads a cache line ahead of a lookup.
 
@@ -24,6 +26,7 @@ pub mod hint;
 pub mod ingest;
 pub mod keys;
 pub mod pack;
+pub mod scan;
 pub mod store;
 
 pub use batch::StateBatch;

@@ -143,8 +143,9 @@ impl<V: StateValue> WindowCache<V> {
 
     /// Calls `visit` for every entry of `time`, the stored ones that memory
     /// does not shadow and then those in memory, and removes the time.
-    /// Stored entries are decoded one at a time, so firing a window much
-    /// larger than the memory budget never loads it whole.
+    /// Stored entries are decoded one at a time, and read at most about a
+    /// megabyte ahead, so firing a window much larger than the memory
+    /// budget never loads it whole.
     ///
     /// # Errors
     /// The first error of the scan, a decode or `visit`.
@@ -171,7 +172,9 @@ impl<V: StateValue> WindowCache<V> {
             memory.sort_unstable();
             let mut next = 0;
             let mut failed: Option<E> = None;
-            store.for_each_prefix(Family::Windows, &prefix, |full, bytes| {
+            // RocksDB's merging of the time's runs, on a thread of its own,
+            // overlaps the decoding and `visit` here.
+            store.for_each_prefix_read_ahead(Family::Windows, &prefix, |full, bytes| {
                 let result = codec::decode_key(full)
                     .map_err(E::from)
                     .and_then(|(_, _, key)| {
