@@ -12,16 +12,24 @@
 //! naming the file, and the file is then ingested (RocksDB links it into
 //! level 0 or below, a manifest write).
 //!
-//! Crash safety: the file is synced, and its directory, before the batch
-//! that names it commits; RocksDB removes a moved file only once its
-//! ingestion is durable. So on open a marker whose file exists means the
-//! ingestion may not have happened and it is done (again: the same values
-//! for the same keys, since nothing commits between a batch and its
-//! ingestion); a marker whose file is gone means it was ingested; a file
-//! no marker names belongs to a batch that never committed and is
-//! removed.
+//! Crash safety: the file (named after the database's sequence number, so
+//! no two runs share a name) is synced, and its directory, before the
+//! batch that names it commits; RocksDB removes a moved file only once its
+//! ingestion is durable, and the marker is removed, synced, after that.
+//! So on open, a marker whose file is gone was ingested; a marker whose
+//! file is also linked elsewhere (RocksDB links a moved file into the
+//! database, and writes the sequence number it assigned into it, so it
+//! could not be ingested again) was ingested before its own name went;
+//! a marker whose file has no other link was not ingested, and the file
+//! is. A run file no marker names belongs to a batch that never
+//! committed and is removed.
+//! One run is pending at a time: the store's run lock is held from a
+//! run's commit to its ingestion (window partitions rewriting their state
+//! at a start write at once).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{MutexGuard, PoisonError};
 
 use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch};
 
@@ -31,8 +39,10 @@ use crate::store::StateStore;
 use crate::StateError;
 
 /// The table file a committing batch's run is written to, in the
-/// database's directory (RocksDB ignores names it did not make).
-const RUN_FILE: &str = "kflow-run.sst";
+/// database's directory (RocksDB ignores names it did not make):
+/// `kflow-run-<sequence number>.sst`.
+const RUN_PREFIX: &str = "kflow-run-";
+const RUN_SUFFIX: &str = ".sst";
 
 /// The meta-family key of the marker a batch with a run commits.
 const PENDING_KEY: &[u8] = b"ingest-pending";
@@ -43,11 +53,13 @@ const PENDING_KEY: &[u8] = b"ingest-pending";
 pub const DEFAULT_INGEST_MIN_BYTES: usize = 16 << 20;
 
 /// A committed batch's run of window partials, written to a table file
-/// but not yet ingested: [`StateStore::ingest`] finishes the write.
+/// but not yet ingested: [`StateStore::ingest`] finishes the write. It
+/// holds the store's run lock, so no other run commits meanwhile.
 #[derive(Debug)]
 #[must_use = "a committed run must be ingested"]
-pub struct PendingRun {
+pub struct PendingRun<'a> {
     path: PathBuf,
+    _lock: MutexGuard<'a, ()>,
 }
 
 /// One window-family point write of a batch: a key and its value, or
@@ -137,7 +149,7 @@ impl<'a> Run<'a> {
 impl StateStore {
     /// Applies `batch` atomically, except that its run of window-family
     /// point writes, when large enough, is written to a table file first
-    /// and left for [`StateStore::ingest`]: until then the database lacks
+    /// and left for [`StateStore::ingest`]: until then readers do not see
     /// it, and if the process dies before, the next [`StateStore::open`]
     /// ingests it. With `sync` the write is on disk when this returns.
     ///
@@ -148,7 +160,7 @@ impl StateStore {
         &self,
         batch: StateBatch,
         sync: crate::WriteMode,
-    ) -> Result<Option<PendingRun>, StateError> {
+    ) -> Result<Option<PendingRun<'_>>, StateError> {
         let run = match self.ingest_min_bytes {
             Some(min) if batch.bytes() >= min => Run::of(&batch.chunks, min)?,
             _ => None,
@@ -157,8 +169,15 @@ impl StateStore {
             self.write_batch(batch, sync)?;
             return Ok(None);
         };
-        let path = self.path.join(RUN_FILE);
-        remove_if_present(&path)?;
+        let lock = self.run_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // The marker names one run: one an error left uningested goes in
+        // first.
+        self.finish_pending_run_locked()?;
+        let name = format!(
+            "{RUN_PREFIX}{}{RUN_SUFFIX}",
+            self.db.latest_sequence_number()
+        );
+        let path = self.path.join(&name);
         run.write_file(self, &path)?;
         sync_dir(&self.path)?;
         let mut wb = WriteBatch::default();
@@ -171,9 +190,9 @@ impl StateStore {
         }
         drop(run);
         drop(batch);
-        wb.put_cf(self.cf(Family::Meta)?, PENDING_KEY, RUN_FILE.as_bytes());
+        wb.put_cf(self.cf(Family::Meta)?, PENDING_KEY, name.as_bytes());
         self.apply(wb, sync)?;
-        Ok(Some(PendingRun { path }))
+        Ok(Some(PendingRun { path, _lock: lock }))
     }
 
     /// Ingests a committed run's file: its keys are in the database when
@@ -182,35 +201,75 @@ impl StateStore {
     /// # Errors
     /// [`StateError::Rocks`] when RocksDB cannot ingest the file or clear
     /// the marker.
-    pub fn ingest(&self, run: PendingRun) -> Result<(), StateError> {
+    pub fn ingest(&self, run: PendingRun<'_>) -> Result<(), StateError> {
+        self.ingest_file(&run.path)
+    }
+
+    /// Ingests the file at `path` (linked into the database, not copied)
+    /// and removes the marker, synced.
+    fn ingest_file(&self, path: &Path) -> Result<(), StateError> {
         let mut options = IngestExternalFileOptions::default();
         options.set_move_files(true);
         self.db
-            .ingest_external_file_cf_opts(self.cf(Family::Windows)?, &options, vec![&run.path])
+            .ingest_external_file_cf_opts(self.cf(Family::Windows)?, &options, vec![path])
             .map_err(|e| self.rocks(e))?;
-        // A file copied rather than linked stays; it is in the database.
-        remove_if_present(&run.path)?;
-        // Not synced: a marker whose file is gone is dropped on open.
+        // RocksDB removed a moved file; a copied one stays.
+        remove_if_present(path)?;
+        self.drop_marker()
+    }
+
+    fn drop_marker(&self) -> Result<(), StateError> {
         let mut wb = WriteBatch::default();
         wb.delete_cf(self.cf(Family::Meta)?, PENDING_KEY);
-        self.apply(wb, crate::WriteMode::Buffered)
+        self.apply(wb, crate::WriteMode::Synced)
     }
 
     /// On open: ingests the run of a batch that committed before its
-    /// ingestion finished, and removes the file of one that never
+    /// ingestion finished, and removes the files of runs that never
     /// committed.
     pub(crate) fn finish_pending_run(&self) -> Result<(), StateError> {
-        let path = self.path.join(RUN_FILE);
-        if self.get(Family::Meta, PENDING_KEY)?.is_some() {
-            if path.exists() {
-                return self.ingest(PendingRun { path });
-            }
-            let mut wb = WriteBatch::default();
-            wb.delete_cf(self.cf(Family::Meta)?, PENDING_KEY);
-            return self.apply(wb, crate::WriteMode::Synced);
-        }
-        remove_if_present(&path)
+        let _lock = self.run_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.finish_pending_run_locked()
     }
+
+    /// [`StateStore::finish_pending_run`] with the run lock held.
+    fn finish_pending_run_locked(&self) -> Result<(), StateError> {
+        let marker = self.get(Family::Meta, PENDING_KEY)?;
+        let name = marker.as_deref().map(String::from_utf8_lossy);
+        remove_runs(&self.path, name.as_deref())?;
+        let Some(name) = name else {
+            return Ok(());
+        };
+        let path = self.path.join(&*name);
+        match std::fs::metadata(&path) {
+            Ok(file) if file.nlink() > 1 => {
+                // In the database already, under RocksDB's name.
+                remove_if_present(&path)?;
+                self.drop_marker()
+            }
+            Ok(_) => self.ingest_file(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.drop_marker(),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+}
+
+/// Removes the run files in `dir` but `keep`.
+fn remove_runs(dir: &Path, keep: Option<&str>) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name.starts_with(RUN_PREFIX) && name.ends_with(RUN_SUFFIX) && Some(name) != keep {
+            remove_if_present(&dir.join(name))?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> Result<(), StateError> {
@@ -279,7 +338,24 @@ mod tests {
         assert!(store.get(Family::Windows, &key(5)).unwrap().is_none());
         assert_eq!(store.get(Family::Meta, b"m").unwrap().unwrap(), b"meta");
         assert!(store.get(Family::Meta, PENDING_KEY).unwrap().is_none());
-        assert!(!store.path.join(RUN_FILE).exists());
+        assert!(runs(&store.path).is_empty(), "{:?}", runs(&store.path));
+    }
+
+    /// The run files in `dir`.
+    fn runs(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(RUN_PREFIX))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn put_marker(store: &StateStore, name: &str) {
+        let mut marker = StateBatch::new();
+        marker.put(Family::Meta, PENDING_KEY, name.as_bytes());
+        store.write_batch(marker, WriteMode::Synced).unwrap();
     }
 
     fn store_old(store: &StateStore) {
@@ -387,9 +463,7 @@ mod tests {
         store_old(&store);
         let run = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
         store.ingest(run).unwrap();
-        let mut marker = StateBatch::new();
-        marker.put(Family::Meta, PENDING_KEY, RUN_FILE.as_bytes());
-        store.write_batch(marker, WriteMode::Synced).unwrap();
+        put_marker(&store, "kflow-run-7.sst");
         drop(store);
         assert_batch_applied(&StateStore::open(dir.path()).unwrap());
     }
@@ -400,11 +474,98 @@ mod tests {
         let store = open(dir.path());
         let batch = batch();
         let run = Run::of(&batch.chunks, 1).unwrap().unwrap();
-        run.write_file(&store, &store.path.join(RUN_FILE)).unwrap();
+        run.write_file(&store, &store.path.join("kflow-run-5.sst"))
+            .unwrap();
+        drop(run);
+        drop(store);
+        assert_eq!(runs(dir.path()), ["kflow-run-5.sst"]);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert!(runs(dir.path()).is_empty());
+        assert!(store.scan_prefix(Family::Windows, b"").unwrap().is_empty());
+    }
+
+    /// A crash after RocksDB linked the file in but before the file's own
+    /// name went: the name and the live table are one inode, which holds
+    /// the sequence number RocksDB assigned it (7.8 writes it into the
+    /// file) and cannot be ingested again. It is recognised by its second
+    /// link and only its name goes, so the database opens again and
+    /// again.
+    #[test]
+    fn a_run_already_in_the_database_is_not_ingested_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store_old(&store);
+        let run = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
+        let path = run.path.clone();
+        let size = std::fs::metadata(&path).unwrap().len() as usize;
+        store.ingest(run).unwrap();
+        // The run's table (the memtable it overlapped was flushed into
+        // another).
+        let live = store.db.live_files().unwrap();
+        let table = live
+            .iter()
+            .find(|f| f.column_family_name == Family::Windows.name() && f.size == size)
+            .unwrap();
+        std::fs::hard_link(dir.path().join(table.name.trim_start_matches('/')), &path).unwrap();
+        put_marker(&store, path.file_name().unwrap().to_str().unwrap());
+        drop(store);
+        for _ in 0..3 {
+            assert_batch_applied(&StateStore::open(dir.path()).unwrap());
+        }
+    }
+
+    /// A stale marker (its removal lost) must not claim a newer run whose
+    /// batch never committed.
+    #[test]
+    fn a_stale_marker_does_not_claim_a_newer_uncommitted_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store_old(&store);
+        let run = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
+        let name = run.path.file_name().unwrap().to_str().unwrap().to_owned();
+        store.ingest(run).unwrap();
+        put_marker(&store, &name);
+        let mut newer = StateBatch::new();
+        newer.put(Family::Windows, b"uncommitted", b"x");
+        let run = Run::of(&newer.chunks, 1).unwrap().unwrap();
+        run.write_file(&store, &store.path.join("kflow-run-999999.sst"))
+            .unwrap();
         drop(run);
         drop(store);
         let store = StateStore::open(dir.path()).unwrap();
-        assert!(!dir.path().join(RUN_FILE).exists());
-        assert!(store.scan_prefix(Family::Windows, b"").unwrap().is_empty());
+        assert_batch_applied(&store);
+        assert!(store
+            .get(Family::Windows, b"uncommitted")
+            .unwrap()
+            .is_none());
+    }
+
+    /// Window partitions rewriting their state at a start write at once:
+    /// each run is committed and ingested whole, none lost.
+    #[test]
+    fn runs_written_at_once_from_many_threads_all_go_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        std::thread::scope(|scope| {
+            for t in 0..4u8 {
+                let store = &store;
+                scope.spawn(move || {
+                    for round in 0..10u32 {
+                        let mut batch = StateBatch::new();
+                        for i in 0..200u32 {
+                            let key = [&[t][..], &round.to_be_bytes(), &i.to_be_bytes()].concat();
+                            batch.put(Family::Windows, &key, &i.to_le_bytes());
+                        }
+                        store.write(batch, WriteMode::Buffered).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            store.scan_prefix(Family::Windows, b"").unwrap().len(),
+            4 * 10 * 200
+        );
+        assert!(store.get(Family::Meta, PENDING_KEY).unwrap().is_none());
+        assert!(runs(dir.path()).is_empty());
     }
 }

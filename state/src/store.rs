@@ -35,6 +35,8 @@ pub struct StateStore {
     /// Window-family point writes at least this large in one batch go to
     /// a table file (`crate::ingest`); `None`: never.
     pub(crate) ingest_min_bytes: Option<usize>,
+    /// Held from a run's commit to its ingestion (`crate::ingest`).
+    pub(crate) run_lock: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -99,6 +101,7 @@ impl StateStore {
                 db,
                 path: path.clone(),
                 ingest_min_bytes: Some(DEFAULT_INGEST_MIN_BYTES),
+                run_lock: std::sync::Mutex::new(()),
             };
             let mut batch = StateBatch::new();
             batch.put(Family::Meta, FORMAT_KEY, FORMAT_VALUE);
@@ -110,6 +113,7 @@ impl StateStore {
             db,
             path,
             ingest_min_bytes: Some(DEFAULT_INGEST_MIN_BYTES),
+            run_lock: std::sync::Mutex::new(()),
         };
         match store.get(Family::Meta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VALUE => {
@@ -136,7 +140,9 @@ impl StateStore {
 
     /// Opens an existing state database for reading only, without taking
     /// its lock: a running job's state can be inspected (as of its last
-    /// write) while the job holds it.
+    /// write) while the job holds it. A run of window partials committed
+    /// but not yet ingested (`crate::ingest`), or left so by a crash until
+    /// the job opens its state again, is not seen.
     ///
     /// # Errors
     /// [`StateError::Foreign`] when `dir` is not a kflow state database,
@@ -165,6 +171,7 @@ impl StateStore {
             db,
             path,
             ingest_min_bytes: None,
+            run_lock: std::sync::Mutex::new(()),
         };
         match store.get(Family::Meta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VALUE => Ok(store),
@@ -323,9 +330,10 @@ impl StateStore {
         self.ingest_min_bytes = bytes;
     }
 
-    /// Applies `batch` atomically ([`StateStore::commit`], then
-    /// [`StateStore::ingest`] of a run it left); with `sync` the write is
-    /// on disk when this returns.
+    /// Applies `batch` ([`StateStore::commit`], then [`StateStore::ingest`]
+    /// of a run it left: atomically once this returns, and after a crash
+    /// once the store is opened again); with `sync` the write is on disk
+    /// when this returns.
     ///
     /// # Errors
     /// [`StateError::Rocks`] when RocksDB fails the write;

@@ -278,6 +278,24 @@ fn issue_18_spill_runs_ingested_as_table_files_survive_repeated_kills() {
     spill_and_kill(SPILLING_WINDOWS, &["per_user", "recent"], INGEST_ALL);
 }
 
+/// How many table files RocksDB ingested into the crash job's database
+/// in `dir` (its info logs, the current and the kept old ones, record
+/// each).
+fn ingested_runs(dir: &JobDir) -> usize {
+    let db = dir.path().join(".kflow/crash/db");
+    std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("LOG"))
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .matches("\"ingest_finished\"")
+                .count()
+        })
+        .sum()
+}
+
 /// The environment that makes every checkpoint with window partials to
 /// write take the ingested-file path.
 const INGEST_ALL: &[(&str, &str)] = &[("KFLOW_INGEST_MIN_BYTES", "1")];
@@ -308,11 +326,18 @@ fn issue_18_abort_between_a_commit_and_its_runs_ingestion() {
         out.stderr
     );
     assert!(out.stderr.contains("test hook"), "{}", out.stderr);
-    let run = crashed.path().join(".kflow/crash/db/kflow-run.sst");
-    assert!(run.is_file(), "no run file left at {}", run.display());
+    let db = crashed.path().join(".kflow/crash/db");
+    let runs = || -> Vec<String> {
+        std::fs::read_dir(&db)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("kflow-run-"))
+            .collect()
+    };
+    assert_eq!(runs().len(), 1, "one run file left in {}", db.display());
     let out = crashed.run_job(&[], INGEST_ALL);
     assert!(out.status.success(), "kflow failed: {}", out.stderr);
-    assert!(!run.exists(), "the run file was ingested and removed");
+    assert!(runs().is_empty(), "the run file was ingested and removed");
     assert_same_outputs(&in_memory, &crashed);
 }
 
@@ -353,6 +378,11 @@ fn spill_and_kill(windows: &str, sinks: &[&str], env: &[(&str, &str)]) {
         "the state should have spilled many times, {early} early checkpoints:\n{}",
         out.stderr
     );
+    if env.contains(&INGEST_ALL[0]) {
+        let runs = ingested_runs(&spilling);
+        println!("{runs} runs ingested");
+        assert!(runs > 0, "no run was ingested:\n{}", out.stderr);
+    }
     assert_same_outputs(&in_memory, &spilling);
     kill_and_restart_against(&in_memory, full, &spilling_job, &inputs, &[], env);
 }
@@ -426,8 +456,8 @@ fn issue_17_session_windows_spill_and_survive_repeated_kills() {
     spill_and_kill(SPILLING_SESSIONS, &["visits"], &[]);
 }
 
-/// The same with every checkpoint's partials in an ingested table file
-/// (sessions move between keys: a key's delete and rewrite in one batch).
+/// The same with every checkpoint's session partials in an ingested
+/// table file.
 #[test]
 fn issue_18_spilled_sessions_ingested_as_table_files_survive_repeated_kills() {
     spill_and_kill(SPILLING_SESSIONS, &["visits"], INGEST_ALL);
