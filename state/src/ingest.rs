@@ -454,16 +454,23 @@ mod tests {
         assert_batch_applied(&StateStore::open(dir.path()).unwrap());
     }
 
-    #[test]
-    fn a_marker_whose_file_is_gone_is_dropped_on_open() {
-        // The marker's removal is not synced: after a crash it may be back
-        // while its file is already in the database.
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
+    /// A store with `old` stored and then [`batch`] committed and
+    /// ingested; and the path the run's file had.
+    fn ingested(dir: &Path) -> (StateStore, PathBuf) {
+        let store = open(dir);
         store_old(&store);
         let run = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
+        let path = run.path.clone();
         store.ingest(run).unwrap();
-        put_marker(&store, "kflow-run-7.sst");
+        (store, path)
+    }
+
+    #[test]
+    fn a_marker_whose_file_is_gone_is_dropped_on_open() {
+        // A crash between the ingestion and the marker's removal.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = ingested(dir.path());
+        put_marker(&store, path.file_name().unwrap().to_str().unwrap());
         drop(store);
         assert_batch_applied(&StateStore::open(dir.path()).unwrap());
     }
@@ -493,18 +500,14 @@ mod tests {
     #[test]
     fn a_run_already_in_the_database_is_not_ingested_again() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store_old(&store);
-        let run = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
-        let path = run.path.clone();
-        let size = std::fs::metadata(&path).unwrap().len() as usize;
-        store.ingest(run).unwrap();
-        // The run's table (the memtable it overlapped was flushed into
-        // another).
+        let (store, path) = ingested(dir.path());
+        // The run's table: the largest (the memtable holding `old`, which
+        // it overlapped, was flushed into another).
         let live = store.db.live_files().unwrap();
         let table = live
             .iter()
-            .find(|f| f.column_family_name == Family::Windows.name() && f.size == size)
+            .filter(|f| f.column_family_name == Family::Windows.name())
+            .max_by_key(|f| f.size)
             .unwrap();
         std::fs::hard_link(dir.path().join(table.name.trim_start_matches('/')), &path).unwrap();
         put_marker(&store, path.file_name().unwrap().to_str().unwrap());
@@ -519,12 +522,8 @@ mod tests {
     #[test]
     fn a_stale_marker_does_not_claim_a_newer_uncommitted_run() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store_old(&store);
-        let run = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
-        let name = run.path.file_name().unwrap().to_str().unwrap().to_owned();
-        store.ingest(run).unwrap();
-        put_marker(&store, &name);
+        let (store, path) = ingested(dir.path());
+        put_marker(&store, path.file_name().unwrap().to_str().unwrap());
         let mut newer = StateBatch::new();
         newer.put(Family::Windows, b"uncommitted", b"x");
         let run = Run::of(&newer.chunks, 1).unwrap().unwrap();
