@@ -2,7 +2,9 @@
 //! that are not kflow state), atomic batches, point reads and prefix scans.
 //!
 //! Every write goes through a [`StateBatch`] applied in one RocksDB
-//! `WriteBatch`, so a reader never sees half of a snapshot.
+//! `WriteBatch`, so a reader never sees half of a snapshot; a batch's
+//! large run of window partials goes to a table file ingested right after
+//! it ([`crate::ingest`]), and is whole again once `write` returns.
 
 use std::path::{Path, PathBuf};
 
