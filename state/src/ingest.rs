@@ -165,7 +165,7 @@ impl StateStore {
             Some(min) if batch.bytes() >= min => Run::of(&batch.chunks, min)?,
             _ => None,
         };
-        let Some(run) = run else {
+        let Some(mut run) = run else {
             self.write_batch(batch, sync)?;
             return Ok(None);
         };
@@ -181,12 +181,8 @@ impl StateStore {
         run.write_file(self, &path)?;
         sync_dir(&self.path)?;
         let mut wb = WriteBatch::default();
-        for op in &run.others {
-            match *op {
-                Op::Put(family, key, value) => wb.put_cf(self.cf(family)?, key, value),
-                Op::Delete(family, key) => wb.delete_cf(self.cf(family)?, key),
-                Op::DeleteRange(family, from, to) => wb.delete_range_cf(self.cf(family)?, from, to),
-            }
+        for op in run.others.drain(..) {
+            self.add(&mut wb, op)?;
         }
         drop(run);
         drop(batch);

@@ -128,34 +128,37 @@ mod tests {
         (dir, store)
     }
 
+    type Scan = fn(
+        &StateStore,
+        Family,
+        &[u8],
+        &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError>;
+
+    /// Every entry under `prefix`, as `scan` visits them.
+    fn entries(store: &StateStore, prefix: &[u8], scan: Scan) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut found = Vec::new();
+        scan(store, Family::Windows, prefix, &mut |k, v| {
+            found.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+        found
+    }
+
     #[test]
     fn reads_ahead_the_same_entries_in_the_same_order() {
         // Many batches' worth, and an empty prefix.
         let (_dir, store) = store_with(20_000);
-        let mut plain = Vec::new();
-        store
-            .for_each_prefix(Family::Windows, b"p/", |k, v| {
-                plain.push((k.to_vec(), v.to_vec()));
-                true
-            })
-            .unwrap();
-        let mut ahead = Vec::new();
-        store
-            .for_each_prefix_read_ahead(Family::Windows, b"p/", |k, v| {
-                ahead.push((k.to_vec(), v.to_vec()));
-                true
-            })
-            .unwrap();
-        assert_eq!(plain.len(), 20_000);
-        assert!(plain == ahead, "the same entries in the same order");
-        let mut none = 0;
-        store
-            .for_each_prefix_read_ahead(Family::Windows, b"x/", |_, _| {
-                none += 1;
-                true
-            })
-            .unwrap();
-        assert_eq!(none, 0);
+        let plain: Scan = |s, f, p, visit| s.for_each_prefix(f, p, visit);
+        let ahead: Scan = |s, f, p, visit| s.for_each_prefix_read_ahead(f, p, visit);
+        let expected = entries(&store, b"p/", plain);
+        assert_eq!(expected.len(), 20_000);
+        assert!(
+            entries(&store, b"p/", ahead) == expected,
+            "the same entries in the same order"
+        );
+        assert_eq!(entries(&store, b"x/", ahead), Vec::new());
     }
 
     #[test]

@@ -99,24 +99,14 @@ impl StateStore {
         let db = DB::open_cf_descriptors(&Self::options(create), dir, Self::descriptors(opened))
             .map_err(|source| Self::open_error(&path, source))?;
         if create {
-            let store = StateStore {
-                db,
-                path: path.clone(),
-                ingest_min_bytes: Some(DEFAULT_INGEST_MIN_BYTES),
-                run_lock: std::sync::Mutex::new(()),
-            };
+            let store = StateStore::with(db, path.clone(), Some(DEFAULT_INGEST_MIN_BYTES));
             let mut batch = StateBatch::new();
             batch.put(Family::Meta, FORMAT_KEY, FORMAT_VALUE);
             store.write(batch, WriteMode::Synced)?;
             std::fs::remove_file(&creating).map_err(io)?;
             return Ok(store);
         }
-        let mut store = StateStore {
-            db,
-            path,
-            ingest_min_bytes: Some(DEFAULT_INGEST_MIN_BYTES),
-            run_lock: std::sync::Mutex::new(()),
-        };
+        let mut store = StateStore::with(db, path, Some(DEFAULT_INGEST_MIN_BYTES));
         match store.get(Family::Meta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VALUE => {
                 if before_packs {
@@ -168,13 +158,7 @@ impl StateStore {
             false,
         )
         .map_err(|source| Self::open_error(&path, source))?;
-        // Read-only: a run a crash left uningested is not seen.
-        let store = StateStore {
-            db,
-            path,
-            ingest_min_bytes: None,
-            run_lock: std::sync::Mutex::new(()),
-        };
+        let store = StateStore::with(db, path, None);
         match store.get(Family::Meta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VALUE => Ok(store),
             _ => Err(StateError::Foreign {
@@ -261,6 +245,16 @@ impl StateStore {
         families: impl Iterator<Item = Family>,
     ) -> impl Iterator<Item = ColumnFamilyDescriptor> {
         families.map(|f| ColumnFamilyDescriptor::new(f.name(), Self::family_options(f)))
+    }
+
+    /// The store of the open `db` in `path`.
+    fn with(db: DB, path: PathBuf, ingest_min_bytes: Option<usize>) -> StateStore {
+        StateStore {
+            db,
+            path,
+            ingest_min_bytes,
+            run_lock: std::sync::Mutex::new(()),
+        }
     }
 
     pub(crate) fn family_options(family: Family) -> Options {
@@ -352,17 +346,21 @@ impl StateStore {
         let mut wb = WriteBatch::default();
         for chunk in batch.chunks {
             for op in StateBatch::ops_of(&chunk) {
-                match op? {
-                    Op::Put(family, key, value) => wb.put_cf(self.cf(family)?, key, value),
-                    Op::Delete(family, key) => wb.delete_cf(self.cf(family)?, key),
-                    Op::DeleteRange(family, from, to) => {
-                        wb.delete_range_cf(self.cf(family)?, from, to)
-                    }
-                }
+                self.add(&mut wb, op?)?;
             }
             // `chunk` is freed here: RocksDB's batch holds its writes now.
         }
         self.apply(wb, sync)
+    }
+
+    /// Adds `op` to RocksDB's `wb`.
+    pub(crate) fn add(&self, wb: &mut WriteBatch, op: Op<'_>) -> Result<(), StateError> {
+        match op {
+            Op::Put(family, key, value) => wb.put_cf(self.cf(family)?, key, value),
+            Op::Delete(family, key) => wb.delete_cf(self.cf(family)?, key),
+            Op::DeleteRange(family, from, to) => wb.delete_range_cf(self.cf(family)?, from, to),
+        }
+        Ok(())
     }
 
     /// Writes RocksDB's `wb`.
