@@ -387,6 +387,14 @@ mod tests {
         assert_batch_applied(&store);
     }
 
+    /// A run committed and not ingested yet, over the keys of one
+    /// ingested before it.
+    fn overlapping_run(store: &StateStore) -> PendingRun<'_> {
+        let first = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
+        store.ingest(first).unwrap();
+        store.commit(batch(), WriteMode::Synced).unwrap().unwrap()
+    }
+
     #[test]
     fn ingesting_a_run_leaves_its_file_as_written() {
         // A run overlapping one ingested before gets a sequence number of
@@ -395,9 +403,7 @@ mod tests {
         // leaves to be ingested again at the next open.
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let first = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
-        store.ingest(first).unwrap();
-        let second = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
+        let second = overlapping_run(&store);
         let kept = dir.path().join("kept.sst");
         std::fs::hard_link(&second.path, &kept).unwrap();
         let written = std::fs::read(&kept).unwrap();
@@ -415,9 +421,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = open(dir.path());
-            let first = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
-            store.ingest(first).unwrap();
-            let second = store.commit(batch(), WriteMode::Synced).unwrap().unwrap();
+            let second = overlapping_run(&store);
             // The copy in, then a kill before the file and the marker go.
             let mut options = IngestExternalFileOptions::default();
             options.set_move_files(false);
