@@ -214,13 +214,19 @@ impl StateStore {
     /// Ingests a copy of the file at `path` (see the module docs), removes
     /// the file, and removes the marker, synced.
     fn ingest_file(&self, path: &Path) -> Result<(), StateError> {
+        self.ingest_copy(path)?;
+        remove_if_present(path)?;
+        self.drop_marker()
+    }
+
+    /// Has RocksDB ingest a copy of the table file at `path`, leaving the
+    /// file as it was written.
+    fn ingest_copy(&self, path: &Path) -> Result<(), StateError> {
         let mut options = IngestExternalFileOptions::default();
         options.set_move_files(false);
         self.db
             .ingest_external_file_cf_opts(self.cf(Family::Windows)?, &options, vec![path])
-            .map_err(|e| self.rocks(e))?;
-        remove_if_present(path)?;
-        self.drop_marker()
+            .map_err(|e| self.rocks(e))
     }
 
     fn drop_marker(&self) -> Result<(), StateError> {
@@ -423,13 +429,7 @@ mod tests {
             let store = open(dir.path());
             let second = overlapping_run(&store);
             // The copy in, then a kill before the file and the marker go.
-            let mut options = IngestExternalFileOptions::default();
-            options.set_move_files(false);
-            let cf = store.cf(Family::Windows).unwrap();
-            store
-                .db
-                .ingest_external_file_cf_opts(cf, &options, vec![&second.path])
-                .unwrap();
+            store.ingest_copy(&second.path).unwrap();
             assert!(second.path.exists());
             drop(second);
         }

@@ -262,10 +262,9 @@ impl StateStore {
         // new keys of a spilled window) costs no block reads. The window
         // family's are asked for a key in every one of a spilled window's
         // runs (13 for 5M keys at 64MB), so at 10 bits a key (1% false
-        // "maybe" per file) an eighth of the keys read a block, from disk
-        // (an ingested file leaves the page cache); at 16 bits (~0.1%) a
-        // hundredth do, for 6 bits more a key in memory (docs/performance.md,
-        // "Tighter filters on spilled runs").
+        // "maybe" per file) an eighth of the keys read a block; at 16 bits
+        // (~0.1%) a hundredth do, for 6 bits more a key in memory
+        // (docs/performance.md, "Tighter filters on spilled runs").
         let bits = if family == Family::Windows {
             16.0
         } else {
@@ -407,8 +406,8 @@ impl StateStore {
         // The reads of a spilled window's evicted keys land anywhere in
         // its runs (hundreds of MB): kept in the block cache they rarely
         // hit, and each insert evicted another block and cost an
-        // allocation (a 5M-user window revisiting evicted keys: 17.9 ->
-        // 15.1 s; docs/performance.md, "Tighter filters on spilled runs").
+        // allocation (a 5M-user window revisiting evicted keys: 18.0 ->
+        // 15.4 s; docs/performance.md, "Tighter filters on spilled runs").
         let mut read = rocksdb::ReadOptions::default();
         read.fill_cache(false);
         let values = self
