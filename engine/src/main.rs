@@ -39,8 +39,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// with the kernel's usual `defrag=madvise`, a fault on a huge page mimalloc
 /// asked for compacts memory synchronously to find 2 MB, which stalled some
 /// runs by a third and more (W2 median 2.06 -> 1.85 s, peak RSS 140 -> 83
-/// MB; docs/performance.md, "No transparent huge pages"). A value the user
-/// set wins.
+/// MB; docs/performance/runtime.md, "No transparent huge pages"). A value
+/// the user set wins.
 const ALLOCATOR_ENV: [(&str, &str); 3] = [
     ("MIMALLOC_PURGE_DELAY", "0"),
     ("MIMALLOC_ALLOW_THP", "0"),

@@ -264,7 +264,7 @@ impl StateStore {
         // runs (13 for 5M keys at 64MB), so at 10 bits a key (1% false
         // "maybe" per file) an eighth of the keys read a block; at 16 bits
         // (~0.1%) a hundredth do, for 6 bits more a key in memory
-        // (docs/performance.md, "Tighter filters on spilled runs").
+        // (docs/performance/spilling.md, "Tighter filters on spilled runs").
         let bits = if family == Family::Windows {
             16.0
         } else {
@@ -292,7 +292,8 @@ impl StateStore {
         // at RocksDB's default of 4 files rewrote level 1 (the whole
         // window so far) every four checkpoints; at 8, half as often, and a
         // 5M-key window's compaction CPU fell by more than half
-        // (docs/performance.md, "Fewer level-0 compactions").
+        // (docs/performance/spilling.md, "A keyed write read ahead, a fire
+        // beside RocksDB, fewer level-0 compactions").
         family_options.set_level_zero_file_num_compaction_trigger(8);
         family_options
     }
@@ -407,7 +408,7 @@ impl StateStore {
         // its runs (hundreds of MB): kept in the block cache they rarely
         // hit, and each insert evicted another block and cost an
         // allocation (a 5M-user window revisiting evicted keys: 18.0 ->
-        // 15.4 s; docs/performance.md, "Tighter filters on spilled runs").
+        // 15.4 s; docs/performance/spilling.md, "Tighter filters on spilled runs").
         let mut read = rocksdb::ReadOptions::default();
         read.fill_cache(false);
         let values = self

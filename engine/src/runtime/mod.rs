@@ -83,7 +83,7 @@ impl Default for RunOptions {
             // 2 decoders against the source's own thread took W1 1.15 ->
             // 1.06 s, W4 1.30 -> 0.79 s, W5 2.30 -> 1.44 s, W2 the same,
             // and only W4S (a second window) 1.73 -> 1.86 s
-            // (docs/performance.md, "Decoders beyond the cores").
+            // (docs/performance/records.md, "Decoders beyond the cores").
             decode_threads: if cores >= 2 { cores } else { 1 },
         }
     }

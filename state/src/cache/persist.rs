@@ -437,7 +437,7 @@ fn order_prefix(key: &[u8]) -> u128 {
 /// keys. Both are prefetched a few entries ahead (the entry first, then,
 /// once it has arrived, its key), and the filter of written keys is filled
 /// in table order with its blocks prefetched the same way (see
-/// docs/performance.md, "A keyed write read ahead").
+/// docs/performance/spilling.md, "A keyed write read ahead").
 fn write_keyed<V: StateValue>(
     instance: u32,
     time: i64,

@@ -10,7 +10,7 @@
 //! random reads, two per id (its check, and its removal when it expires),
 //! are served from a 16 MB array instead of a 32 MB one for W5's ~850,000
 //! live ids: on this project's machine random reads of 16 MB run at about
-//! twice the rate of 32 MB (docs/performance.md, "Seen ids in 8-byte
+//! twice the rate of 32 MB (docs/performance/dedup.md, "Seen ids in 8-byte
 //! slots").
 //!
 //! The table is at most half full, so a probe usually reads one cache
