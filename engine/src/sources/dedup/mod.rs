@@ -253,6 +253,10 @@ impl Dedup {
             2 * held
         };
         self.seen.reserve(wanted.saturating_sub(held).max(1));
+        // The arrival log holds at least as many entries: sized alike, it
+        // is not copied into fresh pages at every doubling on the way.
+        let logged = self.expiries.len();
+        self.expiries.reserve(wanted.saturating_sub(logged));
     }
 
     /// Forgets the ids that expired before `watermark`; drops them from
@@ -390,12 +394,20 @@ mod tests {
         // One id per ms for two spans of 60 s: ~60k ids alive at a time.
         let mut d = Dedup::new("s", 60_000);
         let mut sizes = Vec::new();
+        let mut log_sizes = Vec::new();
         for t in 0..120_000i64 {
             assert!(!d.check(Some(key::hash(&t.to_le_bytes())), t, t));
             if sizes.last() != Some(&d.seen.slot_count()) {
                 sizes.push(d.seen.slot_count());
             }
+            if log_sizes.last() != Some(&d.expiries.capacity()) {
+                log_sizes.push(d.expiries.capacity());
+            }
         }
+        // The arrival log grows with the table: two steps past 8,192
+        // entries, where doubling takes three.
+        let large = log_sizes.iter().filter(|&&c| c > 8_192).count();
+        assert_eq!(large, 2, "{log_sizes:?}");
         // Doubling while the ids span less than a sixteenth of `within`
         // (to 8,192 slots), then two steps where doubling takes four.
         assert_eq!(sizes.iter().filter(|&&s| s > 8_192).count(), 2, "{sizes:?}");
