@@ -132,6 +132,12 @@ fn issue_14_prometheus_scrapes_a_followed_file_job() {
     prometheus.wait_for("kflow_window_rows_emitted_total", TIMEOUT, |s| {
         one_value(s).is_some_and(|n| n > 0.0)
     });
+    // The sink counts each row the window emitted once, as it writes it.
+    prometheus.wait_for(
+        "sum(kflow_sink_rows_written_total) - sum(kflow_window_rows_emitted_total)",
+        TIMEOUT,
+        |s| one_value(s) == Some(0.0),
+    );
     prometheus.wait_for("process_resident_memory_bytes", TIMEOUT, |s| {
         one_value(s).is_some_and(|n| n > 1e6)
     });
