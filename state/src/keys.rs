@@ -6,9 +6,10 @@
 //! zero-length compare to the C library, whose vector `memcmp` then reads
 //! that address under an all-zero mask; on this project's machine that
 //! costs a fault-suppression assist of ~77 ns per call against ~2 ns
-//! (docs/performance/windows.md, "Empty keys"). [`same`] settles lengths and empty
-//! keys itself, and compares keys of 8 to 16 bytes (a number, a string of
-//! up to 11 bytes) as two overlapping 8-byte words, without a call.
+//! (docs/performance/windows.md, "Empty keys"). [`same`] settles lengths
+//! and empty keys itself, and compares keys of 8 to 16 bytes (a number, a
+//! string of up to 11 bytes) as two overlapping 8-byte words, without a
+//! call.
 
 /// Whether two encoded keys are equal.
 #[inline]

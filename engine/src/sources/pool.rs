@@ -131,8 +131,8 @@ const YIELDS: usize = 512;
 /// the thread runs; a thread that yields lets whatever waits for its core
 /// run (often the very thread it waits for) and finds the message
 /// without being woken. W1 made ~6,000 context switches a run, ~3,800
-/// now: W1 3% faster, W5 6% (docs/performance/records.md, "Yielding instead of
-/// sleeping").
+/// now: W1 3% faster, W5 6% (docs/performance/records.md, "Yielding
+/// instead of sleeping").
 ///
 /// # Errors
 /// The channel's senders are all gone.
