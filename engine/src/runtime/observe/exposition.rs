@@ -6,7 +6,7 @@
 //! Names follow the Prometheus conventions: counters end in `_total`,
 //! units are seconds and bytes, timestamps are `_timestamp_seconds`.
 //! Every series carries `job`; sources add `source` (and `shard`), windows
-//! `node`, sinks `sink`. README "Operating kflow" lists them all.
+//! `node`, sinks `sink`. docs/operations.md lists them all.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
